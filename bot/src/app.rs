@@ -1,0 +1,41 @@
+//! The shared context every front-end and background task gets: settings, store, events,
+//! metrics.
+
+use std::sync::Arc;
+
+use crate::{config::Settings, events::EventBus, metrics::Metrics, store::Store};
+
+/// Shared application state.
+#[derive(Clone)]
+pub struct App {
+    /// Validated configuration.
+    pub settings: Arc<Settings>,
+    /// The database.
+    pub store: Store,
+    /// Event stream.
+    pub events: EventBus,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// Connects the store named by the settings.
+    pub async fn open(settings: Settings) -> anyhow::Result<App> {
+        let store = Store::connect(
+            settings.config.store.url.expose(),
+            settings.config.store.max_connections,
+        )
+        .await?;
+        Ok(App::new(settings, store))
+    }
+
+    /// Wraps an open store.
+    pub fn new(settings: Settings, store: Store) -> App {
+        App {
+            settings: Arc::new(settings),
+            store,
+            events: EventBus::default(),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The `drbot` command line: `serve`, `check-config`, `migrate`, `runs`, `show`, `audit` and
+//! the break-glass `cmd --as <person> '/dr …'`.
+
+pub mod text;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::{actor::Actor, app::App, approvals, config::Settings, dispatch, reply::Reply};
+
+/// drbot: disaster-recovery chatops with two-person approval.
+#[derive(Debug, Parser)]
+#[command(name = "drbot", version, about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./drbot.toml",
+        env = "DRBOT_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// Print JSON instead of text (runs, show, audit, cmd, check-config).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the HTTP server and drive runs (resumes interrupted runs on start).
+    Serve,
+    /// Validate the configuration; lists every problem and exits non-zero if any.
+    CheckConfig,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// List recent runs.
+    Runs {
+        /// Only active runs.
+        #[arg(long)]
+        active: bool,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Show one run: plan, steps, approvals.
+    Show {
+        /// Run id.
+        run: i64,
+    },
+    /// Print the audit log, or verify its hash chain.
+    Audit {
+        /// Verify the chain; exits non-zero and names the rows if it was tampered with.
+        #[arg(long)]
+        verify: bool,
+        /// Only rows about this run.
+        #[arg(long)]
+        run: Option<i64>,
+        /// Newest N rows.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Break-glass: run a `/dr …` command as a person from `[[people]]`, with the same
+    /// grammar, approval rules and audit as chat (recorded as platform `cli`).
+    Cmd {
+        /// Person (`[[people]].name`) acting.
+        #[arg(long = "as")]
+        as_person: String,
+        /// The command, e.g. '/dr failover us-west-2'.
+        text: Vec<String>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cli))
+}
+
+fn load(cli: &Cli) -> Result<Settings, ExitCode> {
+    Settings::load(&cli.config).map_err(|p| {
+        eprintln!("{}", text::config_problems(&cli.config, &p));
+        ExitCode::from(2)
+    })
+}
+
+fn init_logs(settings: &Settings, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRBOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if settings.config.server.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    if let Cmd::CheckConfig = cli.command {
+        return match Settings::load(&cli.config) {
+            Ok(s) => {
+                println!("{}", text::config_ok(&s, cli.json));
+                ExitCode::SUCCESS
+            }
+            Err(p) => {
+                if cli.json {
+                    println!("{}", serde_json::json!({ "ok": false, "problems": p.0 }));
+                } else {
+                    eprintln!("{}", text::config_problems(&cli.config, &p));
+                }
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let settings = match load(&cli) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let serving = matches!(cli.command, Cmd::Serve);
+    init_logs(&settings, if serving { "info" } else { "warn" });
+    let app = match App::open(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = match cli.command {
+        Cmd::Serve => serve(app).await,
+        Cmd::CheckConfig => unreachable_ok(),
+        Cmd::Migrate => {
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Runs { active, limit } => runs(&app, active, limit, cli.json).await,
+        Cmd::Show { run } => show(&app, run, cli.json).await,
+        Cmd::Audit { verify, run, limit } => audit(&app, verify, run, limit, cli.json).await,
+        Cmd::Cmd { as_person, text } => cmd(&app, &as_person, &text.join(" "), cli.json).await,
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn unreachable_ok() -> anyhow::Result<ExitCode> {
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(app: App) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(app.settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.settings.listen))?;
+    let owner = crate::driver::owner_id();
+    tracing::info!(listen = %app.settings.listen, owner, "drbot serving");
+    let shutdown = CancellationToken::new();
+    let driver = tokio::spawn(crate::driver::run(app.clone(), owner, shutdown.clone()));
+    let http = {
+        let shutdown = shutdown.clone();
+        axum::serve(listener, crate::server::router(app))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    };
+    let signals = {
+        let shutdown = shutdown.clone();
+        async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            }
+            shutdown.cancel();
+            anyhow::Ok(())
+        }
+    };
+    tokio::spawn(signals);
+    http.await?;
+    driver.await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn runs(app: &App, active: bool, limit: i64, json: bool) -> anyhow::Result<ExitCode> {
+    let runs = app.store.runs(limit, active).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        print!("{}", text::run_list(&runs));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(app: &App, run: i64, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(view) = approvals::view(&app.store, run).await? else {
+        eprintln!("No run {run}.");
+        return Ok(ExitCode::from(2));
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", text::run_view(&view));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(
+    app: &App,
+    verify: bool,
+    run: Option<i64>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if verify {
+        let report = app.store.audit_verify().await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", text::audit_report(&report));
+        }
+        return Ok(if report.problems.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let rows = app.store.audit_rows(run, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", text::audit_rows(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd(app: &App, as_person: &str, line: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let actor = Actor::cli(&app.settings, as_person);
+    let reply = dispatch::handle(app, &actor, line).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    } else {
+        print!(
+            "{}",
+            text::reply(&reply, actor.person.is_none().then_some(as_person))
+        );
+    }
+    Ok(match reply {
+        Reply::Refused(_) => ExitCode::from(2),
+        Reply::Internal { .. } => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}

@@ -1,0 +1,328 @@
+//! Every user-facing text of the command-line front-end (`drbot cmd`, `runs`, `show`,
+//! `audit`, `check-config`). Other front-ends have their own text module.
+
+use std::path::Path;
+
+use crate::{
+    config::{ConfigProblems, Settings},
+    reply::{Reply, RunView, UserError},
+    store::{
+        audit::{AuditReport, AuditRow},
+        runs::RunRow,
+    },
+};
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn opt_time(ms: Option<i64>) -> String {
+    ms.map(time).unwrap_or_else(|| "-".into())
+}
+
+/// `check-config` failure.
+pub fn config_problems(path: &Path, p: &ConfigProblems) -> String {
+    let n = p.0.len();
+    format!(
+        "{}: {n} problem{}:\n{p}",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// `check-config` success.
+pub fn config_ok(s: &Settings, json: bool) -> String {
+    let c = &s.config;
+    if json {
+        return serde_json::json!({
+            "ok": true, "revision": s.revision, "people": c.people.len(),
+            "regions": c.regions.keys().collect::<Vec<_>>(),
+            "runbooks": c.runbooks.iter().map(|r| &r.name).collect::<Vec<_>>(),
+        })
+        .to_string();
+    }
+    format!(
+        "{}: OK ({} people, {} regions, {} runbooks; revision {})",
+        s.path.display(),
+        c.people.len(),
+        c.regions.len(),
+        c.runbooks.len(),
+        &s.revision[..12]
+    )
+}
+
+/// A refusal or mistake, in one or two sentences.
+pub fn user_error(e: &UserError) -> String {
+    match e {
+        UserError::Parse { message } => message.clone(),
+        UserError::UnknownAccount => {
+            "You are not in drbot's [[people]] list, so you may only use help, status, runs and run."
+                .into()
+        }
+        UserError::NotAllowedToRequest { runbook, roles } => format!(
+            "You may not request `{runbook}`: it needs one of the roles {}.",
+            roles.join(", ")
+        ),
+        UserError::NotAllowedToApprove { runbook, roles } => format!(
+            "You may not approve or deny `{runbook}`: it needs one of the roles {}.",
+            roles.join(", ")
+        ),
+        UserError::NotAllowedToCancel { run } => {
+            format!("Only the requester or an approver may cancel run {run}.")
+        }
+        UserError::SelfApproval { run } => format!(
+            "You requested run {run}, so you cannot approve it: a second person must."
+        ),
+        UserError::AlreadyApproved { run } => {
+            format!("You already approved run {run}; each person counts once.")
+        }
+        UserError::UnknownRun { run } => format!("There is no run {run}."),
+        UserError::NoRunbook { command } => {
+            format!("No runbook is configured for `{command}` (see [[runbooks]] in the config).")
+        }
+        UserError::PlanFailed { message } => format!("The runbook cannot be planned: {message}."),
+        UserError::TargetBusy { target, run } => format!(
+            "Run {run} is already active on `{target}`; finish or cancel it first (`/dr run {run}`)."
+        ),
+        UserError::NothingToApprove { run, state } => {
+            format!("Run {run} has no open approval request (it is {state}).")
+        }
+        UserError::Expired { run } => format!(
+            "The approval request of run {run} has expired; request the runbook again."
+        ),
+        UserError::PlanChanged { run } => format!(
+            "The plan of run {run} changed since it was requested (config or runbook edited), so \
+             its approvals are void; request it again."
+        ),
+        UserError::CannotCancel { run, state } => {
+            format!("Run {run} cannot be cancelled: it is {state}.")
+        }
+        UserError::NotNeedingAttention { run, state } => format!(
+            "Run {run} does not need attention (it is {state}); retry, skip and abort apply only \
+             to runs paused after an interrupted step."
+        ),
+        UserError::RequestOpen { run, action } => format!(
+            "Run {run} already has an open `{action}` request; approve or deny it first."
+        ),
+        UserError::Unavailable { feature } => {
+            format!("{feature} are not available in this drbot build yet.")
+        }
+    }
+}
+
+/// Any reply, for the terminal. `unknown_as` names a `--as` person not in `[[people]]`.
+pub fn reply(r: &Reply, unknown_as: Option<&str>) -> String {
+    match r {
+        Reply::Help { text, .. } => format!("{text}\n"),
+        Reply::Status(s) => {
+            let mut out = String::from("Regions:\n");
+            for r in &s.regions {
+                out.push_str(&format!(
+                    "  {:<14} {:<10} {}\n",
+                    r.name, r.role, r.description
+                ));
+            }
+            if s.active.is_empty() {
+                out.push_str("No active runs.\n");
+            } else {
+                out.push_str("Active runs:\n");
+                out.push_str(&run_list(&s.active));
+            }
+            out
+        }
+        Reply::Runs { runs } => run_list(runs),
+        Reply::Run(v) => run_view(v),
+        Reply::Requested(v) => {
+            let head = if v.run.state.as_str() == "awaiting_approval" {
+                format!(
+                    "Run {} requested: waiting for approval by another person (`/dr approve {}`).\n",
+                    v.run.id, v.run.id
+                )
+            } else {
+                format!("Run {} queued.\n", v.run.id)
+            };
+            head + &run_view(v)
+        }
+        Reply::Approved { view, quorum } => {
+            if *quorum {
+                format!(
+                    "Approved: run {} goes ahead ({}).\n",
+                    view.run.id,
+                    view.run.state.as_str()
+                )
+            } else {
+                let req = view.request.as_ref().map(|r| r.required).unwrap_or(1);
+                format!(
+                    "Approval recorded for run {}: {} of {req}.\n",
+                    view.run.id,
+                    view.approvals.len()
+                )
+            }
+        }
+        Reply::Denied(v) => format!("Denied: run {} will not go ahead.\n", v.run.id),
+        Reply::Cancelled { view, immediate } => {
+            if *immediate {
+                format!("Run {} cancelled.\n", view.run.id)
+            } else {
+                format!("Run {} will stop before its next step.\n", view.run.id)
+            }
+        }
+        Reply::DecisionRequested(v) => {
+            let action = v
+                .request
+                .as_ref()
+                .map(|r| r.action.as_str())
+                .unwrap_or("decision");
+            format!(
+                "Requested `{action}` on run {}: another person must approve (`/dr approve {}`).\n",
+                v.run.id, v.run.id
+            )
+        }
+        Reply::Refused(UserError::UnknownAccount) if unknown_as.is_some() => format!(
+            "`{}` is not in [[people]], so only help, status, runs and run are allowed.\n",
+            unknown_as.unwrap_or_default()
+        ),
+        Reply::Refused(e) => format!("{}\n", user_error(e)),
+        Reply::Internal { reference } => {
+            format!("Something went wrong inside drbot (reference {reference}); see its log.\n")
+        }
+    }
+}
+
+/// `drbot runs`.
+pub fn run_list(runs: &[RunRow]) -> String {
+    if runs.is_empty() {
+        return "No runs.\n".into();
+    }
+    let mut out = format!(
+        "{:>5}  {:<18} {:<20} {:<14} {}\n",
+        "RUN", "STATE", "RUNBOOK", "BY", "CREATED"
+    );
+    for r in runs {
+        out.push_str(&format!(
+            "{:>5}  {:<18} {:<20} {:<14} {}\n",
+            r.id,
+            r.state.as_str(),
+            r.runbook,
+            r.requested_by,
+            time(r.created_at)
+        ));
+    }
+    out
+}
+
+/// `drbot show <run>`.
+pub fn run_view(v: &RunView) -> String {
+    let r = &v.run;
+    let mut out = format!(
+        "Run {}: {} — {}\n  command:     {}\n  requested:   {} ({} via {}) at {}\n  target:      {}\n  fingerprint: {}\n",
+        r.id,
+        r.runbook,
+        r.state.as_str(),
+        r.command,
+        r.requested_by,
+        r.requested_account,
+        r.platform,
+        time(r.created_at),
+        r.target,
+        &r.fingerprint[..12.min(r.fingerprint.len())],
+    );
+    if r.dry_run {
+        out.push_str("  dry run:     only read-only steps run\n");
+    }
+    if let Some(d) = &r.detail {
+        out.push_str(&format!("  detail:      {d}\n"));
+    }
+    if let Some(req) = &v.request {
+        out.push_str(&format!(
+            "  request:     {} {} ({} of {} approvals; expires {})\n",
+            req.action.as_str(),
+            req.state,
+            v.approvals.len(),
+            req.required,
+            time(req.expires_at)
+        ));
+        for a in &v.approvals {
+            out.push_str(&format!(
+                "    approved by {} ({} via {}) as {} at {}\n",
+                a.person,
+                a.account,
+                a.platform,
+                a.role,
+                time(a.created_at)
+            ));
+        }
+    }
+    out.push_str("  steps:\n");
+    for s in &v.steps {
+        let marks = format!(
+            "{}{}",
+            if s.destructive { " [destructive]" } else { "" },
+            if s.gate { " [gate]" } else { "" }
+        );
+        let dur = s
+            .duration_ms
+            .map(|d| format!(" {d} ms"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "    {}. {:<10} {}{}{}\n",
+            s.idx + 1,
+            s.state.as_str(),
+            s.name,
+            marks,
+            dur
+        ));
+        if let Some(e) = &s.error {
+            out.push_str(&format!("         error: {e}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "  started: {}  finished: {}\n",
+        opt_time(r.started_at),
+        opt_time(r.finished_at)
+    ));
+    out
+}
+
+/// `drbot audit`.
+pub fn audit_rows(rows: &[AuditRow]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&format!(
+            "{:>6} {} {:<8} {:<20} {:<20} run={} {}\n",
+            r.seq,
+            time(r.at),
+            r.platform,
+            r.person.as_deref().or(r.account.as_deref()).unwrap_or("-"),
+            r.action,
+            r.run_id
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.detail
+        ));
+    }
+    out
+}
+
+/// `drbot audit --verify`.
+pub fn audit_report(r: &AuditReport) -> String {
+    if r.problems.is_empty() {
+        format!(
+            "audit log intact: {} rows, head {}\n",
+            r.rows,
+            &r.head[..16]
+        )
+    } else {
+        let mut out = format!(
+            "audit log TAMPERED: {} problem(s) in {} rows\n",
+            r.problems.len(),
+            r.rows
+        );
+        for p in &r.problems {
+            out.push_str(&format!("  - {p}\n"));
+        }
+        out
+    }
+}

@@ -1,0 +1,328 @@
+//! Reads the config file: `${ENV_VAR}` substitution, section-by-section parsing that names the
+//! offending key path, and a list of every problem found (not just the first).
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::model::*;
+
+/// Every problem found in a config file, each starting with the key path it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigProblems(pub Vec<String>);
+
+impl std::fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigProblems {}
+
+/// The parsed file plus what was read alongside it.
+pub struct Parsed {
+    /// The config.
+    pub config: Config,
+    /// SHA-256 over the file and every runbook file read.
+    pub revision: String,
+}
+
+/// Reads and parses `path`, collecting every structural problem. Semantic checks are in
+/// `validate`.
+pub fn parse_file(path: &Path) -> Result<Parsed, ConfigProblems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigProblems(vec![format!(
+            "cannot read config file {}: {e}",
+            path.display()
+        )])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_str(&text, &base, &|k| std::env::var(k).ok())
+}
+
+/// Parses config text; `base` resolves relative paths; `env` looks variables up.
+pub fn parse_str(
+    text: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Parsed, ConfigProblems> {
+    let mut problems = Vec::new();
+    let mut hasher = Sha256::new();
+    hasher.update(text.as_bytes());
+    let mut root: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigProblems(vec![format!(
+                "not valid TOML: {}",
+                toml_error(&e)
+            )]));
+        }
+    };
+    for (key, value) in root.iter_mut() {
+        substitute_env(value, key, env, &mut problems);
+    }
+    let mut cfg = Config::default();
+    for (key, value) in root {
+        let v = value;
+        match key.as_str() {
+            "server" => section(v, "server", &mut problems).map(|s| cfg.server = s),
+            "store" => section(v, "store", &mut problems).map(|s| cfg.store = s),
+            "approvals" => section(v, "approvals", &mut problems).map(|s| cfg.approvals = s),
+            "engine" => section(v, "engine", &mut problems).map(|s| cfg.engine = s),
+            "targets" => section(v, "targets", &mut problems).map(|s| cfg.targets = s),
+            "slack" => section(v, "slack", &mut problems).map(|s| cfg.slack = Some(s)),
+            "discord" => section(v, "discord", &mut problems).map(|s| cfg.discord = Some(s)),
+            "statuspage" => {
+                section(v, "statuspage", &mut problems).map(|s| cfg.statuspage = Some(s))
+            }
+            "email" => section(v, "email", &mut problems).map(|s| cfg.email = Some(s)),
+            "runbooks_dir" => section::<PathBuf>(v, "runbooks_dir", &mut problems)
+                .map(|p| cfg.runbooks_dir = Some(base.join(p))),
+            "people" => array(v, "people", &mut problems).map(|p| cfg.people = p),
+            "runbooks" => array(v, "runbooks", &mut problems).map(|r| cfg.runbooks = r),
+            "regions" => match v {
+                toml::Value::Table(t) => {
+                    for (name, r) in t {
+                        if let Some(r) = section(r, &format!("regions.{name}"), &mut problems) {
+                            cfg.regions.insert(name, r);
+                        }
+                    }
+                    Some(())
+                }
+                _ => {
+                    problems.push("regions: expected a table of `[regions.<name>]`".into());
+                    None
+                }
+            },
+            other => {
+                problems.push(format!(
+                    "{other}: unknown key (expected one of: {})",
+                    SECTIONS.join(", ")
+                ));
+                None
+            }
+        };
+    }
+    if let Some(dir) = cfg.runbooks_dir.clone() {
+        read_runbook_dir(&dir, env, &mut cfg, &mut hasher, &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(Parsed {
+            config: cfg,
+            revision: hex::encode(hasher.finalize()),
+        })
+    } else {
+        Err(ConfigProblems(problems))
+    }
+}
+
+fn read_runbook_dir(
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    cfg: &mut Config,
+    hasher: &mut Sha256,
+    problems: &mut Vec<String>,
+) {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            problems.push(format!("runbooks_dir: cannot read {}: {e}", dir.display()));
+            return;
+        }
+    };
+    files.sort();
+    for file in files {
+        let at = format!(
+            "runbooks_dir/{}",
+            file.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{at}: cannot read: {e}"));
+                continue;
+            }
+        };
+        hasher.update(file.to_string_lossy().as_bytes());
+        hasher.update(text.as_bytes());
+        match text.parse::<toml::Table>() {
+            Ok(t) => {
+                let mut v = toml::Value::Table(t);
+                substitute_env(&mut v, &at, env, problems);
+                if let Some(rb) = section(v, &at, problems) {
+                    cfg.runbooks.push(rb);
+                }
+            }
+            Err(e) => problems.push(format!("{at}: not valid TOML: {}", toml_error(&e))),
+        }
+    }
+}
+
+fn toml_error(e: &toml::de::Error) -> String {
+    // Keep the message and position, not the echoed source line (it may hold a secret).
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+/// Deserializes one value, recording a problem with its full key path on failure.
+fn section<T: DeserializeOwned>(
+    value: toml::Value,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = redact_values(&e.inner().to_string());
+            let path = e.path().to_string();
+            if path.is_empty() || path == "." {
+                problems.push(format!("{at}: {inner}"));
+            } else {
+                problems.push(format!("{at}.{path}: {inner}"));
+            }
+            None
+        }
+    }
+}
+
+/// Deserializes each element of an array on its own, so every bad element is reported.
+fn array<T: DeserializeOwned>(
+    value: toml::Value,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> Option<Vec<T>> {
+    let toml::Value::Array(items) = value else {
+        problems.push(format!("{at}: expected an array (`[[{at}]]`)"));
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        if let Some(v) = section(item, &format!("{at}[{i}]"), problems) {
+            out.push(v);
+        }
+    }
+    Some(out)
+}
+
+/// serde echoes bad values (`invalid type: string "xoxb-…"`); a value may be a secret, so
+/// errors name the kind of value, never the value.
+fn redact_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(pos) = rest.find("string \"") {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + "string \"".len()..];
+        match after.find('"') {
+            Some(end) => {
+                out.push_str("a string");
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("a string");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Replaces `${NAME}` in every string with the environment variable's value; `$${` is a
+/// literal `${`. A missing variable is a problem naming the key and the variable.
+fn substitute_env(
+    value: &mut toml::Value,
+    at: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) {
+    match value {
+        toml::Value::String(s) => {
+            if s.contains("${") {
+                match expand(s, env) {
+                    Ok(v) => *s = v,
+                    Err(e) => problems.push(format!("{at}: {e}")),
+                }
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter_mut().enumerate() {
+                substitute_env(v, &format!("{at}[{i}]"), env, problems);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                substitute_env(v, &format!("{at}.{k}"), env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if let Some(t) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("${") {
+            let end = t
+                .find('}')
+                .ok_or("unclosed `${` (write `$${` for a literal)")?;
+            let name = &t[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "`${{{name}}}` is not a valid environment variable name"
+                ));
+            }
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => return Err(format!("environment variable {name} is not set")),
+            }
+            rest = &t[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_env() {
+        let env = |k: &str| (k == "TOKEN").then(|| "xoxb-1".to_string());
+        assert_eq!(expand("a ${TOKEN} b", &env).unwrap(), "a xoxb-1 b");
+        assert_eq!(expand("$${TOKEN} $5", &env).unwrap(), "${TOKEN} $5");
+        assert!(
+            expand("${MISSING}", &env)
+                .unwrap_err()
+                .contains("MISSING is not set")
+        );
+        assert!(expand("${TOKEN", &env).unwrap_err().contains("unclosed"));
+    }
+
+    #[test]
+    fn redacts_string_values() {
+        assert_eq!(
+            redact_values("invalid type: string \"xoxb-secret\", expected u32"),
+            "invalid type: a string, expected u32"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Configuration: one TOML file (plus an optional runbooks folder), `${ENV_VAR}` substitution
+//! for secrets, validated as a whole so `check-config` lists every problem at once.
+
+mod load;
+mod model;
+mod secret;
+mod validate;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub use load::{ConfigProblems, parse_str};
+pub use model::*;
+use recovery::{registry::Registry, runbook::RunbookDef};
+pub use secret::Secret;
+
+use crate::grammar::Vocabulary;
+
+/// A loaded, validated configuration and what is derived from it.
+#[derive(Clone)]
+pub struct Settings {
+    /// The file's content.
+    pub config: Config,
+    /// SHA-256 of the file and runbook files: part of every plan fingerprint.
+    pub revision: String,
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Step types.
+    pub registry: Registry,
+    /// `server.listen`.
+    pub listen: SocketAddr,
+    /// `approvals.expires_after`.
+    pub expires_after: Duration,
+    /// `engine.lease`.
+    pub lease: Duration,
+    /// `engine.poll_interval`.
+    pub poll_interval: Duration,
+    /// `engine.shutdown_grace`.
+    pub shutdown_grace: Duration,
+}
+
+/// Chat platforms and other places commands come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// Slack.
+    Slack,
+    /// Discord.
+    Discord,
+    /// `drbot cmd` (break-glass).
+    Cli,
+    /// drbot itself (scheduler, engine).
+    System,
+}
+
+impl Platform {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Slack => "slack",
+            Self::Discord => "discord",
+            Self::Cli => "cli",
+            Self::System => "system",
+        }
+    }
+}
+
+impl Settings {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Settings, ConfigProblems> {
+        let parsed = load::parse_file(path)?;
+        Self::from_parsed(parsed.config, parsed.revision, path.to_path_buf())
+    }
+
+    /// Validates a parsed config.
+    pub fn from_parsed(
+        config: Config,
+        revision: String,
+        path: PathBuf,
+    ) -> Result<Settings, ConfigProblems> {
+        let registry = Registry::builtin();
+        let problems = validate::problems(&config, &registry);
+        if !problems.is_empty() {
+            return Err(ConfigProblems(problems));
+        }
+        let dur = |s: &str| humantime::parse_duration(s).unwrap_or_default();
+        Ok(Settings {
+            listen: config
+                .server
+                .listen
+                .parse()
+                .map_err(|_| ConfigProblems(vec!["server.listen: not an address".into()]))?,
+            expires_after: dur(&config.approvals.expires_after),
+            lease: dur(&config.engine.lease),
+            poll_interval: dur(&config.engine.poll_interval),
+            shutdown_grace: dur(&config.engine.shutdown_grace),
+            config,
+            revision,
+            path,
+            registry,
+        })
+    }
+
+    /// Person by `[[people]].name`.
+    pub fn person(&self, name: &str) -> Option<&Person> {
+        self.config.people.iter().find(|p| p.name == name)
+    }
+
+    /// Person owning a chat account.
+    pub fn person_by_account(&self, platform: Platform, id: &str) -> Option<&Person> {
+        self.config.people.iter().find(|p| match platform {
+            Platform::Slack => p.slack.as_deref() == Some(id),
+            Platform::Discord => p.discord.as_deref() == Some(id),
+            Platform::Cli | Platform::System => false,
+        })
+    }
+
+    /// Runbook bound to a `/dr` command.
+    pub fn runbook_for(&self, command: &str) -> Option<&RunbookDef> {
+        self.config.runbooks.iter().find(|r| r.command == command)
+    }
+
+    /// What the grammar needs to know.
+    pub fn vocabulary(&self) -> Vocabulary {
+        Vocabulary {
+            regions: self.config.regions.keys().cloned().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Variables for runbook placeholders.
+    pub fn vars(&self, region: Option<&str>) -> BTreeMap<String, String> {
+        vars_for(&self.config, region)
+    }
+
+    /// The region with `role = "primary"`.
+    pub fn primary_region(&self) -> Option<&str> {
+        self.config
+            .regions
+            .iter()
+            .find(|(_, r)| r.role == "primary")
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// Variables for runbook placeholders: `primary`, `secondary`, `regions.<name>.<field>`, and
+/// for a command naming a region, `region` plus `region.<field>`.
+pub fn vars_for(cfg: &Config, region: Option<&str>) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    for (name, r) in &cfg.regions {
+        match r.role.as_str() {
+            "primary" => {
+                vars.insert("primary".to_string(), name.clone());
+            }
+            _ => {
+                vars.entry("secondary".to_string())
+                    .or_insert_with(|| name.clone());
+            }
+        }
+        for (k, v) in region_fields(name, r) {
+            vars.insert(format!("regions.{name}.{k}"), v);
+        }
+    }
+    if let Some(name) = region
+        && let Some(r) = cfg.regions.get(name)
+    {
+        vars.insert("region".into(), name.to_string());
+        for (k, v) in region_fields(name, r) {
+            vars.insert(format!("region.{k}"), v);
+        }
+    }
+    vars
+}
+
+fn region_fields(name: &str, r: &RegionConfig) -> Vec<(String, String)> {
+    let mut f = vec![
+        ("name".to_string(), name.to_string()),
+        ("role".into(), r.role.clone()),
+    ];
+    if let Some(h) = &r.health_url {
+        f.push(("health_url".into(), h.clone()));
+    }
+    f.extend(r.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    f
+}
+
+/// Arguments used to check a runbook's placeholders at `check-config` time.
+pub fn sample_args(command: &str, region: Option<&str>) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    if let Some(r) = region {
+        a.insert("region".into(), r.to_string());
+    }
+    match command {
+        "verify-backup" => {
+            a.insert("backup".into(), "latest".into());
+        }
+        "pitr" | "recover-corruption" => {
+            a.insert("timestamp".into(), "2026-01-27T14:30:00Z".into());
+        }
+        "notify-customers" => {
+            a.insert("template".into(), "dr-activated".into());
+        }
+        _ => {}
+    }
+    a
+}

@@ -1,0 +1,306 @@
+//! The configuration file's shape: one struct per section, every field documented.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::Deserialize;
+
+use super::secret::Secret;
+
+/// `[server]`: the HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on, `"127.0.0.1:8080"` style.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// URL at which users and Slack/Discord reach this server (used in links).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Log format: `text` (default) or `json`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: None,
+            log_format: default_log_format(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+
+/// `[store]`: where drbot keeps runs, approvals and the audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://drbot.db` (default; the file is created if missing) or `postgres://…`.
+    #[serde(default = "default_store_url")]
+    pub url: Secret,
+    /// Largest number of pooled connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_store_url() -> Secret {
+    Secret::new("sqlite://drbot.db")
+}
+fn default_max_connections() -> u32 {
+    8
+}
+
+/// `[[people]]`: one human, with roles and chat accounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Person {
+    /// Unique name (used by `drbot cmd --as`).
+    pub name: String,
+    /// Roles that runbooks grant requests and approvals to, e.g. `oncall`, `sre-lead`.
+    pub roles: Vec<String>,
+    /// Slack user id (e.g. `U024BE7LH`).
+    #[serde(default)]
+    pub slack: Option<String>,
+    /// Discord user id (a snowflake).
+    #[serde(default)]
+    pub discord: Option<String>,
+}
+
+/// `[approvals]`: the two-person rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Distinct approvers needed besides the requester (default 1).
+    #[serde(default = "default_required")]
+    pub required: u32,
+    /// How long a request stays open, `"30m"` style (default 30 minutes).
+    #[serde(default = "default_expires_after")]
+    pub expires_after: String,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            required: default_required(),
+            expires_after: default_expires_after(),
+        }
+    }
+}
+
+fn default_required() -> u32 {
+    1
+}
+fn default_expires_after() -> String {
+    "30m".into()
+}
+
+/// `[regions.<name>]`: a region runbooks can target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// `primary` or `secondary`.
+    pub role: String,
+    /// Free text shown in `/dr status`.
+    #[serde(default)]
+    pub description: String,
+    /// Health endpoint of the region's API (available to steps as `{region.health_url}`).
+    #[serde(default)]
+    pub health_url: Option<String>,
+    /// Extra variables for runbook placeholders, as `{region.<key>}`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// `[engine]`: how runs are driven.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// How long a process's claim on a run lasts without renewal (default `"15s"`).
+    #[serde(default = "default_lease")]
+    pub lease: String,
+    /// How often `serve` looks for runs to drive and requests to expire (default `"500ms"`).
+    #[serde(default = "default_poll")]
+    pub poll_interval: String,
+    /// On SIGTERM, how long in-flight steps may finish before they are interrupted.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            lease: default_lease(),
+            poll_interval: default_poll(),
+            shutdown_grace: default_grace(),
+        }
+    }
+}
+
+fn default_lease() -> String {
+    "15s".into()
+}
+fn default_poll() -> String {
+    "500ms".into()
+}
+fn default_grace() -> String {
+    "30s".into()
+}
+
+/// `[targets]`: the recovery objectives measured runs are compared with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsConfig {
+    /// Recovery time objective (seed: 4 h).
+    #[serde(default = "default_rto")]
+    pub rto: String,
+    /// Recovery point objective (seed: 15 min).
+    #[serde(default = "default_rpo")]
+    pub rpo: String,
+}
+
+impl Default for TargetsConfig {
+    fn default() -> Self {
+        Self {
+            rto: default_rto(),
+            rpo: default_rpo(),
+        }
+    }
+}
+
+fn default_rto() -> String {
+    "4h".into()
+}
+fn default_rpo() -> String {
+    "15m".into()
+}
+
+/// `[slack]`: the Slack app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// Signing secret that verifies Slack's requests.
+    pub signing_secret: Secret,
+    /// Bot token (`xoxb-…`) for the Web API.
+    pub bot_token: Secret,
+    /// Web API prefix; drbot calls `{api_base_url}/chat.postMessage`.
+    #[serde(default = "default_slack_api")]
+    pub api_base_url: String,
+    /// Channel id where approval requests and status updates go.
+    pub incident_channel: String,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".into()
+}
+
+/// `[discord]`: the Discord application.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// Application public key (hex) that verifies interaction signatures.
+    pub public_key: String,
+    /// Bot token for channel messages.
+    pub bot_token: Secret,
+    /// Application id.
+    pub application_id: String,
+    /// API prefix (default `https://discord.com/api/v10`).
+    #[serde(default = "default_discord_api")]
+    pub api_base_url: String,
+    /// Channel id where approval requests and status updates go.
+    pub incident_channel: String,
+}
+
+fn default_discord_api() -> String {
+    "https://discord.com/api/v10".into()
+}
+
+/// `[statuspage]`: Atlassian Statuspage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatuspageConfig {
+    /// API prefix (default `https://api.statuspage.io/v1`).
+    #[serde(default = "default_statuspage_api")]
+    pub api_base_url: String,
+    /// Page id.
+    pub page_id: String,
+    /// API key (sent as `Authorization: OAuth <key>`).
+    pub api_key: Secret,
+}
+
+fn default_statuspage_api() -> String {
+    "https://api.statuspage.io/v1".into()
+}
+
+/// `[email]`: customer email.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://`, `smtps://` URL, may hold credentials.
+    pub smtp_url: Secret,
+    /// Sender address, e.g. `"Status <status@example.com>"`.
+    pub from: String,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[[people]]`.
+    pub people: Vec<Person>,
+    /// `[approvals]`.
+    pub approvals: ApprovalsConfig,
+    /// `[regions.<name>]`.
+    pub regions: BTreeMap<String, RegionConfig>,
+    /// `[[runbooks]]` plus those from `runbooks_dir`.
+    pub runbooks: Vec<recovery::runbook::RunbookDef>,
+    /// `runbooks_dir`: folder of `*.toml` files, one runbook each (relative to the config file).
+    pub runbooks_dir: Option<PathBuf>,
+    /// `[engine]`.
+    pub engine: EngineConfig,
+    /// `[targets]`.
+    pub targets: TargetsConfig,
+    /// `[slack]`.
+    pub slack: Option<SlackConfig>,
+    /// `[discord]`.
+    pub discord: Option<DiscordConfig>,
+    /// `[statuspage]`.
+    pub statuspage: Option<StatuspageConfig>,
+    /// `[email]`.
+    pub email: Option<EmailConfig>,
+}
+
+/// Top-level keys the file may hold.
+pub const SECTIONS: &[&str] = &[
+    "server",
+    "store",
+    "people",
+    "approvals",
+    "regions",
+    "runbooks",
+    "runbooks_dir",
+    "engine",
+    "targets",
+    "slack",
+    "discord",
+    "statuspage",
+    "email",
+];

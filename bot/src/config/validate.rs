@@ -1,0 +1,230 @@
+//! Semantic checks of a parsed config: every problem, each with its key path.
+
+use std::{collections::BTreeMap, collections::BTreeSet, net::SocketAddr};
+
+use recovery::{plan::Plan, registry::Registry};
+
+use super::{Config, model::RegionConfig, sample_args, vars_for};
+
+/// Every semantic problem in `cfg`.
+pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.server.listen.parse::<SocketAddr>().is_err() {
+        out.push(format!(
+            "server.listen: `{}` is not an address like \"127.0.0.1:8080\"",
+            cfg.server.listen
+        ));
+    }
+    if let Some(u) = &cfg.server.public_url {
+        check_url("server.public_url", u, &mut out);
+    }
+    if !matches!(cfg.server.log_format.as_str(), "text" | "json") {
+        out.push(format!(
+            "server.log_format: `{}` is not `text` or `json`",
+            cfg.server.log_format
+        ));
+    }
+    let store = cfg.store.url.expose();
+    if !(store.starts_with("sqlite:")
+        || store.starts_with("postgres://")
+        || store.starts_with("postgresql://"))
+    {
+        out.push("store.url: must start with `sqlite:` or `postgres://`".into());
+    }
+    if cfg.store.max_connections == 0 {
+        out.push("store.max_connections: must be at least 1".into());
+    }
+    check_people(cfg, &mut out);
+    if cfg.approvals.required == 0 {
+        out.push("approvals.required: must be at least 1 (two-person approval)".into());
+    }
+    for (key, value) in [
+        ("approvals.expires_after", &cfg.approvals.expires_after),
+        ("engine.lease", &cfg.engine.lease),
+        ("engine.poll_interval", &cfg.engine.poll_interval),
+        ("engine.shutdown_grace", &cfg.engine.shutdown_grace),
+        ("targets.rto", &cfg.targets.rto),
+        ("targets.rpo", &cfg.targets.rpo),
+    ] {
+        match humantime::parse_duration(value) {
+            Ok(d) if d.is_zero() && key != "engine.shutdown_grace" => {
+                out.push(format!("{key}: must be more than zero"))
+            }
+            Ok(_) => {}
+            Err(e) => out.push(format!(
+                "{key}: `{value}` is not a duration like \"30m\": {e}"
+            )),
+        }
+    }
+    check_regions(&cfg.regions, &mut out);
+    check_runbooks(cfg, registry, &mut out);
+    if let Some(s) = &cfg.slack {
+        check_url("slack.api_base_url", &s.api_base_url, &mut out);
+        non_empty("slack.incident_channel", &s.incident_channel, &mut out);
+        non_empty("slack.signing_secret", s.signing_secret.expose(), &mut out);
+        non_empty("slack.bot_token", s.bot_token.expose(), &mut out);
+    }
+    if let Some(d) = &cfg.discord {
+        check_url("discord.api_base_url", &d.api_base_url, &mut out);
+        non_empty("discord.incident_channel", &d.incident_channel, &mut out);
+        non_empty("discord.application_id", &d.application_id, &mut out);
+        if hex::decode(&d.public_key).map(|k| k.len()) != Ok(32) {
+            out.push(
+                "discord.public_key: must be the application's 64-hex-digit public key".into(),
+            );
+        }
+    }
+    if let Some(s) = &cfg.statuspage {
+        check_url("statuspage.api_base_url", &s.api_base_url, &mut out);
+        non_empty("statuspage.page_id", &s.page_id, &mut out);
+    }
+    if let Some(e) = &cfg.email {
+        let url = e.smtp_url.expose();
+        if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+            out.push("email.smtp_url: must start with `smtp://` or `smtps://`".into());
+        }
+        if !e.from.contains('@') {
+            out.push(format!("email.from: `{}` is not an email address", e.from));
+        }
+    }
+    out
+}
+
+fn non_empty(key: &str, v: &str, out: &mut Vec<String>) {
+    if v.trim().is_empty() {
+        out.push(format!("{key}: must not be empty"));
+    }
+}
+
+fn check_url(key: &str, u: &str, out: &mut Vec<String>) {
+    let ok = (u.starts_with("http://") || u.starts_with("https://"))
+        && u.split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+    if !ok {
+        out.push(format!("{key}: `{u}` is not an http(s) URL"));
+    }
+}
+
+fn check_people(cfg: &Config, out: &mut Vec<String>) {
+    let mut names = BTreeSet::new();
+    let mut accounts: BTreeMap<String, &str> = BTreeMap::new();
+    for (i, p) in cfg.people.iter().enumerate() {
+        let at = format!("people[{i}]");
+        if p.name.trim().is_empty() {
+            out.push(format!("{at}.name: must not be empty"));
+        } else if !names.insert(p.name.as_str()) {
+            out.push(format!("{at}.name: `{}` is listed twice", p.name));
+        }
+        if p.roles.is_empty() {
+            out.push(format!("{at}.roles: give at least one role"));
+        }
+        for (platform, id) in [("slack", &p.slack), ("discord", &p.discord)] {
+            if let Some(id) = id {
+                if id.trim().is_empty() {
+                    out.push(format!("{at}.{platform}: must not be empty"));
+                }
+                let key = format!("{platform}:{id}");
+                if let Some(other) = accounts.insert(key, &p.name) {
+                    out.push(format!(
+                        "{at}.{platform}: account `{id}` already belongs to `{other}`"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn check_regions(regions: &BTreeMap<String, RegionConfig>, out: &mut Vec<String>) {
+    if regions.is_empty() {
+        out.push("regions: define at least one `[regions.<name>]`".into());
+    }
+    let mut primaries = 0;
+    for (name, r) in regions {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            out.push(format!(
+                "regions.{name}: region names use letters, digits, `-` and `_`"
+            ));
+        }
+        match r.role.as_str() {
+            "primary" => primaries += 1,
+            "secondary" => {}
+            other => out.push(format!(
+                "regions.{name}.role: `{other}` is not `primary` or `secondary`"
+            )),
+        }
+        if let Some(u) = &r.health_url {
+            check_url(&format!("regions.{name}.health_url"), u, out);
+        }
+    }
+    if primaries > 1 {
+        out.push("regions: only one region can have role = \"primary\"".into());
+    }
+}
+
+fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
+    let roles: BTreeSet<&str> = cfg
+        .people
+        .iter()
+        .flat_map(|p| p.roles.iter().map(String::as_str))
+        .collect();
+    let mut by_command: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for (i, rb) in cfg.runbooks.iter().enumerate() {
+        let at = format!("runbooks[{i}]");
+        out.extend(rb.problems(registry, &at));
+        if !names.insert(rb.name.as_str()) {
+            out.push(format!("{at}.name: runbook `{}` is defined twice", rb.name));
+        }
+        if let Some(other) = by_command.insert(rb.command.as_str(), rb.name.as_str()) {
+            out.push(format!(
+                "{at}.command: `{}` is already bound to runbook `{other}`",
+                rb.command
+            ));
+        }
+        for (key, list) in [
+            ("request_roles", &rb.request_roles),
+            ("approve_roles", &rb.approve_roles),
+        ] {
+            for role in list {
+                if !roles.contains(role.as_str()) {
+                    out.push(format!("{at}.{key}: no person has role `{role}`"));
+                }
+            }
+        }
+        let approvers = cfg
+            .people
+            .iter()
+            .filter(|p| p.roles.iter().any(|r| rb.approve_roles.contains(r)))
+            .count();
+        if approvers < cfg.approvals.required as usize {
+            out.push(format!(
+                "{at}.approve_roles: {} approval(s) are required but only {approvers} person(s) hold these roles",
+                cfg.approvals.required
+            ));
+        }
+        // Resolve the plan for every region it could target, to catch bad placeholders now.
+        let regions: Vec<Option<&str>> = if matches!(rb.command.as_str(), "failover" | "failback") {
+            cfg.regions.keys().map(|r| Some(r.as_str())).collect()
+        } else {
+            vec![None]
+        };
+        for region in regions {
+            let args = sample_args(&rb.command, region);
+            let vars = vars_for(cfg, region);
+            if let Err(e) = Plan::resolve(registry, rb, args, vars, "check", false) {
+                let at = match region {
+                    Some(r) => format!("{at} (region {r})"),
+                    None => at.clone(),
+                };
+                let msg = format!("{at}: {e}");
+                if !out.contains(&msg) {
+                    out.push(msg);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The one path every `/dr` command takes, whatever its front-end: parse with the shared
+//! grammar, check permissions, act through the approval engine, audit, count.
+//!
+//! **Architecture Invariant:** Slack, Discord and `drbot cmd` all call [`handle`] (or, for
+//! button clicks, the same [`crate::approvals`] functions); none has its own rules.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::{
+    actor::Actor,
+    app::App,
+    approvals::{self, Fail},
+    grammar::{self, BackupRef, Command},
+    metrics::label,
+    reply::{RegionStatus, Reply, StatusView, UserError},
+    store::{audit, runs::RequestAction},
+};
+
+/// Longest command text kept in the audit log.
+const AUDIT_TEXT_MAX: usize = 1000;
+
+/// Handles one command typed by `actor`, audits it, and says what to answer.
+pub async fn handle(app: &App, actor: &Actor, text: &str) -> Reply {
+    let parsed = grammar::parse(text, &app.settings.vocabulary());
+    let (sub, reply) = match parsed {
+        Err(e) => (
+            "invalid",
+            Reply::Refused(UserError::Parse {
+                message: e.to_string(),
+            }),
+        ),
+        Ok(cmd) => {
+            let sub = cmd.subcommand().name();
+            let reply = if actor.person.is_none() && !cmd.subcommand().is_read_only() {
+                Reply::Refused(UserError::UnknownAccount)
+            } else {
+                match execute(app, actor, cmd, text).await {
+                    Ok(r) => r,
+                    Err(Fail::User(e)) => Reply::Refused(e),
+                    Err(Fail::Internal(e)) => internal(e, "handling a command"),
+                }
+            };
+            (sub, reply)
+        }
+    };
+    app.metrics.inc(
+        "drbot_commands_total",
+        format!(
+            "subcommand=\"{}\",platform=\"{}\",outcome=\"{}\"",
+            sub,
+            actor.platform.as_str(),
+            reply.outcome()
+        ),
+    );
+    if let Err(e) = audit_command(app, actor, text, &reply).await {
+        return internal(e, "auditing a command");
+    }
+    reply
+}
+
+/// Logs an internal error with context and gives the short generic reply.
+pub fn internal(e: anyhow::Error, context: &str) -> Reply {
+    let reference = format!("{:08x}", rand_u32());
+    tracing::error!(
+        reference,
+        error = format!("{e:#}"),
+        "internal error while {context}"
+    );
+    Reply::Internal { reference }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
+}
+
+async fn audit_command(app: &App, actor: &Actor, text: &str, reply: &Reply) -> anyhow::Result<()> {
+    let mut t = text.to_string();
+    if t.len() > AUDIT_TEXT_MAX {
+        let mut end = AUDIT_TEXT_MAX;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t.truncate(end);
+    }
+    let run_id = match reply {
+        Reply::Run(v) | Reply::Requested(v) | Reply::Denied(v) | Reply::DecisionRequested(v) => {
+            Some(v.run.id)
+        }
+        Reply::Approved { view, .. } | Reply::Cancelled { view, .. } => Some(view.run.id),
+        _ => None,
+    };
+    let mut detail = json!({ "text": t, "outcome": reply.outcome() });
+    if let Reply::Refused(e) = reply {
+        detail["refusal"] = serde_json::to_value(e)?;
+    }
+    if let Reply::Internal { reference } = reply {
+        detail["reference"] = json!(reference);
+    }
+    let mut tx = app.store.write().await?;
+    audit::append(&mut tx, actor, "command", run_id, detail).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<Reply, Fail> {
+    let one = |k: &str, v: String| BTreeMap::from([(k.to_string(), v)]);
+    Ok(match cmd {
+        Command::Help { topic } => Reply::Help {
+            topic: topic.map(|t| t.name().to_string()),
+            text: match topic {
+                Some(t) => format!("{}\n{}", t.usage(), t.summary()),
+                None => grammar::help_text(),
+            },
+        },
+        Command::Status => Reply::Status(status(app).await?),
+        Command::Runs => Reply::Runs {
+            runs: app.store.runs(20, false).await?,
+        },
+        Command::Run { run } => Reply::Run(
+            approvals::view(&app.store, run.0)
+                .await?
+                .ok_or(Fail::User(UserError::UnknownRun { run: run.0 }))?,
+        ),
+        Command::Failover { region, dry_run } => {
+            let v =
+                approvals::request(app, actor, "failover", one("region", region), dry_run, text)
+                    .await?;
+            Reply::Requested(v)
+        }
+        Command::Failback { region } => {
+            let region = match region {
+                Some(r) => r,
+                None => app
+                    .settings
+                    .primary_region()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            Reply::Requested(
+                approvals::request(app, actor, "failback", one("region", region), false, text)
+                    .await?,
+            )
+        }
+        Command::VerifyBackup { backup } => {
+            let b = match backup {
+                BackupRef::Latest => "latest".to_string(),
+                BackupRef::Id(id) => id,
+            };
+            Reply::Requested(
+                approvals::request(app, actor, "verify-backup", one("backup", b), false, text)
+                    .await?,
+            )
+        }
+        Command::Drill { dry_run } => Reply::Requested(
+            approvals::request(app, actor, "drill", BTreeMap::new(), dry_run, text).await?,
+        ),
+        Command::Pitr { target, dry_run } => Reply::Requested(
+            approvals::request(
+                app,
+                actor,
+                "pitr",
+                one("timestamp", target.to_rfc3339()),
+                dry_run,
+                text,
+            )
+            .await?,
+        ),
+        Command::RecoverCorruption { target } => Reply::Requested(
+            approvals::request(
+                app,
+                actor,
+                "recover-corruption",
+                one("timestamp", target.to_rfc3339()),
+                false,
+                text,
+            )
+            .await?,
+        ),
+        Command::NotifyCustomers { template } => Reply::Requested(
+            approvals::request(
+                app,
+                actor,
+                "notify-customers",
+                one("template", template),
+                false,
+                text,
+            )
+            .await?,
+        ),
+        Command::Approve { run } => {
+            let (view, quorum) = approvals::approve(app, actor, run.0, None).await?;
+            count_approval(app, "approved");
+            Reply::Approved { view, quorum }
+        }
+        Command::Deny { run, reason } => {
+            Reply::Denied(approvals::deny(app, actor, run.0, None, reason.as_deref()).await?)
+        }
+        Command::Cancel { run } => {
+            let (view, immediate) = approvals::cancel(app, actor, run.0).await?;
+            Reply::Cancelled { view, immediate }
+        }
+        Command::Retry { run } => Reply::DecisionRequested(
+            approvals::decide(app, actor, run.0, RequestAction::Retry).await?,
+        ),
+        Command::Skip { run } => Reply::DecisionRequested(
+            approvals::decide(app, actor, run.0, RequestAction::Skip).await?,
+        ),
+        Command::Abort { run } => Reply::DecisionRequested(
+            approvals::decide(app, actor, run.0, RequestAction::Abort).await?,
+        ),
+        Command::Incident(_) => {
+            return Err(UserError::Unavailable {
+                feature: "incidents (notification hub)".into(),
+            }
+            .into());
+        }
+        Command::Checklist { .. } => {
+            return Err(UserError::Unavailable {
+                feature: "checklists".into(),
+            }
+            .into());
+        }
+    })
+}
+
+fn count_approval(app: &App, outcome: &str) {
+    app.metrics.inc(
+        "drbot_approvals_total",
+        format!("outcome=\"{}\"", label(outcome)),
+    );
+}
+
+async fn status(app: &App) -> anyhow::Result<StatusView> {
+    let regions = app
+        .settings
+        .config
+        .regions
+        .iter()
+        .map(|(name, r)| RegionStatus {
+            name: name.clone(),
+            role: r.role.clone(),
+            description: r.description.clone(),
+        })
+        .collect();
+    Ok(StatusView {
+        regions,
+        active: app.store.runs(20, true).await?,
+    })
+}

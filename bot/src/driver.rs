@@ -1,0 +1,512 @@
+//! Drives runs: claims them through a lease row (so among several `drbot serve` processes on
+//! one PostgreSQL store exactly one drives a run at a time), renews the lease while the
+//! engine works, and implements the engine's [`Journal`] over the store.
+//!
+//! **Architecture Invariant:** every journal write checks, inside its write transaction, that
+//! this process still holds the run's lease; a process that lost it writes nothing more and
+//! stops its step. A takeover then resumes under the engine's rules.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use recovery::{
+    engine::{Driven, Engine, Finish, Journal, JournalError, RunSnapshot, StepResult, StepStatus},
+    step::StepError,
+};
+use serde_json::json;
+use sqlx::Row;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    actor::Actor,
+    app::App,
+    approvals,
+    events::Event,
+    store::{
+        Store, Tx, audit, now_ms,
+        runs::{self, RequestAction, RunState},
+    },
+};
+
+/// A unique name for this process's leases.
+pub fn owner_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{}:{}:{:x}", host.trim(), std::process::id(), now_ms())
+}
+
+/// Claims and drives runs until `shutdown` fires, then lets in-flight steps finish for the
+/// grace period, interrupts what is left, and releases its leases.
+pub async fn run(app: App, owner: String, shutdown: CancellationToken) {
+    let engine = Engine::new(app.settings.registry.clone());
+    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let stop_steps = CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let poll = app.settings.poll_interval.max(Duration::from_millis(50));
+    loop {
+        if let Err(e) = approvals::expire_due(&app).await {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "expiring approval requests failed"
+            );
+        }
+        match claim(&app, &owner, &in_flight).await {
+            Ok(ids) => {
+                for id in ids {
+                    let (app, owner, engine, in_flight) = (
+                        app.clone(),
+                        owner.clone(),
+                        engine.clone(),
+                        in_flight.clone(),
+                    );
+                    let stop = stop_steps.child_token();
+                    tasks.spawn(async move {
+                        drive_one(&app, &owner, &engine, id, stop).await;
+                        in_flight.lock().await.remove(&id);
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = format!("{e:#}"), "claiming runs failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    tasks.close();
+    let grace = app.settings.shutdown_grace;
+    tracing::info!(grace = ?grace, "shutting down: letting in-flight steps finish");
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!("grace period over: interrupting in-flight steps");
+        stop_steps.cancel();
+        tasks.wait().await;
+    }
+}
+
+async fn claim(
+    app: &App,
+    owner: &str,
+    in_flight: &Mutex<HashSet<i64>>,
+) -> anyhow::Result<Vec<i64>> {
+    let now = now_ms();
+    let candidates = sqlx::query(
+        "SELECT id FROM runs WHERE (state IN ('queued', 'running') \
+         OR (state = 'awaiting_approval' AND preflight_done = FALSE)) \
+         AND (lease_owner IS NULL OR lease_until < $1) ORDER BY id LIMIT 16",
+    )
+    .bind(now)
+    .fetch_all(app.store.pool())
+    .await?;
+    let mut claimed = Vec::new();
+    for r in candidates {
+        let id: i64 = r.try_get("id")?;
+        if in_flight.lock().await.contains(&id) {
+            continue;
+        }
+        let mut tx = app.store.write().await?;
+        let until = now_ms() + app.settings.lease.as_millis() as i64;
+        let res = sqlx::query(
+            "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
+             AND (lease_owner IS NULL OR lease_until < $4) AND (state IN ('queued', 'running') \
+             OR (state = 'awaiting_approval' AND preflight_done = FALSE))",
+        )
+        .bind(owner.to_string())
+        .bind(until)
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() == 1 {
+            audit::append(
+                &mut tx,
+                &Actor::system(),
+                "lease.claimed",
+                Some(id),
+                json!({ "owner": owner }),
+            )
+            .await?;
+            tx.commit().await?;
+            in_flight.lock().await.insert(id);
+            claimed.push(id);
+        }
+    }
+    Ok(claimed)
+}
+
+async fn drive_one(app: &App, owner: &str, engine: &Engine, id: i64, stop: CancellationToken) {
+    let lost = CancellationToken::new();
+    let heartbeat = {
+        let (app, owner, lost, stop) = (app.clone(), owner.to_string(), lost.clone(), stop.clone());
+        tokio::spawn(async move {
+            let every = app.settings.lease / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let until = now_ms() + app.settings.lease.as_millis() as i64;
+                let res = sqlx::query(
+                    "UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
+                )
+                .bind(until)
+                .bind(id)
+                .bind(owner.clone())
+                .execute(app.store.pool())
+                .await;
+                match res {
+                    Ok(r) if r.rows_affected() == 1 => {}
+                    Ok(_) => {
+                        tracing::warn!(run = id, "lease lost: another process took the run over");
+                        lost.cancel();
+                        stop.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(run = id, error = %e, "renewing the lease failed"),
+                }
+            }
+        })
+    };
+    let journal = StoreJournal {
+        app: app.clone(),
+        owner: owner.to_string(),
+    };
+    let result = engine.drive(&journal, id, stop).await;
+    heartbeat.abort();
+    match &result {
+        Ok(d) => tracing::info!(run = id, outcome = ?d, "drive ended"),
+        Err(e) => tracing::error!(run = id, error = format!("{e:#}"), "driving the run failed"),
+    }
+    if !lost.is_cancelled() && !matches!(result, Ok(Driven::LeaseLost)) {
+        let _ = sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(owner.to_string())
+        .execute(app.store.pool())
+        .await;
+    }
+}
+
+/// The engine's journal over the store, fenced by this process's lease.
+pub struct StoreJournal {
+    app: App,
+    owner: String,
+}
+
+impl StoreJournal {
+    /// Journal writing as lease owner `owner` (tests drive runs through it directly).
+    pub fn new(app: App, owner: String) -> Self {
+        Self { app, owner }
+    }
+
+    async fn fenced(&self, run_id: i64) -> Result<Tx, JournalError> {
+        let mut tx = self.app.store.write().await?;
+        let r = sqlx::query("SELECT lease_owner FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let holder: Option<String> = match r {
+            Some(r) => r.try_get("lease_owner").map_err(anyhow::Error::from)?,
+            None => None,
+        };
+        if holder.as_deref() != Some(self.owner.as_str()) {
+            return Err(JournalError::LeaseLost);
+        }
+        Ok(tx)
+    }
+
+    async fn commit(tx: Tx) -> Result<(), JournalError> {
+        tx.commit().await.map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+}
+
+fn system() -> Actor {
+    Actor::system()
+}
+
+#[async_trait]
+impl Journal for StoreJournal {
+    async fn snapshot(&self, run_id: i64) -> Result<RunSnapshot, JournalError> {
+        let run = self
+            .app
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the store"))?;
+        let steps = self.app.store.steps(run_id).await?;
+        Ok(RunSnapshot {
+            run_id,
+            approved: run.state != RunState::AwaitingApproval,
+            plan: run.plan,
+            steps: steps
+                .iter()
+                .map(|s| StepStatus {
+                    state: s.state,
+                    attempts: s.attempts as u32,
+                    gate_approved: s.gate_approved,
+                })
+                .collect(),
+        })
+    }
+
+    async fn cancel_requested(&self, run_id: i64) -> Result<bool, JournalError> {
+        let r = sqlx::query("SELECT cancel_requested FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(self.app.store.pool())
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(r.try_get("cancel_requested").map_err(anyhow::Error::from)?)
+    }
+
+    async fn step_started(
+        &self,
+        run_id: i64,
+        idx: usize,
+        attempt: u32,
+    ) -> Result<(), JournalError> {
+        let mut tx = self.fenced(run_id).await?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE run_steps SET state = 'running', attempts = $1, started_at = $2, \
+             finished_at = NULL, error = NULL WHERE run_id = $3 AND idx = $4",
+        )
+        .bind(attempt as i64)
+        .bind(now)
+        .bind(run_id)
+        .bind(idx as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(anyhow::Error::from)?;
+        sqlx::query(
+            "UPDATE runs SET state = 'running', updated_at = $1, \
+             started_at = COALESCE(started_at, $1) WHERE id = $2 AND state = 'queued'",
+        )
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(anyhow::Error::from)?;
+        let snap_name = Store::steps_tx(&mut tx, run_id)
+            .await?
+            .into_iter()
+            .find(|s| s.idx == idx as i64)
+            .map(|s| s.name)
+            .unwrap_or_default();
+        audit::append(
+            &mut tx,
+            &system(),
+            "step.started",
+            Some(run_id),
+            json!({ "step": idx, "name": snap_name, "attempt": attempt }),
+        )
+        .await?;
+        Self::commit(tx).await?;
+        self.app.events.publish(Event::StepStarted {
+            run_id,
+            idx,
+            name: snap_name,
+            attempt,
+        });
+        Ok(())
+    }
+
+    async fn step_progress(&self, run_id: i64, idx: usize, line: &str) {
+        self.app.events.publish(Event::StepProgress {
+            run_id,
+            idx,
+            line: line.to_string(),
+        });
+    }
+
+    async fn step_retrying(
+        &self,
+        run_id: i64,
+        idx: usize,
+        attempt: u32,
+        error: &StepError,
+        delay_ms: u64,
+    ) -> Result<(), JournalError> {
+        let mut tx = self.fenced(run_id).await?;
+        audit::append(
+            &mut tx,
+            &system(),
+            "step.retrying",
+            Some(run_id),
+            json!({ "step": idx, "attempt": attempt, "error": error.message, "delay_ms": delay_ms }),
+        )
+        .await?;
+        Self::commit(tx).await?;
+        self.app.events.publish(Event::StepProgress {
+            run_id,
+            idx,
+            line: format!(
+                "attempt {attempt} failed: {}; retrying in {delay_ms} ms",
+                error.message
+            ),
+        });
+        Ok(())
+    }
+
+    async fn step_finished(
+        &self,
+        run_id: i64,
+        idx: usize,
+        result: &StepResult,
+    ) -> Result<(), JournalError> {
+        let mut tx = self.fenced(run_id).await?;
+        sqlx::query(
+            "UPDATE run_steps SET state = $1, finished_at = $2, duration_ms = $3, summary = $4, \
+             log = $5, error = $6, data = $7 WHERE run_id = $8 AND idx = $9",
+        )
+        .bind(result.state.as_str())
+        .bind(now_ms())
+        .bind(result.duration_ms as i64)
+        .bind(result.summary.clone())
+        .bind(result.log.clone())
+        .bind(result.error.clone())
+        .bind(result.data.to_string())
+        .bind(run_id)
+        .bind(idx as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(anyhow::Error::from)?;
+        let step = Store::steps_tx(&mut tx, run_id)
+            .await?
+            .into_iter()
+            .find(|s| s.idx == idx as i64);
+        let (name, kind) = step.map(|s| (s.name, s.kind)).unwrap_or_default();
+        audit::append(
+            &mut tx,
+            &system(),
+            "step.finished",
+            Some(run_id),
+            json!({
+                "step": idx, "name": name, "state": result.state.as_str(),
+                "duration_ms": result.duration_ms, "error": result.error,
+            }),
+        )
+        .await?;
+        Self::commit(tx).await?;
+        self.app
+            .metrics
+            .step_duration(&kind, result.duration_ms as f64 / 1000.0);
+        self.app.events.publish(Event::StepFinished {
+            run_id,
+            idx,
+            name,
+            state: result.state.as_str().to_string(),
+            duration_ms: result.duration_ms,
+        });
+        Ok(())
+    }
+
+    async fn preflight_done(&self, run_id: i64) -> Result<(), JournalError> {
+        let mut tx = self.fenced(run_id).await?;
+        sqlx::query("UPDATE runs SET preflight_done = TRUE, updated_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
+        audit::append(
+            &mut tx,
+            &system(),
+            "preflight.done",
+            Some(run_id),
+            json!({}),
+        )
+        .await?;
+        Self::commit(tx).await
+    }
+
+    async fn await_gate(&self, run_id: i64, idx: usize) -> Result<(), JournalError> {
+        let mut tx = self.fenced(run_id).await?;
+        let run = Store::run_tx(&mut tx, run_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
+        let expires = now_ms() + self.app.settings.expires_after.as_millis() as i64;
+        let req = runs::insert_request(
+            &mut tx,
+            run_id,
+            RequestAction::Gate,
+            Some(idx as i64),
+            &run.fingerprint,
+            &run.requested_by,
+            &run.requested_account,
+            self.app.settings.config.approvals.required as i64,
+            expires,
+        )
+        .await?;
+        runs::set_run_state(&mut tx, run_id, RunState::AwaitingGate, None).await?;
+        audit::append(
+            &mut tx,
+            &system(),
+            "gate.requested",
+            Some(run_id),
+            json!({ "step": idx, "request_id": req }),
+        )
+        .await?;
+        Self::commit(tx).await?;
+        self.app.events.publish(Event::DecisionRequested {
+            run_id,
+            request_id: req,
+            action: "gate".into(),
+        });
+        Ok(())
+    }
+
+    async fn needs_attention(
+        &self,
+        run_id: i64,
+        idx: usize,
+        reason: &str,
+    ) -> Result<(), JournalError> {
+        let mut tx = self.fenced(run_id).await?;
+        runs::set_run_state(&mut tx, run_id, RunState::NeedsAttention, Some(reason)).await?;
+        audit::append(
+            &mut tx,
+            &system(),
+            "run.needs_attention",
+            Some(run_id),
+            json!({ "step": idx, "reason": reason }),
+        )
+        .await?;
+        Self::commit(tx).await?;
+        self.app.events.publish(Event::RunStateChanged {
+            run_id,
+            state: "needs_attention".into(),
+            detail: Some(reason.to_string()),
+        });
+        Ok(())
+    }
+
+    async fn finish(&self, run_id: i64, finish: &Finish) -> Result<(), JournalError> {
+        let mut tx = self.fenced(run_id).await?;
+        let (state, detail) = match finish {
+            Finish::Succeeded => (RunState::Succeeded, None),
+            Finish::Failed { step, error } => (
+                RunState::Failed,
+                Some(format!("step {} failed: {error}", step + 1)),
+            ),
+            Finish::Cancelled => (RunState::Cancelled, Some("cancelled".to_string())),
+        };
+        if let Some(req) = Store::pending_request_tx(&mut tx, run_id).await? {
+            runs::close_request(&mut tx, req.id, "cancelled", None, Some("run ended")).await?;
+        }
+        runs::set_run_state(&mut tx, run_id, state, detail.as_deref()).await?;
+        audit::append(
+            &mut tx,
+            &system(),
+            "run.finished",
+            Some(run_id),
+            json!({ "state": state.as_str(), "detail": detail }),
+        )
+        .await?;
+        Self::commit(tx).await?;
+        self.app.events.publish(Event::RunStateChanged {
+            run_id,
+            state: state.as_str().to_string(),
+            detail,
+        });
+        Ok(())
+    }
+}

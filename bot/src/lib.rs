@@ -1,0 +1,16 @@
+//! drbot library: config, store, grammar, approvals, audit, engine driver and server; wired
+//! together by the `drbot` binary (`main.rs`).
+
+pub mod actor;
+pub mod app;
+pub mod approvals;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod driver;
+pub mod events;
+pub mod grammar;
+pub mod metrics;
+pub mod reply;
+pub mod server;
+pub mod store;

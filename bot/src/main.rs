@@ -1,0 +1,4 @@
+//! The `drbot` binary: see `drbot --help`.
+fn main() -> std::process::ExitCode {
+    drbot::cli::main()
+}

@@ -1,0 +1,142 @@
+//! What a command produces, as data: each front-end renders it in its own text module.
+//! User errors (fixable by the person typing) are typed here; internal errors become
+//! [`Reply::Internal`] with a reference to the log line.
+
+use serde::Serialize;
+
+use crate::store::runs::{ApprovalRow, RequestRow, RunRow, StepRow};
+
+/// A mistake the person typing can fix, or a refusal they should understand.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UserError {
+    /// The command did not parse; `message` is the grammar's sentence plus usage line.
+    Parse { message: String },
+    /// The account is not in `[[people]]`: only read-only commands are allowed.
+    UnknownAccount,
+    /// The person's roles do not allow requesting this runbook.
+    NotAllowedToRequest { runbook: String, roles: Vec<String> },
+    /// The person's roles do not allow approving (or denying) this run.
+    NotAllowedToApprove { runbook: String, roles: Vec<String> },
+    /// Only the requester or an approver may cancel.
+    NotAllowedToCancel { run: i64 },
+    /// Requesters cannot approve their own request.
+    SelfApproval { run: i64 },
+    /// This person already approved; one person counts once.
+    AlreadyApproved { run: i64 },
+    /// No such run.
+    UnknownRun { run: i64 },
+    /// No runbook is bound to this command.
+    NoRunbook { command: String },
+    /// The runbook could not be resolved into a plan.
+    PlanFailed { message: String },
+    /// Another destructive run is active on the same target.
+    TargetBusy { target: String, run: i64 },
+    /// The run has no open approval request.
+    NothingToApprove { run: i64, state: String },
+    /// The request expired before enough approvals.
+    Expired { run: i64 },
+    /// The plan changed since the request; approvals were voided.
+    PlanChanged { run: i64 },
+    /// The run cannot be cancelled in its state.
+    CannotCancel { run: i64, state: String },
+    /// retry/skip/abort only apply to runs that need attention.
+    NotNeedingAttention { run: i64, state: String },
+    /// A decision is already waiting for approval on this run.
+    RequestOpen { run: i64, action: String },
+    /// The feature arrives with a later part of drbot (named).
+    Unavailable { feature: String },
+}
+
+/// What a run looks like to a reader.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    /// The run.
+    pub run: RunRow,
+    /// Its steps.
+    pub steps: Vec<StepRow>,
+    /// Its newest approval request.
+    pub request: Option<RequestRow>,
+    /// That request's approvals.
+    pub approvals: Vec<ApprovalRow>,
+}
+
+/// A region line of `/dr status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionStatus {
+    /// Name.
+    pub name: String,
+    /// `primary` or `secondary`.
+    pub role: String,
+    /// Description.
+    pub description: String,
+}
+
+/// `/dr status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    /// Configured regions.
+    pub regions: Vec<RegionStatus>,
+    /// Active runs, newest first.
+    pub active: Vec<RunRow>,
+}
+
+/// The outcome of one command.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// Help text.
+    Help {
+        /// Subcommand asked about.
+        topic: Option<String>,
+        /// The text.
+        text: String,
+    },
+    /// `/dr status`.
+    Status(StatusView),
+    /// `/dr runs`.
+    Runs {
+        /// Newest first.
+        runs: Vec<RunRow>,
+    },
+    /// `/dr run <id>`.
+    Run(RunView),
+    /// A runbook was requested: awaiting approval, or queued when it needs none.
+    Requested(RunView),
+    /// An approval was recorded.
+    Approved {
+        /// The run after the approval.
+        view: RunView,
+        /// Quorum reached: the action goes ahead.
+        quorum: bool,
+    },
+    /// A request was denied.
+    Denied(RunView),
+    /// A run was cancelled, or will stop before its next step.
+    Cancelled {
+        /// The run.
+        view: RunView,
+        /// Stopped at once (false: stops before the next step).
+        immediate: bool,
+    },
+    /// A retry/skip/abort decision now awaits approval.
+    DecisionRequested(RunView),
+    /// A refusal or user mistake.
+    Refused(UserError),
+    /// Something broke inside drbot; details are in the log under `reference`.
+    Internal {
+        /// Correlates with the log line.
+        reference: String,
+    },
+}
+
+impl Reply {
+    /// Short outcome label for metrics and the audit log.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Reply::Refused(_) => "refused",
+            Reply::Internal { .. } => "error",
+            _ => "ok",
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The HTTP server (axum): health, readiness and metrics; front-ends add their routes here.
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+
+use crate::app::App;
+
+/// The router with every route drbot serves.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<App>) -> impl IntoResponse {
+    if app.store.ping().await {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")
+    }
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    match app.store.run_counts().await {
+        Ok(runs) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            app.metrics.render(&runs),
+        ),
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "reading run counts for /metrics failed"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                "store unreachable\n".to_string(),
+            )
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The audit log: append-only rows chained by SHA-256, and the verifier that names the first
+//! row that was edited, inserted or deleted.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{Store, Tx, now_ms};
+use crate::actor::Actor;
+
+/// `prev_hash` of the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit row.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditRow {
+    /// 1, 2, 3, … with no gaps.
+    pub seq: i64,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// Person (from `[[people]]`), if known.
+    pub person: Option<String>,
+    /// Account that acted (`U024BE7LH`, `cli:alice`, …).
+    pub account: Option<String>,
+    /// `slack`, `discord`, `cli` or `system`.
+    pub platform: String,
+    /// Channel, if any.
+    pub channel: Option<String>,
+    /// What happened, e.g. `command`, `approve`, `step.finished`.
+    pub action: String,
+    /// Run concerned, if any.
+    pub run_id: Option<i64>,
+    /// JSON details.
+    pub detail: String,
+    /// Hash of the previous row.
+    pub prev_hash: String,
+    /// Hash of this row.
+    pub hash: String,
+}
+
+fn row_hash(prev: &str, r: &AuditRow) -> String {
+    let content = serde_json::json!([
+        r.seq, r.at, r.person, r.account, r.platform, r.channel, r.action, r.run_id, r.detail
+    ]);
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(content.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Appends a row inside the caller's write transaction.
+pub async fn append(
+    tx: &mut Tx,
+    actor: &Actor,
+    action: &str,
+    run_id: Option<i64>,
+    detail: serde_json::Value,
+) -> anyhow::Result<i64> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (prev_seq, prev_hash) = match head {
+        Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+        None => (0, GENESIS.to_string()),
+    };
+    let mut row = AuditRow {
+        seq: prev_seq + 1,
+        at: now_ms(),
+        person: actor.person.clone(),
+        account: Some(actor.account.clone()),
+        platform: actor.platform.as_str().to_string(),
+        channel: actor.channel.clone(),
+        action: action.to_string(),
+        run_id,
+        detail: detail.to_string(),
+        prev_hash,
+        hash: String::new(),
+    };
+    row.hash = row_hash(&row.prev_hash, &row);
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, person, account, platform, channel, action, run_id, \
+         detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(row.seq)
+    .bind(row.at)
+    .bind(row.person.clone())
+    .bind(row.account.clone())
+    .bind(row.platform.clone())
+    .bind(row.channel.clone())
+    .bind(row.action.clone())
+    .bind(row.run_id)
+    .bind(row.detail.clone())
+    .bind(row.prev_hash.clone())
+    .bind(row.hash.clone())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )
+    .bind(row.seq)
+    .bind(row.hash.clone())
+    .execute(&mut **tx)
+    .await?;
+    Ok(row.seq)
+}
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {
+    Ok(AuditRow {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        person: r.try_get("person")?,
+        account: r.try_get("account")?,
+        platform: r.try_get("platform")?,
+        channel: r.try_get("channel")?,
+        action: r.try_get("action")?,
+        run_id: r.try_get("run_id")?,
+        detail: r.try_get("detail")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+const SELECT: &str = "SELECT seq, at, person, account, platform, channel, action, run_id, detail, \
+                      prev_hash, hash FROM audit_log";
+
+impl Store {
+    /// Audit rows, newest last; `run` filters to one run; `limit` keeps the newest N.
+    pub async fn audit_rows(&self, run: Option<i64>, limit: i64) -> anyhow::Result<Vec<AuditRow>> {
+        let rows =
+            match run {
+                Some(id) => sqlx::query(
+                    "SELECT * FROM (SELECT seq, at, person, account, platform, channel, action, \
+                     run_id, detail, prev_hash, hash FROM audit_log WHERE run_id = $1 \
+                     ORDER BY seq DESC LIMIT $2) t ORDER BY seq",
+                )
+                .bind(id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+                None => sqlx::query(
+                    "SELECT * FROM (SELECT seq, at, person, account, platform, channel, action, \
+                     run_id, detail, prev_hash, hash FROM audit_log ORDER BY seq DESC LIMIT $1) t \
+                     ORDER BY seq",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+            };
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Walks the whole chain; returns every break found, each naming the row.
+    pub async fn audit_verify(&self) -> anyhow::Result<AuditReport> {
+        let sql = format!("{SELECT} ORDER BY seq");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut problems = Vec::new();
+        let mut expected_seq = 1;
+        let mut prev_hash = GENESIS.to_string();
+        let mut count = 0;
+        for r in &rows {
+            let row = from_row(r)?;
+            count += 1;
+            if row.seq != expected_seq {
+                if row.seq > expected_seq {
+                    problems.push(format!(
+                        "row {}..{} missing: the sequence jumps from {} to {} (rows deleted)",
+                        expected_seq,
+                        row.seq - 1,
+                        expected_seq - 1,
+                        row.seq
+                    ));
+                } else {
+                    problems.push(format!("row {}: out of sequence (inserted)", row.seq));
+                }
+            }
+            if row.prev_hash != prev_hash {
+                problems.push(format!(
+                    "row {}: does not follow the row before it (a row was inserted or removed before it)",
+                    row.seq
+                ));
+            }
+            if row_hash(&row.prev_hash, &row) != row.hash {
+                problems.push(format!(
+                    "row {}: content does not match its hash (edited)",
+                    row.seq
+                ));
+            }
+            expected_seq = row.seq + 1;
+            prev_hash = row.hash.clone();
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(h) = head {
+            let seq: i64 = h.try_get("seq")?;
+            let hash: String = h.try_get("hash")?;
+            if seq != expected_seq - 1 {
+                problems.push(format!(
+                    "the newest row should be {seq} but the log ends at {} (rows deleted or appended outside drbot)",
+                    expected_seq - 1
+                ));
+            } else if hash != prev_hash {
+                problems.push(format!(
+                    "row {seq}: does not match the recorded head hash (edited)"
+                ));
+            }
+        } else if count > 0 {
+            problems.push("the audit head is missing (edited outside drbot)".into());
+        }
+        Ok(AuditReport {
+            rows: count,
+            head: prev_hash,
+            problems,
+        })
+    }
+}
+
+/// Result of `audit --verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    /// Rows checked.
+    pub rows: i64,
+    /// Hash of the newest row.
+    pub head: String,
+    /// Every break found; empty when the chain is intact.
+    pub problems: Vec<String>,
+}

@@ -1,0 +1,180 @@
+//! The store: SQLite (embedded default) or PostgreSQL through one sqlx `Any` pool, with the
+//! migrations of `migrations/` embedded and applied on connect.
+//!
+//! **Architecture Invariant:** every write goes through [`Store::write`], which serialises
+//! writers (`BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock on PostgreSQL).
+//! The approval rules, the audit hash chain and the run state machine rely on it: each reads,
+//! checks and writes inside one such transaction.
+
+pub mod audit;
+pub mod runs;
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    AnyPool, Connection, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// A write transaction (see the module's invariant).
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Handle to the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+impl Store {
+    /// Connects (creating a SQLite file if missing) and applies migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("sqlite:") {
+            (Backend::Sqlite, sqlite_url(url))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            anyhow::bail!("store.url must start with `sqlite:` or `postgres://`");
+        };
+        let opts = AnyConnectOptions::from_str(&url).context("store.url is not a valid URL")?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(
+                            "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
+                             PRAGMA synchronous = NORMAL;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("cannot open the store ({})", redact_url(&url)))?;
+        if backend == Backend::Sqlite {
+            pool.execute("PRAGMA journal_mode = WAL")
+                .await
+                .context("enabling WAL mode")?;
+        }
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations (also done by `connect`).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            // Several processes may start together; migrate one at a time.
+            conn.execute("SELECT pg_advisory_lock(72431)").await?;
+        }
+        let res = migrator
+            .run(&mut *conn)
+            .await
+            .context("applying migrations");
+        if self.backend == Backend::Postgres {
+            conn.execute("SELECT pg_advisory_unlock(72431)").await?;
+        }
+        res
+    }
+
+    /// The pool, for reads.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a serialised write transaction.
+    pub async fn write(&self) -> anyhow::Result<Tx> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                tx.execute("SELECT pg_advisory_xact_lock(72432)").await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        match self.pool.acquire().await {
+            Ok(mut c) => c.ping().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// `sqlite://drbot.db` → `sqlite://drbot.db?mode=rwc` so the file is created if missing.
+fn sqlite_url(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// Hides a password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            sqlite_url("sqlite:///tmp/x.db"),
+            "sqlite:///tmp/x.db?mode=rwc"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Notification hub (templates, status page, email, chat broadcasts, outbox). Filled in by the notification issue.

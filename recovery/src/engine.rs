@@ -1,0 +1,398 @@
+//! The durable runbook engine: drives a plan step by step through a [`Journal`] that persists
+//! each transition before it is acted on.
+//!
+//! **Architecture Invariant:** a step is marked `running` in the journal before it starts, and
+//! `succeeded`/`failed`/`skipped` after it ends. So after a crash a `running` step is exactly an
+//! interrupted one: an idempotent step is re-run, a non-idempotent one pauses the run as
+//! `needs_attention` and a person decides (retry, skip or abort, each approval-gated).
+//! Completed steps are never re-run.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    plan::Plan,
+    registry::Registry,
+    runbook::OnFailure,
+    step::{ProgressSink, StepContext, StepError, StepOutput},
+};
+
+/// Persisted state of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not started yet.
+    Pending,
+    /// Started and not known to have ended (after a crash: interrupted).
+    Running,
+    /// Ended well.
+    Succeeded,
+    /// Ended badly (the run went on only if `on_failure = "continue"`).
+    Failed,
+    /// Not run: dry run, or skipped by an approved decision.
+    Skipped,
+}
+
+impl StepState {
+    /// Name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "skipped" => Self::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// What the engine needs to know about a step when (re)starting a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepStatus {
+    /// Persisted state.
+    pub state: StepState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The step's gate has been approved (only meaningful for gated steps).
+    pub gate_approved: bool,
+}
+
+/// A run as persisted: the approved plan and where each step stands.
+#[derive(Debug, Clone)]
+pub struct RunSnapshot {
+    /// Run id.
+    pub run_id: i64,
+    /// The plan that was approved.
+    pub plan: Plan,
+    /// One per plan step.
+    pub steps: Vec<StepStatus>,
+    /// The run was approved (or needs no approval). Until then only the read-only steps
+    /// before the first destructive one run (preflight).
+    pub approved: bool,
+}
+
+/// How a step attempt ended, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    /// `Succeeded`, `Failed` or `Skipped`.
+    pub state: StepState,
+    /// One line for the progress card.
+    pub summary: String,
+    /// Captured output.
+    pub log: String,
+    /// Error message when failed.
+    pub error: Option<String>,
+    /// Structured evidence.
+    pub data: serde_json::Value,
+    /// Wall time of the attempt, milliseconds.
+    pub duration_ms: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// Every step succeeded, was skipped, or failed with `on_failure = "continue"`.
+    Succeeded,
+    /// A step failed with `on_failure = "abort"`.
+    Failed {
+        /// Index of the failed step.
+        step: usize,
+        /// Its error.
+        error: String,
+    },
+    /// Cancel was requested; stopped before the next step.
+    Cancelled,
+}
+
+/// Journal failures.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Another process now drives this run: stop at once, write nothing more.
+    #[error("the lease on this run was lost")]
+    LeaseLost,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// Durable record of a run's progress, implemented over drbot's store.
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Current persisted state of the run.
+    async fn snapshot(&self, run_id: i64) -> Result<RunSnapshot, JournalError>;
+    /// Whether someone asked to cancel the run.
+    async fn cancel_requested(&self, run_id: i64) -> Result<bool, JournalError>;
+    /// Persists "step `idx` attempt `attempt` is starting" (before it starts).
+    async fn step_started(&self, run_id: i64, idx: usize, attempt: u32)
+    -> Result<(), JournalError>;
+    /// A progress line from a running step (best effort).
+    async fn step_progress(&self, run_id: i64, idx: usize, line: &str);
+    /// An attempt failed and will be retried after `delay_ms`.
+    async fn step_retrying(
+        &self,
+        run_id: i64,
+        idx: usize,
+        attempt: u32,
+        error: &StepError,
+        delay_ms: u64,
+    ) -> Result<(), JournalError>;
+    /// Persists the end of a step.
+    async fn step_finished(
+        &self,
+        run_id: i64,
+        idx: usize,
+        result: &StepResult,
+    ) -> Result<(), JournalError>;
+    /// Preflight is over: the next step is destructive and the run is not approved yet.
+    async fn preflight_done(&self, run_id: i64) -> Result<(), JournalError>;
+    /// Pauses the run before gated step `idx` and asks for its approval.
+    async fn await_gate(&self, run_id: i64, idx: usize) -> Result<(), JournalError>;
+    /// Pauses the run: step `idx` was interrupted and is not idempotent.
+    async fn needs_attention(
+        &self,
+        run_id: i64,
+        idx: usize,
+        reason: &str,
+    ) -> Result<(), JournalError>;
+    /// Persists the end of the run.
+    async fn finish(&self, run_id: i64, finish: &Finish) -> Result<(), JournalError>;
+}
+
+/// Where a drive stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Driven {
+    /// The run ended.
+    Finished(Finish),
+    /// Preflight done; waiting for the run's approval before destructive step `usize`.
+    AwaitingApproval(usize),
+    /// Paused before a gated step; its approval request was made.
+    AwaitingGate(usize),
+    /// Paused: a non-idempotent step was interrupted.
+    NeedsAttention(usize),
+    /// Shutdown interrupted the run; it stays `running` for the next process to resume.
+    Interrupted,
+    /// Another process took the run over.
+    LeaseLost,
+}
+
+/// Runs plans. Stateless apart from the step registry; all state lives in the journal.
+#[derive(Clone)]
+pub struct Engine {
+    registry: Registry,
+}
+
+impl Engine {
+    /// An engine using these step types.
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+
+    /// The step types.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Drives run `run_id` from its persisted state until it ends or pauses. `stop` is
+    /// cancelled to interrupt a running step (shutdown after the grace period, or lease lost).
+    pub async fn drive(
+        &self,
+        journal: &dyn Journal,
+        run_id: i64,
+        stop: CancellationToken,
+    ) -> Result<Driven, anyhow::Error> {
+        match self.drive_inner(journal, run_id, stop).await {
+            Ok(d) => Ok(d),
+            Err(JournalError::LeaseLost) => Ok(Driven::LeaseLost),
+            Err(JournalError::Store(e)) => Err(e),
+        }
+    }
+
+    async fn drive_inner(
+        &self,
+        journal: &dyn Journal,
+        run_id: i64,
+        stop: CancellationToken,
+    ) -> Result<Driven, JournalError> {
+        let snap = journal.snapshot(run_id).await?;
+        let plan = &snap.plan;
+        for (idx, step) in plan.steps.iter().enumerate() {
+            let status = snap.steps.get(idx).copied().unwrap_or(StepStatus {
+                state: StepState::Pending,
+                attempts: 0,
+                gate_approved: false,
+            });
+            match status.state {
+                StepState::Succeeded | StepState::Skipped | StepState::Failed => continue,
+                StepState::Running if !step.idempotent => {
+                    let reason = format!(
+                        "step {} `{}` was interrupted while running and is not idempotent: \
+                         check what it did, then retry, skip or abort",
+                        idx + 1,
+                        step.name
+                    );
+                    journal.needs_attention(run_id, idx, &reason).await?;
+                    return Ok(Driven::NeedsAttention(idx));
+                }
+                StepState::Running | StepState::Pending => {}
+            }
+            if stop.is_cancelled() {
+                return Ok(Driven::Interrupted);
+            }
+            if journal.cancel_requested(run_id).await? {
+                journal.finish(run_id, &Finish::Cancelled).await?;
+                return Ok(Driven::Finished(Finish::Cancelled));
+            }
+            if step.destructive && !snap.approved && !plan.dry_run {
+                journal.preflight_done(run_id).await?;
+                return Ok(Driven::AwaitingApproval(idx));
+            }
+            if plan.dry_run && step.destructive {
+                let result = StepResult {
+                    state: StepState::Skipped,
+                    summary: "dry run: not executed".into(),
+                    log: String::new(),
+                    error: None,
+                    data: serde_json::Value::Null,
+                    duration_ms: 0,
+                };
+                journal.step_finished(run_id, idx, &result).await?;
+                continue;
+            }
+            if step.gate && !status.gate_approved && !plan.dry_run {
+                journal.await_gate(run_id, idx).await?;
+                return Ok(Driven::AwaitingGate(idx));
+            }
+            let mut attempt = status.attempts;
+            let mut failures = 0u32;
+            loop {
+                attempt += 1;
+                journal.step_started(run_id, idx, attempt).await?;
+                let started = Instant::now();
+                let outcome = self.attempt(journal, &snap, idx, attempt, &stop).await?;
+                let duration_ms = started.elapsed().as_millis() as u64;
+                let err = match outcome {
+                    Attempt::Interrupted => return Ok(Driven::Interrupted),
+                    Attempt::Done(Ok(out)) => {
+                        let result = StepResult {
+                            state: StepState::Succeeded,
+                            summary: out.summary,
+                            log: out.log,
+                            error: None,
+                            data: out.data,
+                            duration_ms,
+                        };
+                        journal.step_finished(run_id, idx, &result).await?;
+                        break;
+                    }
+                    Attempt::Done(Err(e)) => e,
+                };
+                failures += 1;
+                if err.retryable && failures <= step.retries {
+                    let delay = step.backoff(failures);
+                    journal
+                        .step_retrying(run_id, idx, attempt, &err, delay.as_millis() as u64)
+                        .await?;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => continue,
+                        _ = stop.cancelled() => return Ok(Driven::Interrupted),
+                    }
+                }
+                let result = StepResult {
+                    state: StepState::Failed,
+                    summary: err.message.clone(),
+                    log: err.log.clone(),
+                    error: Some(err.message.clone()),
+                    data: serde_json::Value::Null,
+                    duration_ms,
+                };
+                journal.step_finished(run_id, idx, &result).await?;
+                if step.on_failure == OnFailure::Abort {
+                    let finish = Finish::Failed {
+                        step: idx,
+                        error: err.message,
+                    };
+                    journal.finish(run_id, &finish).await?;
+                    return Ok(Driven::Finished(finish));
+                }
+                break;
+            }
+        }
+        journal.finish(run_id, &Finish::Succeeded).await?;
+        Ok(Driven::Finished(Finish::Succeeded))
+    }
+
+    async fn attempt(
+        &self,
+        journal: &dyn Journal,
+        snap: &RunSnapshot,
+        idx: usize,
+        attempt: u32,
+        stop: &CancellationToken,
+    ) -> Result<Attempt, JournalError> {
+        let step = &snap.plan.steps[idx];
+        let built = match self.registry.get(&step.kind) {
+            None => Err(StepError::fatal(format!(
+                "unknown step type `{}`",
+                step.kind
+            ))),
+            Some(kind) => kind.build(&step.params).map_err(StepError::fatal),
+        };
+        let runnable = match built {
+            Ok(s) => s,
+            Err(e) => return Ok(Attempt::Done(Err(e))),
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = StepContext {
+            run_id: snap.run_id,
+            step_index: idx,
+            attempt,
+            vars: snap.plan.vars.clone(),
+            progress: ProgressSink::new(tx),
+            cancel: stop.child_token(),
+        };
+        let timeout = step.timeout();
+        let fut = tokio::time::timeout(timeout, runnable.run(&ctx));
+        tokio::pin!(fut);
+        let result = loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                Some(line) = rx.recv() => journal.step_progress(snap.run_id, idx, &line).await,
+            }
+        };
+        while let Ok(line) = rx.try_recv() {
+            journal.step_progress(snap.run_id, idx, &line).await;
+        }
+        if stop.is_cancelled() {
+            return Ok(Attempt::Interrupted);
+        }
+        Ok(Attempt::Done(match result {
+            Ok(r) => r,
+            Err(_) => Err(StepError {
+                message: format!("timed out after {}", humantime::format_duration(timeout)),
+                log: String::new(),
+                // Re-running a timed-out step is only safe when it is idempotent.
+                retryable: step.idempotent,
+            }),
+        }))
+    }
+}
+
+enum Attempt {
+    Done(Result<StepOutput, StepError>),
+    Interrupted,
+}

@@ -1,0 +1,18 @@
+//! Runbooks and the durable engine that runs them, plus the step providers. Knows nothing of chat.
+//!
+//! - [`runbook`]: runbooks as data (TOML), validated against the step [`registry`].
+//! - [`plan`]: a runbook resolved with a command's arguments into the exact [`plan::Plan`]
+//!   that people approve; its fingerprint binds approvals to it.
+//! - [`step`]: the [`step::Step`] trait that providers implement.
+//! - [`engine`]: drives a plan step by step through a [`engine::Journal`] that persists every
+//!   transition before it is acted on, so a crash never runs a non-idempotent step twice.
+
+pub mod engine;
+pub mod plan;
+pub mod registry;
+pub mod runbook;
+pub mod step;
+pub mod steps;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,69 @@
+//! The step types drbot knows, by name; later providers (PostgreSQL, Kubernetes, DNS,
+//! notifications) register here.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use crate::step::Step;
+
+/// Safety traits of a step type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepTraits {
+    /// Changes production: needs approval before it runs, skipped in dry runs.
+    pub destructive: bool,
+    /// Running it twice is harmless: an interrupted attempt is simply re-run on resume.
+    pub idempotent: bool,
+    /// Whether a runbook may override the two flags above (e.g. `exec` runs anything).
+    pub overridable: bool,
+}
+
+/// A step type: validates parameters and builds runnable steps.
+pub trait StepKind: Send + Sync {
+    /// Name used in runbooks' `type`.
+    fn name(&self) -> &'static str;
+    /// Default safety traits.
+    fn traits(&self) -> StepTraits;
+    /// Checks parameters (placeholders still unresolved are fine where strings are expected).
+    fn validate(&self, params: &serde_json::Value) -> Result<(), String>;
+    /// Builds a runnable step from resolved parameters.
+    fn build(&self, params: &serde_json::Value) -> Result<Box<dyn Step>, String>;
+}
+
+/// Step types by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn StepKind>>,
+}
+
+impl Registry {
+    /// The built-in step types.
+    pub fn builtin() -> Self {
+        let mut r = Self::default();
+        r.register(Arc::new(crate::steps::exec::ExecKind));
+        r.register(Arc::new(crate::steps::http_check::HttpCheckKind));
+        r
+    }
+    /// Adds (or replaces) a step type.
+    pub fn register(&mut self, kind: Arc<dyn StepKind>) {
+        self.kinds.insert(kind.name(), kind);
+    }
+    /// Looks a step type up.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn StepKind>> {
+        self.kinds.get(name)
+    }
+    /// Known names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.keys().copied().collect()
+    }
+}
+
+/// Deserializes step parameters, naming the offending key in the error.
+pub fn params<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
+}

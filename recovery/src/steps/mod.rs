@@ -1,0 +1,4 @@
+//! Built-in step providers.
+
+pub mod exec;
+pub mod http_check;

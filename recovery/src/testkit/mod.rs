@@ -1,0 +1,2 @@
+//! Test helpers shared across crates: throwaway PostgreSQL clusters.
+pub mod pg;
