@@ -446,7 +446,7 @@ pub async fn deny(
         request_id: req.id,
         person: person.to_string(),
     });
-    Ok(view_or_missing(&app.store, run_id).await?)
+    view_or_missing(&app.store, run_id).await
 }
 
 /// The requester (or an approver) cancels: at once if nothing is running, else before the
@@ -479,7 +479,7 @@ pub async fn cancel(app: &App, actor: &Actor, run_id: i64) -> Outcome<(RunView, 
         }
         runs::set_run_state(&mut tx, run_id, RunState::Cancelled, Some("cancelled")).await?;
     } else {
-        sqlx::query("UPDATE runs SET cancel_requested = TRUE, updated_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE runs SET cancel_requested = 1, updated_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(run_id)
             .execute(&mut *tx)
@@ -586,7 +586,7 @@ pub async fn decide(
         request_id: req,
         action: action.as_str().into(),
     });
-    Ok(view_or_missing(&app.store, run_id).await?)
+    view_or_missing(&app.store, run_id).await
 }
 
 /// Expires every pending request past its deadline; returns how many.

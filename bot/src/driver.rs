@@ -91,7 +91,7 @@ async fn claim(
     let now = now_ms();
     let candidates = sqlx::query(
         "SELECT id FROM runs WHERE (state IN ('queued', 'running') \
-         OR (state = 'awaiting_approval' AND preflight_done = FALSE)) \
+         OR (state = 'awaiting_approval' AND preflight_done = 0)) \
          AND (lease_owner IS NULL OR lease_until < $1) ORDER BY id LIMIT 16",
     )
     .bind(now)
@@ -108,7 +108,7 @@ async fn claim(
         let res = sqlx::query(
             "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
              AND (lease_owner IS NULL OR lease_until < $4) AND (state IN ('queued', 'running') \
-             OR (state = 'awaiting_approval' AND preflight_done = FALSE))",
+             OR (state = 'awaiting_approval' AND preflight_done = 0))",
         )
         .bind(owner.to_string())
         .bind(until)
@@ -254,7 +254,7 @@ impl Journal for StoreJournal {
             .fetch_one(self.app.store.pool())
             .await
             .map_err(anyhow::Error::from)?;
-        Ok(r.try_get("cancel_requested").map_err(anyhow::Error::from)?)
+        Ok(runs::flag(&r, "cancel_requested").map_err(anyhow::Error::from)?)
     }
 
     async fn step_started(
@@ -401,7 +401,7 @@ impl Journal for StoreJournal {
 
     async fn preflight_done(&self, run_id: i64) -> Result<(), JournalError> {
         let mut tx = self.fenced(run_id).await?;
-        sqlx::query("UPDATE runs SET preflight_done = TRUE, updated_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE runs SET preflight_done = 1, updated_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(run_id)
             .execute(&mut *tx)

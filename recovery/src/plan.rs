@@ -216,15 +216,15 @@ pub fn substitute(
     while let Some(pos) = rest.find(['{', '}']) {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
-        if tail.starts_with("{{") {
+        if let Some(t) = tail.strip_prefix("{{") {
             out.push('{');
-            rest = &tail[2..];
-        } else if tail.starts_with("}}") {
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("}}") {
             out.push('}');
-            rest = &tail[2..];
-        } else if tail.starts_with('}') {
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix('}') {
             out.push('}');
-            rest = &tail[1..];
+            rest = t;
         } else {
             let Some(end) = tail.find('}') else {
                 return Err(PlanError::Unclosed {

@@ -246,14 +246,10 @@ fn substitute_env(
     problems: &mut Vec<String>,
 ) {
     match value {
-        toml::Value::String(s) => {
-            if s.contains("${") {
-                match expand(s, env) {
-                    Ok(v) => *s = v,
-                    Err(e) => problems.push(format!("{at}: {e}")),
-                }
-            }
-        }
+        toml::Value::String(s) if s.contains("${") => match expand(s, env) {
+            Ok(v) => *s = v,
+            Err(e) => problems.push(format!("{at}: {e}")),
+        },
         toml::Value::Array(a) => {
             for (i, v) in a.iter_mut().enumerate() {
                 substitute_env(v, &format!("{at}[{i}]"), env, problems);

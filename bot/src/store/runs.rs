@@ -251,6 +251,11 @@ pub struct ApprovalRow {
     pub created_at: i64,
 }
 
+/// Booleans are stored as 0/1 integers on both backends (the `Any` driver maps no BOOLEAN).
+pub fn flag(r: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
+    Ok(r.try_get::<i64, _>(col)? != 0)
+}
+
 fn run_from(r: &AnyRow) -> anyhow::Result<RunRow> {
     let plan: String = r.try_get("plan")?;
     Ok(RunRow {
@@ -260,14 +265,14 @@ fn run_from(r: &AnyRow) -> anyhow::Result<RunRow> {
         plan: serde_json::from_str(&plan)?,
         fingerprint: r.try_get("fingerprint")?,
         target: r.try_get("target")?,
-        destructive: r.try_get("destructive")?,
-        dry_run: r.try_get("dry_run")?,
+        destructive: flag(r, "destructive")?,
+        dry_run: flag(r, "dry_run")?,
         state: RunState::parse(&r.try_get::<String, _>("state")?)?,
         requested_by: r.try_get("requested_by")?,
         requested_account: r.try_get("requested_account")?,
         platform: r.try_get("platform")?,
         channel: r.try_get("channel")?,
-        cancel_requested: r.try_get("cancel_requested")?,
+        cancel_requested: flag(r, "cancel_requested")?,
         lease_owner: r.try_get("lease_owner")?,
         detail: r.try_get("detail")?,
         created_at: r.try_get("created_at")?,
@@ -283,10 +288,10 @@ fn step_from(r: &AnyRow) -> anyhow::Result<StepRow> {
         idx: r.try_get("idx")?,
         name: r.try_get("name")?,
         kind: r.try_get("kind")?,
-        destructive: r.try_get("destructive")?,
-        idempotent: r.try_get("idempotent")?,
-        gate: r.try_get("gate")?,
-        gate_approved: r.try_get("gate_approved")?,
+        destructive: flag(r, "destructive")?,
+        idempotent: flag(r, "idempotent")?,
+        gate: flag(r, "gate")?,
+        gate_approved: flag(r, "gate_approved")?,
         state: StepState::parse(&state)
             .ok_or_else(|| anyhow::anyhow!("unknown step state `{state}`"))?,
         attempts: r.try_get("attempts")?,
@@ -373,8 +378,8 @@ pub async fn insert_run(tx: &mut Tx, new: &NewRun<'_>) -> anyhow::Result<i64> {
     .bind(serde_json::to_string(new.plan)?)
     .bind(new.plan.fingerprint.clone())
     .bind(new.plan.target.clone())
-    .bind(new.plan.is_destructive())
-    .bind(new.plan.dry_run)
+    .bind(new.plan.is_destructive() as i64)
+    .bind(new.plan.dry_run as i64)
     .bind(new.state.as_str())
     .bind(holds_target.then(|| new.plan.target.clone()))
     .bind(new.requested_by.to_string())
@@ -394,9 +399,9 @@ pub async fn insert_run(tx: &mut Tx, new: &NewRun<'_>) -> anyhow::Result<i64> {
         .bind(i as i64)
         .bind(s.name.clone())
         .bind(s.kind.clone())
-        .bind(s.destructive)
-        .bind(s.idempotent)
-        .bind(s.gate)
+        .bind(s.destructive as i64)
+        .bind(s.idempotent as i64)
+        .bind(s.gate as i64)
         .execute(&mut **tx)
         .await?;
     }
@@ -414,15 +419,15 @@ pub async fn set_run_state(
     let ended = !state.is_active();
     sqlx::query(
         "UPDATE runs SET state = $1, updated_at = $2, detail = COALESCE($3, detail), \
-         active_target = CASE WHEN $4 THEN NULL ELSE active_target END, \
-         finished_at = CASE WHEN $4 THEN $2 ELSE finished_at END, \
-         lease_owner = CASE WHEN $4 THEN NULL ELSE lease_owner END \
+         active_target = CASE WHEN $4 = 1 THEN NULL ELSE active_target END, \
+         finished_at = CASE WHEN $4 = 1 THEN $2 ELSE finished_at END, \
+         lease_owner = CASE WHEN $4 = 1 THEN NULL ELSE lease_owner END \
          WHERE id = $5",
     )
     .bind(state.as_str())
     .bind(now)
     .bind(detail.map(str::to_string))
-    .bind(ended)
+    .bind(ended as i64)
     .bind(id)
     .execute(&mut **tx)
     .await?;
@@ -512,7 +517,7 @@ pub async fn insert_approval(
 
 /// Sets fields of a step.
 pub async fn mark_gate_approved(tx: &mut Tx, run_id: i64, idx: i64) -> anyhow::Result<()> {
-    sqlx::query("UPDATE run_steps SET gate_approved = TRUE WHERE run_id = $1 AND idx = $2")
+    sqlx::query("UPDATE run_steps SET gate_approved = 1 WHERE run_id = $1 AND idx = $2")
         .bind(run_id)
         .bind(idx)
         .execute(&mut **tx)
