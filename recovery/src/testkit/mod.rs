@@ -1,2 +1,5 @@
-//! Test helpers shared across crates: throwaway PostgreSQL clusters.
+//! Test helpers shared across crates: throwaway PostgreSQL clusters (a primary, streaming
+//! replicas) and per-test databases on a shared cluster.
+
 pub mod pg;
+pub mod shared;
