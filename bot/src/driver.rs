@@ -60,8 +60,9 @@ pub async fn run(app: App, owner: String, shutdown: CancellationToken) {
                         in_flight.clone(),
                     );
                     let stop = stop_steps.child_token();
+                    let drain = shutdown.clone();
                     tasks.spawn(async move {
-                        drive_one(&app, &owner, &engine, id, stop).await;
+                        drive_one(&app, &owner, &engine, id, drain, stop).await;
                         in_flight.lock().await.remove(&id);
                     });
                 }
@@ -133,7 +134,14 @@ async fn claim(
     Ok(claimed)
 }
 
-async fn drive_one(app: &App, owner: &str, engine: &Engine, id: i64, stop: CancellationToken) {
+async fn drive_one(
+    app: &App,
+    owner: &str,
+    engine: &Engine,
+    id: i64,
+    drain: CancellationToken,
+    stop: CancellationToken,
+) {
     let lost = CancellationToken::new();
     let heartbeat = {
         let (app, owner, lost, stop) = (app.clone(), owner.to_string(), lost.clone(), stop.clone());
@@ -167,7 +175,7 @@ async fn drive_one(app: &App, owner: &str, engine: &Engine, id: i64, stop: Cance
         app: app.clone(),
         owner: owner.to_string(),
     };
-    let result = engine.drive(&journal, id, stop).await;
+    let result = engine.drive(&journal, id, drain, stop).await;
     heartbeat.abort();
     match &result {
         Ok(d) => tracing::info!(run = id, outcome = ?d, "drive ended"),

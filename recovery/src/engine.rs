@@ -207,15 +207,17 @@ impl Engine {
         &self.registry
     }
 
-    /// Drives run `run_id` from its persisted state until it ends or pauses. `stop` is
-    /// cancelled to interrupt a running step (shutdown after the grace period, or lease lost).
+    /// Drives run `run_id` from its persisted state until it ends or pauses. `drain` stops it
+    /// before the next step (graceful shutdown); `stop` interrupts a running step (grace period
+    /// over, or lease lost).
     pub async fn drive(
         &self,
         journal: &dyn Journal,
         run_id: i64,
+        drain: CancellationToken,
         stop: CancellationToken,
     ) -> Result<Driven, anyhow::Error> {
-        match self.drive_inner(journal, run_id, stop).await {
+        match self.drive_inner(journal, run_id, drain, stop).await {
             Ok(d) => Ok(d),
             Err(JournalError::LeaseLost) => Ok(Driven::LeaseLost),
             Err(JournalError::Store(e)) => Err(e),
@@ -226,6 +228,7 @@ impl Engine {
         &self,
         journal: &dyn Journal,
         run_id: i64,
+        drain: CancellationToken,
         stop: CancellationToken,
     ) -> Result<Driven, JournalError> {
         let snap = journal.snapshot(run_id).await?;
@@ -250,7 +253,7 @@ impl Engine {
                 }
                 StepState::Running | StepState::Pending => {}
             }
-            if stop.is_cancelled() {
+            if stop.is_cancelled() || drain.is_cancelled() {
                 return Ok(Driven::Interrupted);
             }
             if journal.cancel_requested(run_id).await? {

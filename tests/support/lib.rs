@@ -1,1 +1,231 @@
-//! Shared helpers for the end-to-end tests: build and run the `drbot` binary, temp configs.
+//! Shared helpers for the end-to-end tests: build and run the real `drbot` binary (`serve`,
+//! `cmd`, `show`, …) against a config written to a temp dir, and speak plain HTTP to it.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+/// Path of the `drbot` binary, built once per test process if needed.
+pub fn drbot_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = manifest.parent().expect("workspace root").to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "drbot", "--bin", "drbot"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build for drbot");
+        assert!(status.success(), "building drbot failed");
+        target.join("debug").join("drbot")
+    })
+    .clone()
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Runs `drbot --config <config> <args…>` to completion.
+pub fn drbot(config: &Path, args: &[&str]) -> Output {
+    Command::new(drbot_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("DRBOT_LOG")
+        .output()
+        .expect("running drbot")
+}
+
+/// `drbot cmd --as <person> <text>`.
+pub fn cmd(config: &Path, person: &str, text: &str) -> Output {
+    drbot(config, &["cmd", "--as", person, text])
+}
+
+/// Stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `drbot show <run> --json`, parsed.
+pub fn show(config: &Path, run: i64) -> serde_json::Value {
+    let o = drbot(config, &["show", &run.to_string(), "--json"]);
+    assert!(o.status.success(), "show failed: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("show --json is JSON")
+}
+
+/// Waits until `show <run>` satisfies `pred`, or panics after `secs` with the last state.
+pub fn wait_run(
+    config: &Path,
+    run: i64,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = show(config, run);
+        if pred(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; run is {}",
+            serde_json::to_string_pretty(&v["run"]).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// State of a run from `show --json`.
+pub fn state(v: &serde_json::Value) -> &str {
+    v["run"]["state"].as_str().unwrap_or("?")
+}
+
+/// A running `drbot serve`.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// Its HTTP port.
+    pub port: u16,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `drbot serve` with `config` (whose `server.listen` must use `port`) and waits
+    /// for `/healthz`.
+    pub fn start(config: &Path, port: u16, log: &Path) -> Server {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(drbot_bin())
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("DRBOT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("starting drbot serve");
+        let server = Server {
+            child,
+            port,
+            log: log.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(port, "/healthz").map(|(s, _)| s) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "drbot serve did not come up:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `secs` for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "drbot did not exit after SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What it logged.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split(' ').nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Lines of a marker file (missing file: none).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `path` has at least `n` lines.
+pub fn wait_lines(path: &Path, n: usize, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while lines(path).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached {n} lines",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
