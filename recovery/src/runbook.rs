@@ -159,7 +159,13 @@ impl RunbookDef {
                 )),
                 Some(kind) => {
                     if let Err(e) = kind.validate(&step.with) {
-                        out.push(format!("{at}.with: {e}"));
+                        // Parameter errors read "key.path: message"; fold the path into ours.
+                        match e.split_once(": ") {
+                            Some((path, msg)) if !path.is_empty() && !path.contains(' ') => {
+                                out.push(format!("{at}.with.{path}: {msg}"))
+                            }
+                            _ => out.push(format!("{at}.with: {e}")),
+                        }
                     }
                     let traits = kind.traits();
                     if !traits.overridable

@@ -25,13 +25,16 @@ impl std::error::Error for ConfigProblems {}
 
 /// The parsed file plus what was read alongside it.
 pub struct Parsed {
-    /// The config.
+    /// The config (sections that failed to parse keep their defaults).
     pub config: Config,
     /// SHA-256 over the file and every runbook file read.
     pub revision: String,
+    /// Structural problems found while parsing (unknown keys, wrong types, missing variables).
+    pub problems: Vec<String>,
 }
 
-/// Reads and parses `path`, collecting every structural problem. Semantic checks are in
+/// Reads and parses `path`, collecting every structural problem (in `Parsed::problems`);
+/// only an unreadable file or broken TOML syntax is an error. Semantic checks are in
 /// `validate`.
 pub fn parse_file(path: &Path) -> Result<Parsed, ConfigProblems> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -110,14 +113,11 @@ pub fn parse_str(
     if let Some(dir) = cfg.runbooks_dir.clone() {
         read_runbook_dir(&dir, env, &mut cfg, &mut hasher, &mut problems);
     }
-    if problems.is_empty() {
-        Ok(Parsed {
-            config: cfg,
-            revision: hex::encode(hasher.finalize()),
-        })
-    } else {
-        Err(ConfigProblems(problems))
-    }
+    Ok(Parsed {
+        config: cfg,
+        revision: hex::encode(hasher.finalize()),
+        problems,
+    })
 }
 
 fn read_runbook_dir(

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-pub use load::{ConfigProblems, parse_str};
+pub use load::{ConfigProblems, Parsed, parse_str};
 pub use model::*;
 use recovery::{registry::Registry, runbook::RunbookDef};
 pub use secret::Secret;
@@ -71,18 +71,22 @@ impl Platform {
 impl Settings {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Settings, ConfigProblems> {
-        let parsed = load::parse_file(path)?;
-        Self::from_parsed(parsed.config, parsed.revision, path.to_path_buf())
+        Self::from_parsed(load::parse_file(path)?, path.to_path_buf())
     }
 
-    /// Validates a parsed config.
-    pub fn from_parsed(
-        config: Config,
-        revision: String,
-        path: PathBuf,
-    ) -> Result<Settings, ConfigProblems> {
+    /// Validates a parsed config: its structural problems plus every semantic one.
+    pub fn from_parsed(parsed: Parsed, path: PathBuf) -> Result<Settings, ConfigProblems> {
+        let Parsed {
+            config,
+            revision,
+            mut problems,
+        } = parsed;
         let registry = Registry::builtin();
-        let problems = validate::problems(&config, &registry);
+        for p in validate::problems(&config, &registry) {
+            if !problems.contains(&p) {
+                problems.push(p);
+            }
+        }
         if !problems.is_empty() {
             return Err(ConfigProblems(problems));
         }

@@ -175,7 +175,9 @@ fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
     let mut names = BTreeSet::new();
     for (i, rb) in cfg.runbooks.iter().enumerate() {
         let at = format!("runbooks[{i}]");
-        out.extend(rb.problems(registry, &at));
+        let structural = rb.problems(registry, &at);
+        let well_formed = structural.is_empty();
+        out.extend(structural);
         if !names.insert(rb.name.as_str()) {
             out.push(format!("{at}.name: runbook `{}` is defined twice", rb.name));
         }
@@ -205,6 +207,9 @@ fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
                 "{at}.approve_roles: {} approval(s) are required but only {approvers} person(s) hold these roles",
                 cfg.approvals.required
             ));
+        }
+        if !well_formed {
+            continue;
         }
         // Resolve the plan for every region it could target, to catch bad placeholders now.
         let regions: Vec<Option<&str>> = if matches!(rb.command.as_str(), "failover" | "failback") {

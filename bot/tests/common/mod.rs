@@ -141,7 +141,7 @@ pub fn store_url(backend: Backend, dir: &std::path::Path) -> String {
 pub fn settings(text: &str) -> Settings {
     let parsed = parse_str(text, std::path::Path::new("."), &|_| None)
         .unwrap_or_else(|e| panic!("test config does not parse:\n{e}"));
-    Settings::from_parsed(parsed.config, parsed.revision, PathBuf::from("test.toml"))
+    Settings::from_parsed(parsed, PathBuf::from("test.toml"))
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"))
 }
 

@@ -1,0 +1,253 @@
+//! Bad configuration through the real binary: each kind of mistake gives its specific message
+//! with the key path, every problem is listed at once, and secrets never appear in output.
+
+use std::process::Command;
+
+const GOOD: &str = r#"
+[store]
+url = "sqlite://STORE"
+
+[[people]]
+name = "alice"
+roles = ["sre-lead"]
+slack = "UALICE"
+
+[[people]]
+name = "bob"
+roles = ["oncall"]
+
+[regions.us-east-1]
+role = "primary"
+
+[regions.us-west-2]
+role = "secondary"
+
+[slack]
+signing_secret = "${TEST_SLACK_SIGNING}"
+bot_token = "${TEST_SLACK_TOKEN}"
+incident_channel = "C123"
+
+[[runbooks]]
+name = "failover"
+command = "failover"
+request_roles = ["oncall"]
+approve_roles = ["sre-lead"]
+
+[[runbooks.steps]]
+name = "promote"
+type = "exec"
+with = { command = "true", args = ["{region}"] }
+"#;
+
+const SECRET: &str = "xoxb-super-secret-0123456789";
+
+fn check(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drbot.toml");
+    let text = text.replace("STORE", &dir.path().join("x.db").display().to_string());
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_drbot"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .env("TEST_SLACK_SIGNING", "signing-secret-abcdef")
+        .env("TEST_SLACK_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains(SECRET) && !all.contains("signing-secret-abcdef"),
+        "secret leaked:\n{all}"
+    );
+    (out.status.code().unwrap_or(-1), all)
+}
+
+fn expect_problem(text: &str, needle: &str) {
+    let (code, out) = check(text);
+    assert_eq!(code, 1, "check-config must fail for {needle:?}:\n{out}");
+    assert!(out.contains(needle), "expected {needle:?} in:\n{out}");
+}
+
+#[test]
+fn the_good_config_passes() {
+    let (code, out) = check(GOOD);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK"), "{out}");
+}
+
+#[test]
+fn each_mistake_has_its_own_message() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[store]",
+            "[sever]\nlisten = \"x\"\n[store]",
+            "sever: unknown key",
+        ),
+        (
+            "[store]",
+            "[server]\nlisen = \"127.0.0.1:1\"\n[store]",
+            "server.lisen: unknown field `lisen`, expected one of `listen`",
+        ),
+        (
+            "[store]",
+            "[server]\nlisten = \"localhost\"\n[store]",
+            "server.listen: `localhost` is not an address",
+        ),
+        (
+            "[store]",
+            "[approvals]\nrequired = \"two\"\n[store]",
+            "approvals.required: invalid type: a string, expected u32",
+        ),
+        (
+            "[store]",
+            "[approvals]\nrequired = 0\n[store]",
+            "approvals.required: must be at least 1",
+        ),
+        (
+            "[store]",
+            "[approvals]\nexpires_after = \"soon\"\n[store]",
+            "approvals.expires_after: `soon` is not a duration",
+        ),
+        (
+            "url = \"sqlite://STORE\"",
+            "url = \"mysql://x\"",
+            "store.url: must start with",
+        ),
+        (
+            "${TEST_SLACK_TOKEN}",
+            "${NOT_SET_ANYWHERE}",
+            "slack.bot_token: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        (
+            "approve_roles = [\"sre-lead\"]",
+            "approve_roles = [\"sre-laed\"]",
+            "runbooks[0].approve_roles: no person has role `sre-laed`",
+        ),
+        (
+            "type = \"exec\"",
+            "type = \"exce\"",
+            "runbooks[0].steps[0].type: unknown step type `exce`",
+        ),
+        (
+            "command = \"true\"",
+            "comand = \"true\"",
+            "runbooks[0].steps[0].with.comand: unknown field `comand`, expected one of `command`",
+        ),
+        (
+            "args = [\"{region}\"]",
+            "args = [\"{regoin}\"]",
+            "uses `{regoin}`, which is not set",
+        ),
+        (
+            "role = \"secondary\"",
+            "role = \"backup\"",
+            "regions.us-west-2.role: `backup` is not `primary` or `secondary`",
+        ),
+        (
+            "slack = \"UALICE\"",
+            "slack = \"UALICE\"\n[[people]]\nname = \"eve\"\nroles = [\"oncall\"]\nslack = \"UALICE\"",
+            "account `UALICE` already belongs to `alice`",
+        ),
+        (
+            "command = \"failover\"",
+            "command = \"failovr\"",
+            "runbooks[0].command: unknown command `failovr`",
+        ),
+        (
+            "name = \"bob\"",
+            "name = \"alice\"",
+            "`alice` is listed twice",
+        ),
+        (
+            "[[runbooks]]",
+            "[[runbooks]]\nname = \"x\"\n[[runbooks]]",
+            "runbooks[0]: missing field",
+        ),
+        (
+            "incident_channel = \"C123\"",
+            "incident_channel = \"C123\"\napi_base_url = \"slack.com\"",
+            "slack.api_base_url: `slack.com` is not an http(s) URL",
+        ),
+    ];
+    for (from, to, needle) in cases {
+        assert!(GOOD.contains(from), "bad test case: {from}");
+        expect_problem(&GOOD.replacen(from, to, 1), needle);
+    }
+}
+
+#[test]
+fn approvers_must_be_able_to_reach_quorum() {
+    let text = GOOD.replace(
+        "[[people]]\nname = \"bob\"",
+        "[approvals]\nrequired = 2\n\n[[people]]\nname = \"bob\"",
+    );
+    expect_problem(
+        &text,
+        "2 approval(s) are required but only 1 person(s) hold these roles",
+    );
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let text = GOOD
+        .replace("role = \"secondary\"", "role = \"backup\"")
+        .replace("type = \"exec\"", "type = \"exce\"")
+        .replace("[store]", "[sever]\n[store]")
+        .replace("${TEST_SLACK_TOKEN}", "${NOT_SET_ANYWHERE}");
+    let (code, out) = check(&text);
+    assert_eq!(code, 1);
+    for needle in [
+        "regions.us-west-2.role",
+        "unknown step type `exce`",
+        "sever: unknown key",
+        "NOT_SET_ANYWHERE",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    assert!(out.contains("4 problems"), "{out}");
+    assert_eq!(
+        out.matches("exce").count(),
+        1,
+        "no follow-on duplicates:\n{out}"
+    );
+}
+
+#[test]
+fn secrets_stay_out_of_errors() {
+    // A secret written where a number belongs, and a literal secret on a line that breaks TOML.
+    let text = GOOD.replace("required", "x").replacen(
+        "[store]",
+        &format!("[approvals]\nrequired = \"{SECRET}\"\n[store]"),
+        1,
+    );
+    let (code, out) = check(&text);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("approvals.required: invalid type: a string"),
+        "{out}"
+    );
+    let broken = GOOD.replace(
+        "incident_channel = \"C123\"",
+        &format!("incident_channel = \"C123\"\nbot_token = \"{SECRET}"),
+    );
+    let (code, out) = check(&broken);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not valid TOML"), "{out}");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_drbot"))
+        .args(["--config", "/nonexistent/drbot.toml", "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read config file /nonexistent/drbot.toml")
+    );
+}
