@@ -1,0 +1,118 @@
+//! The audit log's hash chain on SQLite and PostgreSQL: append-only triggers, and
+//! `drbot audit --verify` (the real binary) naming an edited, deleted or inserted row.
+
+mod common;
+
+use common::*;
+use drbot::{dispatch, store::Backend as StoreBackend};
+
+/// Builds a chain of audit rows by running a few commands.
+async fn chain(b: Backend) -> Env {
+    let env = env(b).await;
+    for text in ["/dr status", "/dr runs", "/dr failover us-west-2", "/dr run 1", "/dr help"] {
+        dispatch::handle(&env.app, &cli(&env.app, "bob"), text).await;
+    }
+    let report = env.app.store.audit_verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.rows, 6);
+    env
+}
+
+async fn sql(env: &Env, q: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
+        .execute(env.app.store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{q}: {e}"));
+}
+
+/// An attacker with database access first removes the append-only triggers.
+async fn drop_guards(env: &Env) {
+    match env.app.store.backend() {
+        StoreBackend::Sqlite => {
+            sql(env, "DROP TRIGGER audit_log_no_update").await;
+            sql(env, "DROP TRIGGER audit_log_no_delete").await;
+        }
+        StoreBackend::Postgres => sql(env, "DROP TRIGGER audit_log_no_update ON audit_log").await,
+    }
+}
+
+/// Runs the real `drbot audit --verify` against the env's store: (exit code, output).
+fn verify_cli(env: &Env) -> (i32, String) {
+    let cfg = env.dir.path().join("verify.toml");
+    let text = config_text(&env.url, 1, "30m", 0, &env.dir.path().join("m").display().to_string());
+    std::fs::write(&cfg, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drbot"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["audit", "--verify"])
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn append_only_triggers_refuse_changes(b: Backend) {
+    let env = chain(b).await;
+    let upd = sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2")
+        .execute(env.app.store.pool())
+        .await;
+    assert!(upd.is_err(), "UPDATE must be refused");
+    let del = sqlx::query("DELETE FROM audit_log WHERE seq = 2").execute(env.app.store.pool()).await;
+    assert!(del.is_err(), "DELETE must be refused");
+    let (code, out) = verify_cli(&env);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("intact: 6 rows"), "{out}");
+}
+
+async fn edited_row_is_named(b: Backend) {
+    let env = chain(b).await;
+    drop_guards(&env).await;
+    sql(&env, "UPDATE audit_log SET person = 'alice' WHERE seq = 3").await;
+    let (code, out) = verify_cli(&env);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("row 3: content does not match its hash (edited)"), "{out}");
+}
+
+async fn deleted_row_is_named(b: Backend) {
+    let env = chain(b).await;
+    drop_guards(&env).await;
+    sql(&env, "DELETE FROM audit_log WHERE seq = 4").await;
+    let (code, out) = verify_cli(&env);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("row 4..4 missing"), "{out}");
+    assert!(out.contains("row 5: does not follow the row before it"), "{out}");
+}
+
+async fn deleted_tail_is_detected(b: Backend) {
+    let env = chain(b).await;
+    drop_guards(&env).await;
+    sql(&env, "DELETE FROM audit_log WHERE seq = 6").await;
+    let (code, out) = verify_cli(&env);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the newest row should be 6 but the log ends at 5"), "{out}");
+}
+
+async fn inserted_row_is_named(b: Backend) {
+    let env = chain(b).await;
+    drop_guards(&env).await;
+    // Make room in the middle and insert a forged row 3 chained to row 2.
+    sql(&env, "UPDATE audit_log SET seq = seq + 100 WHERE seq >= 3").await;
+    sql(&env, "UPDATE audit_log SET seq = seq - 99 WHERE seq >= 103").await;
+    sql(
+        &env,
+        "INSERT INTO audit_log (seq, at, person, account, platform, channel, action, run_id, detail, prev_hash, hash) \
+         SELECT 3, at, 'alice', 'cli:alice', 'cli', NULL, 'approve', 1, '{}', hash, hash FROM audit_log WHERE seq = 2",
+    )
+    .await;
+    let (code, out) = verify_cli(&env);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("row 3: content does not match its hash"), "{out}");
+    assert!(out.contains("row 4: content does not match its hash"), "{out}");
+}
+
+both_backends!(
+    append_only_triggers_refuse_changes,
+    edited_row_is_named,
+    deleted_row_is_named,
+    deleted_tail_is_detected,
+    inserted_row_is_named,
+);
