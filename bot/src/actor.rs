@@ -7,7 +7,7 @@ use crate::config::{Platform, Settings};
 pub struct Actor {
     /// The person from `[[people]]`, if the account is known.
     pub person: Option<String>,
-    /// The account: a Slack or Discord user id, or `cli:<os user>`.
+    /// The account: a Slack or Discord user id, or `cli:<os user>:<person>`.
     pub account: String,
     /// Where the command came from.
     pub platform: Platform,

@@ -538,9 +538,20 @@ pub async fn decide(
             .any(|r| rb.request_roles.contains(r) || rb.approve_roles.contains(r))
     });
     if !allowed {
+        let mut roles: Vec<String> = rb
+            .map(|r| {
+                r.request_roles
+                    .iter()
+                    .chain(&r.approve_roles)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        roles.sort();
+        roles.dedup();
         return Err(UserError::NotAllowedToRequest {
             runbook: run.runbook.clone(),
-            roles: rb.map(|r| r.request_roles.clone()).unwrap_or_default(),
+            roles,
         }
         .into());
     }

@@ -45,6 +45,18 @@ pub async fn handle(app: &App, actor: &Actor, text: &str) -> Reply {
             (sub, reply)
         }
     };
+    if matches!(sub, "approve" | "deny") {
+        let outcome = match (&reply, sub) {
+            (Reply::Approved { .. }, _) => "approved",
+            (Reply::Denied(_), _) => "denied",
+            (_, "approve") => "approve_refused",
+            _ => "deny_refused",
+        };
+        app.metrics.inc(
+            "drbot_approvals_total",
+            format!("outcome=\"{}\"", label(outcome)),
+        );
+    }
     app.metrics.inc(
         "drbot_commands_total",
         format!(
@@ -118,7 +130,7 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
         Command::Help { topic } => Reply::Help {
             topic: topic.map(|t| t.name().to_string()),
             text: match topic {
-                Some(t) => format!("{}\n{}", t.usage(), t.summary()),
+                Some(t) => grammar::topic_help(t),
                 None => grammar::help_text(),
             },
         },
@@ -199,7 +211,6 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
         ),
         Command::Approve { run } => {
             let (view, quorum) = approvals::approve(app, actor, run.0, None).await?;
-            count_approval(app, "approved");
             Reply::Approved { view, quorum }
         }
         Command::Deny { run, reason } => {
@@ -231,13 +242,6 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
             .into());
         }
     })
-}
-
-fn count_approval(app: &App, outcome: &str) {
-    app.metrics.inc(
-        "drbot_approvals_total",
-        format!("outcome=\"{}\"", label(outcome)),
-    );
 }
 
 async fn status(app: &App) -> anyhow::Result<StatusView> {

@@ -24,7 +24,8 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<App>) -> impl IntoResponse {
-    if app.store.ping().await {
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), app.store.ping());
+    if ping.await.unwrap_or(false) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n")

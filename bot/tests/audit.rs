@@ -9,7 +9,13 @@ use drbot::{dispatch, store::Backend as StoreBackend};
 /// Builds a chain of audit rows by running a few commands.
 async fn chain(b: Backend) -> Env {
     let env = env(b).await;
-    for text in ["/dr status", "/dr runs", "/dr failover us-west-2", "/dr run 1", "/dr help"] {
+    for text in [
+        "/dr status",
+        "/dr runs",
+        "/dr failover us-west-2",
+        "/dr run 1",
+        "/dr help",
+    ] {
         dispatch::handle(&env.app, &cli(&env.app, "bob"), text).await;
     }
     let report = env.app.store.audit_verify().await.unwrap();
@@ -39,7 +45,13 @@ async fn drop_guards(env: &Env) {
 /// Runs the real `drbot audit --verify` against the env's store: (exit code, output).
 fn verify_cli(env: &Env) -> (i32, String) {
     let cfg = env.dir.path().join("verify.toml");
-    let text = config_text(&env.url, 1, "30m", 0, &env.dir.path().join("m").display().to_string());
+    let text = config_text(
+        &env.url,
+        1,
+        "30m",
+        0,
+        &env.dir.path().join("m").display().to_string(),
+    );
     std::fs::write(&cfg, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_drbot"))
         .arg("--config")
@@ -47,7 +59,10 @@ fn verify_cli(env: &Env) -> (i32, String) {
         .args(["audit", "--verify"])
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 async fn append_only_triggers_refuse_changes(b: Backend) {
@@ -56,7 +71,9 @@ async fn append_only_triggers_refuse_changes(b: Backend) {
         .execute(env.app.store.pool())
         .await;
     assert!(upd.is_err(), "UPDATE must be refused");
-    let del = sqlx::query("DELETE FROM audit_log WHERE seq = 2").execute(env.app.store.pool()).await;
+    let del = sqlx::query("DELETE FROM audit_log WHERE seq = 2")
+        .execute(env.app.store.pool())
+        .await;
     assert!(del.is_err(), "DELETE must be refused");
     let (code, out) = verify_cli(&env);
     assert_eq!(code, 0, "{out}");
@@ -69,7 +86,10 @@ async fn edited_row_is_named(b: Backend) {
     sql(&env, "UPDATE audit_log SET person = 'alice' WHERE seq = 3").await;
     let (code, out) = verify_cli(&env);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("row 3: content does not match its hash (edited)"), "{out}");
+    assert!(
+        out.contains("row 3: content does not match its hash (edited)"),
+        "{out}"
+    );
 }
 
 async fn deleted_row_is_named(b: Backend) {
@@ -79,7 +99,10 @@ async fn deleted_row_is_named(b: Backend) {
     let (code, out) = verify_cli(&env);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("row 4..4 missing"), "{out}");
-    assert!(out.contains("row 5: does not follow the row before it"), "{out}");
+    assert!(
+        out.contains("row 5: does not follow the row before it"),
+        "{out}"
+    );
 }
 
 async fn deleted_tail_is_detected(b: Backend) {
@@ -88,7 +111,10 @@ async fn deleted_tail_is_detected(b: Backend) {
     sql(&env, "DELETE FROM audit_log WHERE seq = 6").await;
     let (code, out) = verify_cli(&env);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("the newest row should be 6 but the log ends at 5"), "{out}");
+    assert!(
+        out.contains("the newest row should be 6 but the log ends at 5"),
+        "{out}"
+    );
 }
 
 async fn inserted_row_is_named(b: Backend) {
@@ -105,8 +131,14 @@ async fn inserted_row_is_named(b: Backend) {
     .await;
     let (code, out) = verify_cli(&env);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("row 3: content does not match its hash"), "{out}");
-    assert!(out.contains("row 4: content does not match its hash"), "{out}");
+    assert!(
+        out.contains("row 3: content does not match its hash"),
+        "{out}"
+    );
+    assert!(
+        out.contains("row 4: content does not match its hash"),
+        "{out}"
+    );
 }
 
 both_backends!(

@@ -240,6 +240,20 @@ fn secrets_stay_out_of_errors() {
 }
 
 #[test]
+fn a_missing_variable_gives_one_problem() {
+    let (code, out) = check(&GOOD.replace("sqlite://STORE", "${NO_SUCH_DB_URL}"));
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("store.url: environment variable NO_SUCH_DB_URL is not set"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 problem:"),
+        "no follow-on problem for the same key:\n{out}"
+    );
+}
+
+#[test]
 fn a_missing_file_is_named() {
     let out = Command::new(env!("CARGO_BIN_EXE_drbot"))
         .args(["--config", "/nonexistent/drbot.toml", "check-config"])

@@ -311,9 +311,26 @@ impl Engine {
                         .step_retrying(run_id, idx, attempt, &err, delay.as_millis() as u64)
                         .await?;
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => continue,
+                        _ = tokio::time::sleep(delay) => {}
                         _ = stop.cancelled() => return Ok(Driven::Interrupted),
+                        _ = drain.cancelled() => {}
                     }
+                    if drain.is_cancelled() {
+                        // Shutting down: leave the step for the next process to retry.
+                        let result = StepResult {
+                            state: StepState::Pending,
+                            summary: format!(
+                                "attempt {attempt} failed; retry left to the next process"
+                            ),
+                            log: err.log.clone(),
+                            error: Some(err.message.clone()),
+                            data: serde_json::Value::Null,
+                            duration_ms,
+                        };
+                        journal.step_finished(run_id, idx, &result).await?;
+                        return Ok(Driven::Interrupted);
+                    }
+                    continue;
                 }
                 let result = StepResult {
                     state: StepState::Failed,

@@ -126,7 +126,7 @@ impl Plan {
                 (traits.destructive, traits.idempotent)
             };
             steps.push(PlannedStep {
-                name: def.name.clone(),
+                name: substitute(&def.name, &vars, &def.name)?,
                 kind: def.kind.clone(),
                 params,
                 destructive,

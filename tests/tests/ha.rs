@@ -82,7 +82,8 @@ fn the_other_process_takes_over_after_sigkill() {
 
     let o = cmd(&cfg_a, "bob", "/dr failover us-west-2");
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let o = cmd(&cfg_a, "alice", "/dr approve 1");
+    // Approved through the other process's config: both agree on the plan fingerprint.
+    let o = cmd(&cfg_b, "alice", "/dr approve 1");
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 
     wait_lines(&dir.path().join("m2"), 1, 30);

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
 use super::model::*;
 
@@ -27,8 +26,6 @@ impl std::error::Error for ConfigProblems {}
 pub struct Parsed {
     /// The config (sections that failed to parse keep their defaults).
     pub config: Config,
-    /// SHA-256 over the file and every runbook file read.
-    pub revision: String,
     /// Structural problems found while parsing (unknown keys, wrong types, missing variables).
     pub problems: Vec<String>,
 }
@@ -54,8 +51,6 @@ pub fn parse_str(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Parsed, ConfigProblems> {
     let mut problems = Vec::new();
-    let mut hasher = Sha256::new();
-    hasher.update(text.as_bytes());
     let mut root: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -111,11 +106,10 @@ pub fn parse_str(
         };
     }
     if let Some(dir) = cfg.runbooks_dir.clone() {
-        read_runbook_dir(&dir, env, &mut cfg, &mut hasher, &mut problems);
+        read_runbook_dir(&dir, env, &mut cfg, &mut problems);
     }
     Ok(Parsed {
         config: cfg,
-        revision: hex::encode(hasher.finalize()),
         problems,
     })
 }
@@ -124,7 +118,6 @@ fn read_runbook_dir(
     dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     cfg: &mut Config,
-    hasher: &mut Sha256,
     problems: &mut Vec<String>,
 ) {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
@@ -150,8 +143,6 @@ fn read_runbook_dir(
                 continue;
             }
         };
-        hasher.update(file.to_string_lossy().as_bytes());
-        hasher.update(text.as_bytes());
         match text.parse::<toml::Table>() {
             Ok(t) => {
                 let mut v = toml::Value::Table(t);

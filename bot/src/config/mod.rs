@@ -25,7 +25,7 @@ use crate::grammar::Vocabulary;
 pub struct Settings {
     /// The file's content.
     pub config: Config,
-    /// SHA-256 of the file and runbook files: part of every plan fingerprint.
+    /// See [`revision`]: part of every plan fingerprint.
     pub revision: String,
     /// Where it was read from.
     pub path: PathBuf,
@@ -78,15 +78,20 @@ impl Settings {
     pub fn from_parsed(parsed: Parsed, path: PathBuf) -> Result<Settings, ConfigProblems> {
         let Parsed {
             config,
-            revision,
             mut problems,
         } = parsed;
         let registry = Registry::builtin();
+        // A key that already has a structural problem gets no follow-on semantic ones.
+        let broken: Vec<String> = problems
+            .iter()
+            .filter_map(|p| p.split_once(": ").map(|(k, _)| format!("{k}:")))
+            .collect();
         for p in validate::problems(&config, &registry) {
-            if !problems.contains(&p) {
+            if !problems.contains(&p) && !broken.iter().any(|k| p.starts_with(k.as_str())) {
                 problems.push(p);
             }
         }
+        let revision = revision(&config);
         if !problems.is_empty() {
             return Err(ConfigProblems(problems));
         }
@@ -150,6 +155,20 @@ impl Settings {
     }
 }
 
+/// The config revision that plan fingerprints include: SHA-256 over what decides a plan and
+/// who may approve it (people, approval rules, regions, runbooks). Listen addresses, comments,
+/// secrets and file paths do not change it, so processes sharing a store agree on it.
+pub fn revision(cfg: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    let v = serde_json::json!({
+        "people": cfg.people,
+        "approvals": cfg.approvals,
+        "regions": cfg.regions,
+        "runbooks": cfg.runbooks,
+    });
+    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+}
+
 /// Variables for runbook placeholders: `primary`, `secondary`, `regions.<name>.<field>`, and
 /// for a command naming a region, `region` plus `region.<field>`.
 pub fn vars_for(cfg: &Config, region: Option<&str>) -> BTreeMap<String, String> {
@@ -210,4 +229,50 @@ pub fn sample_args(command: &str, region: Option<&str>) -> BTreeMap<String, Stri
         _ => {}
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[[people]]
+name = "alice"
+roles = ["lead"]
+[regions.r1]
+role = "primary"
+[[runbooks]]
+name = "failover"
+command = "failover"
+request_roles = ["lead"]
+approve_roles = ["lead"]
+[[runbooks.steps]]
+name = "x"
+type = "exec"
+with = { command = "true" }
+"#;
+
+    fn rev(text: &str) -> String {
+        revision(&parse_str(text, Path::new("."), &|_| None).unwrap().config)
+    }
+
+    #[test]
+    fn revision_ignores_what_does_not_change_a_plan() {
+        let base = rev(BASE);
+        assert_eq!(base, rev(&BASE.replace("8080", "9090")));
+        assert_eq!(base, rev(&format!("# a comment\n{BASE}")));
+        assert_ne!(
+            base,
+            rev(&BASE.replace("command = \"true\"", "command = \"false\""))
+        );
+        assert_ne!(
+            base,
+            rev(&BASE.replace(
+                "roles = [\"lead\"]\n[regions",
+                "roles = [\"lead\", \"x\"]\n[regions"
+            ))
+        );
+    }
 }

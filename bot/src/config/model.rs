@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::secret::Secret;
 
@@ -67,7 +67,7 @@ fn default_max_connections() -> u32 {
 }
 
 /// `[[people]]`: one human, with roles and chat accounts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Person {
     /// Unique name (used by `drbot cmd --as`).
@@ -83,7 +83,7 @@ pub struct Person {
 }
 
 /// `[approvals]`: the two-person rule.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalsConfig {
     /// Distinct approvers needed besides the requester (default 1).
@@ -111,7 +111,7 @@ fn default_expires_after() -> String {
 }
 
 /// `[regions.<name>]`: a region runbooks can target.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionConfig {
     /// `primary` or `secondary`.

@@ -109,7 +109,7 @@ impl Subcommand {
     pub fn summary(self) -> &'static str {
         match self {
             Subcommand::Help => "Show all subcommands, or the details of one.",
-            Subcommand::Status => "Show replication, backup and active-run status.",
+            Subcommand::Status => "Show the regions and the active runs.",
             Subcommand::Failover => "Fail over the primary database to <region>.",
             Subcommand::Failback => "Fail back to the original primary region, or to <region>.",
             Subcommand::VerifyBackup => {

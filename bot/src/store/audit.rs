@@ -20,7 +20,7 @@ pub struct AuditRow {
     pub at: i64,
     /// Person (from `[[people]]`), if known.
     pub person: Option<String>,
-    /// Account that acted (`U024BE7LH`, `cli:alice`, …).
+    /// Account that acted (`U024BE7LH`, `cli:<os user>:<person>`, …).
     pub account: Option<String>,
     /// `slack`, `discord`, `cli` or `system`.
     pub platform: String,

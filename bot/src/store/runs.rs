@@ -132,7 +132,7 @@ pub struct RunRow {
     pub id: i64,
     /// Runbook name.
     pub runbook: String,
-    /// Canonical command text.
+    /// The command as typed.
     pub command: String,
     /// The plan as approved.
     pub plan: Plan,
@@ -326,7 +326,7 @@ fn request_from(r: &AnyRow) -> anyhow::Result<RequestRow> {
 pub struct NewRun<'a> {
     /// The resolved plan.
     pub plan: &'a Plan,
-    /// Canonical command text.
+    /// The command as typed.
     pub command: &'a str,
     /// Initial state (`awaiting_approval` or `queued`).
     pub state: RunState,
