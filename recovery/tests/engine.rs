@@ -1,0 +1,454 @@
+//! The engine against an in-memory journal (a test double of drbot's store journal, which is
+//! tested end to end elsewhere): step order, retries with backoff, timeouts that kill the
+//! process group, `on_failure`, cancel before the next step, dry runs, gates, preflight, and
+//! the resume rules for interrupted steps. `http_check` runs against a real local HTTP server.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use recovery::{engine::*, plan::Plan, registry::Registry, runbook::RunbookDef, step::StepError};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Mem {
+    steps: Vec<StepStatus>,
+    results: Vec<Option<StepResult>>,
+    events: Vec<String>,
+    finished: Option<Finish>,
+    cancel: bool,
+    approved: bool,
+}
+
+struct MemJournal {
+    plan: Plan,
+    mem: Mutex<Mem>,
+}
+
+impl MemJournal {
+    fn new(plan: Plan, approved: bool) -> Self {
+        let n = plan.steps.len();
+        let mem = Mem {
+            steps: vec![
+                StepStatus {
+                    state: StepState::Pending,
+                    attempts: 0,
+                    gate_approved: false
+                };
+                n
+            ],
+            results: vec![None; n],
+            approved,
+            ..Default::default()
+        };
+        Self {
+            plan,
+            mem: Mutex::new(mem),
+        }
+    }
+    fn events(&self) -> Vec<String> {
+        self.mem.lock().unwrap().events.clone()
+    }
+    fn state(&self, i: usize) -> StepState {
+        self.mem.lock().unwrap().steps[i].state
+    }
+    fn log(&self, e: String) {
+        self.mem.lock().unwrap().events.push(e);
+    }
+}
+
+#[async_trait]
+impl Journal for MemJournal {
+    async fn snapshot(&self, run_id: i64) -> Result<RunSnapshot, JournalError> {
+        let m = self.mem.lock().unwrap();
+        Ok(RunSnapshot {
+            run_id,
+            plan: self.plan.clone(),
+            steps: m.steps.clone(),
+            approved: m.approved,
+        })
+    }
+    async fn cancel_requested(&self, _: i64) -> Result<bool, JournalError> {
+        Ok(self.mem.lock().unwrap().cancel)
+    }
+    async fn step_started(&self, _: i64, idx: usize, attempt: u32) -> Result<(), JournalError> {
+        let mut m = self.mem.lock().unwrap();
+        m.steps[idx].state = StepState::Running;
+        m.steps[idx].attempts = attempt;
+        m.events.push(format!("start {idx} #{attempt}"));
+        Ok(())
+    }
+    async fn step_progress(&self, _: i64, idx: usize, line: &str) {
+        self.log(format!("progress {idx} {line}"));
+    }
+    async fn step_retrying(
+        &self,
+        _: i64,
+        idx: usize,
+        attempt: u32,
+        _: &StepError,
+        delay_ms: u64,
+    ) -> Result<(), JournalError> {
+        self.log(format!("retry {idx} #{attempt} after {delay_ms}"));
+        Ok(())
+    }
+    async fn step_finished(&self, _: i64, idx: usize, r: &StepResult) -> Result<(), JournalError> {
+        let mut m = self.mem.lock().unwrap();
+        m.steps[idx].state = r.state;
+        m.results[idx] = Some(r.clone());
+        m.events.push(format!("end {idx} {}", r.state.as_str()));
+        Ok(())
+    }
+    async fn preflight_done(&self, _: i64) -> Result<(), JournalError> {
+        self.log("preflight done".into());
+        Ok(())
+    }
+    async fn await_gate(&self, _: i64, idx: usize) -> Result<(), JournalError> {
+        self.log(format!("gate {idx}"));
+        Ok(())
+    }
+    async fn needs_attention(&self, _: i64, idx: usize, _: &str) -> Result<(), JournalError> {
+        self.log(format!("attention {idx}"));
+        Ok(())
+    }
+    async fn finish(&self, _: i64, f: &Finish) -> Result<(), JournalError> {
+        self.mem.lock().unwrap().finished = Some(f.clone());
+        Ok(())
+    }
+}
+
+fn plan(steps: &str, dry_run: bool) -> Plan {
+    let text = format!(
+        "name = \"t\"\ncommand = \"drill\"\nrequest_roles = [\"r\"]\napprove_roles = [\"r\"]\n{steps}"
+    );
+    let rb: RunbookDef = toml::from_str(&text).expect("runbook parses");
+    let problems = rb.problems(&Registry::builtin(), "rb");
+    assert!(problems.is_empty(), "{problems:?}");
+    Plan::resolve(
+        &Registry::builtin(),
+        &rb,
+        BTreeMap::new(),
+        BTreeMap::new(),
+        "rev",
+        dry_run,
+    )
+    .expect("plan")
+}
+
+fn exec(name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "[[steps]]\nname = \"{name}\"\ntype = \"exec\"\nwith = {{ command = \"sh\", args = [\"-c\", '''{script}'''] }}\n{extra}\n"
+    )
+}
+
+async fn drive(j: &MemJournal) -> Driven {
+    Engine::new(Registry::builtin())
+        .drive(j, 1, CancellationToken::new(), CancellationToken::new())
+        .await
+        .expect("drive")
+}
+
+#[tokio::test]
+async fn steps_run_in_order_and_output_is_captured() {
+    let p = plan(
+        &(exec("a", "echo hello; echo oops >&2", "")
+            + &exec("b", "echo $DRBOT_RUN_ID-$DRBOT_STEP_INDEX", "")),
+        false,
+    );
+    let j = MemJournal::new(p, true);
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
+    let m = j.mem.lock().unwrap();
+    let a = m.results[0].as_ref().unwrap();
+    assert!(
+        a.log.contains("hello") && a.log.contains("oops"),
+        "{}",
+        a.log
+    );
+    assert_eq!(m.results[1].as_ref().unwrap().log, "1-1");
+    let order: Vec<_> = m
+        .events
+        .iter()
+        .filter(|e| !e.starts_with("progress"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "start 0 #1",
+            "end 0 succeeded",
+            "start 1 #1",
+            "end 1 succeeded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn child_environment_holds_no_secrets_of_drbot() {
+    // SAFETY: the test sets a variable before spawning anything that reads the environment.
+    unsafe { std::env::set_var("DRBOT_TEST_SECRET_TOKEN", "xoxb-should-not-leak") };
+    let p = plan(&exec("env", "env", ""), false);
+    let j = MemJournal::new(p, true);
+    drive(&j).await;
+    let log = j.mem.lock().unwrap().results[0]
+        .as_ref()
+        .unwrap()
+        .log
+        .clone();
+    assert!(!log.contains("xoxb-should-not-leak"), "{log}");
+    assert!(log.contains("PATH="), "{log}");
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("count");
+    let script = format!("echo x >> {0}; [ $(wc -l < {0}) -ge 3 ]", f.display());
+    let p = plan(
+        &exec(
+            "flaky",
+            &script,
+            "retries = 3\nbackoff = \"50ms\"\nidempotent = true",
+        ),
+        false,
+    );
+    let j = MemJournal::new(p, true);
+    let started = Instant::now();
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "backoff 50 ms then 100 ms"
+    );
+    let ev = j.events();
+    assert!(ev.contains(&"retry 0 #1 after 50".to_string()), "{ev:?}");
+    assert!(ev.contains(&"retry 0 #2 after 100".to_string()), "{ev:?}");
+    assert_eq!(std::fs::read_to_string(&f).unwrap().lines().count(), 3);
+}
+
+#[tokio::test]
+async fn failure_aborts_or_continues_as_configured() {
+    let p = plan(
+        &(exec("bad", "exit 3", "on_failure = \"continue\"")
+            + &exec("next", "true", "")
+            + &exec("fatal", "exit 4", "")
+            + &exec("never", "true", "")),
+        false,
+    );
+    let j = MemJournal::new(p, true);
+    let d = drive(&j).await;
+    assert_eq!(
+        d,
+        Driven::Finished(Finish::Failed {
+            step: 2,
+            error: "`sh` exited with status 4".into()
+        })
+    );
+    assert_eq!(j.state(0), StepState::Failed);
+    assert_eq!(j.state(1), StepState::Succeeded);
+    assert_eq!(j.state(3), StepState::Pending);
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("late");
+    let script = format!("(sleep 1; echo late > {}) & sleep 5", f.display());
+    let p = plan(&exec("slow", &script, "timeout = \"300ms\""), false);
+    let j = MemJournal::new(p, true);
+    let started = Instant::now();
+    let d = drive(&j).await;
+    assert!(
+        matches!(d, Driven::Finished(Finish::Failed { ref error, .. }) if error.contains("timed out")),
+        "{d:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !f.exists(),
+        "the background child must have been killed with its group"
+    );
+}
+
+#[tokio::test]
+async fn missing_program_is_a_clear_error() {
+    let p = plan(
+        "[[steps]]\nname = \"x\"\ntype = \"exec\"\nwith = { command = \"no-such-program-xyz\" }\nretries = 3\n",
+        false,
+    );
+    let j = MemJournal::new(p, true);
+    let d = drive(&j).await;
+    assert!(
+        matches!(d, Driven::Finished(Finish::Failed { ref error, .. }) if error.contains("could not start `no-such-program-xyz`")),
+        "{d:?}"
+    );
+    assert!(
+        !j.events().iter().any(|e| e.starts_with("retry")),
+        "not retryable"
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_before_the_next_step() {
+    let p = plan(&(exec("a", "true", "") + &exec("b", "true", "")), false);
+    let j = MemJournal::new(p, true);
+    j.mem.lock().unwrap().cancel = true;
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Cancelled));
+    assert_eq!(j.state(0), StepState::Pending);
+}
+
+#[tokio::test]
+async fn dry_run_runs_only_read_only_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m");
+    let steps = exec(
+        "read",
+        &format!("echo read >> {}", f.display()),
+        "destructive = false",
+    ) + &exec(
+        "write",
+        &format!("echo write >> {}", f.display()),
+        "gate = true",
+    );
+    let j = MemJournal::new(plan(&steps, true), true);
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "read\n");
+    assert_eq!(j.state(1), StepState::Skipped);
+}
+
+#[tokio::test]
+async fn preflight_stops_at_the_first_destructive_step_until_approved() {
+    let steps = exec("check", "true", "destructive = false") + &exec("change", "true", "");
+    let j = MemJournal::new(plan(&steps, false), false);
+    assert_eq!(drive(&j).await, Driven::AwaitingApproval(1));
+    assert_eq!(j.state(0), StepState::Succeeded);
+    assert_eq!(j.state(1), StepState::Pending);
+    j.mem.lock().unwrap().approved = true;
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
+    assert_eq!(
+        j.events()
+            .iter()
+            .filter(|e| e.starts_with("start 0"))
+            .count(),
+        1,
+        "preflight not repeated"
+    );
+}
+
+#[tokio::test]
+async fn gates_pause_until_approved() {
+    let steps = exec("a", "true", "") + &exec("b", "true", "gate = true");
+    let j = MemJournal::new(plan(&steps, false), true);
+    assert_eq!(drive(&j).await, Driven::AwaitingGate(1));
+    j.mem.lock().unwrap().steps[1].gate_approved = true;
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
+    assert_eq!(
+        j.events()
+            .iter()
+            .filter(|e| e.starts_with("start 0"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn interrupted_steps_follow_the_resume_rules() {
+    let steps = exec("done", "true", "")
+        + &exec("idem", "true", "idempotent = true")
+        + &exec("once", "true", "");
+    let j = MemJournal::new(plan(&steps, false), true);
+    {
+        let mut m = j.mem.lock().unwrap();
+        m.steps[0].state = StepState::Succeeded;
+        m.steps[1].state = StepState::Running;
+        m.steps[1].attempts = 1;
+    }
+    // Idempotent interrupted step: re-run; then the next one runs normally.
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
+    let ev = j.events();
+    assert!(
+        !ev.iter().any(|e| e.starts_with("start 0")),
+        "completed steps never re-run"
+    );
+    assert!(ev.contains(&"start 1 #2".to_string()), "{ev:?}");
+    // Non-idempotent interrupted step: needs attention, nothing runs.
+    let j = MemJournal::new(plan(&steps, false), true);
+    {
+        let mut m = j.mem.lock().unwrap();
+        m.steps[0].state = StepState::Succeeded;
+        m.steps[1].state = StepState::Succeeded;
+        m.steps[2].state = StepState::Running;
+    }
+    assert_eq!(drive(&j).await, Driven::NeedsAttention(2));
+    assert_eq!(j.events(), ["attention 2"]);
+}
+
+#[tokio::test]
+async fn http_check_counts_answers_from_a_real_server() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(move || {
+                let h = h.clone();
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    "ok"
+                }
+            }),
+        )
+        .route(
+            "/down",
+            axum::routing::get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let ok = format!(
+        "[[steps]]\nname = \"health\"\ntype = \"http_check\"\nwith = {{ url = \"http://127.0.0.1:{port}/health\", count = 3, interval = \"20ms\" }}\n"
+    );
+    let j = MemJournal::new(plan(&ok, false), true);
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert!(
+        j.events().iter().any(|e| e.contains("check 3/3: 200")),
+        "{:?}",
+        j.events()
+    );
+
+    let down = format!(
+        "[[steps]]\nname = \"health\"\ntype = \"http_check\"\nwith = {{ url = \"http://127.0.0.1:{port}/down\" }}\nretries = 1\nbackoff = \"10ms\"\n"
+    );
+    let j = MemJournal::new(plan(&down, false), true);
+    let d = drive(&j).await;
+    assert!(
+        matches!(d, Driven::Finished(Finish::Failed { ref error, .. }) if error.contains("answered 503, expected 200")),
+        "{d:?}"
+    );
+    assert!(j.events().iter().any(|e| e.starts_with("retry 0 #1")));
+
+    let closed = format!(
+        "[[steps]]\nname = \"health\"\ntype = \"http_check\"\nwith = {{ url = \"http://127.0.0.1:{}/x\", request_timeout = \"1s\" }}\n",
+        free_port()
+    );
+    let j = MemJournal::new(plan(&closed, false), true);
+    let d = drive(&j).await;
+    assert!(
+        matches!(d, Driven::Finished(Finish::Failed { ref error, .. }) if error.contains("unreachable")),
+        "{d:?}"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
