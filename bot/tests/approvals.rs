@@ -10,6 +10,7 @@ use common::*;
 use drbot::{
     approvals::{self, Fail},
     dispatch,
+    events::Event,
     reply::{Reply, UserError},
     store::runs::RunState,
 };
@@ -300,6 +301,7 @@ async fn one_active_destructive_run_per_target(b: Backend) {
 async fn approved_run_executes_with_gate_and_preflight(b: Backend) {
     let env = env(b).await;
     let marker = env.dir.path().join("marker");
+    let mut events = env.app.events.subscribe();
     let id = request_failover(&env, "bob").await;
     let stop = CancellationToken::new();
     let driver = tokio::spawn(drbot::driver::run(
@@ -340,6 +342,37 @@ async fn approved_run_executes_with_gate_and_preflight(b: Backend) {
     assert_eq!(lines(&marker.with_extension("pre")).len(), 1);
     stop.cancel();
     driver.await.unwrap();
+    // The event stream saw the whole story, in order.
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(match e {
+            Event::RunRequested { needs_approval, .. } => format!("requested {needs_approval}"),
+            Event::Approved { quorum, .. } => format!("approved {quorum}"),
+            Event::DecisionRequested { action, .. } => format!("decision {action}"),
+            Event::StepStarted { idx, .. } => format!("start {idx}"),
+            Event::StepFinished { idx, state, .. } => format!("end {idx} {state}"),
+            Event::RunStateChanged { state, .. } => format!("state {state}"),
+            Event::StepProgress { .. } | Event::Denied { .. } | Event::Expired { .. } => continue,
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            "requested true",
+            "start 0",
+            "end 0 succeeded",
+            "approved true",
+            "state queued",
+            "start 1",
+            "end 1 succeeded",
+            "decision gate",
+            "approved true",
+            "state queued",
+            "start 2",
+            "end 2 succeeded",
+            "state succeeded",
+        ]
+    );
     let report = env.app.store.audit_verify().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }

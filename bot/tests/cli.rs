@@ -1,0 +1,168 @@
+//! The command-line front-end through the real binary: `migrate` creates the SQLite file,
+//! `runbooks_dir`, the texts of common replies, `--json` output and exit codes.
+
+use std::{path::Path, process::Command};
+
+fn drbot(cfg: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_drbot"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn setup(dir: &Path) -> std::path::PathBuf {
+    let books = dir.join("runbooks");
+    std::fs::create_dir(&books).unwrap();
+    std::fs::write(
+        books.join("drill.toml"),
+        r#"
+name = "drill"
+description = "Quarterly drill"
+command = "drill"
+request_roles = ["oncall"]
+approve_roles = ["lead"]
+
+[[steps]]
+name = "simulate"
+type = "exec"
+with = { command = "true" }
+"#,
+    )
+    .unwrap();
+    std::fs::write(books.join("README.md"), "not a runbook").unwrap();
+    let db = dir.join("sub").join("state.db");
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    let cfg = dir.join("drbot.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+runbooks_dir = "runbooks"
+
+[store]
+url = "sqlite://{}"
+
+[[people]]
+name = "alice"
+roles = ["lead"]
+
+[[people]]
+name = "bob"
+roles = ["oncall"]
+
+[regions.us-east-1]
+role = "primary"
+description = "primary region"
+"#,
+            db.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn migrate_creates_the_store_and_runbooks_dir_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let (code, out, _) = drbot(&cfg, &["check-config"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("1 runbooks"), "{out}");
+    assert!(!dir.path().join("sub/state.db").exists());
+    let (code, out, err) = drbot(&cfg, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "migrations applied\n");
+    assert!(dir.path().join("sub/state.db").exists());
+}
+
+#[test]
+fn replies_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "bob", "/dr drill"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with(
+            "Run 1 requested: waiting for approval by another person (`/dr approve 1`).\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("1. pending    simulate [destructive]"),
+        "{out}"
+    );
+
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "bob", "/dr", "approve", "1"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            2,
+            "You requested run 1, so you cannot approve it: a second person must.\n"
+        )
+    );
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "bob", "/dr failover mars"]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("Unknown region") && out.contains("Usage: /dr failover <region> [--dry-run]"),
+        "{out}"
+    );
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "bob", "/dr failover us-east-1"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            2,
+            "No runbook is configured for `failover` (see [[runbooks]] in the config).\n"
+        )
+    );
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "eve", "/dr approve 1"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            2,
+            "`eve` is not in [[people]], so only help, status, runs and run are allowed.\n"
+        )
+    );
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "eve", "/dr status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("us-east-1")
+            && out.contains("primary region")
+            && out.contains("awaiting_approval"),
+        "{out}"
+    );
+
+    let (code, out, _) = drbot(&cfg, &["--json", "cmd", "--as", "alice", "/dr approve 1"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["reply"], "approved");
+    assert_eq!(v["view"]["run"]["state"], "queued");
+    assert_eq!(v["view"]["approvals"][0]["person"], "alice");
+
+    let (code, out, _) = drbot(&cfg, &["--json", "runs"]);
+    assert_eq!(code, 0);
+    let runs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(runs[0]["runbook"], "drill");
+    let (code, out, _) = drbot(&cfg, &["show", "1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("approved by alice"), "{out}");
+    let (code, _, err) = drbot(&cfg, &["show", "99"]);
+    assert_eq!((code, err.as_str()), (2, "No run 99.\n"));
+    let (code, out, _) = drbot(&cfg, &["--json", "audit", "--verify"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+    assert!(v["rows"].as_i64().unwrap() >= 8);
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "bob", "/dr help pitr"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("/dr pitr <timestamp> [--dry-run]\n"),
+        "{out}"
+    );
+}
