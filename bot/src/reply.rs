@@ -48,6 +48,68 @@ pub enum UserError {
     Unavailable { feature: String },
 }
 
+/// The one rendering of user errors, shared by every front-end: one or two plain sentences.
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text: String = match self {
+        Self::Parse { message } => message.clone(),
+        Self::UnknownAccount => {
+            "You are not in drbot's [[people]] list, so you may only use help, status, runs and run."
+                .into()
+        }
+        Self::NotAllowedToRequest { runbook, roles } => format!(
+            "You may not request `{runbook}`: it needs one of the roles {}.",
+            roles.join(", ")
+        ),
+        Self::NotAllowedToApprove { runbook, roles } => format!(
+            "You may not approve or deny `{runbook}`: it needs one of the roles {}.",
+            roles.join(", ")
+        ),
+        Self::NotAllowedToCancel { run } => {
+            format!("Only the requester or an approver may cancel run {run}.")
+        }
+        Self::SelfApproval { run } => format!(
+            "You requested run {run}, so you cannot approve it: a second person must."
+        ),
+        Self::AlreadyApproved { run } => {
+            format!("You already approved run {run}; each person counts once.")
+        }
+        Self::UnknownRun { run } => format!("There is no run {run}."),
+        Self::NoRunbook { command } => {
+            format!("No runbook is configured for `{command}` (see [[runbooks]] in the config).")
+        }
+        Self::PlanFailed { message } => format!("The runbook cannot be planned: {message}."),
+        Self::TargetBusy { target, run } => format!(
+            "Run {run} is already active on `{target}`; finish or cancel it first (`/dr run {run}`)."
+        ),
+        Self::NothingToApprove { run, state } => {
+            format!("Run {run} has no open approval request (it is {state}).")
+        }
+        Self::Expired { run } => format!(
+            "The approval request of run {run} has expired; request the runbook again."
+        ),
+        Self::PlanChanged { run } => format!(
+            "The plan of run {run} changed since it was requested (config or runbook edited), so \
+             its approvals are void; request it again."
+        ),
+        Self::CannotCancel { run, state } => {
+            format!("Run {run} cannot be cancelled: it is {state}.")
+        }
+        Self::NotNeedingAttention { run, state } => format!(
+            "Run {run} does not need attention (it is {state}); retry, skip and abort apply only \
+             to runs paused after an interrupted step."
+        ),
+        Self::RequestOpen { run, action } => format!(
+            "Run {run} already has an open `{action}` request; approve or deny it first."
+        ),
+        Self::Unavailable { feature } => {
+            format!("{feature} are not available in this drbot build yet.")
+        }
+        };
+        f.write_str(&text)
+    }
+}
+
 /// What a run looks like to a reader.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunView {

@@ -53,65 +53,6 @@ pub fn config_ok(s: &Settings, json: bool) -> String {
     )
 }
 
-/// A refusal or mistake, in one or two sentences.
-pub fn user_error(e: &UserError) -> String {
-    match e {
-        UserError::Parse { message } => message.clone(),
-        UserError::UnknownAccount => {
-            "You are not in drbot's [[people]] list, so you may only use help, status, runs and run."
-                .into()
-        }
-        UserError::NotAllowedToRequest { runbook, roles } => format!(
-            "You may not request `{runbook}`: it needs one of the roles {}.",
-            roles.join(", ")
-        ),
-        UserError::NotAllowedToApprove { runbook, roles } => format!(
-            "You may not approve or deny `{runbook}`: it needs one of the roles {}.",
-            roles.join(", ")
-        ),
-        UserError::NotAllowedToCancel { run } => {
-            format!("Only the requester or an approver may cancel run {run}.")
-        }
-        UserError::SelfApproval { run } => format!(
-            "You requested run {run}, so you cannot approve it: a second person must."
-        ),
-        UserError::AlreadyApproved { run } => {
-            format!("You already approved run {run}; each person counts once.")
-        }
-        UserError::UnknownRun { run } => format!("There is no run {run}."),
-        UserError::NoRunbook { command } => {
-            format!("No runbook is configured for `{command}` (see [[runbooks]] in the config).")
-        }
-        UserError::PlanFailed { message } => format!("The runbook cannot be planned: {message}."),
-        UserError::TargetBusy { target, run } => format!(
-            "Run {run} is already active on `{target}`; finish or cancel it first (`/dr run {run}`)."
-        ),
-        UserError::NothingToApprove { run, state } => {
-            format!("Run {run} has no open approval request (it is {state}).")
-        }
-        UserError::Expired { run } => format!(
-            "The approval request of run {run} has expired; request the runbook again."
-        ),
-        UserError::PlanChanged { run } => format!(
-            "The plan of run {run} changed since it was requested (config or runbook edited), so \
-             its approvals are void; request it again."
-        ),
-        UserError::CannotCancel { run, state } => {
-            format!("Run {run} cannot be cancelled: it is {state}.")
-        }
-        UserError::NotNeedingAttention { run, state } => format!(
-            "Run {run} does not need attention (it is {state}); retry, skip and abort apply only \
-             to runs paused after an interrupted step."
-        ),
-        UserError::RequestOpen { run, action } => format!(
-            "Run {run} already has an open `{action}` request; approve or deny it first."
-        ),
-        UserError::Unavailable { feature } => {
-            format!("{feature} are not available in this drbot build yet.")
-        }
-    }
-}
-
 /// Any reply, for the terminal. `unknown_as` names a `--as` person not in `[[people]]`.
 pub fn reply(r: &Reply, unknown_as: Option<&str>) -> String {
     match r {
@@ -184,7 +125,7 @@ pub fn reply(r: &Reply, unknown_as: Option<&str>) -> String {
             "`{}` is not in [[people]], so only help, status, runs and run are allowed.\n",
             unknown_as.unwrap_or_default()
         ),
-        Reply::Refused(e) => format!("{}\n", user_error(e)),
+        Reply::Refused(e) => format!("{e}\n"),
         Reply::Internal { reference } => {
             format!("Something went wrong inside drbot (reference {reference}); see its log.\n")
         }
