@@ -16,6 +16,8 @@ pub struct App {
     pub events: EventBus,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The Slack front-end, when `[slack]` is configured.
+    pub slack: Option<Arc<crate::slack::Slack>>,
 }
 
 impl App {
@@ -32,6 +34,7 @@ impl App {
     /// Wraps an open store.
     pub fn new(settings: Settings, store: Store) -> App {
         App {
+            slack: settings.config.slack.as_ref().map(crate::slack::Slack::new),
             settings: Arc::new(settings),
             store,
             events: EventBus::default(),

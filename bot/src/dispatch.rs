@@ -261,3 +261,118 @@ async fn status(app: &App) -> anyhow::Result<StatusView> {
         active: app.store.runs(20, true).await?,
     })
 }
+
+/// What a chat button asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClickVerb {
+    /// Approve the named request.
+    Approve,
+    /// Deny the named request.
+    Deny,
+    /// Ask to retry the interrupted step.
+    Retry,
+    /// Ask to skip the interrupted step.
+    Skip,
+    /// Ask to abort the run.
+    Abort,
+}
+
+/// A button click: verb, run, and the request the button was rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Click {
+    /// What it asks.
+    pub verb: ClickVerb,
+    /// The run the button names (checked against the card it was clicked on).
+    pub run: i64,
+    /// The request the button names (0 for retry/skip/abort).
+    pub request: i64,
+}
+
+impl Click {
+    /// Reads a button value `<verb>:<run>:<request>`.
+    pub fn parse(value: &str) -> Option<Click> {
+        let mut it = value.split(':');
+        let verb = match it.next()? {
+            "approve" => ClickVerb::Approve,
+            "deny" => ClickVerb::Deny,
+            "retry" => ClickVerb::Retry,
+            "skip" => ClickVerb::Skip,
+            "abort" => ClickVerb::Abort,
+            _ => return None,
+        };
+        let run = it.next()?.parse().ok().filter(|r: &i64| *r > 0)?;
+        let request = it.next()?.parse().ok().filter(|r: &i64| *r >= 0)?;
+        if it.next().is_some() {
+            return None;
+        }
+        Some(Click { verb, run, request })
+    }
+
+    fn name(&self) -> &'static str {
+        match self.verb {
+            ClickVerb::Approve => "approve",
+            ClickVerb::Deny => "deny",
+            ClickVerb::Retry => "retry",
+            ClickVerb::Skip => "skip",
+            ClickVerb::Abort => "abort",
+        }
+    }
+}
+
+/// Handles a button click through the approval engine (never trusting the button alone: the
+/// engine re-checks the person, role, request and fingerprint), audits and counts it.
+pub async fn click(app: &App, actor: &Actor, c: &Click) -> Reply {
+    let res = match c.verb {
+        ClickVerb::Approve => approvals::approve(app, actor, c.run, Some(c.request))
+            .await
+            .map(|(view, quorum)| Reply::Approved { view, quorum }),
+        ClickVerb::Deny => approvals::deny(app, actor, c.run, Some(c.request), None)
+            .await
+            .map(Reply::Denied),
+        ClickVerb::Retry => approvals::decide(app, actor, c.run, RequestAction::Retry)
+            .await
+            .map(Reply::DecisionRequested),
+        ClickVerb::Skip => approvals::decide(app, actor, c.run, RequestAction::Skip)
+            .await
+            .map(Reply::DecisionRequested),
+        ClickVerb::Abort => approvals::decide(app, actor, c.run, RequestAction::Abort)
+            .await
+            .map(Reply::DecisionRequested),
+    };
+    let reply = match res {
+        Ok(r) => r,
+        Err(Fail::User(e)) => Reply::Refused(e),
+        Err(Fail::Internal(e)) => internal(e, "handling a click"),
+    };
+    audit_click(app, actor, c, &reply).await;
+    reply
+}
+
+/// Audits and counts a click and its outcome.
+pub async fn audit_click(app: &App, actor: &Actor, c: &Click, reply: &Reply) {
+    if matches!(c.verb, ClickVerb::Approve | ClickVerb::Deny) {
+        let outcome = match reply {
+            Reply::Approved { .. } => "approved",
+            Reply::Denied(_) => "denied",
+            _ if c.verb == ClickVerb::Approve => "approve_refused",
+            _ => "deny_refused",
+        };
+        app.metrics
+            .inc("drbot_approvals_total", format!("outcome=\"{outcome}\""));
+    }
+    let mut detail = json!({
+        "click": c.name(), "request_id": c.request, "outcome": reply.outcome(),
+    });
+    if let Reply::Refused(e) = reply {
+        detail["refusal"] = serde_json::to_value(e).unwrap_or_default();
+    }
+    let res = async {
+        let mut tx = app.store.write().await?;
+        audit::append(&mut tx, actor, "click", Some(c.run), detail).await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = res.await {
+        tracing::error!(error = format!("{e:#}"), "auditing a click failed");
+    }
+}

@@ -285,8 +285,8 @@ impl Journal for StoreJournal {
         .await
         .map_err(anyhow::Error::from)?;
         sqlx::query(
-            "UPDATE runs SET state = 'running', updated_at = $1, \
-             started_at = COALESCE(started_at, $1) WHERE id = $2 AND state = 'queued'",
+            "UPDATE runs SET state = CASE WHEN state = 'queued' THEN 'running' ELSE state END, \
+             updated_at = $1, started_at = COALESCE(started_at, $1) WHERE id = $2",
         )
         .bind(now)
         .bind(run_id)
@@ -377,6 +377,12 @@ impl Journal for StoreJournal {
         .execute(&mut *tx)
         .await
         .map_err(anyhow::Error::from)?;
+        sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
         let step = Store::steps_tx(&mut tx, run_id)
             .await?
             .into_iter()

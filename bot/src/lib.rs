@@ -13,4 +13,5 @@ pub mod grammar;
 pub mod metrics;
 pub mod reply;
 pub mod server;
+pub mod slack;
 pub mod store;

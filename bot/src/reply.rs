@@ -46,6 +46,8 @@ pub enum UserError {
     RequestOpen { run: i64, action: String },
     /// The feature arrives with a later part of drbot (named).
     Unavailable { feature: String },
+    /// A button was clicked on a card it does not belong to.
+    ForeignButton,
 }
 
 /// The one rendering of user errors, shared by every front-end: one or two plain sentences.
@@ -102,6 +104,9 @@ impl std::fmt::Display for UserError {
         Self::RequestOpen { run, action } => format!(
             "Run {run} already has an open `{action}` request; approve or deny it first."
         ),
+        Self::ForeignButton => {
+            "This button does not belong to this card; nothing was changed.".into()
+        }
         Self::Unavailable { feature } => {
             format!("{feature} are not available in this drbot build yet.")
         }

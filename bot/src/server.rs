@@ -12,7 +12,11 @@ use crate::app::App;
 
 /// The router with every route drbot serves.
 pub fn router(app: App) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if app.slack.is_some() {
+        router = router.merge(crate::slack::routes());
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

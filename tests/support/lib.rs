@@ -229,3 +229,65 @@ pub fn wait_lines(path: &Path, n: usize, secs: u64) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+pub mod fake_slack;
+
+/// Signs a Slack request body: `v0=` + hex HMAC-SHA256 of `v0:{ts}:{body}`.
+pub fn slack_signature(secret: &str, ts: i64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A raw HTTP/1.1 POST with a form body and headers: (status, body).
+pub fn http_post(port: u16, path: &str, body: &str, headers: &[(&str, String)]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok();
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Fills `{name}` placeholders of a fixture.
+pub fn fill(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut s = template.to_string();
+    for (k, v) in vars {
+        s = s.replace(&format!("{{{k}}}"), v);
+    }
+    s
+}
+
+/// Percent-encodes a form value.
+pub fn form_value(v: &str) -> String {
+    serde_urlencoded::to_string([("x", v)])
+        .map(|s| s[2..].to_string())
+        .unwrap_or_default()
+}

@@ -175,6 +175,9 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
     tracing::info!(listen = %app.settings.listen, owner, "drbot serving");
     let shutdown = CancellationToken::new();
     let driver = tokio::spawn(crate::driver::run(app.clone(), owner, shutdown.clone()));
+    if app.slack.is_some() {
+        tokio::spawn(crate::slack::sync::run_loop(app.clone(), shutdown.clone()));
+    }
     let http = {
         let shutdown = shutdown.clone();
         axum::serve(listener, crate::server::router(app))

@@ -1,0 +1,199 @@
+//! The Slack front-end: `POST /slack/commands` (slash commands) and `POST /slack/interactions`
+//! (button clicks), verified, acknowledged at once, and routed through the same dispatcher
+//! and approval engine as every other front-end. Cards are posted and kept current by
+//! [`sync`].
+
+pub mod api;
+pub mod sync;
+pub mod text;
+pub mod verify;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde_json::json;
+use slack_morphism::prelude::{SlackCommandEvent, SlackInteractionEvent};
+
+use crate::{
+    actor::Actor,
+    app::App,
+    config::{Platform, SlackConfig},
+    dispatch::{self, Click},
+    reply::Reply,
+};
+
+/// Slack's state in the app: API client, verifier, replay memory.
+pub struct Slack {
+    /// Web API client.
+    pub api: api::SlackApi,
+    verifier: slack_morphism::signature_verifier::SlackEventSignatureVerifier,
+    seen: verify::Seen,
+    /// Channel for approval requests and status updates.
+    pub incident_channel: String,
+}
+
+impl Slack {
+    /// From `[slack]`.
+    pub fn new(cfg: &SlackConfig) -> Arc<Slack> {
+        Arc::new(Slack {
+            api: api::SlackApi::new(&cfg.api_base_url, cfg.bot_token.clone()),
+            verifier: verify::verifier(cfg.signing_secret.expose()),
+            seen: verify::Seen::default(),
+            incident_channel: cfg.incident_channel.clone(),
+        })
+    }
+}
+
+/// Routes, present when `[slack]` is configured.
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/slack/commands", post(commands))
+        .route("/slack/interactions", post(interactions))
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn unauthorized(path: &str, why: verify::Rejection) -> Response {
+    tracing::warn!(path, reason = why.as_str(), "refused a Slack request");
+    (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response()
+}
+
+/// Verifies a request; on failure, the 401 to send.
+fn admit(slack: &Slack, path: &str, headers: &HeaderMap, body: &Bytes) -> Option<Response> {
+    verify::check(&slack.verifier, &slack.seen, headers, body, now())
+        .err()
+        .map(|why| unauthorized(path, why))
+}
+
+fn bad_request(what: &str) -> Response {
+    tracing::warn!(what, "malformed Slack payload");
+    (StatusCode::BAD_REQUEST, format!("malformed {what}\n")).into_response()
+}
+
+async fn commands(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(slack) = app.slack.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Some(r) = admit(&slack, "/slack/commands", &headers, &body) {
+        return r;
+    }
+    let Ok(cmd) = serde_urlencoded::from_bytes::<SlackCommandEvent>(&body) else {
+        return bad_request("slash command");
+    };
+    if !slack
+        .seen
+        .first_time(&format!("trigger:{}", cmd.trigger_id.0), now())
+    {
+        tracing::info!(retry = ?headers.get("x-slack-retry-num"), "duplicate Slack command ignored");
+        return StatusCode::OK.into_response();
+    }
+    let actor = Actor::chat(
+        &app.settings,
+        Platform::Slack,
+        &cmd.user_id.0,
+        &cmd.channel_id.0,
+    );
+    let text = cmd.text.unwrap_or_default();
+    let reply = dispatch::handle(&app, &actor, &text).await;
+    if let Reply::Requested(v) = &reply
+        && v.request.as_ref().is_some_and(|r| r.state == "pending")
+    {
+        let (app2, run, channel) = (app.clone(), v.run.id, cmd.channel_id.0.clone());
+        tokio::spawn(async move { sync::ensure_cards(&app2, run, Some(&channel)).await });
+    }
+    Json(text::command_reply(&reply)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct InteractionForm {
+    payload: String,
+}
+
+async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(slack) = app.slack.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Some(r) = admit(&slack, "/slack/interactions", &headers, &body) {
+        return r;
+    }
+    let Ok(form) = serde_urlencoded::from_bytes::<InteractionForm>(&body) else {
+        return bad_request("interaction form");
+    };
+    let Ok(event) = serde_json::from_str::<SlackInteractionEvent>(&form.payload) else {
+        return bad_request("interaction payload");
+    };
+    let SlackInteractionEvent::BlockActions(ev) = event else {
+        return StatusCode::OK.into_response();
+    };
+    let Some(action) = ev.actions.as_ref().and_then(|a| a.first()) else {
+        return StatusCode::OK.into_response();
+    };
+    let dedupe = format!(
+        "action:{}:{}",
+        ev.trigger_id.0,
+        action
+            .action_ts
+            .as_ref()
+            .map(|t| t.0.as_str())
+            .unwrap_or("")
+    );
+    if !slack.seen.first_time(&dedupe, now()) {
+        return StatusCode::OK.into_response();
+    }
+    let (Some(user), slack_morphism::prelude::SlackInteractionActionContainer::Message(container)) =
+        (ev.user.as_ref(), &ev.container)
+    else {
+        return StatusCode::OK.into_response();
+    };
+    let channel = container
+        .channel_id
+        .as_ref()
+        .map(|c| c.0.clone())
+        .or_else(|| ev.channel.as_ref().map(|c| c.id.0.clone()))
+        .unwrap_or_default();
+    let actor = Actor::chat(&app.settings, Platform::Slack, &user.id.0, &channel);
+    let Some(click) = action.value.as_deref().and_then(Click::parse) else {
+        return bad_request("button value");
+    };
+    let reply = match sync::card_run(&app, &channel, &container.message_ts.0).await {
+        Ok(Some(run)) if run == click.run => dispatch::click(&app, &actor, &click).await,
+        Ok(_) => {
+            let reply = Reply::Refused(crate::reply::UserError::ForeignButton);
+            dispatch::audit_click(&app, &actor, &click, &reply).await;
+            reply
+        }
+        Err(e) => dispatch::internal(e, "looking up a Slack card"),
+    };
+    let note = text::click_refused(&reply);
+    if !note.is_empty() {
+        let (api, user, url) = (
+            slack.api.clone(),
+            user.id.0.clone(),
+            ev.response_url.clone(),
+        );
+        tokio::spawn(async move {
+            let body =
+                json!({ "response_type": "ephemeral", "replace_original": false, "text": note });
+            let sent = match url {
+                Some(u) => api.respond(u.0.as_ref(), &body).await,
+                None => api.post_ephemeral(&channel, &user, &note).await,
+            };
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "could not tell a Slack user why their click was refused");
+            }
+        });
+    } else {
+        let (app2, run) = (app.clone(), click.run);
+        tokio::spawn(async move { sync::refresh(&app2, run).await });
+    }
+    StatusCode::OK.into_response()
+}

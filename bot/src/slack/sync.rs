@@ -1,0 +1,317 @@
+//! Keeps Slack cards current: posts a run's card (approval request, then live progress) to
+//! the channel it was requested in and to the incident channel, updates it in place as the
+//! run moves, and puts step details in its thread. Posts are idempotent through the
+//! `outbound` table and Slack message metadata, so retries and restarts never post twice.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use anyhow::Context;
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+use recovery::engine::StepState;
+
+use super::{Slack, text};
+use crate::{
+    app::App,
+    approvals,
+    events::Event,
+    store::{now_ms, runs::RunState},
+};
+
+/// The run whose card is message `ts` in `channel`, if it is one of drbot's cards.
+pub async fn card_run(app: &App, channel: &str, ts: &str) -> anyhow::Result<Option<i64>> {
+    let r = sqlx::query(
+        "SELECT run_id FROM messages WHERE platform = 'slack' AND channel = $1 AND message_id = $2",
+    )
+    .bind(channel.to_string())
+    .bind(ts.to_string())
+    .fetch_optional(app.store.pool())
+    .await?;
+    Ok(match r {
+        Some(r) => Some(r.try_get("run_id")?),
+        None => None,
+    })
+}
+
+async fn cards_of(app: &App, run: i64) -> anyhow::Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT channel, message_id FROM messages WHERE platform = 'slack' AND run_id = $1",
+    )
+    .bind(run)
+    .fetch_all(app.store.pool())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Ok((r.try_get("channel")?, r.try_get("message_id")?)))
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// Posts once per `key`: claims the key, posts (Slack metadata carries it), records the ts.
+/// Returns `None` when another process holds the claim.
+async fn post_once(
+    app: &App,
+    slack: &Slack,
+    key: &str,
+    channel: &str,
+    thread_ts: Option<&str>,
+    text: &str,
+    blocks: &serde_json::Value,
+) -> anyhow::Result<Option<String>> {
+    let existing = sqlx::query("SELECT message_id FROM outbound WHERE key = $1")
+        .bind(key.to_string())
+        .fetch_optional(app.store.pool())
+        .await?;
+    match existing {
+        Some(r) => {
+            if let Some(ts) = r.try_get::<Option<String>, _>("message_id")? {
+                return Ok(Some(ts));
+            }
+            // Claimed earlier but never completed (crash mid-post): Slack may have it.
+            if let Some(ts) = slack.api.find_posted(channel, thread_ts, key).await? {
+                complete(app, key, &ts).await?;
+                return Ok(Some(ts));
+            }
+        }
+        None => {
+            let claimed = sqlx::query(
+                "INSERT INTO outbound (key, platform, channel, created_at) VALUES ($1, 'slack', $2, $3) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key.to_string())
+            .bind(channel.to_string())
+            .bind(now_ms())
+            .execute(app.store.pool())
+            .await?;
+            if claimed.rows_affected() == 0 {
+                return Ok(None);
+            }
+        }
+    }
+    let ts = slack
+        .api
+        .post_message(channel, text, blocks, thread_ts, key)
+        .await?;
+    complete(app, key, &ts).await?;
+    Ok(Some(ts))
+}
+
+async fn complete(app: &App, key: &str, ts: &str) -> anyhow::Result<()> {
+    sqlx::query("UPDATE outbound SET message_id = $1 WHERE key = $2")
+        .bind(ts.to_string())
+        .bind(key.to_string())
+        .execute(app.store.pool())
+        .await?;
+    Ok(())
+}
+
+/// Makes sure run `run` has a card in `origin` (if given) and in the incident channel.
+pub async fn ensure_cards(app: &App, run: i64, origin: Option<&str>) {
+    if let Err(e) = ensure_cards_inner(app, run, origin).await {
+        tracing::error!(
+            run,
+            error = format!("{e:#}"),
+            "posting the Slack card failed"
+        );
+    }
+}
+
+async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow::Result<()> {
+    let Some(slack) = app.slack.clone() else {
+        return Ok(());
+    };
+    let Some(view) = approvals::view(&app.store, run).await? else {
+        return Ok(());
+    };
+    let have = cards_of(app, run).await?;
+    let mut channels: Vec<String> = origin.map(str::to_string).into_iter().collect();
+    channels.push(slack.incident_channel.clone());
+    channels.dedup();
+    let (txt, blocks) = (text::card_text(&view), text::card(&view));
+    let mut posted = false;
+    for ch in channels {
+        if have.iter().any(|(c, _)| *c == ch) {
+            continue;
+        }
+        posted = true;
+        let key = format!("card:{run}:{ch}");
+        let Some(ts) = post_once(app, &slack, &key, &ch, None, &txt, &blocks).await? else {
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO messages (platform, channel, message_id, run_id, request_id, created_at) \
+             VALUES ('slack', $1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(ch.clone())
+        .bind(ts)
+        .bind(run)
+        .bind(view.request.as_ref().map(|r| r.id))
+        .bind(now_ms())
+        .execute(app.store.pool())
+        .await
+        .context("recording the card")?;
+    }
+    if posted {
+        // Steps that finished before the card existed (preflight) get their details too.
+        let steps = app.store.steps(run).await?;
+        for s in steps
+            .iter()
+            .filter(|s| !matches!(s.state, StepState::Pending | StepState::Running))
+        {
+            step_details(app, run, s.idx as usize).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-renders every Slack card of run `run`.
+pub async fn refresh(app: &App, run: i64) {
+    if let Err(e) = refresh_inner(app, run).await {
+        tracing::warn!(
+            run,
+            error = format!("{e:#}"),
+            "updating the Slack card failed"
+        );
+    }
+}
+
+async fn refresh_inner(app: &App, run: i64) -> anyhow::Result<()> {
+    let Some(slack) = app.slack.clone() else {
+        return Ok(());
+    };
+    let Some(view) = approvals::view(&app.store, run).await? else {
+        return Ok(());
+    };
+    let (txt, blocks) = (text::card_text(&view), text::card(&view));
+    for (ch, ts) in cards_of(app, run).await? {
+        match slack.api.update_message(&ch, &ts, &txt, &blocks).await {
+            Ok(()) => {}
+            Err(e) if e.cannot_update() => {
+                tracing::warn!(run, error = %e, "card cannot be updated: posting a new one");
+                let key = format!("card:{run}:{ch}:{}", now_ms());
+                if let Some(new_ts) = post_once(app, &slack, &key, &ch, None, &txt, &blocks).await?
+                {
+                    sqlx::query(
+                        "UPDATE messages SET message_id = $1 WHERE platform = 'slack' AND channel = $2 AND message_id = $3",
+                    )
+                    .bind(new_ts)
+                    .bind(ch.clone())
+                    .bind(ts.clone())
+                    .execute(app.store.pool())
+                    .await?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Posts a finished step's details in each card's thread.
+async fn step_details(app: &App, run: i64, idx: usize) -> anyhow::Result<()> {
+    let Some(slack) = app.slack.clone() else {
+        return Ok(());
+    };
+    let steps = app.store.steps(run).await?;
+    let Some(s) = steps.iter().find(|s| s.idx == idx as i64) else {
+        return Ok(());
+    };
+    let body = text::step_detail(
+        &s.name,
+        s.idx,
+        s.state,
+        s.error.as_deref(),
+        s.log.as_deref(),
+    );
+    let blocks =
+        serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": body } }]);
+    for (ch, ts) in cards_of(app, run).await? {
+        let key = format!("step:{run}:{idx}:{}:{}:{ch}", s.attempts, s.state.as_str());
+        post_once(app, &slack, &key, &ch, Some(&ts), &body, &blocks).await?;
+    }
+    Ok(())
+}
+
+/// Follows the event stream (and, for changes made by other processes, the store) and keeps
+/// cards current until `shutdown`.
+pub async fn run_loop(app: App, shutdown: CancellationToken) {
+    let mut events = app.events.subscribe();
+    let mut dirty: BTreeSet<i64> = BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let mut since = now_ms() - 60_000;
+    let mut last_poll = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => match e {
+                Ok(Event::StepFinished { run_id, idx, .. }) => {
+                    dirty.insert(run_id);
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = step_details(&app, run_id, idx).await {
+                            tracing::warn!(run = run_id, error = format!("{e:#}"), "posting step details to Slack failed");
+                        }
+                    });
+                }
+                Ok(Event::StepProgress { .. }) => {}
+                Ok(e) => { if let Some(id) = run_of(&e) { dirty.insert(id); } }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => { since = now_ms() - 60_000; }
+                Err(_) => return,
+            },
+            _ = tick.tick() => {
+                if last_poll.elapsed() >= Duration::from_secs(2) {
+                    last_poll = std::time::Instant::now();
+                    match changed_since(&app, since).await {
+                        Ok((ids, newest)) => { dirty.extend(ids); since = newest.max(since); }
+                        Err(e) => tracing::warn!(error = format!("{e:#}"), "polling runs for Slack cards failed"),
+                    }
+                }
+                for run in std::mem::take(&mut dirty) {
+                    sync_run(&app, run).await;
+                }
+            }
+        }
+    }
+}
+
+fn run_of(e: &Event) -> Option<i64> {
+    match e {
+        Event::RunRequested { run_id, .. }
+        | Event::Approved { run_id, .. }
+        | Event::Denied { run_id, .. }
+        | Event::Expired { run_id, .. }
+        | Event::DecisionRequested { run_id, .. }
+        | Event::StepStarted { run_id, .. }
+        | Event::StepProgress { run_id, .. }
+        | Event::StepFinished { run_id, .. }
+        | Event::RunStateChanged { run_id, .. } => Some(*run_id),
+    }
+}
+
+async fn sync_run(app: &App, run: i64) {
+    let needs_card = match app.store.run(run).await {
+        Ok(Some(r)) => matches!(
+            r.state,
+            RunState::AwaitingApproval | RunState::AwaitingGate | RunState::NeedsAttention
+        ),
+        _ => false,
+    };
+    if needs_card {
+        ensure_cards(app, run, None).await;
+    }
+    refresh(app, run).await;
+}
+
+async fn changed_since(app: &App, since: i64) -> anyhow::Result<(Vec<i64>, i64)> {
+    let rows = sqlx::query("SELECT id, updated_at FROM runs WHERE updated_at > $1 ORDER BY id")
+        .bind(since)
+        .fetch_all(app.store.pool())
+        .await?;
+    let mut newest = since;
+    let mut ids = Vec::new();
+    for r in rows {
+        ids.push(r.try_get("id")?);
+        newest = newest.max(r.try_get::<i64, _>("updated_at")?);
+    }
+    Ok((ids, newest))
+}

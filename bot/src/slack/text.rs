@@ -1,0 +1,400 @@
+//! Every user-facing text of the Slack front-end: ephemeral replies and the Block Kit card that
+//! is first the approval request and then the run's live progress card.
+
+use chrono::DateTime;
+use serde_json::{Value, json};
+use slack_morphism::prelude::*;
+
+use crate::{
+    reply::{Reply, RunView},
+    store::runs::{RequestAction, RunState},
+};
+use recovery::engine::StepState;
+
+/// Button values: `<verb>:<run>:<request>` (request 0 for retry/skip/abort).
+pub fn button_value(verb: &str, run: i64, request: i64) -> String {
+    format!("{verb}:{run}:{request}")
+}
+
+fn when(ms: i64) -> String {
+    let secs = ms / 1000;
+    let fallback = DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default();
+    format!("<!date^{secs}^{{date_short_pretty}} {{time}}|{fallback}>")
+}
+
+/// Escapes text for mrkdwn (`&`, `<`, `>`).
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn state_mark(s: StepState) -> &'static str {
+    match s {
+        StepState::Pending => "○",
+        StepState::Running => "▶",
+        StepState::Succeeded => "✓",
+        StepState::Failed => "✗",
+        StepState::Skipped => "↷",
+    }
+}
+
+fn run_headline(v: &RunView) -> String {
+    let r = &v.run;
+    let what = match r.state {
+        RunState::AwaitingApproval => "Approval needed",
+        RunState::AwaitingGate => "Approval needed before a gated step",
+        RunState::NeedsAttention => "Needs attention",
+        RunState::Queued => "Approved, starting",
+        RunState::Running => "Running",
+        RunState::Succeeded => "Done",
+        RunState::Failed => "Failed",
+        RunState::Cancelled => "Cancelled",
+        RunState::Denied => "Denied",
+        RunState::Expired => "Expired",
+        RunState::Void => "Void: plan changed",
+        RunState::Aborted => "Aborted",
+    };
+    format!("{what}: {} (run {})", r.runbook, r.id)
+}
+
+/// Plain-text fallback of the card (notifications, screen readers).
+pub fn card_text(v: &RunView) -> String {
+    run_headline(v)
+}
+
+/// The card for a run: request details, plan with destructive steps marked, preflight and
+/// progress, approvals, and the buttons that apply now.
+pub fn card(v: &RunView) -> Value {
+    let r = &v.run;
+    let mut blocks: Vec<SlackBlock> = vec![SlackHeaderBlock::new(pt!(run_headline(v))).into()];
+    let args = if r.plan.args.is_empty() {
+        "none".to_string()
+    } else {
+        r.plan
+            .args
+            .iter()
+            .map(|(k, v)| format!("{k}=`{}`", esc(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut facts = format!(
+        "*Runbook:* {} v{}{}\n*Arguments:* {args}\n*Requested by:* {} ({} via {})\n*Fingerprint:* `{}`",
+        esc(&r.runbook),
+        r.plan.version,
+        if r.dry_run { " (dry run)" } else { "" },
+        esc(&r.requested_by),
+        esc(&r.requested_account),
+        r.platform,
+        &r.fingerprint[..12.min(r.fingerprint.len())],
+    );
+    if let Some(d) = &r.detail {
+        facts.push_str(&format!("\n*Note:* {}", esc(d)));
+    }
+    blocks.push(SlackSectionBlock::new().with_text(md!(facts)).into());
+    let mut plan = String::from("*Plan*\n");
+    for s in &v.steps {
+        let mut marks = String::new();
+        if s.destructive {
+            marks.push_str(" ⚠ _destructive_");
+        }
+        if s.gate {
+            marks.push_str(" 🔒 _gate_");
+        }
+        let dur = s
+            .duration_ms
+            .map(|d| format!(" — {}", duration(d)))
+            .unwrap_or_default();
+        plan.push_str(&format!(
+            "{} {}. {}{marks}{dur}\n",
+            state_mark(s.state),
+            s.idx + 1,
+            esc(&s.name)
+        ));
+        if let Some(sum) = s
+            .summary
+            .as_deref()
+            .filter(|_| s.state != StepState::Pending)
+        {
+            plan.push_str(&format!("      _{}_\n", esc(&truncate(sum, 150))));
+        }
+    }
+    blocks.push(
+        SlackSectionBlock::new()
+            .with_text(md!(truncate(&plan, 2900)))
+            .into(),
+    );
+    if let Some(req) = &v.request {
+        let mut line = format!(
+            "*{}* — {} of {} approval(s)",
+            request_label(req.action, req.step_idx),
+            v.approvals.len(),
+            req.required
+        );
+        if req.state == "pending" {
+            line.push_str(&format!(", expires {}", when(req.expires_at)));
+        } else {
+            line.push_str(&format!(", {}", req.state));
+        }
+        for a in &v.approvals {
+            line.push_str(&format!(
+                "\n✓ approved by *{}* ({}) {}",
+                esc(&a.person),
+                esc(&a.role),
+                when(a.created_at)
+            ));
+        }
+        if let (Some(by), "denied") = (&req.decided_by, req.state.as_str()) {
+            line.push_str(&format!("\n✗ denied by *{}*", esc(by)));
+            if let Some(reason) = &req.reason {
+                line.push_str(&format!(": {}", esc(reason)));
+            }
+        }
+        blocks.push(SlackSectionBlock::new().with_text(md!(line)).into());
+        if req.state == "pending" {
+            blocks.push(approve_deny(r.id, req.id, req.action).into());
+        }
+    }
+    let open = v.request.as_ref().is_some_and(|q| q.state == "pending");
+    if r.state == RunState::NeedsAttention && !open {
+        blocks.push(attention_buttons(r.id).into());
+    }
+    blocks.push(
+        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+            SlackBlockMarkDownText::new(format!(
+                "drbot run {} · target `{}` · requested {}",
+                r.id,
+                esc(&r.target),
+                when(r.created_at)
+            )),
+        )])
+        .into(),
+    );
+    serde_json::to_value(&blocks).unwrap_or_else(|_| json!([]))
+}
+
+fn request_label(action: RequestAction, step: Option<i64>) -> String {
+    let step = step.map(|s| format!(" step {}", s + 1)).unwrap_or_default();
+    match action {
+        RequestAction::Run => "Run approval".into(),
+        RequestAction::Gate => format!("Gate before{step}"),
+        RequestAction::Retry => format!("Retry{step}"),
+        RequestAction::Skip => format!("Skip{step}"),
+        RequestAction::Abort => "Abort the run".into(),
+    }
+}
+
+fn approve_deny(run: i64, request: i64, action: RequestAction) -> SlackActionsBlock {
+    let approve = match action {
+        RequestAction::Run | RequestAction::Gate => "Approve".to_string(),
+        other => format!("Approve {}", other.as_str()),
+    };
+    let deny_confirm = SlackBlockConfirmItem::new(
+        pt!("Deny this request?"),
+        md!("The request ends at once; the requester must ask again."),
+        pt!("Deny"),
+        pt!("Keep it"),
+    )
+    .with_style("danger".into());
+    SlackActionsBlock::new(vec![
+        SlackBlockButtonElement::new(pt!(approve))
+            .with_action_id("approve".into())
+            .with_value(button_value("approve", run, request))
+            .with_style(SlackBlockButtonStyle::Primary)
+            .into(),
+        SlackBlockButtonElement::new(pt!("Deny"))
+            .with_action_id("deny".into())
+            .with_value(button_value("deny", run, request))
+            .with_style(SlackBlockButtonStyle::Danger)
+            .with_confirm(deny_confirm)
+            .into(),
+    ])
+}
+
+fn attention_buttons(run: i64) -> SlackActionsBlock {
+    SlackActionsBlock::new(vec![
+        SlackBlockButtonElement::new(pt!("Retry step"))
+            .with_action_id("retry".into())
+            .with_value(button_value("retry", run, 0))
+            .into(),
+        SlackBlockButtonElement::new(pt!("Skip step"))
+            .with_action_id("skip".into())
+            .with_value(button_value("skip", run, 0))
+            .into(),
+        SlackBlockButtonElement::new(pt!("Abort run"))
+            .with_action_id("abort".into())
+            .with_value(button_value("abort", run, 0))
+            .with_style(SlackBlockButtonStyle::Danger)
+            .into(),
+    ])
+}
+
+fn duration(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 120_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A thread reply with a step's details (output, error).
+pub fn step_detail(
+    name: &str,
+    idx: i64,
+    state: StepState,
+    error: Option<&str>,
+    log: Option<&str>,
+) -> String {
+    let mut t = format!(
+        "{} Step {}. *{}* {}",
+        state_mark(state),
+        idx + 1,
+        esc(name),
+        state.as_str()
+    );
+    if let Some(e) = error {
+        t.push_str(&format!("\n*Error:* {}", esc(e)));
+    }
+    if let Some(l) = log.filter(|l| !l.trim().is_empty()) {
+        t.push_str(&format!(
+            "\n```{}```",
+            truncate(&l.replace("```", "'''"), 2800)
+        ));
+    }
+    t
+}
+
+/// The immediate (ephemeral) answer to a slash command.
+pub fn command_reply(r: &Reply) -> Value {
+    let text = match r {
+        Reply::Help { text, .. } => format!("```{text}```"),
+        Reply::Status(s) => {
+            let mut t = String::from("*Regions*\n");
+            for r in &s.regions {
+                t.push_str(&format!(
+                    "• `{}` {} {}\n",
+                    r.name,
+                    r.role,
+                    esc(&r.description)
+                ));
+            }
+            if s.active.is_empty() {
+                t.push_str("No active runs.");
+            } else {
+                t.push_str("*Active runs*\n");
+                for r in &s.active {
+                    t.push_str(&format!(
+                        "• run {} `{}` {} (by {})\n",
+                        r.id,
+                        r.runbook,
+                        r.state.as_str(),
+                        esc(&r.requested_by)
+                    ));
+                }
+            }
+            t
+        }
+        Reply::Runs { runs } => {
+            if runs.is_empty() {
+                "No runs yet.".into()
+            } else {
+                runs.iter()
+                    .map(|r| {
+                        format!(
+                            "• run {} `{}` {} (by {})",
+                            r.id,
+                            r.runbook,
+                            r.state.as_str(),
+                            esc(&r.requested_by)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        Reply::Run(v) => {
+            return json!({ "response_type": "ephemeral", "text": card_text(v), "blocks": card_static(v) });
+        }
+        Reply::Requested(v) => {
+            let head = if v.run.state == RunState::AwaitingApproval {
+                format!(
+                    "Run {} requested. The approval request is posted in this channel; another allowed person must approve it.",
+                    v.run.id
+                )
+            } else {
+                format!("Run {} queued (no approval needed).", v.run.id)
+            };
+            return json!({ "response_type": "ephemeral", "text": head, "blocks": preview(&head, v) });
+        }
+        Reply::Approved { view, quorum } => {
+            if *quorum {
+                format!("Approved: run {} goes ahead.", view.run.id)
+            } else {
+                format!("Approval recorded for run {}.", view.run.id)
+            }
+        }
+        Reply::Denied(v) => format!("Denied: run {} will not go ahead.", v.run.id),
+        Reply::Cancelled { view, immediate } => {
+            if *immediate {
+                format!("Run {} cancelled.", view.run.id)
+            } else {
+                format!("Run {} will stop before its next step.", view.run.id)
+            }
+        }
+        Reply::DecisionRequested(v) => format!(
+            "Requested on run {}: another person must approve it on the run's card.",
+            v.run.id
+        ),
+        Reply::Refused(e) => esc(&e.to_string()),
+        Reply::Internal { reference } => format!(
+            "Something went wrong inside drbot (reference `{reference}`); the on-call engineer can find it in drbot's log."
+        ),
+    };
+    json!({ "response_type": "ephemeral", "text": text })
+}
+
+fn preview(head: &str, v: &RunView) -> Value {
+    let mut blocks =
+        vec![json!({ "type": "section", "text": { "type": "mrkdwn", "text": esc(head) } })];
+    if let Value::Array(card) = card_static(v) {
+        blocks.extend(card);
+    }
+    Value::Array(blocks)
+}
+
+/// The card without buttons (for ephemeral previews and `/dr run`).
+fn card_static(v: &RunView) -> Value {
+    match card(v) {
+        Value::Array(b) => Value::Array(b.into_iter().filter(|b| b["type"] != "actions").collect()),
+        other => other,
+    }
+}
+
+/// Ephemeral answer to a click that was refused.
+pub fn click_refused(r: &Reply) -> String {
+    match r {
+        Reply::Refused(e) => e.to_string(),
+        Reply::Internal { reference } => {
+            format!("Something went wrong inside drbot (reference {reference}).")
+        }
+        _ => String::new(),
+    }
+}
+
+/// A click on a button that does not belong to the card it is on.
+pub const FOREIGN_BUTTON: &str = "This button does not belong to this card; nothing was changed.";

@@ -1,0 +1,320 @@
+//! A loopback fake of the Slack Web API (a test double: Slack cannot be reached from here).
+//! It speaks Slack's documented wire format for the methods drbot calls, records every call,
+//! and can be told to answer the next call of a method with a 429 (`Retry-After`) or a 5xx,
+//! optionally after acting on it (the ambiguous failure that could cause duplicate posts).
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde_json::{Value, json};
+
+/// One recorded Web API call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Method name, e.g. `chat.postMessage`.
+    pub method: String,
+    /// JSON body.
+    pub body: Value,
+}
+
+/// A message in the fake workspace.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Channel id.
+    pub channel: String,
+    /// Message ts.
+    pub ts: String,
+    /// Thread parent, if a reply.
+    pub thread_ts: Option<String>,
+    /// Fallback text.
+    pub text: String,
+    /// Block Kit blocks.
+    pub blocks: Value,
+    /// Message metadata.
+    pub metadata: Value,
+    /// How many times `chat.update` changed it.
+    pub updates: usize,
+}
+
+/// A failure to inject.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// 429 with `Retry-After: secs`; nothing done.
+    RateLimited(u64),
+    /// 500; nothing done.
+    ServerError,
+    /// 500 after the call took effect.
+    ServerErrorAfterActing,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    messages: Vec<Message>,
+    responses: Vec<(String, Value)>,
+    faults: VecDeque<(String, Fault)>,
+    next_ts: u64,
+}
+
+/// The running fake.
+pub struct FakeSlack {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    inner: Arc<Mutex<Inner>>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    inner: Arc<Mutex<Inner>>,
+    token: String,
+}
+
+impl FakeSlack {
+    /// Starts the fake; it accepts only `Authorization: Bearer <token>`.
+    pub fn start(token: &str) -> FakeSlack {
+        let inner = Arc::new(Mutex::new(Inner {
+            next_ts: 1,
+            ..Default::default()
+        }));
+        let ctx = Ctx {
+            inner: inner.clone(),
+            token: token.to_string(),
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake slack");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let app = Router::new()
+                    .route("/api/{method}", post(api))
+                    .route("/respond/{id}", post(respond))
+                    .with_state(ctx);
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(listener, app).await.expect("serve fake slack");
+            });
+        });
+        FakeSlack {
+            port,
+            inner,
+            _thread: thread,
+        }
+    }
+
+    /// `slack.api_base_url` for drbot.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api", self.port)
+    }
+
+    /// A `response_url` that records what is posted to it.
+    pub fn response_url(&self, id: &str) -> String {
+        format!("http://127.0.0.1:{}/respond/{id}", self.port)
+    }
+
+    /// The next call of `method` fails with `fault`.
+    pub fn inject(&self, method: &str, fault: Fault) {
+        self.inner
+            .lock()
+            .unwrap()
+            .faults
+            .push_back((method.to_string(), fault));
+    }
+
+    /// Calls of `method` so far.
+    pub fn calls(&self, method: &str) -> Vec<Call> {
+        self.inner
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    /// Messages in `channel` (top level and replies).
+    pub fn messages(&self, channel: &str) -> Vec<Message> {
+        self.inner
+            .lock()
+            .unwrap()
+            .messages
+            .iter()
+            .filter(|m| m.channel == channel)
+            .cloned()
+            .collect()
+    }
+
+    /// Bodies posted to response URL `id`.
+    pub fn responses(&self, id: &str) -> Vec<Value> {
+        self.inner
+            .lock()
+            .unwrap()
+            .responses
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Waits until `pred` holds, or panics with `what`.
+    pub fn wait(&self, secs: u64, what: &str, pred: impl Fn(&FakeSlack) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !pred(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+fn ok(v: Value) -> Response {
+    Json(v).into_response()
+}
+
+fn err(code: &str) -> Response {
+    Json(json!({ "ok": false, "error": code })).into_response()
+}
+
+async fn respond(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    ctx.inner.lock().unwrap().responses.push((id, body));
+    StatusCode::OK.into_response()
+}
+
+async fn api(
+    State(ctx): State<Ctx>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if auth != format!("Bearer {}", ctx.token) {
+        return err(if auth.is_empty() {
+            "not_authed"
+        } else {
+            "invalid_auth"
+        });
+    }
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return err("invalid_json");
+    };
+    let mut g = ctx.inner.lock().unwrap();
+    g.calls.push(Call {
+        method: method.clone(),
+        body: body.clone(),
+    });
+    let fault = match g.faults.iter().position(|(m, _)| *m == method) {
+        Some(i) => g.faults.remove(i).map(|(_, f)| f),
+        None => None,
+    };
+    match fault {
+        Some(Fault::RateLimited(secs)) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", secs.to_string())],
+                "",
+            )
+                .into_response();
+        }
+        Some(Fault::ServerError) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "upstream error").into_response();
+        }
+        _ => {}
+    }
+    let answer = handle(&mut g, &method, &body);
+    if matches!(fault, Some(Fault::ServerErrorAfterActing)) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "upstream error").into_response();
+    }
+    answer
+}
+
+fn handle(g: &mut Inner, method: &str, body: &Value) -> Response {
+    let channel = body["channel"].as_str().unwrap_or("").to_string();
+    match method {
+        "chat.postMessage" => {
+            if channel.is_empty() {
+                return err("channel_not_found");
+            }
+            if body["text"].as_str().unwrap_or("").is_empty() && !body["blocks"].is_array() {
+                return err("no_text");
+            }
+            let ts = format!("1700000000.{:06}", g.next_ts);
+            g.next_ts += 1;
+            let m = Message {
+                channel: channel.clone(),
+                ts: ts.clone(),
+                thread_ts: body["thread_ts"].as_str().map(str::to_string),
+                text: body["text"].as_str().unwrap_or("").to_string(),
+                blocks: body["blocks"].clone(),
+                metadata: body["metadata"].clone(),
+                updates: 0,
+            };
+            g.messages.push(m);
+            ok(
+                json!({ "ok": true, "channel": channel, "ts": ts, "message": { "type": "message", "text": body["text"], "ts": ts } }),
+            )
+        }
+        "chat.update" => {
+            let ts = body["ts"].as_str().unwrap_or("");
+            match g
+                .messages
+                .iter_mut()
+                .find(|m| m.channel == channel && m.ts == ts)
+            {
+                Some(m) => {
+                    m.text = body["text"].as_str().unwrap_or("").to_string();
+                    m.blocks = body["blocks"].clone();
+                    m.updates += 1;
+                    ok(json!({ "ok": true, "channel": channel, "ts": ts, "text": m.text }))
+                }
+                None => err("message_not_found"),
+            }
+        }
+        "chat.postEphemeral" => {
+            let ts = format!("1700000000.{:06}", g.next_ts);
+            g.next_ts += 1;
+            ok(json!({ "ok": true, "message_ts": ts }))
+        }
+        "conversations.history" | "conversations.replies" => {
+            let parent = body["ts"].as_str();
+            let mut msgs: Vec<Value> = g
+                .messages
+                .iter()
+                .filter(|m| m.channel == channel)
+                .filter(|m| match parent {
+                    Some(p) => m.thread_ts.as_deref() == Some(p) || m.ts == p,
+                    None => m.thread_ts.is_none(),
+                })
+                .map(|m| {
+                    let mut v = json!({ "type": "message", "ts": m.ts, "text": m.text });
+                    if body["include_all_metadata"] == true {
+                        v["metadata"] = m.metadata.clone();
+                    }
+                    v
+                })
+                .collect();
+            msgs.reverse();
+            ok(json!({ "ok": true, "messages": msgs, "has_more": false }))
+        }
+        _ => err("unknown_method"),
+    }
+}
