@@ -158,6 +158,15 @@ impl FakeSlack {
             .collect()
     }
 
+    /// Deletes a message (as a user would), so later `chat.update` calls fail.
+    pub fn delete(&self, channel: &str, ts: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .messages
+            .retain(|m| !(m.channel == channel && m.ts == ts));
+    }
+
     /// Bodies posted to response URL `id`.
     pub fn responses(&self, id: &str) -> Vec<Value> {
         self.inner

@@ -521,3 +521,67 @@ fn simultaneous_approvals_execute_once() {
     let refused = env.slack.responses("t-a").len() + env.slack.responses("t-b").len();
     assert_eq!(refused, 1, "exactly one of the two clicks was refused");
 }
+
+#[test]
+fn deleted_card_is_posted_again() {
+    let env = setup("30m");
+    slash(&env, "UBOB", "C1", "failover us-west-2", "t-req");
+    let c1 = wait_card(&env, "C1");
+    env.slack.delete("C1", &c1.ts);
+    click(&env, "UALICE", "C1", &c1.ts, "approve:1:1", "t-alice");
+    env.slack.wait(30, "a new card reaching done", |s| {
+        s.messages("C1")
+            .iter()
+            .any(|m| m.thread_ts.is_none() && header(m).starts_with("Done"))
+    });
+    assert!(env.slack.calls("chat.update").len() >= 1);
+    assert_eq!(marker(&env), ["promote"]);
+}
+
+#[test]
+fn needs_attention_buttons_are_approval_gated() {
+    let mut env = setup("30m");
+    // Make step 2 slow so the server can be killed while it runs.
+    let text = std::fs::read_to_string(&env.cfg)
+        .unwrap()
+        .replace("echo promote >> ", "sleep 3; echo promote >> ");
+    std::fs::write(&env.cfg, text).unwrap();
+    let port = env.server.port;
+    env.server.kill9();
+    env.server = Server::start(&env.cfg, port, &env.dir.join("serve2.log"));
+    slash(&env, "UBOB", "C1", "failover us-west-2", "t-req");
+    let c1 = wait_card(&env, "C1");
+    click(&env, "UALICE", "C1", &c1.ts, "approve:1:1", "t-alice");
+    env.slack.wait(20, "step 2 running", |s| {
+        all_text(&card_of(s, "C1")).contains("▶ 2.")
+    });
+    env.server.kill9();
+    env.server = Server::start(&env.cfg, port, &env.dir.join("serve3.log"));
+    env.slack.wait(30, "needs attention", |s| {
+        header(&card_of(s, "C1")).starts_with("Needs attention")
+    });
+    assert_eq!(
+        button_values(&card(&env, "C1")),
+        ["retry:1:0", "skip:1:0", "abort:1:0"]
+    );
+    // bob asks to skip; the card then asks for approval of the skip.
+    click(&env, "UBOB", "C1", &c1.ts, "skip:1:0", "t-skip");
+    env.slack.wait(20, "skip request on the card", |s| {
+        button_values(&card_of(s, "C1"))
+            .first()
+            .is_some_and(|v| v.starts_with("approve:1:"))
+    });
+    let approve = button_values(&card(&env, "C1"))[0].clone();
+    assert!(all_text(&card(&env, "C1")).contains("Approve skip"));
+    click(&env, "UBOB", "C1", &c1.ts, &approve, "t-self");
+    assert!(ephemeral(&env, "t-self").contains("cannot approve"));
+    click(&env, "UCAROL", "C1", &c1.ts, &approve, "t-carol");
+    env.slack.wait(30, "done", |s| {
+        header(&card_of(s, "C1")).starts_with("Done")
+    });
+    assert!(all_text(&card(&env, "C1")).contains("↷ 2. Promote the DR database"));
+    assert!(
+        marker(&env).is_empty(),
+        "the interrupted step was skipped, never re-run"
+    );
+}
