@@ -1,1 +1,5 @@
-//! Notification hub (templates, status page, email, chat broadcasts, outbox). Filled in by the notification issue.
+//! Notification hub: templates, status page, customer email, chat broadcasts and the durable
+//! delivery outbox. Knows nothing of commands. This build has the chat broadcast interface;
+//! the rest arrives with the notification issue.
+
+pub mod chat;

@@ -315,3 +315,25 @@ async fn changed_since(app: &App, since: i64) -> anyhow::Result<(Vec<i64>, i64)>
     }
     Ok((ids, newest))
 }
+
+/// Status updates to the incident channel, for the notifier.
+pub struct SlackBroadcast(pub App);
+
+#[async_trait::async_trait]
+impl notifier::chat::ChatBroadcast for SlackBroadcast {
+    fn platform(&self) -> &'static str {
+        "slack"
+    }
+
+    async fn post_status(&self, key: &str, text: &str) -> anyhow::Result<String> {
+        let slack = self.0.slack.clone().context("Slack is not configured")?;
+        let blocks = serde_json::json!([
+            { "type": "section", "text": { "type": "mrkdwn", "text": text::esc(text) } }
+        ]);
+        let key = format!("status:{key}");
+        let channel = slack.incident_channel.clone();
+        post_once(&self.0, &slack, &key, &channel, None, text, &blocks)
+            .await?
+            .context("another drbot process is posting this update")
+    }
+}
