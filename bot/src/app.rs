@@ -16,6 +16,8 @@ pub struct App {
     pub events: EventBus,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Group-committing writer of per-command audit rows.
+    pub audit: crate::store::audit::AuditWriter,
     /// The Slack front-end, when `[slack]` is configured.
     pub slack: Option<Arc<crate::slack::Slack>>,
 }
@@ -34,6 +36,7 @@ impl App {
     /// Wraps an open store.
     pub fn new(settings: Settings, store: Store) -> App {
         App {
+            audit: crate::store::audit::AuditWriter::spawn(store.clone()),
             slack: settings.config.slack.as_ref().map(crate::slack::Slack::new),
             settings: Arc::new(settings),
             store,

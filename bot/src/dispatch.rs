@@ -118,9 +118,13 @@ async fn audit_command(app: &App, actor: &Actor, text: &str, reply: &Reply) -> a
     if let Reply::Internal { reference } = reply {
         detail["reference"] = json!(reference);
     }
-    let mut tx = app.store.write().await?;
-    audit::append(&mut tx, actor, "command", run_id, detail).await?;
-    tx.commit().await?;
+    let entry = audit::Entry {
+        actor: actor.clone(),
+        action: "command".into(),
+        run_id,
+        detail,
+    };
+    app.audit.append(entry).await?;
     Ok(())
 }
 
@@ -366,13 +370,13 @@ pub async fn audit_click(app: &App, actor: &Actor, c: &Click, reply: &Reply) {
     if let Reply::Refused(e) = reply {
         detail["refusal"] = serde_json::to_value(e).unwrap_or_default();
     }
-    let res = async {
-        let mut tx = app.store.write().await?;
-        audit::append(&mut tx, actor, "click", Some(c.run), detail).await?;
-        tx.commit().await?;
-        anyhow::Ok(())
+    let entry = audit::Entry {
+        actor: actor.clone(),
+        action: "click".into(),
+        run_id: Some(c.run),
+        detail,
     };
-    if let Err(e) = res.await {
+    if let Err(e) = app.audit.append(entry).await {
         tracing::error!(error = format!("{e:#}"), "auditing a click failed");
     }
 }

@@ -141,7 +141,29 @@ async fn inserted_row_is_named(b: Backend) {
     );
 }
 
+async fn concurrent_commands_are_all_audited_in_one_chain(b: Backend) {
+    let env = env(b).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let app = env.app.clone();
+        tasks.push(tokio::spawn(async move {
+            let who = ["alice", "bob", "carol"][i % 3];
+            dispatch::handle(&app, &cli(&app, who), "/dr status").await
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), drbot::reply::Reply::Status(_)));
+    }
+    let report = env.app.store.audit_verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(
+        report.rows, 200,
+        "every command has its row, committed before its reply"
+    );
+}
+
 both_backends!(
+    concurrent_commands_are_all_audited_in_one_chain,
     append_only_triggers_refuse_changes,
     edited_row_is_named,
     deleted_row_is_named,

@@ -49,6 +49,19 @@ fn row_hash(prev: &str, r: &AuditRow) -> String {
     hex::encode(h.finalize())
 }
 
+/// One row to append.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Who acted.
+    pub actor: Actor,
+    /// What happened.
+    pub action: String,
+    /// Run concerned.
+    pub run_id: Option<i64>,
+    /// JSON details.
+    pub detail: serde_json::Value,
+}
+
 /// Appends a row inside the caller's write transaction.
 pub async fn append(
     tx: &mut Tx,
@@ -57,53 +70,142 @@ pub async fn append(
     run_id: Option<i64>,
     detail: serde_json::Value,
 ) -> anyhow::Result<i64> {
+    let entry = Entry {
+        actor: actor.clone(),
+        action: action.to_string(),
+        run_id,
+        detail,
+    };
+    let seqs = append_many(tx, std::slice::from_ref(&entry)).await?;
+    seqs.first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("audit append wrote nothing"))
+}
+
+/// Appends rows in order inside the caller's write transaction, chaining each to the one
+/// before; returns their sequence numbers.
+pub async fn append_many(tx: &mut Tx, entries: &[Entry]) -> anyhow::Result<Vec<i64>> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_optional(&mut **tx)
         .await?;
-    let (prev_seq, prev_hash) = match head {
+    let (mut prev_seq, mut prev_hash) = match head {
         Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
         None => (0, GENESIS.to_string()),
     };
-    let mut row = AuditRow {
-        seq: prev_seq + 1,
-        at: now_ms(),
-        person: actor.person.clone(),
-        account: Some(actor.account.clone()),
-        platform: actor.platform.as_str().to_string(),
-        channel: actor.channel.clone(),
-        action: action.to_string(),
-        run_id,
-        detail: detail.to_string(),
-        prev_hash,
-        hash: String::new(),
-    };
-    row.hash = row_hash(&row.prev_hash, &row);
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, person, account, platform, channel, action, run_id, \
-         detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(row.seq)
-    .bind(row.at)
-    .bind(row.person.clone())
-    .bind(row.account.clone())
-    .bind(row.platform.clone())
-    .bind(row.channel.clone())
-    .bind(row.action.clone())
-    .bind(row.run_id)
-    .bind(row.detail.clone())
-    .bind(row.prev_hash.clone())
-    .bind(row.hash.clone())
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) \
-         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-    )
-    .bind(row.seq)
-    .bind(row.hash.clone())
-    .execute(&mut **tx)
-    .await?;
-    Ok(row.seq)
+    let mut seqs = Vec::with_capacity(entries.len());
+    for e in entries {
+        let mut row = AuditRow {
+            seq: prev_seq + 1,
+            at: now_ms(),
+            person: e.actor.person.clone(),
+            account: Some(e.actor.account.clone()),
+            platform: e.actor.platform.as_str().to_string(),
+            channel: e.actor.channel.clone(),
+            action: e.action.clone(),
+            run_id: e.run_id,
+            detail: e.detail.to_string(),
+            prev_hash: prev_hash.clone(),
+            hash: String::new(),
+        };
+        row.hash = row_hash(&row.prev_hash, &row);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, person, account, platform, channel, action, run_id, \
+             detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(row.seq)
+        .bind(row.at)
+        .bind(row.person)
+        .bind(row.account)
+        .bind(row.platform)
+        .bind(row.channel)
+        .bind(row.action)
+        .bind(row.run_id)
+        .bind(row.detail)
+        .bind(row.prev_hash)
+        .bind(row.hash.clone())
+        .execute(&mut **tx)
+        .await?;
+        prev_seq = row.seq;
+        prev_hash = row.hash;
+        seqs.push(prev_seq);
+    }
+    if !entries.is_empty() {
+        sqlx::query(
+            "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        )
+        .bind(prev_seq)
+        .bind(prev_hash)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(seqs)
+}
+
+/// Appends rows that need no other write in their transaction (the audit row of every
+/// command and click), committing them in groups: each caller waits until its row is
+/// committed, and concurrent callers share one transaction.
+#[derive(Clone)]
+pub struct AuditWriter {
+    tx: tokio::sync::mpsc::Sender<(Entry, tokio::sync::oneshot::Sender<Result<i64, String>>)>,
+}
+
+/// Most rows committed in one transaction.
+const GROUP_MAX: usize = 512;
+
+impl AuditWriter {
+    /// Starts the writer task on the current runtime.
+    pub fn spawn(store: Store) -> AuditWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(
+            Entry,
+            tokio::sync::oneshot::Sender<Result<i64, String>>,
+        )>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let entries: Vec<Entry> = batch.iter().map(|(e, _)| e.clone()).collect();
+                let res = async {
+                    let mut tx = store.write().await?;
+                    let seqs = append_many(&mut tx, &entries).await?;
+                    tx.commit().await?;
+                    anyhow::Ok(seqs)
+                }
+                .await;
+                match res {
+                    Ok(seqs) => {
+                        for ((_, done), seq) in batch.into_iter().zip(seqs) {
+                            let _ = done.send(Ok(seq));
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        for (_, done) in batch {
+                            let _ = done.send(Err(msg.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        AuditWriter { tx }
+    }
+
+    /// Appends one row; returns once it is committed.
+    pub async fn append(&self, entry: Entry) -> anyhow::Result<i64> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((entry, done))
+            .await
+            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?;
+        wait.await
+            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?
+            .map_err(|e| anyhow::anyhow!("audit write failed: {e}"))
+    }
 }
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {
