@@ -5,6 +5,20 @@ use std::sync::Arc;
 
 use crate::{config::Settings, events::EventBus, metrics::Metrics, store::Store};
 
+/// A read of the active runs.
+pub struct StatusCache {
+    /// Event generation when read.
+    pub generation: u64,
+    /// When read.
+    pub at: std::time::Instant,
+    /// The runs.
+    pub active: Vec<crate::store::runs::RunRow>,
+}
+
+/// How long `/dr status` may reuse a read of the active runs when this process published no
+/// event since (changes made by other processes show within this time).
+pub const STATUS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Shared application state.
 #[derive(Clone)]
 pub struct App {
@@ -18,6 +32,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Group-committing writer of per-command audit rows.
     pub audit: crate::store::audit::AuditWriter,
+    /// Active runs for `/dr status`, with the event generation and time they were read.
+    pub status_cache: Arc<std::sync::Mutex<Option<StatusCache>>>,
     /// The Slack front-end, when `[slack]` is configured.
     pub slack: Option<Arc<crate::slack::Slack>>,
 }
@@ -36,6 +52,7 @@ impl App {
     /// Wraps an open store.
     pub fn new(settings: Settings, store: Store) -> App {
         App {
+            status_cache: Arc::default(),
             audit: crate::store::audit::AuditWriter::spawn(store.clone()),
             slack: settings.config.slack.as_ref().map(crate::slack::Slack::new),
             settings: Arc::new(settings),

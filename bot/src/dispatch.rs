@@ -23,7 +23,7 @@ const AUDIT_TEXT_MAX: usize = 1000;
 
 /// Handles one command typed by `actor`, audits it, and says what to answer.
 pub async fn handle(app: &App, actor: &Actor, text: &str) -> Reply {
-    let parsed = grammar::parse(text, &app.settings.vocabulary());
+    let parsed = grammar::parse(text, app.settings.vocabulary());
     let (sub, reply) = match parsed {
         Err(e) => (
             "invalid",
@@ -260,10 +260,26 @@ async fn status(app: &App) -> anyhow::Result<StatusView> {
             description: r.description.clone(),
         })
         .collect();
-    Ok(StatusView {
-        regions,
-        active: app.store.runs(20, true).await?,
-    })
+    let generation = app.events.generation();
+    if let Ok(cache) = app.status_cache.lock()
+        && let Some(c) = cache.as_ref()
+        && c.generation == generation
+        && c.at.elapsed() < crate::app::STATUS_CACHE_TTL
+    {
+        return Ok(StatusView {
+            regions,
+            active: c.active.clone(),
+        });
+    }
+    let active = app.store.runs(20, true).await?;
+    if let Ok(mut cache) = app.status_cache.lock() {
+        *cache = Some(crate::app::StatusCache {
+            generation,
+            at: std::time::Instant::now(),
+            active: active.clone(),
+        });
+    }
+    Ok(StatusView { regions, active })
 }
 
 /// What a chat button asks for.

@@ -67,18 +67,28 @@ pub enum Event {
 
 /// Broadcast hub.
 #[derive(Clone)]
-pub struct EventBus(broadcast::Sender<Event>);
+pub struct EventBus(
+    broadcast::Sender<Event>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+);
 
 impl Default for EventBus {
     fn default() -> Self {
-        Self(broadcast::channel(1024).0)
+        Self(broadcast::channel(1024).0, Default::default())
     }
 }
 
 impl EventBus {
     /// Publishes; without subscribers the event is dropped.
     pub fn publish(&self, e: Event) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _ = self.0.send(e);
+    }
+
+    /// Counts published events: a cache of store state built at generation N is current for
+    /// this process's own changes while the generation is still N.
+    pub fn generation(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
     }
     /// A new subscription (lagging subscribers lose the oldest events, never block drbot).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

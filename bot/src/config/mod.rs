@@ -41,6 +41,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// `engine.shutdown_grace`.
     pub shutdown_grace: Duration,
+    /// Names the grammar checks arguments against (built once).
+    vocabulary: Vocabulary,
 }
 
 /// Chat platforms and other places commands come from.
@@ -106,6 +108,10 @@ impl Settings {
             lease: dur(&config.engine.lease),
             poll_interval: dur(&config.engine.poll_interval),
             shutdown_grace: dur(&config.engine.shutdown_grace),
+            vocabulary: Vocabulary {
+                regions: config.regions.keys().cloned().collect(),
+                ..Default::default()
+            },
             config,
             revision,
             path,
@@ -133,11 +139,8 @@ impl Settings {
     }
 
     /// What the grammar needs to know.
-    pub fn vocabulary(&self) -> Vocabulary {
-        Vocabulary {
-            regions: self.config.regions.keys().cloned().collect(),
-            ..Default::default()
-        }
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocabulary
     }
 
     /// Variables for runbook placeholders.

@@ -34,7 +34,7 @@ pub struct Slack {
     /// Web API client.
     pub api: api::SlackApi,
     verifier: slack_morphism::signature_verifier::SlackEventSignatureVerifier,
-    seen: verify::Seen,
+    memory: verify::Memory,
     /// Channel for approval requests and status updates.
     pub incident_channel: String,
 }
@@ -45,7 +45,7 @@ impl Slack {
         Arc::new(Slack {
             api: api::SlackApi::new(&cfg.api_base_url, cfg.bot_token.clone()),
             verifier: verify::verifier(cfg.signing_secret.expose()),
-            seen: verify::Seen::default(),
+            memory: verify::Memory::default(),
             incident_channel: cfg.incident_channel.clone(),
         })
     }
@@ -67,11 +67,33 @@ fn unauthorized(path: &str, why: verify::Rejection) -> Response {
     (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response()
 }
 
-/// Verifies a request; on failure, the 401 to send.
-fn admit(slack: &Slack, path: &str, headers: &HeaderMap, body: &Bytes) -> Option<Response> {
-    verify::check(&slack.verifier, &slack.seen, headers, body, now())
-        .err()
-        .map(|why| unauthorized(path, why))
+/// Verifies a request's signature; returns it, or the 401 to send.
+fn admit<'h>(
+    slack: &Slack,
+    path: &str,
+    headers: &'h HeaderMap,
+    body: &Bytes,
+) -> Result<&'h str, Response> {
+    verify::check(&slack.verifier, headers, body, now()).map_err(|why| unauthorized(path, why))
+}
+
+/// Looks the request up in the replay memory: `None` to go on, or the answer to give
+/// (401 for a replay, an empty 200 for a request Slack retried, which is never run twice).
+fn remember(
+    slack: &Slack,
+    path: &str,
+    identity: &str,
+    sig: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    match slack.memory.record(identity, sig, now()) {
+        verify::Seen::New => None,
+        verify::Seen::Replay => Some(unauthorized(path, verify::Rejection::Replay)),
+        verify::Seen::Retry => {
+            tracing::info!(path, retry = ?headers.get("x-slack-retry-num"), "Slack retry acknowledged, not run again");
+            Some(StatusCode::OK.into_response())
+        }
+    }
 }
 
 fn bad_request(what: &str) -> Response {
@@ -83,18 +105,16 @@ async fn commands(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
     let Some(slack) = app.slack.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Some(r) = admit(&slack, "/slack/commands", &headers, &body) {
-        return r;
-    }
+    let sig = match admit(&slack, "/slack/commands", &headers, &body) {
+        Ok(sig) => sig,
+        Err(r) => return r,
+    };
     let Ok(cmd) = serde_urlencoded::from_bytes::<SlackCommandEvent>(&body) else {
         return bad_request("slash command");
     };
-    if !slack
-        .seen
-        .first_time(&format!("trigger:{}", cmd.trigger_id.0), now())
-    {
-        tracing::info!(retry = ?headers.get("x-slack-retry-num"), "duplicate Slack command ignored");
-        return StatusCode::OK.into_response();
+    let identity = format!("command:{}", cmd.trigger_id.0);
+    if let Some(r) = remember(&slack, "/slack/commands", &identity, sig, &headers) {
+        return r;
     }
     let actor = Actor::chat(
         &app.settings,
@@ -122,9 +142,10 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     let Some(slack) = app.slack.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Some(r) = admit(&slack, "/slack/interactions", &headers, &body) {
-        return r;
-    }
+    let sig = match admit(&slack, "/slack/interactions", &headers, &body) {
+        Ok(sig) => sig,
+        Err(r) => return r,
+    };
     let Ok(form) = serde_urlencoded::from_bytes::<InteractionForm>(&body) else {
         return bad_request("interaction form");
     };
@@ -146,8 +167,8 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
             .map(|t| t.0.as_str())
             .unwrap_or("")
     );
-    if !slack.seen.first_time(&dedupe, now()) {
-        return StatusCode::OK.into_response();
+    if let Some(r) = remember(&slack, "/slack/interactions", &dedupe, sig, &headers) {
+        return r;
     }
     let (Some(user), slack_morphism::prelude::SlackInteractionActionContainer::Message(container)) =
         (ev.user.as_ref(), &ev.container)

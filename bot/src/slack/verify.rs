@@ -15,7 +15,7 @@ use slack_morphism::{
 /// Requests older or newer than this are refused.
 pub const WINDOW_SECS: i64 = 300;
 /// Most remembered signatures and trigger ids (old ones are evicted first).
-const CAPACITY: usize = 500_000;
+const CAPACITY: usize = 2_000_000;
 
 /// Why a request was refused (logged; never with secrets or bodies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,20 +42,46 @@ impl Rejection {
     }
 }
 
-/// Key → expiry, plus keys in expiry order for eviction.
-type SeenMap = (HashMap<String, i64>, VecDeque<(i64, String)>);
-
-/// Keys seen recently, each forgotten after the replay window.
-#[derive(Default)]
-pub struct Seen {
-    inner: Mutex<SeenMap>,
+/// What the replay memory says about a verified request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// First time: handle it.
+    New,
+    /// Same request, same signature: a replay (refuse with 401).
+    Replay,
+    /// Same request, new signature: Slack retried it (acknowledge, do nothing).
+    Retry,
 }
 
-impl Seen {
-    /// Records `key`; false if it was already there (and not expired).
-    pub fn first_time(&self, key: &str, now: i64) -> bool {
+/// Requests seen recently, keyed by their identity (trigger id, action time), each with its
+/// signature, forgotten after twice the replay window. Keys and signatures are kept as 64-bit
+/// keyed hashes, one entry per request, so memory stays small at high request rates.
+pub struct Memory {
+    hasher: std::collections::hash_map::RandomState,
+    inner: Mutex<MemoryMap>,
+}
+
+/// Identity hash → (signature hash, expiry), plus identities in expiry order for eviction.
+type MemoryMap = (HashMap<u64, (u64, u32)>, VecDeque<(u32, u64)>);
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self {
+            hasher: Default::default(),
+            inner: Mutex::new(Default::default()),
+        }
+    }
+}
+
+impl Memory {
+    /// Records request `identity` signed with `signature` at `now` (Unix seconds).
+    pub fn record(&self, identity: &str, signature: &str, now: i64) -> Seen {
+        use std::hash::BuildHasher;
+        let id = self.hasher.hash_one(identity);
+        let sig = self.hasher.hash_one(signature);
+        let now = now.max(0) as u32;
         let Ok(mut g) = self.inner.lock() else {
-            return false;
+            return Seen::Replay;
         };
         let (map, order) = &mut *g;
         while order
@@ -63,29 +89,32 @@ impl Seen {
             .is_some_and(|(exp, _)| *exp <= now || map.len() >= CAPACITY)
         {
             if let Some((exp, k)) = order.pop_front()
-                && map.get(&k) == Some(&exp)
+                && map.get(&k).is_some_and(|(_, e)| *e == exp)
             {
                 map.remove(&k);
             }
         }
-        if map.contains_key(key) {
-            return false;
+        match map.get(&id) {
+            Some((s, _)) if *s == sig => Seen::Replay,
+            Some(_) => Seen::Retry,
+            None => {
+                let exp = now + 2 * WINDOW_SECS as u32;
+                map.insert(id, (sig, exp));
+                order.push_back((exp, id));
+                Seen::New
+            }
         }
-        let exp = now + 2 * WINDOW_SECS;
-        map.insert(key.to_string(), exp);
-        order.push_back((exp, key.to_string()));
-        true
     }
 }
 
-/// Checks a request's headers and raw body at time `now` (Unix seconds).
-pub fn check(
+/// Checks a request's signature headers and raw body at time `now` (Unix seconds); returns
+/// the signature for the replay memory.
+pub fn check<'h>(
     verifier: &SlackEventSignatureVerifier,
-    seen: &Seen,
-    headers: &HeaderMap,
+    headers: &'h HeaderMap,
     body: &[u8],
     now: i64,
-) -> Result<(), Rejection> {
+) -> Result<&'h str, Rejection> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(sig), Some(ts)) = (
         header("x-slack-signature"),
@@ -101,10 +130,7 @@ pub fn check(
     verifier
         .verify(sig, body, ts)
         .map_err(|_| Rejection::BadSignature)?;
-    if !seen.first_time(sig, now) {
-        return Err(Rejection::Replay);
-    }
-    Ok(())
+    Ok(sig)
 }
 
 /// A verifier for the configured signing secret.
@@ -117,11 +143,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seen_forgets_after_the_window() {
-        let s = Seen::default();
-        assert!(s.first_time("a", 1000));
-        assert!(!s.first_time("a", 1001));
-        assert!(s.first_time("b", 1001));
-        assert!(s.first_time("a", 1000 + 2 * WINDOW_SECS + 1));
+    fn memory_tells_replays_from_retries_and_forgets() {
+        let m = Memory::default();
+        assert_eq!(m.record("t1", "v0=aa", 1000), Seen::New);
+        assert_eq!(m.record("t1", "v0=aa", 1001), Seen::Replay);
+        assert_eq!(m.record("t1", "v0=bb", 1002), Seen::Retry);
+        assert_eq!(m.record("t2", "v0=aa", 1002), Seen::New);
+        assert_eq!(
+            m.record("t1", "v0=aa", 1000 + 2 * WINDOW_SECS as i64 + 1),
+            Seen::New
+        );
     }
 }

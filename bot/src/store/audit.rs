@@ -5,7 +5,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{Store, Tx, now_ms};
+use super::{Backend, Store, Tx, now_ms};
 use crate::actor::Actor;
 
 /// `prev_hash` of the first row.
@@ -76,7 +76,8 @@ pub async fn append(
         run_id,
         detail,
     };
-    let seqs = append_many(tx, std::slice::from_ref(&entry)).await?;
+    // `$N` parameters work on both backends; the `?` form only matters for big batches.
+    let seqs = append_many(tx, Backend::Postgres, std::slice::from_ref(&entry)).await?;
     seqs.first()
         .copied()
         .ok_or_else(|| anyhow::anyhow!("audit append wrote nothing"))
@@ -84,7 +85,11 @@ pub async fn append(
 
 /// Appends rows in order inside the caller's write transaction, chaining each to the one
 /// before; returns their sequence numbers.
-pub async fn append_many(tx: &mut Tx, entries: &[Entry]) -> anyhow::Result<Vec<i64>> {
+pub async fn append_many(
+    tx: &mut Tx,
+    backend: Backend,
+    entries: &[Entry],
+) -> anyhow::Result<Vec<i64>> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_optional(&mut **tx)
         .await?;
@@ -92,7 +97,7 @@ pub async fn append_many(tx: &mut Tx, entries: &[Entry]) -> anyhow::Result<Vec<i
         Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
         None => (0, GENESIS.to_string()),
     };
-    let mut seqs = Vec::with_capacity(entries.len());
+    let mut rows = Vec::with_capacity(entries.len());
     for e in entries {
         let mut row = AuditRow {
             seq: prev_seq + 1,
@@ -104,31 +109,52 @@ pub async fn append_many(tx: &mut Tx, entries: &[Entry]) -> anyhow::Result<Vec<i
             action: e.action.clone(),
             run_id: e.run_id,
             detail: e.detail.to_string(),
-            prev_hash: prev_hash.clone(),
+            prev_hash,
             hash: String::new(),
         };
         row.hash = row_hash(&row.prev_hash, &row);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, person, account, platform, channel, action, run_id, \
-             detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(row.seq)
-        .bind(row.at)
-        .bind(row.person)
-        .bind(row.account)
-        .bind(row.platform)
-        .bind(row.channel)
-        .bind(row.action)
-        .bind(row.run_id)
-        .bind(row.detail)
-        .bind(row.prev_hash)
-        .bind(row.hash.clone())
-        .execute(&mut **tx)
-        .await?;
         prev_seq = row.seq;
-        prev_hash = row.hash;
-        seqs.push(prev_seq);
+        prev_hash = row.hash.clone();
+        rows.push(row);
     }
+    // One multi-row INSERT per chunk: a batch costs one round trip, not one per row.
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO audit_log (seq, at, person, account, platform, channel, action, run_id, \
+             detail, prev_hash, hash) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 11;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            // SQLite resolves `$N` names by a linear scan per parameter; plain `?` is O(1).
+            let params: Vec<String> = match backend {
+                Backend::Sqlite => vec!["?".to_string(); 11],
+                Backend::Postgres => (1..=11).map(|k| format!("${}", b + k)).collect(),
+            };
+            sql.push('(');
+            sql.push_str(&params.join(", "));
+            sql.push(')');
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            q = q
+                .bind(row.seq)
+                .bind(row.at)
+                .bind(row.person.clone())
+                .bind(row.account.clone())
+                .bind(row.platform.clone())
+                .bind(row.channel.clone())
+                .bind(row.action.clone())
+                .bind(row.run_id)
+                .bind(row.detail.clone())
+                .bind(row.prev_hash.clone())
+                .bind(row.hash.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     if !entries.is_empty() {
         sqlx::query(
             "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) \
@@ -149,6 +175,9 @@ pub async fn append_many(tx: &mut Tx, entries: &[Entry]) -> anyhow::Result<Vec<i
 pub struct AuditWriter {
     tx: tokio::sync::mpsc::Sender<(Entry, tokio::sync::oneshot::Sender<Result<i64, String>>)>,
 }
+
+/// Rows per INSERT statement (11 parameters each; well under both backends' limits).
+const INSERT_CHUNK: usize = 256;
 
 /// Most rows committed in one transaction.
 const GROUP_MAX: usize = 512;
@@ -172,7 +201,7 @@ impl AuditWriter {
                 let entries: Vec<Entry> = batch.iter().map(|(e, _)| e.clone()).collect();
                 let res = async {
                     let mut tx = store.write().await?;
-                    let seqs = append_many(&mut tx, &entries).await?;
+                    let seqs = append_many(&mut tx, store.backend(), &entries).await?;
                     tx.commit().await?;
                     anyhow::Ok(seqs)
                 }
