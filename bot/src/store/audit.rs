@@ -117,8 +117,17 @@ pub async fn append_many(
         prev_hash = row.hash.clone();
         rows.push(row);
     }
-    // One multi-row INSERT per chunk: a batch costs one round trip, not one per row.
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    // Multi-row INSERTs: a batch costs a few round trips, not one per row. Chunk sizes come
+    // from a fixed set so only a handful of distinct statements are ever prepared and cached.
+    let mut rest = rows.as_slice();
+    while !rest.is_empty() {
+        let size = INSERT_CHUNKS
+            .iter()
+            .copied()
+            .find(|n| *n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
         let mut sql = String::from(
             "INSERT INTO audit_log (seq, at, person, account, platform, channel, action, run_id, \
              detail, prev_hash, hash) VALUES ",
@@ -176,8 +185,9 @@ pub struct AuditWriter {
     tx: tokio::sync::mpsc::Sender<(Entry, tokio::sync::oneshot::Sender<Result<i64, String>>)>,
 }
 
-/// Rows per INSERT statement (11 parameters each; well under both backends' limits).
-const INSERT_CHUNK: usize = 256;
+/// Rows per INSERT statement, largest first (11 parameters per row: well under both
+/// backends' limits).
+const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// Most rows committed in one transaction.
 const GROUP_MAX: usize = 512;

@@ -57,14 +57,18 @@ impl Store {
         };
         let opts = AnyConnectOptions::from_str(&url).context("store.url is not a valid URL")?;
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(2))
+            .max_connections(match backend {
+                // SQLite serialises writers anyway; a few connections serve the reads.
+                Backend::Sqlite => max_connections.clamp(2, 4),
+                Backend::Postgres => max_connections.max(2),
+            })
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         conn.execute(
                             "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
-                             PRAGMA synchronous = NORMAL;",
+                             PRAGMA synchronous = NORMAL; PRAGMA cache_size = -1024;",
                         )
                         .await?;
                     }
