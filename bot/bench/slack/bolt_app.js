@@ -5,7 +5,14 @@ const receiver = new HTTPReceiver({
   signingSecret: process.env.SIGNING_SECRET,
   endpoints: ['/slack/commands'],
 });
-const app = new App({ token: 'xoxb-bench', receiver, tokenVerificationEnabled: false });
+// botId and botUserId given, so Bolt never calls auth.test (no network in the benchmark).
+const app = new App({
+  token: 'xoxb-bench',
+  botId: 'B0BENCH',
+  botUserId: 'U0BENCH',
+  receiver,
+  tokenVerificationEnabled: false,
+});
 app.command('/dr', async ({ ack }) => {
   await ack('ok');
 });

@@ -21,11 +21,11 @@ echo "== building drbot (release)" >&2
 echo "== installing Bolt for JavaScript and Bolt for Python into $work" >&2
 (cd "$work" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund @slack/bolt@4 >/dev/null)
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q slack_bolt aiohttp fastapi uvicorn
+"$work/venv/bin/pip" install -q slack_bolt aiohttp fastapi "uvicorn[standard]"
 cp "$here/bolt_app.js" "$here/bolt_app.py" "$work/"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 peak_rss_mb() { local total=0; for p in "$@"; do local kb; kb=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0); total=$((total + kb)); done; echo $((total / 1024)); }
 sign() { python3 "$here/sign_requests.py" "$secret" "$1" "$2"; }
 load() { # port conns file -> RESULT line
@@ -72,7 +72,7 @@ for c in 16 64; do
   sign "$count" "$work/req-drbot-$c.txt"
   r=$(load "$port" "$c" "$work/req-drbot-$c.txt"); record "drbot" "$c" "$r" "$(peak_rss_mb "$dpid")"
 done
-audited=$("$root/target/release/drbot" --config "$work/drbot.toml" --json audit --verify | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["rows"], "rows, problems:", len(r["problems"]))')
+audited=$(DRBOT_LOG=error "$root/target/release/drbot" --config "$work/drbot.toml" --json audit --verify | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["rows"], "rows, problems:", len(r["problems"]))')
 echo "drbot audit log after the runs: $audited" >&2
 kill "$dpid"; wait "$dpid" 2>/dev/null || true
 
@@ -91,7 +91,8 @@ port=$(free_port)
 ppid_=$!; pids+=("$ppid_"); wait_port "$port"; sleep 2
 for c in 16 64; do
   r=$(load "$port" "$c" "$work/req-peers.txt")
-  upids=$(pgrep -f "uvicorn bolt_app:api" | tr '\n' ' ')
+  # The uvicorn master and its worker processes (workers are spawned children).
+  upids=$( { pgrep -f "uvicorn bolt_app:api"; for m in $(pgrep -f "uvicorn bolt_app:api"); do pgrep -P "$m"; done; } | sort -u | tr '\n' ' ')
   record "Bolt Python (uvicorn x2)" "$c" "$r" "$(peak_rss_mb $upids)"
 done
 pkill -f "uvicorn bolt_app:api" || true
