@@ -67,16 +67,6 @@ fn unauthorized(path: &str, why: verify::Rejection) -> Response {
     (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response()
 }
 
-/// Verifies a request's signature; returns it, or the 401 to send.
-fn admit<'h>(
-    slack: &Slack,
-    path: &str,
-    headers: &'h HeaderMap,
-    body: &Bytes,
-) -> Result<&'h str, Response> {
-    verify::check(&slack.verifier, headers, body, now()).map_err(|why| unauthorized(path, why))
-}
-
 /// Looks the request up in the replay memory: `None` to go on, or the answer to give
 /// (401 for a replay, an empty 200 for a request Slack retried, which is never run twice).
 fn remember(
@@ -105,9 +95,9 @@ async fn commands(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
     let Some(slack) = app.slack.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let sig = match admit(&slack, "/slack/commands", &headers, &body) {
+    let sig = match verify::check(&slack.verifier, &headers, &body, now()) {
         Ok(sig) => sig,
-        Err(r) => return r,
+        Err(why) => return unauthorized("/slack/commands", why),
     };
     let Ok(cmd) = serde_urlencoded::from_bytes::<SlackCommandEvent>(&body) else {
         return bad_request("slash command");
@@ -142,9 +132,9 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     let Some(slack) = app.slack.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let sig = match admit(&slack, "/slack/interactions", &headers, &body) {
+    let sig = match verify::check(&slack.verifier, &headers, &body, now()) {
         Ok(sig) => sig,
-        Err(r) => return r,
+        Err(why) => return unauthorized("/slack/interactions", why),
     };
     let Ok(form) = serde_urlencoded::from_bytes::<InteractionForm>(&body) else {
         return bad_request("interaction form");

@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(m.record("t1", "v0=bb", 1002), Seen::Retry);
         assert_eq!(m.record("t2", "v0=aa", 1002), Seen::New);
         assert_eq!(
-            m.record("t1", "v0=aa", 1000 + 2 * WINDOW_SECS as i64 + 1),
+            m.record("t1", "v0=aa", 1000 + 2 * WINDOW_SECS + 1),
             Seen::New
         );
     }
