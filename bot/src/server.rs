@@ -13,7 +13,7 @@ use crate::app::App;
 /// The router with every route drbot serves.
 pub fn router(app: App) -> Router {
     let mut router = Router::new();
-    if app.slack.is_some() {
+    if app.slack.as_ref().is_some_and(|s| !s.socket_mode) {
         router = router.merge(crate::slack::routes());
     }
     router

@@ -169,6 +169,11 @@ fn each_mistake_has_its_own_message() {
         ),
         (
             "incident_channel = \"C123\"",
+            "incident_channel = \"C123\"\nmode = \"socket\"",
+            "slack.app_token: Socket Mode needs the app-level token",
+        ),
+        (
+            "incident_channel = \"C123\"",
             "incident_channel = \"C123\"\napi_base_url = \"slack.com\"",
             "slack.api_base_url: `slack.com` is not an http(s) URL",
         ),

@@ -59,6 +59,11 @@ pub enum Fault {
 
 #[derive(Default)]
 struct Inner {
+    /// Socket Mode: sender to the connected client, messages received, connections made.
+    socket: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    socket_received: Vec<Value>,
+    socket_connections: usize,
+    ws_port: u16,
     calls: Vec<Call>,
     messages: Vec<Message>,
     responses: Vec<(String, Value)>,
@@ -94,11 +99,20 @@ impl FakeSlack {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake slack");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
+        let ws_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake socket mode");
+        ws_listener.set_nonblocking(true).expect("nonblocking");
+        inner.lock().unwrap().ws_port = ws_listener.local_addr().expect("addr").port();
+        let ws_inner = inner.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("rt");
+            rt.spawn(async move {
+                let l = tokio::net::TcpListener::from_std(ws_listener).expect("ws listener");
+                socket_mode(l, ws_inner).await
+            });
             rt.block_on(async move {
                 let app = Router::new()
                     .route("/api/{method}", post(api))
@@ -158,6 +172,31 @@ impl FakeSlack {
             .collect()
     }
 
+    /// Socket Mode: sends an envelope to the connected client (waits for a connection).
+    pub fn socket_send(&self, envelope: Value) {
+        self.wait(20, "a Socket Mode connection", |s| {
+            s.inner.lock().unwrap().socket.is_some()
+        });
+        let tx = self
+            .inner
+            .lock()
+            .unwrap()
+            .socket
+            .clone()
+            .expect("connected");
+        tx.send(envelope.to_string()).expect("socket send");
+    }
+
+    /// Socket Mode: messages the client sent (acks), in order.
+    pub fn socket_received(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().socket_received.clone()
+    }
+
+    /// Socket Mode: how many connections the client opened.
+    pub fn socket_connections(&self) -> usize {
+        self.inner.lock().unwrap().socket_connections
+    }
+
     /// Deletes a message (as a user would), so later `chat.update` calls fail.
     pub fn delete(&self, channel: &str, ts: &str) {
         self.inner
@@ -206,6 +245,49 @@ async fn respond(
     StatusCode::OK.into_response()
 }
 
+/// Accepts Socket Mode connections: greets with `hello`, forwards queued envelopes, records
+/// what the client sends.
+async fn socket_mode(listener: tokio::net::TcpListener, inner: Arc<Mutex<Inner>>) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    while let Ok((tcp, _)) = listener.accept().await {
+        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            continue;
+        };
+        let (mut sink, mut stream) = ws.split();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        {
+            let mut g = inner.lock().unwrap();
+            g.socket = Some(tx);
+            g.socket_connections += 1;
+        }
+        let hello = json!({ "type": "hello", "num_connections": 1 });
+        if sink.send(Ws::Text(hello.to_string().into())).await.is_err() {
+            continue;
+        }
+        let inner2 = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    out = rx.recv() => match out {
+                        Some(t) => if sink.send(Ws::Text(t.into())).await.is_err() { break },
+                        None => break,
+                    },
+                    got = stream.next() => match got {
+                        Some(Ok(Ws::Text(t))) => {
+                            if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                                inner2.lock().unwrap().socket_received.push(v);
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
+            }
+        });
+    }
+}
+
 async fn api(
     State(ctx): State<Ctx>,
     Path(method): Path<String>,
@@ -216,6 +298,13 @@ async fn api(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    if method == "apps.connections.open" {
+        if !auth.starts_with("Bearer xapp-") {
+            return err("invalid_auth");
+        }
+        let port = ctx.inner.lock().unwrap().ws_port;
+        return ok(json!({ "ok": true, "url": format!("ws://127.0.0.1:{port}/link/?ticket=t") }));
+    }
     if auth != format!("Bearer {}", ctx.token) {
         return err(if auth.is_empty() {
             "not_authed"

@@ -78,6 +78,9 @@ pub enum Cmd {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Both ring and aws-lc-rs are in the dependency graph: pick the process-wide TLS provider
+    // before any TLS client (Slack's Socket Mode, HTTPS health checks) is built.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -175,8 +178,11 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
     tracing::info!(listen = %app.settings.listen, owner, "drbot serving");
     let shutdown = CancellationToken::new();
     let driver = tokio::spawn(crate::driver::run(app.clone(), owner, shutdown.clone()));
-    if app.slack.is_some() {
+    if let Some(slack) = &app.slack {
         tokio::spawn(crate::slack::sync::run_loop(app.clone(), shutdown.clone()));
+        if slack.socket_mode {
+            tokio::spawn(crate::slack::socket::run(app.clone(), shutdown.clone()));
+        }
     }
     let http = {
         let shutdown = shutdown.clone();

@@ -203,6 +203,17 @@ pub struct SlackConfig {
     pub api_base_url: String,
     /// Channel id where approval requests and status updates go.
     pub incident_channel: String,
+    /// `http` (default: Slack calls `/slack/commands` and `/slack/interactions`) or `socket`
+    /// (drbot opens a Socket Mode connection; no public URL needed).
+    #[serde(default = "default_slack_mode")]
+    pub mode: String,
+    /// App-level token (`xapp-…`, scope `connections:write`), required for `mode = "socket"`.
+    #[serde(default)]
+    pub app_token: Option<Secret>,
+}
+
+fn default_slack_mode() -> String {
+    "http".into()
 }
 
 fn default_slack_api() -> String {

@@ -63,6 +63,14 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
         non_empty("slack.incident_channel", &s.incident_channel, &mut out);
         non_empty("slack.signing_secret", s.signing_secret.expose(), &mut out);
         non_empty("slack.bot_token", s.bot_token.expose(), &mut out);
+        match (s.mode.as_str(), &s.app_token) {
+            ("http", _) => {}
+            ("socket", Some(t)) if t.expose().starts_with("xapp-") => {}
+            ("socket", _) => {
+                out.push("slack.app_token: Socket Mode needs the app-level token (`xapp-…`)".into())
+            }
+            (other, _) => out.push(format!("slack.mode: `{other}` is not `http` or `socket`")),
+        }
     }
     if let Some(d) = &cfg.discord {
         check_url("discord.api_base_url", &d.api_base_url, &mut out);

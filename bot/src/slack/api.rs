@@ -204,6 +204,29 @@ impl SlackApi {
         Ok(found.and_then(|m| m["ts"].as_str()).map(str::to_string))
     }
 
+    /// A Socket Mode WebSocket URL (`apps.connections.open`, with the app-level token).
+    pub async fn open_socket(&self, app_token: &Secret) -> Result<String, SlackError> {
+        let r = self
+            .http
+            .post(format!("{}/apps.connections.open", self.base))
+            .bearer_auth(app_token.expose())
+            .send()
+            .await
+            .map_err(|e| SlackError::Transport(format!("apps.connections.open: {e}")))?;
+        let v: Value = r
+            .json()
+            .await
+            .map_err(|e| SlackError::Transport(format!("apps.connections.open: {e}")))?;
+        if v["ok"] != true {
+            return Err(SlackError::Api(
+                v["error"].as_str().unwrap_or("unknown_error").into(),
+            ));
+        }
+        v["url"].as_str().map(str::to_string).ok_or_else(|| {
+            SlackError::Transport("apps.connections.open: answer without url".into())
+        })
+    }
+
     /// Replaces a message's text and blocks.
     pub async fn update_message(
         &self,

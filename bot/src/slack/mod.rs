@@ -4,6 +4,7 @@
 //! [`sync`].
 
 pub mod api;
+pub mod socket;
 pub mod sync;
 pub mod text;
 pub mod verify;
@@ -19,7 +20,9 @@ use axum::{
     routing::post,
 };
 use serde_json::json;
-use slack_morphism::prelude::{SlackCommandEvent, SlackInteractionEvent};
+use slack_morphism::prelude::{
+    SlackCommandEvent, SlackInteractionBlockActionsEvent, SlackInteractionEvent,
+};
 
 use crate::{
     actor::Actor,
@@ -37,6 +40,8 @@ pub struct Slack {
     memory: verify::Memory,
     /// Channel for approval requests and status updates.
     pub incident_channel: String,
+    /// Serve HTTP endpoints (`http`) or a Socket Mode connection (`socket`).
+    pub socket_mode: bool,
 }
 
 impl Slack {
@@ -47,6 +52,7 @@ impl Slack {
             verifier: verify::verifier(cfg.signing_secret.expose()),
             memory: verify::Memory::default(),
             incident_channel: cfg.incident_channel.clone(),
+            socket_mode: cfg.mode == "socket",
         })
     }
 }
@@ -106,6 +112,12 @@ async fn commands(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
     if let Some(r) = remember(&slack, "/slack/commands", &identity, sig, &headers) {
         return r;
     }
+    Json(command(&app, cmd).await).into_response()
+}
+
+/// Runs a verified, first-seen slash command and returns the immediate (ephemeral) answer;
+/// the approval card is posted afterwards. Shared by HTTP and Socket Mode.
+pub async fn command(app: &App, cmd: SlackCommandEvent) -> serde_json::Value {
     let actor = Actor::chat(
         &app.settings,
         Platform::Slack,
@@ -113,14 +125,28 @@ async fn commands(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
         &cmd.channel_id.0,
     );
     let text = cmd.text.unwrap_or_default();
-    let reply = dispatch::handle(&app, &actor, &text).await;
+    let reply = dispatch::handle(app, &actor, &text).await;
     if let Reply::Requested(v) = &reply
         && v.request.as_ref().is_some_and(|r| r.state == "pending")
     {
         let (app2, run, channel) = (app.clone(), v.run.id, cmd.channel_id.0.clone());
         tokio::spawn(async move { sync::ensure_cards(&app2, run, Some(&channel)).await });
     }
-    Json(text::command_reply(&reply)).into_response()
+    text::command_reply(&reply)
+}
+
+/// The replay-memory identity of a click.
+pub fn click_identity(ev: &SlackInteractionBlockActionsEvent) -> Option<String> {
+    let action = ev.actions.as_ref().and_then(|a| a.first())?;
+    Some(format!(
+        "action:{}:{}",
+        ev.trigger_id.0,
+        action
+            .action_ts
+            .as_ref()
+            .map(|t| t.0.as_str())
+            .unwrap_or("")
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -145,25 +171,26 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     let SlackInteractionEvent::BlockActions(ev) = event else {
         return StatusCode::OK.into_response();
     };
-    let Some(action) = ev.actions.as_ref().and_then(|a| a.first()) else {
+    let Some(identity) = click_identity(&ev) else {
         return StatusCode::OK.into_response();
     };
-    let dedupe = format!(
-        "action:{}:{}",
-        ev.trigger_id.0,
-        action
-            .action_ts
-            .as_ref()
-            .map(|t| t.0.as_str())
-            .unwrap_or("")
-    );
-    if let Some(r) = remember(&slack, "/slack/interactions", &dedupe, sig, &headers) {
+    if let Some(r) = remember(&slack, "/slack/interactions", &identity, sig, &headers) {
         return r;
     }
+    block_actions(&app, &slack, ev).await;
+    StatusCode::OK.into_response()
+}
+
+/// Handles a verified, first-seen button click: through the approval engine, then an
+/// ephemeral explanation of a refusal, or a card refresh. Shared by HTTP and Socket Mode.
+pub async fn block_actions(app: &App, slack: &Slack, ev: SlackInteractionBlockActionsEvent) {
+    let Some(action) = ev.actions.as_ref().and_then(|a| a.first()) else {
+        return;
+    };
     let (Some(user), slack_morphism::prelude::SlackInteractionActionContainer::Message(container)) =
         (ev.user.as_ref(), &ev.container)
     else {
-        return StatusCode::OK.into_response();
+        return;
     };
     let channel = container
         .channel_id
@@ -173,13 +200,14 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
         .unwrap_or_default();
     let actor = Actor::chat(&app.settings, Platform::Slack, &user.id.0, &channel);
     let Some(click) = action.value.as_deref().and_then(Click::parse) else {
-        return bad_request("button value");
+        tracing::warn!("malformed Slack button value");
+        return;
     };
-    let reply = match sync::card_run(&app, &channel, &container.message_ts.0).await {
-        Ok(Some(run)) if run == click.run => dispatch::click(&app, &actor, &click).await,
+    let reply = match sync::card_run(app, &channel, &container.message_ts.0).await {
+        Ok(Some(run)) if run == click.run => dispatch::click(app, &actor, &click).await,
         Ok(_) => {
             let reply = Reply::Refused(crate::reply::UserError::ForeignButton);
-            dispatch::audit_click(&app, &actor, &click, &reply).await;
+            dispatch::audit_click(app, &actor, &click, &reply).await;
             reply
         }
         Err(e) => dispatch::internal(e, "looking up a Slack card"),
@@ -206,5 +234,4 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
         let (app2, run) = (app.clone(), click.run);
         tokio::spawn(async move { sync::refresh(&app2, run).await });
     }
-    StatusCode::OK.into_response()
 }

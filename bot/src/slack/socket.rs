@@ -1,0 +1,152 @@
+//! Socket Mode (`slack.mode = "socket"`): for teams that cannot expose an HTTPS endpoint,
+//! drbot opens a WebSocket to Slack (`apps.connections.open` with the app-level token),
+//! receives slash commands and clicks as envelopes, handles them exactly as the HTTP
+//! endpoints do, and acknowledges each envelope (with the command's answer as payload).
+//! Reconnects on `disconnect` messages and on errors, with backoff.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use slack_morphism::prelude::{SlackCommandEvent, SlackInteractionEvent};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::{Slack, verify::Seen};
+use crate::app::App;
+
+/// Keeps a Socket Mode connection open until `shutdown`.
+pub async fn run(app: App, shutdown: CancellationToken) {
+    let Some(slack) = app.slack.clone() else {
+        return;
+    };
+    let Some(token) = app
+        .settings
+        .config
+        .slack
+        .as_ref()
+        .and_then(|s| s.app_token.clone())
+    else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let session = async {
+            let url = slack.api.open_socket(&token).await?;
+            let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+            tracing::info!("Slack Socket Mode connected");
+            anyhow::Ok(serve(&app, &slack, ws, &shutdown).await?)
+        };
+        let result = tokio::select! {
+            r = session => r,
+            _ = shutdown.cancelled() => return,
+        };
+        match result {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "Slack Socket Mode connection failed"
+                );
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Handles one connection until Slack asks to reconnect or it drops.
+async fn serve<S>(
+    app: &App,
+    slack: &Slack,
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut tx, mut rx) = ws.split();
+    loop {
+        let msg = tokio::select! {
+            m = rx.next() => m,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let Some(msg) = msg else {
+            anyhow::bail!("Slack closed the connection")
+        };
+        let text = match msg? {
+            Message::Text(t) => t.to_string(),
+            Message::Ping(p) => {
+                tx.send(Message::Pong(p)).await?;
+                continue;
+            }
+            Message::Close(_) => anyhow::bail!("Slack closed the connection"),
+            _ => continue,
+        };
+        let Ok(env) = serde_json::from_str::<Value>(&text) else {
+            tracing::warn!("unreadable Socket Mode message");
+            continue;
+        };
+        match env["type"].as_str().unwrap_or("") {
+            "hello" => continue,
+            "disconnect" => {
+                tracing::info!(
+                    reason = env["reason"].as_str().unwrap_or(""),
+                    "Slack asked to reconnect"
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(id) = env["envelope_id"].as_str() else {
+            continue;
+        };
+        let ack = handle(app, slack, &env).await;
+        let mut reply = json!({ "envelope_id": id });
+        if let Some(payload) = ack {
+            reply["payload"] = payload;
+        }
+        tx.send(Message::Text(reply.to_string().into())).await?;
+    }
+}
+
+/// Handles one envelope; returns the ack payload (a command's answer), if any.
+async fn handle(app: &App, slack: &Slack, env: &Value) -> Option<Value> {
+    let now = chrono::Utc::now().timestamp();
+    match env["type"].as_str()? {
+        "slash_commands" => {
+            let cmd: SlackCommandEvent = match serde_json::from_value(env["payload"].clone()) {
+                Ok(c) => c,
+                Err(_) => {
+                    tracing::warn!("malformed Socket Mode slash command");
+                    return None;
+                }
+            };
+            // The connection is authenticated by the app token; envelopes Slack re-sends
+            // (retry_attempt > 0) carry the same trigger id and are acknowledged only.
+            match slack
+                .memory
+                .record(&format!("command:{}", cmd.trigger_id.0), "socket", now)
+            {
+                Seen::New => Some(super::command(app, cmd).await),
+                Seen::Replay | Seen::Retry => None,
+            }
+        }
+        "interactive" => {
+            let Ok(SlackInteractionEvent::BlockActions(ev)) =
+                serde_json::from_value::<SlackInteractionEvent>(env["payload"].clone())
+            else {
+                return None;
+            };
+            let identity = super::click_identity(&ev)?;
+            if slack.memory.record(&identity, "socket", now) == Seen::New {
+                super::block_actions(app, slack, ev).await;
+            }
+            None
+        }
+        _ => None,
+    }
+}
