@@ -68,7 +68,8 @@ impl Store {
                     if backend == Backend::Sqlite {
                         conn.execute(
                             "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
-                             PRAGMA synchronous = NORMAL; PRAGMA cache_size = -1024;",
+                             PRAGMA synchronous = NORMAL; PRAGMA cache_size = -1024; \
+                             PRAGMA wal_autocheckpoint = 0;",
                         )
                         .await?;
                     }
@@ -84,8 +85,29 @@ impl Store {
                 .context("enabling WAL mode")?;
         }
         let store = Store { pool, backend };
+        if backend == Backend::Sqlite {
+            store.spawn_checkpointer();
+        }
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// SQLite: checkpoints the WAL in the background (PASSIVE: never blocks readers or
+    /// writers) instead of inside whichever commit crosses the threshold, which would stall
+    /// that request for milliseconds.
+    fn spawn_checkpointer(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        handle.spawn(async move {
+            while !pool.is_closed() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        });
     }
 
     /// Applies pending migrations (also done by `connect`).
