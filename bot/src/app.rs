@@ -34,6 +34,8 @@ pub struct App {
     pub audit: crate::store::audit::AuditWriter,
     /// Active runs for `/dr status`, with the event generation and time they were read.
     pub status_cache: Arc<std::sync::Mutex<Option<StatusCache>>>,
+    /// The Discord front-end, when `[discord]` is configured.
+    pub discord: Option<Arc<crate::discord::Discord>>,
     /// The Slack front-end, when `[slack]` is configured.
     pub slack: Option<Arc<crate::slack::Slack>>,
 }
@@ -54,6 +56,11 @@ impl App {
         App {
             status_cache: Arc::default(),
             audit: crate::store::audit::AuditWriter::spawn(store.clone()),
+            discord: settings
+                .config
+                .discord
+                .as_ref()
+                .and_then(crate::discord::Discord::new),
             slack: settings.config.slack.as_ref().map(crate::slack::Slack::new),
             settings: Arc::new(settings),
             store,

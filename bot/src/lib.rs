@@ -6,6 +6,7 @@ pub mod app;
 pub mod approvals;
 pub mod cli;
 pub mod config;
+pub mod discord;
 pub mod dispatch;
 pub mod driver;
 pub mod events;

@@ -13,6 +13,9 @@ use crate::app::App;
 /// The router with every route drbot serves.
 pub fn router(app: App) -> Router {
     let mut router = Router::new();
+    if app.discord.is_some() {
+        router = router.merge(crate::discord::routes());
+    }
     if app.slack.as_ref().is_some_and(|s| !s.socket_mode) {
         router = router.merge(crate::slack::routes());
     }

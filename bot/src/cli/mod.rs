@@ -65,6 +65,12 @@ pub enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Discord application setup.
+    Discord {
+        /// What to do.
+        #[command(subcommand)]
+        action: DiscordCmd,
+    },
     /// Break-glass: run a `/dr …` command as a person from `[[people]]`, with the same
     /// grammar, approval rules and audit as chat (recorded as platform `cli`).
     Cmd {
@@ -73,6 +79,17 @@ pub enum Cmd {
         as_person: String,
         /// The command, e.g. '/dr failover us-west-2'.
         text: Vec<String>,
+    },
+}
+
+/// `drbot discord …`.
+#[derive(Debug, Subcommand)]
+pub enum DiscordCmd {
+    /// Create or replace the `/dr` application command (globally, or in one guild at once).
+    Register {
+        /// Guild (server) id: register there only, visible immediately.
+        #[arg(long)]
+        guild: Option<String>,
     },
 }
 
@@ -156,6 +173,14 @@ async fn run(cli: Cli) -> ExitCode {
         Cmd::Show { run } => show(&app, run, cli.json).await,
         Cmd::Audit { verify, run, limit } => audit(&app, verify, run, limit, cli.json).await,
         Cmd::Cmd { as_person, text } => cmd(&app, &as_person, &text.join(" "), cli.json).await,
+        Cmd::Discord {
+            action: DiscordCmd::Register { guild },
+        } => crate::discord::register(&app, guild.as_deref())
+            .await
+            .map(|msg| {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }),
     };
     match res {
         Ok(code) => code,

@@ -1,0 +1,145 @@
+//! The Discord front-end: `POST /discord/interactions` (verified with Ed25519; PING answered
+//! with PONG; `/dr` commands mapped to the shared grammar and answered ephemerally), and
+//! `drbot discord register` for the `/dr` application command.
+
+pub mod commands;
+pub mod text;
+pub mod verify;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    actor::Actor,
+    app::App,
+    config::{DiscordConfig, Platform},
+    dispatch,
+};
+
+/// Interaction types and response types (Discord's numbers).
+const PING: u64 = 1;
+const APPLICATION_COMMAND: u64 = 2;
+const PONG: u64 = 1;
+const CHANNEL_MESSAGE_WITH_SOURCE: u64 = 4;
+/// Message flag: only the invoking user sees it.
+const EPHEMERAL: u64 = 64;
+
+/// Discord's state in the app.
+pub struct Discord {
+    key: ed25519_dalek::VerifyingKey,
+    /// API prefix.
+    pub api_base_url: String,
+    /// Application id.
+    pub application_id: String,
+    /// Bot token.
+    pub bot_token: crate::config::Secret,
+}
+
+impl Discord {
+    /// From `[discord]` (already validated by `check-config`).
+    pub fn new(cfg: &DiscordConfig) -> Option<Arc<Discord>> {
+        Some(Arc::new(Discord {
+            key: verify::public_key(&cfg.public_key)?,
+            api_base_url: cfg.api_base_url.trim_end_matches('/').to_string(),
+            application_id: cfg.application_id.clone(),
+            bot_token: cfg.bot_token.clone(),
+        }))
+    }
+}
+
+/// Routes, present when `[discord]` is configured.
+pub fn routes() -> Router<App> {
+    Router::new().route("/discord/interactions", post(interactions))
+}
+
+fn ephemeral(text: String) -> Response {
+    Json(json!({ "type": CHANNEL_MESSAGE_WITH_SOURCE, "data": { "content": text, "flags": EPHEMERAL } }))
+        .into_response()
+}
+
+async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(discord) = app.discord.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Err(why) = verify::check(
+        &discord.key,
+        &headers,
+        &body,
+        chrono::Utc::now().timestamp(),
+    ) {
+        tracing::warn!(reason = why.as_str(), "refused a Discord interaction");
+        return (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response();
+    }
+    let Ok(ix) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "malformed interaction\n").into_response();
+    };
+    match ix["type"].as_u64() {
+        Some(PING) => Json(json!({ "type": PONG })).into_response(),
+        Some(APPLICATION_COMMAND) => {
+            let user = ix["member"]["user"]["id"]
+                .as_str()
+                .or(ix["user"]["id"].as_str());
+            let (Some(user), Ok(text)) = (user, commands::to_text(&ix["data"])) else {
+                return ephemeral(text::MALFORMED.into());
+            };
+            let channel = ix["channel_id"].as_str().unwrap_or("");
+            let actor = Actor::chat(&app.settings, Platform::Discord, user, channel);
+            let reply = dispatch::handle(&app, &actor, &text).await;
+            ephemeral(text::command_reply(&reply))
+        }
+        _ => ephemeral(text::MALFORMED.into()),
+    }
+}
+
+/// `drbot discord register [--guild <id>]`: creates or replaces the `/dr` command.
+pub async fn register(app: &App, guild: Option<&str>) -> anyhow::Result<String> {
+    let discord = app
+        .discord
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("[discord] is not configured"))?;
+    let url = match guild {
+        Some(g) => format!(
+            "{}/applications/{}/guilds/{g}/commands",
+            discord.api_base_url, discord.application_id
+        ),
+        None => format!(
+            "{}/applications/{}/commands",
+            discord.api_base_url, discord.application_id
+        ),
+    };
+    let regions: Vec<String> = app.settings.config.regions.keys().cloned().collect();
+    let body = json!([commands::definition(&regions)]);
+    let r = reqwest::Client::new()
+        .put(&url)
+        .header(
+            "Authorization",
+            format!("Bot {}", discord.bot_token.expose()),
+        )
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("Discord unreachable: {e}"))?;
+    let status = r.status();
+    if !status.is_success() {
+        let text = r.text().await.unwrap_or_default();
+        anyhow::bail!(
+            "Discord refused the command registration (HTTP {status}): {}",
+            text.chars().take(300).collect::<String>()
+        );
+    }
+    Ok(match guild {
+        Some(g) => format!("registered /dr in guild {g}"),
+        None => {
+            "registered /dr globally (Discord may take up to an hour to show it everywhere)".into()
+        }
+    })
+}
