@@ -230,6 +230,7 @@ pub fn wait_lines(path: &Path, n: usize, secs: u64) {
     }
 }
 
+pub mod fake_discord;
 pub mod fake_slack;
 
 /// Signs a Slack request body: `v0=` + hex HMAC-SHA256 of `v0:{ts}:{body}`.

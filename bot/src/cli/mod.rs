@@ -209,6 +209,12 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
             tokio::spawn(crate::slack::socket::run(app.clone(), shutdown.clone()));
         }
     }
+    if app.discord.is_some() {
+        tokio::spawn(crate::discord::sync::run_loop(
+            app.clone(),
+            shutdown.clone(),
+        ));
+    }
     let http = {
         let shutdown = shutdown.clone();
         axum::serve(listener, crate::server::router(app))

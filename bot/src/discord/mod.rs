@@ -2,7 +2,9 @@
 //! with PONG; `/dr` commands mapped to the shared grammar and answered ephemerally), and
 //! `drbot discord register` for the `/dr` application command.
 
+pub mod api;
 pub mod commands;
+pub mod sync;
 pub mod text;
 pub mod verify;
 
@@ -28,6 +30,8 @@ use crate::{
 /// Interaction types and response types (Discord's numbers).
 const PING: u64 = 1;
 const APPLICATION_COMMAND: u64 = 2;
+const MESSAGE_COMPONENT: u64 = 3;
+const UPDATE_MESSAGE: u64 = 7;
 const PONG: u64 = 1;
 const CHANNEL_MESSAGE_WITH_SOURCE: u64 = 4;
 /// Message flag: only the invoking user sees it.
@@ -42,6 +46,8 @@ pub struct Discord {
     pub application_id: String,
     /// Bot token.
     pub bot_token: crate::config::Secret,
+    /// REST client for channel messages.
+    pub api: api::DiscordApi,
 }
 
 impl Discord {
@@ -52,6 +58,7 @@ impl Discord {
             api_base_url: cfg.api_base_url.trim_end_matches('/').to_string(),
             application_id: cfg.application_id.clone(),
             bot_token: cfg.bot_token.clone(),
+            api: api::DiscordApi::new(&cfg.api_base_url, cfg.bot_token.clone()),
         }))
     }
 }
@@ -96,7 +103,51 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
             let reply = dispatch::handle(&app, &actor, &text).await;
             ephemeral(text::command_reply(&reply))
         }
+        Some(MESSAGE_COMPONENT) => component(&app, &ix).await,
         _ => ephemeral(text::MALFORMED.into()),
+    }
+}
+
+/// A button click: never trusted by its custom_id alone (the card it was clicked on must be
+/// the named run's card); refusals are answered ephemerally, successes update the card.
+async fn component(app: &App, ix: &Value) -> Response {
+    let user = ix["member"]["user"]["id"]
+        .as_str()
+        .or(ix["user"]["id"].as_str());
+    let (Some(user), Some(channel), Some(message)) = (
+        user,
+        ix["channel_id"].as_str(),
+        ix["message"]["id"].as_str(),
+    ) else {
+        return ephemeral(text::MALFORMED.into());
+    };
+    let Some(click) = ix["data"]["custom_id"]
+        .as_str()
+        .and_then(dispatch::Click::parse)
+    else {
+        return ephemeral(text::MALFORMED.into());
+    };
+    let actor = Actor::chat(&app.settings, Platform::Discord, user, channel);
+    let reply = match sync::card_run(app, channel, message).await {
+        Ok(Some(run)) if run == click.run => dispatch::click(app, &actor, &click).await,
+        Ok(_) => {
+            let reply = crate::reply::Reply::Refused(crate::reply::UserError::ForeignButton);
+            dispatch::audit_click(app, &actor, &click, &reply).await;
+            reply
+        }
+        Err(e) => dispatch::internal(e, "looking up a Discord card"),
+    };
+    if matches!(
+        reply,
+        crate::reply::Reply::Refused(_) | crate::reply::Reply::Internal { .. }
+    ) {
+        return ephemeral(text::command_reply(&reply));
+    }
+    match crate::approvals::view(&app.store, click.run).await {
+        Ok(Some(view)) => {
+            Json(json!({ "type": UPDATE_MESSAGE, "data": text::card(&view) })).into_response()
+        }
+        _ => ephemeral(text::command_reply(&reply)),
     }
 }
 

@@ -87,3 +87,106 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// A malformed interaction payload.
 pub const MALFORMED: &str = "drbot could not read this interaction.";
+
+/// The card for a run (embed plus the buttons that apply now), as a message body.
+pub fn card(v: &crate::reply::RunView) -> serde_json::Value {
+    use crate::store::runs::RunState;
+    use recovery::engine::StepState;
+    use serde_json::json;
+    let r = &v.run;
+    let (what, color) = match r.state {
+        RunState::AwaitingApproval => ("Approval needed", 0xE0A800),
+        RunState::AwaitingGate => ("Approval needed before a gated step", 0xE0A800),
+        RunState::NeedsAttention => ("Needs attention", 0xD9480F),
+        RunState::Queued => ("Approved, starting", 0x1C7ED6),
+        RunState::Running => ("Running", 0x1C7ED6),
+        RunState::Succeeded => ("Done", 0x2F9E44),
+        RunState::Failed => ("Failed", 0xC92A2A),
+        RunState::Cancelled => ("Cancelled", 0x868E96),
+        RunState::Denied => ("Denied", 0x868E96),
+        RunState::Expired => ("Expired", 0x868E96),
+        RunState::Void => ("Void: plan changed", 0x868E96),
+        RunState::Aborted => ("Aborted", 0x868E96),
+    };
+    let mut plan = String::new();
+    for s in &v.steps {
+        let mark = match s.state {
+            StepState::Pending => "○",
+            StepState::Running => "▶",
+            StepState::Succeeded => "✓",
+            StepState::Failed => "✗",
+            StepState::Skipped => "↷",
+        };
+        let dur = s
+            .duration_ms
+            .map(|d| format!(" — {d} ms"))
+            .unwrap_or_default();
+        plan.push_str(&format!(
+            "{mark} {}. {}{}{}{dur}\n",
+            s.idx + 1,
+            s.name,
+            if s.destructive {
+                " ⚠ destructive"
+            } else {
+                ""
+            },
+            if s.gate { " 🔒 gate" } else { "" }
+        ));
+    }
+    let args: Vec<String> = r
+        .plan
+        .args
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut fields = vec![
+        json!({ "name": "Requested by", "value": format!("{} ({} via {})", r.requested_by, r.requested_account, r.platform), "inline": true }),
+        json!({ "name": "Arguments", "value": if args.is_empty() { "none".into() } else { args.join(", ") }, "inline": true }),
+        json!({ "name": "Fingerprint", "value": format!("`{}`", &r.fingerprint[..12.min(r.fingerprint.len())]), "inline": true }),
+    ];
+    let mut components = Vec::new();
+    if let Some(req) = &v.request {
+        let mut line = format!(
+            "{} of {} approval(s), {}",
+            v.approvals.len(),
+            req.required,
+            req.state
+        );
+        if req.state == "pending" {
+            line.push_str(&format!(", expires <t:{}:R>", req.expires_at / 1000));
+        }
+        for a in &v.approvals {
+            line.push_str(&format!("\n✓ approved by {} ({})", a.person, a.role));
+        }
+        if let (Some(by), "denied") = (&req.decided_by, req.state.as_str()) {
+            line.push_str(&format!("\n✗ denied by {by}"));
+        }
+        fields.push(json!({ "name": format!("Request: {}", req.action.as_str()), "value": line }));
+        if req.state == "pending" {
+            components.push(json!({ "type": 1, "components": [
+                { "type": 2, "style": 3, "label": "Approve", "custom_id": format!("approve:{}:{}", r.id, req.id) },
+                { "type": 2, "style": 4, "label": "Deny", "custom_id": format!("deny:{}:{}", r.id, req.id) },
+            ]}));
+        }
+    }
+    let open = v.request.as_ref().is_some_and(|q| q.state == "pending");
+    if r.state == RunState::NeedsAttention && !open {
+        components.push(json!({ "type": 1, "components": [
+            { "type": 2, "style": 2, "label": "Retry step", "custom_id": format!("retry:{}:0", r.id) },
+            { "type": 2, "style": 2, "label": "Skip step", "custom_id": format!("skip:{}:0", r.id) },
+            { "type": 2, "style": 4, "label": "Abort run", "custom_id": format!("abort:{}:0", r.id) },
+        ]}));
+    }
+    json!({
+        "content": "",
+        "embeds": [{
+            "title": format!("{what}: {} (run {})", r.runbook, r.id),
+            "description": truncate(&plan, 4000),
+            "color": color,
+            "fields": fields,
+            "footer": { "text": format!("drbot run {} · target {}", r.id, r.target) },
+        }],
+        "components": components,
+        "allowed_mentions": { "parse": [] },
+    })
+}

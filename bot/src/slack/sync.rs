@@ -274,7 +274,8 @@ pub async fn run_loop(app: App, shutdown: CancellationToken) {
     }
 }
 
-fn run_of(e: &Event) -> Option<i64> {
+/// The run an event is about.
+pub fn run_of(e: &Event) -> Option<i64> {
     match e {
         Event::RunRequested { run_id, .. }
         | Event::Approved { run_id, .. }
@@ -302,7 +303,8 @@ async fn sync_run(app: &App, run: i64) {
     refresh(app, run).await;
 }
 
-async fn changed_since(app: &App, since: i64) -> anyhow::Result<(Vec<i64>, i64)> {
+/// Runs changed since `since` (ms) and the newest change seen.
+pub async fn changed_since(app: &App, since: i64) -> anyhow::Result<(Vec<i64>, i64)> {
     let rows = sqlx::query("SELECT id, updated_at FROM runs WHERE updated_at > $1 ORDER BY id")
         .bind(since)
         .fetch_all(app.store.pool())

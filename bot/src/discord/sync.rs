@@ -1,0 +1,148 @@
+//! Keeps Discord cards current: each run that waits for a person (approval, gate, decision)
+//! gets a card in the Discord incident channel, edited in place as the run moves, whatever
+//! platform the request or the approvals came from.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+use super::{api::DiscordError, text};
+use crate::{
+    app::App,
+    approvals,
+    store::{now_ms, runs::RunState},
+};
+
+/// The run whose card is message `id` in `channel`, if it is one of drbot's Discord cards.
+pub async fn card_run(app: &App, channel: &str, id: &str) -> anyhow::Result<Option<i64>> {
+    let r = sqlx::query(
+        "SELECT run_id FROM messages WHERE platform = 'discord' AND channel = $1 AND message_id = $2",
+    )
+    .bind(channel.to_string())
+    .bind(id.to_string())
+    .fetch_optional(app.store.pool())
+    .await?;
+    Ok(match r {
+        Some(r) => Some(r.try_get("run_id")?),
+        None => None,
+    })
+}
+
+async fn cards_of(app: &App, run: i64) -> anyhow::Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT channel, message_id FROM messages WHERE platform = 'discord' AND run_id = $1",
+    )
+    .bind(run)
+    .fetch_all(app.store.pool())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Ok((r.try_get("channel")?, r.try_get("message_id")?)))
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
+async fn record(app: &App, channel: &str, id: &str, run: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO messages (platform, channel, message_id, run_id, created_at) \
+         VALUES ('discord', $1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(channel.to_string())
+    .bind(id.to_string())
+    .bind(run)
+    .bind(now_ms())
+    .execute(app.store.pool())
+    .await?;
+    Ok(())
+}
+
+/// Posts the run's card to the incident channel if it has none, else edits it in place.
+pub async fn sync_run(app: &App, run: i64) {
+    if let Err(e) = sync_inner(app, run).await {
+        tracing::warn!(
+            run,
+            error = format!("{e:#}"),
+            "updating the Discord card failed"
+        );
+    }
+}
+
+async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
+    let (Some(discord), Some(cfg)) = (app.discord.clone(), app.settings.config.discord.as_ref())
+    else {
+        return Ok(());
+    };
+    let Some(view) = approvals::view(&app.store, run).await? else {
+        return Ok(());
+    };
+    let body = text::card(&view);
+    let cards = cards_of(app, run).await?;
+    let waits = matches!(
+        view.run.state,
+        RunState::AwaitingApproval | RunState::AwaitingGate | RunState::NeedsAttention
+    );
+    if cards.is_empty() {
+        if waits {
+            let ch = &cfg.incident_channel;
+            let id = discord
+                .api
+                .post_message(ch, body, &format!("card:{run}:{ch}"))
+                .await?;
+            record(app, ch, &id, run).await?;
+        }
+        return Ok(());
+    }
+    for (ch, id) in cards {
+        match discord.api.edit_message(&ch, &id, &body).await {
+            Ok(()) => {}
+            Err(DiscordError::Gone) => {
+                let new_id = discord
+                    .api
+                    .post_message(&ch, body.clone(), &format!("card:{run}:{ch}:{}", now_ms()))
+                    .await?;
+                sqlx::query(
+                    "UPDATE messages SET message_id = $1 WHERE platform = 'discord' AND channel = $2 AND message_id = $3",
+                )
+                .bind(new_id)
+                .bind(ch.clone())
+                .bind(id.clone())
+                .execute(app.store.pool())
+                .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Follows the event stream and the store (for other processes' changes) until `shutdown`.
+pub async fn run_loop(app: App, shutdown: CancellationToken) {
+    let mut events = app.events.subscribe();
+    let mut dirty: BTreeSet<i64> = BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let mut since = now_ms() - 60_000;
+    let mut last_poll = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => match e {
+                Ok(crate::events::Event::StepProgress { .. }) => {}
+                Ok(e) => { if let Some(id) = crate::slack::sync::run_of(&e) { dirty.insert(id); } }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => { since = now_ms() - 60_000; }
+                Err(_) => return,
+            },
+            _ = tick.tick() => {
+                if last_poll.elapsed() >= Duration::from_secs(2) {
+                    last_poll = std::time::Instant::now();
+                    match crate::slack::sync::changed_since(&app, since).await {
+                        Ok((ids, newest)) => { dirty.extend(ids); since = newest.max(since); }
+                        Err(e) => tracing::warn!(error = format!("{e:#}"), "polling runs for Discord cards failed"),
+                    }
+                }
+                for run in std::mem::take(&mut dirty) {
+                    sync_run(&app, run).await;
+                }
+            }
+        }
+    }
+}

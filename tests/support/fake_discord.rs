@@ -1,0 +1,201 @@
+//! A loopback fake of the Discord REST API for channel messages (a test double: Discord
+//! cannot be reached from here). Records messages, honours `nonce` + `enforce_nonce` as
+//! Discord documents (a second post with the same nonce returns the first message), and can
+//! answer the next call with a 429 carrying `retry_after`.
+
+use std::sync::{Arc, Mutex};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{patch, post},
+};
+use serde_json::{Value, json};
+
+/// A message in the fake guild.
+#[derive(Debug, Clone)]
+pub struct DMessage {
+    /// Channel id.
+    pub channel: String,
+    /// Message id.
+    pub id: String,
+    /// Last body (content, embeds, components).
+    pub body: Value,
+    /// Edits so far.
+    pub edits: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    messages: Vec<(Option<String>, DMessage)>,
+    rate_limit_next: bool,
+    next_id: u64,
+    posts: usize,
+}
+
+/// The running fake.
+pub struct FakeDiscord {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    inner: Arc<Mutex<Inner>>,
+    token: String,
+}
+
+impl FakeDiscord {
+    /// Starts the fake; it accepts only `Authorization: Bot <token>`.
+    pub fn start(token: &str) -> FakeDiscord {
+        let inner = Arc::new(Mutex::new(Inner {
+            next_id: 1_300_000_000_000_000_000,
+            ..Default::default()
+        }));
+        let ctx = Ctx {
+            inner: inner.clone(),
+            token: token.to_string(),
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake discord");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let app = Router::new()
+                    .route("/api/v10/channels/{channel}/messages", post(create))
+                    .route("/api/v10/channels/{channel}/messages/{id}", patch(edit))
+                    .with_state(ctx);
+                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(l, app).await.expect("serve fake discord");
+            });
+        });
+        FakeDiscord { port, inner }
+    }
+
+    /// `discord.api_base_url` for drbot.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v10", self.port)
+    }
+
+    /// The next call answers 429 with `retry_after`.
+    pub fn rate_limit_next(&self) {
+        self.inner.lock().unwrap().rate_limit_next = true;
+    }
+
+    /// Messages in `channel`.
+    pub fn messages(&self, channel: &str) -> Vec<DMessage> {
+        self.inner
+            .lock()
+            .unwrap()
+            .messages
+            .iter()
+            .filter(|(_, m)| m.channel == channel)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// POST calls received (including rate-limited and deduplicated ones).
+    pub fn posts(&self) -> usize {
+        self.inner.lock().unwrap().posts
+    }
+}
+
+fn authorized(ctx: &Ctx, headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(&format!("Bot {}", ctx.token))
+}
+
+fn limited(g: &mut Inner) -> Option<Response> {
+    if std::mem::take(&mut g.rate_limit_next) {
+        let body = json!({ "message": "You are being rate limited.", "retry_after": 0.25, "global": false });
+        return Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("x-ratelimit-reset-after", "0.250")],
+                Json(body),
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
+async fn create(
+    State(ctx): State<Ctx>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&ctx, &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "message": "401: Unauthorized", "code": 0 })),
+        )
+            .into_response();
+    }
+    let mut g = ctx.inner.lock().unwrap();
+    g.posts += 1;
+    if let Some(r) = limited(&mut g) {
+        return r;
+    }
+    let nonce = body["nonce"].as_str().map(str::to_string);
+    if body["enforce_nonce"] == true
+        && let Some(n) = &nonce
+        && let Some((_, m)) = g
+            .messages
+            .iter()
+            .find(|(k, m)| k.as_ref() == Some(n) && m.channel == channel)
+    {
+        return Json(json!({ "id": m.id, "channel_id": channel })).into_response();
+    }
+    g.next_id += 1;
+    let id = g.next_id.to_string();
+    g.messages.push((
+        nonce,
+        DMessage {
+            channel: channel.clone(),
+            id: id.clone(),
+            body,
+            edits: 0,
+        },
+    ));
+    Json(json!({ "id": id, "channel_id": channel })).into_response()
+}
+
+async fn edit(
+    State(ctx): State<Ctx>,
+    Path((channel, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&ctx, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let mut g = ctx.inner.lock().unwrap();
+    if let Some(r) = limited(&mut g) {
+        return r;
+    }
+    match g
+        .messages
+        .iter_mut()
+        .find(|(_, m)| m.channel == channel && m.id == id)
+    {
+        Some((_, m)) => {
+            m.body = body;
+            m.edits += 1;
+            Json(json!({ "id": id, "channel_id": channel })).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Unknown Message", "code": 10008 })),
+        )
+            .into_response(),
+    }
+}
