@@ -205,4 +205,43 @@ with = {{ command = "sh", args = ["-c", "echo promote >> {marker}"] }}
         "one Discord card, edited in place"
     );
     assert_eq!(lines(&d.join("marker")), ["promote"]);
+
+    // Requested in Discord from another channel: the card goes there and to the incident
+    // channel (and to Slack's incident channel).
+    let options = serde_json::json!([{ "type": 1, "name": "failover", "options": [{ "type": 3, "name": "region", "value": "us-east-1" }] }]);
+    let body = fill(
+        include_str!("../fixtures/discord/application_command.json"),
+        &[
+            ("channel_id", "1210000000000000000"),
+            ("user_id", "2002"),
+            ("interaction_id", "5"),
+            ("options", &options.to_string()),
+        ],
+    );
+    let (_, v) = discord_post(server.port, &body);
+    assert!(
+        v["data"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Run 2 requested"),
+        "{v}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while discord.messages("1210000000000000000").is_empty() || discord.messages(CHANNEL).len() < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Discord cards for run 2 missing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(title(&discord.messages("1210000000000000000")[0].body).contains("(run 2)"));
+    slack.wait(20, "Slack incident card for run 2", |s| {
+        s.messages("CINCIDENT").iter().any(|m| {
+            m.blocks[0]["text"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("(run 2)")
+        })
+    });
 }

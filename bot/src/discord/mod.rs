@@ -101,6 +101,13 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
             let channel = ix["channel_id"].as_str().unwrap_or("");
             let actor = Actor::chat(&app.settings, Platform::Discord, user, channel);
             let reply = dispatch::handle(&app, &actor, &text).await;
+            if let crate::reply::Reply::Requested(v) = &reply
+                && v.request.as_ref().is_some_and(|r| r.state == "pending")
+                && !channel.is_empty()
+            {
+                let (app2, run, channel) = (app.clone(), v.run.id, channel.to_string());
+                tokio::spawn(async move { sync::ensure_card(&app2, run, &channel).await });
+            }
             ephemeral(text::command_reply(&reply))
         }
         Some(MESSAGE_COMPONENT) => component(&app, &ix).await,

@@ -56,6 +56,34 @@ async fn record(app: &App, channel: &str, id: &str, run: i64) -> anyhow::Result<
     Ok(())
 }
 
+/// Posts the run's card to `channel` (where `/dr` was typed) unless it already has one there.
+pub async fn ensure_card(app: &App, run: i64, channel: &str) {
+    let res = async {
+        let Some(discord) = app.discord.clone() else {
+            return Ok(());
+        };
+        if cards_of(app, run).await?.iter().any(|(c, _)| c == channel) {
+            return Ok(());
+        }
+        let Some(view) = approvals::view(&app.store, run).await? else {
+            return Ok(());
+        };
+        let key = format!("card:{run}:{channel}");
+        let id = discord
+            .api
+            .post_message(channel, text::card(&view), &key)
+            .await?;
+        record(app, channel, &id, run).await
+    };
+    if let Err(e) = res.await {
+        tracing::warn!(
+            run,
+            error = format!("{e:#}"),
+            "posting the Discord card failed"
+        );
+    }
+}
+
 /// Posts the run's card to the incident channel if it has none, else edits it in place.
 pub async fn sync_run(app: &App, run: i64) {
     if let Err(e) = sync_inner(app, run).await {
@@ -81,16 +109,13 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
         view.run.state,
         RunState::AwaitingApproval | RunState::AwaitingGate | RunState::NeedsAttention
     );
-    if cards.is_empty() {
-        if waits {
-            let ch = &cfg.incident_channel;
-            let id = discord
-                .api
-                .post_message(ch, body, &format!("card:{run}:{ch}"))
-                .await?;
-            record(app, ch, &id, run).await?;
-        }
-        return Ok(());
+    let ch = &cfg.incident_channel;
+    if waits && !cards.iter().any(|(c, _)| c == ch) {
+        let id = discord
+            .api
+            .post_message(ch, body.clone(), &format!("card:{run}:{ch}"))
+            .await?;
+        record(app, ch, &id, run).await?;
     }
     for (ch, id) in cards {
         match discord.api.edit_message(&ch, &id, &body).await {
