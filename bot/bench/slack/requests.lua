@@ -1,5 +1,5 @@
 -- wrk script: each thread sends its own slice of the pre-signed requests, in order, once each.
--- Set REQUESTS_FILE in the environment.
+-- Set REQUESTS_FILE (and MODE=discord for Discord interactions) in the environment.
 local threads = {}
 local counter = 0
 
@@ -18,11 +18,19 @@ function init(args)
     if i % nthreads_total() == tid then
       local ts, sig, body = line:match("^(%S+) (%S+) (.*)$")
       n = n + 1
-      reqs[n] = wrk.format("POST", "/slack/commands", {
-        ["Content-Type"] = "application/x-www-form-urlencoded",
-        ["X-Slack-Request-Timestamp"] = ts,
-        ["X-Slack-Signature"] = sig,
-      }, body)
+      if os.getenv("MODE") == "discord" then
+        reqs[n] = wrk.format("POST", "/discord/interactions", {
+          ["Content-Type"] = "application/json",
+          ["X-Signature-Timestamp"] = ts,
+          ["X-Signature-Ed25519"] = sig,
+        }, body)
+      else
+        reqs[n] = wrk.format("POST", "/slack/commands", {
+          ["Content-Type"] = "application/x-www-form-urlencoded",
+          ["X-Slack-Request-Timestamp"] = ts,
+          ["X-Slack-Signature"] = sig,
+        }, body)
+      end
     end
     i = i + 1
   end

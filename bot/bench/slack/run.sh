@@ -21,15 +21,15 @@ echo "== building drbot (release)" >&2
 echo "== installing Bolt for JavaScript and Bolt for Python into $work" >&2
 (cd "$work" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund @slack/bolt@4 >/dev/null)
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q slack_bolt aiohttp fastapi "uvicorn[standard]"
+"$work/venv/bin/pip" install -q slack_bolt aiohttp fastapi "uvicorn[standard]" cryptography
 cp "$here/bolt_app.js" "$here/bolt_app.py" "$work/"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 peak_rss_mb() { local total=0; for p in "$@"; do local kb; kb=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0); total=$((total + kb)); done; echo $((total / 1024)); }
 sign() { python3 "$here/sign_requests.py" "$secret" "$1" "$2"; }
-load() { # port conns file -> RESULT line
-  WRK_THREADS=2 REQUESTS_FILE="$3" wrk -t2 -c"$2" -d"${secs}s" --timeout 5s -s "$here/requests.lua" "http://127.0.0.1:$1" | grep '^RESULT'
+load() { # port conns file [mode] -> RESULT line
+  MODE="${4:-slack}" WRK_THREADS=2 REQUESTS_FILE="$3" wrk -t2 -c"$2" -d"${secs}s" --timeout 5s -s "$here/requests.lua" "http://127.0.0.1:$1" | grep '^RESULT'
 }
 results=()
 record() { # name conns result rss
@@ -41,7 +41,9 @@ record() { # name conns result rss
 }
 count=$(( secs * 90000 ))
 
-# drbot
+# drbot (Slack and Discord endpoints of one server)
+seed=0707070707070707070707070707070707070707070707070707070707070707
+discord_key=$("$work/venv/bin/python" "$here/sign_discord.py" "$seed" 1 "$work/probe.txt")
 port=$(free_port)
 cat > "$work/drbot.toml" <<TOML
 [server]
@@ -53,14 +55,22 @@ signing_secret = "$secret"
 bot_token = "xoxb-bench"
 api_base_url = "http://127.0.0.1:9/api"
 incident_channel = "C2147483705"
+[discord]
+public_key = "$discord_key"
+bot_token = "bench"
+application_id = "1160000000000000000"
+api_base_url = "http://127.0.0.1:9/api/v10"
+incident_channel = "1200000000000000000"
 [[people]]
 name = "alice"
 roles = ["sre-lead"]
 slack = "UALICE"
+discord = "2001"
 [[people]]
 name = "bob"
 roles = ["oncall"]
 slack = "UBOB"
+discord = "2002"
 [regions.us-east-1]
 role = "primary"
 [regions.us-west-2]
@@ -72,6 +82,8 @@ for c in 16 64; do
   sign "$count" "$work/req-drbot-$c.txt"
   r=$(load "$port" "$c" "$work/req-drbot-$c.txt"); record "drbot" "$c" "$r" "$(peak_rss_mb "$dpid")"
 done
+"$work/venv/bin/python" "$here/sign_discord.py" "$seed" "$count" "$work/req-discord.txt" >/dev/null
+r=$(load "$port" 64 "$work/req-discord.txt" discord); record "drbot (Discord interactions)" 64 "$r" "$(peak_rss_mb "$dpid")"
 audited=$(DRBOT_LOG=error "$root/target/release/drbot" --config "$work/drbot.toml" --json audit --verify | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["rows"], "rows, problems:", len(r["problems"]))')
 echo "drbot audit log after the runs: $audited" >&2
 kill "$dpid"; wait "$dpid" 2>/dev/null || true
