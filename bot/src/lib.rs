@@ -2,6 +2,7 @@
 //! together by the `drbot` binary (`main.rs`).
 
 pub mod actor;
+pub mod alloc;
 pub mod app;
 pub mod approvals;
 pub mod cli;

@@ -61,8 +61,10 @@ pub struct Memory {
     inner: Mutex<MemoryMap>,
 }
 
-/// Identity hash → (signature hash, expiry), plus identities in expiry order for eviction.
-type MemoryMap = (HashMap<u64, (u64, u32)>, VecDeque<(u32, u64)>);
+/// Identity hash → (32-bit signature hash, expiry), plus identities in expiry order for
+/// eviction. 32 bits of the signature suffice: a replay carries the very same signature, and
+/// a retry mistaken for a replay (1 in 4 billion) is only answered 401 instead of 200.
+type MemoryMap = (HashMap<u64, (u32, u32)>, VecDeque<(u32, u64)>);
 
 impl Default for Memory {
     fn default() -> Self {
@@ -78,7 +80,7 @@ impl Memory {
     pub fn record(&self, identity: &str, signature: &str, now: i64) -> Seen {
         use std::hash::BuildHasher;
         let id = self.hasher.hash_one(identity);
-        let sig = self.hasher.hash_one(signature);
+        let sig = self.hasher.hash_one(signature) as u32;
         let now = now.max(0) as u32;
         let Ok(mut g) = self.inner.lock() else {
             return Seen::Replay;
