@@ -76,17 +76,25 @@ role = "primary"
 [regions.us-west-2]
 role = "secondary"
 TOML
-DRBOT_LOG=warn "$root/target/release/drbot" --config "$work/drbot.toml" serve 2>"$work/drbot.log" &
-dpid=$!; pids+=("$dpid"); wait_port "$port"
+# Each load level gets a fresh drbot process and store, so peak RSS is per level.
+start_drbot() {
+  rm -f "$work"/drbot.db*
+  DRBOT_LOG=warn "$root/target/release/drbot" --config "$work/drbot.toml" serve 2>>"$work/drbot.log" &
+  dpid=$!; pids+=("$dpid"); wait_port "$port"
+}
+stop_drbot() { kill "$dpid"; wait "$dpid" 2>/dev/null || true; }
 for c in 16 64; do
+  start_drbot
   sign "$count" "$work/req-drbot-$c.txt"
   r=$(load "$port" "$c" "$work/req-drbot-$c.txt"); record "drbot" "$c" "$r" "$(peak_rss_mb "$dpid")"
+  audited=$(DRBOT_LOG=error "$root/target/release/drbot" --config "$work/drbot.toml" --json audit --verify | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["rows"], "rows, problems:", len(r["problems"]))')
+  echo "drbot audit log after the c=$c run: $audited" >&2
+  stop_drbot
 done
+start_drbot
 "$work/venv/bin/python" "$here/sign_discord.py" "$seed" "$count" "$work/req-discord.txt" >/dev/null
 r=$(load "$port" 64 "$work/req-discord.txt" discord); record "drbot (Discord interactions)" 64 "$r" "$(peak_rss_mb "$dpid")"
-audited=$(DRBOT_LOG=error "$root/target/release/drbot" --config "$work/drbot.toml" --json audit --verify | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["rows"], "rows, problems:", len(r["problems"]))')
-echo "drbot audit log after the runs: $audited" >&2
-kill "$dpid"; wait "$dpid" 2>/dev/null || true
+stop_drbot
 
 sign "$count" "$work/req-peers.txt"
 # Bolt for JavaScript
