@@ -4,7 +4,6 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 use super::{api::DiscordError, text};
@@ -14,32 +13,13 @@ use crate::{
     store::{now_ms, runs::RunState},
 };
 
-/// The run whose card is message `id` in `channel`, if it is one of drbot's Discord cards.
+/// The run whose card is message `id` in `channel`, if it is one of drbot's cards.
 pub async fn card_run(app: &App, channel: &str, id: &str) -> anyhow::Result<Option<i64>> {
-    let r = sqlx::query(
-        "SELECT run_id FROM messages WHERE platform = 'discord' AND channel = $1 AND message_id = $2",
-    )
-    .bind(channel.to_string())
-    .bind(id.to_string())
-    .fetch_optional(app.store.pool())
-    .await?;
-    Ok(match r {
-        Some(r) => Some(r.try_get("run_id")?),
-        None => None,
-    })
+    app.store.card_run("discord", channel, id).await
 }
 
 async fn cards_of(app: &App, run: i64) -> anyhow::Result<Vec<(String, String)>> {
-    let rows = sqlx::query(
-        "SELECT channel, message_id FROM messages WHERE platform = 'discord' AND run_id = $1",
-    )
-    .bind(run)
-    .fetch_all(app.store.pool())
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ok((r.try_get("channel")?, r.try_get("message_id")?)))
-        .collect::<Result<_, sqlx::Error>>()?)
+    app.store.cards_of("discord", run).await
 }
 
 async fn record(app: &App, channel: &str, id: &str, run: i64) -> anyhow::Result<()> {

@@ -19,32 +19,13 @@ use crate::{
     store::{now_ms, runs::RunState},
 };
 
-/// The run whose card is message `ts` in `channel`, if it is one of drbot's cards.
-pub async fn card_run(app: &App, channel: &str, ts: &str) -> anyhow::Result<Option<i64>> {
-    let r = sqlx::query(
-        "SELECT run_id FROM messages WHERE platform = 'slack' AND channel = $1 AND message_id = $2",
-    )
-    .bind(channel.to_string())
-    .bind(ts.to_string())
-    .fetch_optional(app.store.pool())
-    .await?;
-    Ok(match r {
-        Some(r) => Some(r.try_get("run_id")?),
-        None => None,
-    })
+/// The run whose card is message `id` in `channel`, if it is one of drbot's cards.
+pub async fn card_run(app: &App, channel: &str, id: &str) -> anyhow::Result<Option<i64>> {
+    app.store.card_run("slack", channel, id).await
 }
 
 async fn cards_of(app: &App, run: i64) -> anyhow::Result<Vec<(String, String)>> {
-    let rows = sqlx::query(
-        "SELECT channel, message_id FROM messages WHERE platform = 'slack' AND run_id = $1",
-    )
-    .bind(run)
-    .fetch_all(app.store.pool())
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Ok((r.try_get("channel")?, r.try_get("message_id")?)))
-        .collect::<Result<_, sqlx::Error>>()?)
+    app.store.cards_of("slack", run).await
 }
 
 /// Posts once per `key`: claims the key, posts (Slack metadata carries it), records the ts.

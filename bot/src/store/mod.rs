@@ -7,6 +7,7 @@
 //! checks and writes inside one such transaction.
 
 pub mod audit;
+pub mod messages;
 pub mod runs;
 
 use std::{str::FromStr, time::Duration};

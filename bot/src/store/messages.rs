@@ -1,0 +1,48 @@
+//! Chat cards drbot posted (one per run per channel and platform), so clicks can be matched
+//! to the card they were made on and cards can be edited as runs move.
+
+use sqlx::Row;
+
+use super::Store;
+
+impl Store {
+    /// The run whose card is message `id` in `channel` on `platform`, if it is one of drbot's.
+    pub async fn card_run(
+        &self,
+        platform: &str,
+        channel: &str,
+        id: &str,
+    ) -> anyhow::Result<Option<i64>> {
+        let r = sqlx::query(
+            "SELECT run_id FROM messages WHERE platform = $1 AND channel = $2 AND message_id = $3",
+        )
+        .bind(platform.to_string())
+        .bind(channel.to_string())
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match r {
+            Some(r) => Some(r.try_get("run_id")?),
+            None => None,
+        })
+    }
+
+    /// The (channel, message id) of every card of `run` on `platform`.
+    pub async fn cards_of(
+        &self,
+        platform: &str,
+        run: i64,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT channel, message_id FROM messages WHERE platform = $1 AND run_id = $2",
+        )
+        .bind(platform.to_string())
+        .bind(run)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("channel")?, r.try_get("message_id")?)))
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+}
