@@ -185,7 +185,6 @@ pub async fn request(
 /// Loads a run and its open request inside `tx`, expiring the request if it is past due.
 /// Returns the run and the still-pending request, or the refusal to give.
 async fn open_request(
-    app: &App,
     tx: &mut Tx,
     run_id: i64,
 ) -> Outcome<Result<(RunRow, RequestRow), UserError>> {
@@ -199,13 +198,13 @@ async fn open_request(
         }));
     };
     if now_ms() >= req.expires_at {
-        expire_in(app, tx, &run, &req).await?;
+        expire_in(tx, &run, &req).await?;
         return Ok(Err(UserError::Expired { run: run_id }));
     }
     Ok(Ok((run, req)))
 }
 
-async fn expire_in(app: &App, tx: &mut Tx, run: &RunRow, req: &RequestRow) -> anyhow::Result<()> {
+async fn expire_in(tx: &mut Tx, run: &RunRow, req: &RequestRow) -> anyhow::Result<()> {
     runs::close_request(tx, req.id, "expired", None, None).await?;
     if matches!(req.action, RequestAction::Run | RequestAction::Gate) {
         runs::set_run_state(
@@ -224,7 +223,6 @@ async fn expire_in(app: &App, tx: &mut Tx, run: &RunRow, req: &RequestRow) -> an
         json!({ "request_id": req.id, "action": req.action.as_str() }),
     )
     .await?;
-    let _ = app;
     Ok(())
 }
 
@@ -284,7 +282,7 @@ pub async fn approve(
 ) -> Outcome<(RunView, bool)> {
     let person = person_of(actor)?;
     let mut tx = app.store.write().await?;
-    let (run, req) = match open_request(app, &mut tx, run_id).await? {
+    let (run, req) = match open_request(&mut tx, run_id).await? {
         Ok(x) => x,
         Err(e) => {
             tx.commit().await.map_err(anyhow::Error::from)?;
@@ -411,7 +409,7 @@ pub async fn deny(
 ) -> Outcome<RunView> {
     let person = person_of(actor)?;
     let mut tx = app.store.write().await?;
-    let (run, req) = match open_request(app, &mut tx, run_id).await? {
+    let (run, req) = match open_request(&mut tx, run_id).await? {
         Ok(x) => x,
         Err(e) => {
             tx.commit().await.map_err(anyhow::Error::from)?;
@@ -563,7 +561,7 @@ pub async fn decide(
             }
             .into());
         }
-        expire_in(app, &mut tx, &run, &open).await?;
+        expire_in(&mut tx, &run, &open).await?;
     }
     let steps = Store::steps_tx(&mut tx, run_id).await?;
     let step = steps
@@ -615,7 +613,7 @@ pub async fn expire_due(app: &App) -> anyhow::Result<usize> {
         let Some(run) = Store::run_tx(&mut tx, req.run_id).await? else {
             continue;
         };
-        expire_in(app, &mut tx, &run, &req).await?;
+        expire_in(&mut tx, &run, &req).await?;
         tx.commit().await?;
         app.events.publish(Event::Expired {
             run_id: run.id,

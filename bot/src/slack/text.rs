@@ -395,6 +395,3 @@ pub fn click_refused(r: &Reply) -> String {
         _ => String::new(),
     }
 }
-
-/// A click on a button that does not belong to the card it is on.
-pub const FOREIGN_BUTTON: &str = "This button does not belong to this card; nothing was changed.";
