@@ -5,6 +5,7 @@ pub mod actor;
 pub mod alloc;
 pub mod app;
 pub mod approvals;
+pub mod cards;
 pub mod cli;
 pub mod config;
 pub mod discord;

@@ -2,8 +2,6 @@
 //! gets a card in the Discord incident channel, edited in place as the run moves, whatever
 //! platform the request or the approvals came from.
 
-use std::{collections::BTreeSet, time::Duration};
-
 use tokio_util::sync::CancellationToken;
 
 use super::{api::DiscordError, text};
@@ -120,34 +118,14 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Follows the event stream and the store (for other processes' changes) until `shutdown`.
+/// Keeps Discord cards current until `shutdown`.
 pub async fn run_loop(app: App, shutdown: CancellationToken) {
-    let mut events = app.events.subscribe();
-    let mut dirty: BTreeSet<i64> = BTreeSet::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(300));
-    let mut since = now_ms() - 60_000;
-    let mut last_poll = std::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            e = events.recv() => match e {
-                Ok(crate::events::Event::StepProgress { .. }) => {}
-                Ok(e) => { if let Some(id) = crate::slack::sync::run_of(&e) { dirty.insert(id); } }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => { since = now_ms() - 60_000; }
-                Err(_) => return,
-            },
-            _ = tick.tick() => {
-                if last_poll.elapsed() >= Duration::from_secs(2) {
-                    last_poll = std::time::Instant::now();
-                    match crate::slack::sync::changed_since(&app, since).await {
-                        Ok((ids, newest)) => { dirty.extend(ids); since = newest.max(since); }
-                        Err(e) => tracing::warn!(error = format!("{e:#}"), "polling runs for Discord cards failed"),
-                    }
-                }
-                for run in std::mem::take(&mut dirty) {
-                    sync_run(&app, run).await;
-                }
-            }
-        }
-    }
+    crate::cards::follow(
+        app,
+        shutdown,
+        "Discord",
+        |_, _| {},
+        |app, run| async move { sync_run(&app, run).await },
+    )
+    .await
 }

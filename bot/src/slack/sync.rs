@@ -3,8 +3,6 @@
 //! run moves, and puts step details in its thread. Posts are idempotent through the
 //! `outbound` table and Slack message metadata, so retries and restarts never post twice.
 
-use std::{collections::BTreeSet, time::Duration};
-
 use anyhow::Context;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -213,61 +211,26 @@ async fn step_details(app: &App, run: i64, idx: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Follows the event stream (and, for changes made by other processes, the store) and keeps
-/// cards current until `shutdown`.
+/// Keeps Slack cards current until `shutdown`: step details go to the cards' threads.
 pub async fn run_loop(app: App, shutdown: CancellationToken) {
-    let mut events = app.events.subscribe();
-    let mut dirty: BTreeSet<i64> = BTreeSet::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(300));
-    let mut since = now_ms() - 60_000;
-    let mut last_poll = std::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            e = events.recv() => match e {
-                Ok(Event::StepFinished { run_id, idx, .. }) => {
-                    dirty.insert(run_id);
-                    let app = app.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = step_details(&app, run_id, idx).await {
-                            tracing::warn!(run = run_id, error = format!("{e:#}"), "posting step details to Slack failed");
-                        }
-                    });
+    let on_event = |app: &App, e: &Event| {
+        if let Event::StepFinished { run_id, idx, .. } = *e {
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Err(e) = step_details(&app, run_id, idx).await {
+                    tracing::warn!(
+                        run = run_id,
+                        error = format!("{e:#}"),
+                        "posting step details to Slack failed"
+                    );
                 }
-                Ok(Event::StepProgress { .. }) => {}
-                Ok(e) => { if let Some(id) = run_of(&e) { dirty.insert(id); } }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => { since = now_ms() - 60_000; }
-                Err(_) => return,
-            },
-            _ = tick.tick() => {
-                if last_poll.elapsed() >= Duration::from_secs(2) {
-                    last_poll = std::time::Instant::now();
-                    match changed_since(&app, since).await {
-                        Ok((ids, newest)) => { dirty.extend(ids); since = newest.max(since); }
-                        Err(e) => tracing::warn!(error = format!("{e:#}"), "polling runs for Slack cards failed"),
-                    }
-                }
-                for run in std::mem::take(&mut dirty) {
-                    sync_run(&app, run).await;
-                }
-            }
+            });
         }
-    }
-}
-
-/// The run an event is about.
-pub fn run_of(e: &Event) -> Option<i64> {
-    match e {
-        Event::RunRequested { run_id, .. }
-        | Event::Approved { run_id, .. }
-        | Event::Denied { run_id, .. }
-        | Event::Expired { run_id, .. }
-        | Event::DecisionRequested { run_id, .. }
-        | Event::StepStarted { run_id, .. }
-        | Event::StepProgress { run_id, .. }
-        | Event::StepFinished { run_id, .. }
-        | Event::RunStateChanged { run_id, .. } => Some(*run_id),
-    }
+    };
+    crate::cards::follow(app, shutdown, "Slack", on_event, |app, run| async move {
+        sync_run(&app, run).await
+    })
+    .await
 }
 
 async fn sync_run(app: &App, run: i64) {
@@ -282,21 +245,6 @@ async fn sync_run(app: &App, run: i64) {
         ensure_cards(app, run, None).await;
     }
     refresh(app, run).await;
-}
-
-/// Runs changed since `since` (ms) and the newest change seen.
-pub async fn changed_since(app: &App, since: i64) -> anyhow::Result<(Vec<i64>, i64)> {
-    let rows = sqlx::query("SELECT id, updated_at FROM runs WHERE updated_at > $1 ORDER BY id")
-        .bind(since)
-        .fetch_all(app.store.pool())
-        .await?;
-    let mut newest = since;
-    let mut ids = Vec::new();
-    for r in rows {
-        ids.push(r.try_get("id")?);
-        newest = newest.max(r.try_get::<i64, _>("updated_at")?);
-    }
-    Ok((ids, newest))
 }
 
 /// Status updates to the incident channel, for the notifier.

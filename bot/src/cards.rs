@@ -1,0 +1,85 @@
+//! What the chat front-ends' card loops share: following the event stream (and, for changes
+//! made by other processes, the store) and syncing each run whose state moved.
+
+use std::{collections::BTreeSet, future::Future, time::Duration};
+
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+use crate::{app::App, events::Event, store::now_ms};
+
+/// Calls `sync` for every run that changed, batched every 300 ms, until `shutdown`. Changes are
+/// seen from this process's events at once and from the store (other processes) within 2 s.
+/// `on_event` sees every event first (e.g. to post step details).
+pub async fn follow<S, Fut>(
+    app: App,
+    shutdown: CancellationToken,
+    platform: &'static str,
+    on_event: impl Fn(&App, &Event),
+    sync: S,
+) where
+    S: Fn(App, i64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut events = app.events.subscribe();
+    let mut dirty: BTreeSet<i64> = BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let mut since = now_ms() - 60_000;
+    let mut last_poll = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => match e {
+                Ok(Event::StepProgress { .. }) => {}
+                Ok(e) => {
+                    on_event(&app, &e);
+                    if let Some(id) = run_of(&e) { dirty.insert(id); }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => { since = now_ms() - 60_000; }
+                Err(_) => return,
+            },
+            _ = tick.tick() => {
+                if last_poll.elapsed() >= Duration::from_secs(2) {
+                    last_poll = std::time::Instant::now();
+                    match changed_since(&app, since).await {
+                        Ok((ids, newest)) => { dirty.extend(ids); since = newest.max(since); }
+                        Err(e) => tracing::warn!(platform, error = format!("{e:#}"), "polling runs for cards failed"),
+                    }
+                }
+                for run in std::mem::take(&mut dirty) {
+                    sync(app.clone(), run).await;
+                }
+            }
+        }
+    }
+}
+
+/// The run an event is about.
+pub fn run_of(e: &Event) -> Option<i64> {
+    match e {
+        Event::RunRequested { run_id, .. }
+        | Event::Approved { run_id, .. }
+        | Event::Denied { run_id, .. }
+        | Event::Expired { run_id, .. }
+        | Event::DecisionRequested { run_id, .. }
+        | Event::StepStarted { run_id, .. }
+        | Event::StepProgress { run_id, .. }
+        | Event::StepFinished { run_id, .. }
+        | Event::RunStateChanged { run_id, .. } => Some(*run_id),
+    }
+}
+
+/// Runs changed since `since` (ms) and the newest change seen.
+pub async fn changed_since(app: &App, since: i64) -> anyhow::Result<(Vec<i64>, i64)> {
+    let rows = sqlx::query("SELECT id, updated_at FROM runs WHERE updated_at > $1 ORDER BY id")
+        .bind(since)
+        .fetch_all(app.store.pool())
+        .await?;
+    let mut newest = since;
+    let mut ids = Vec::new();
+    for r in rows {
+        ids.push(r.try_get("id")?);
+        newest = newest.max(r.try_get::<i64, _>("updated_at")?);
+    }
+    Ok((ids, newest))
+}
