@@ -3,6 +3,7 @@
 //! - [`runbook`]: runbooks as data (TOML), validated against the step [`registry`].
 //! - [`plan`]: a runbook resolved with a command's arguments into the exact [`plan::Plan`]
 //!   that people approve; its fingerprint binds approvals to it.
+//! - [`resources`]: the PostgreSQL clusters and backup stores steps refer to by name.
 //! - [`step`]: the [`step::Step`] trait that providers implement.
 //! - [`engine`]: drives a plan step by step through a [`engine::Journal`] that persists every
 //!   transition before it is acted on, so a crash never runs a non-idempotent step twice.
@@ -10,7 +11,9 @@
 pub mod engine;
 pub mod plan;
 pub mod registry;
+pub mod resources;
 pub mod runbook;
+pub mod secret;
 pub mod step;
 pub mod steps;
 

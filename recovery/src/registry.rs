@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use crate::step::Step;
+use crate::{resources::Resources, step::Step};
 
 /// Safety traits of a step type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +35,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in step types.
+    /// The built-in step types, with no clusters or backup stores configured.
     pub fn builtin() -> Self {
+        Self::with_resources(Arc::new(Resources::default()))
+    }
+    /// The built-in step types; providers that act on named clusters or stores get them
+    /// from `resources`.
+    pub fn with_resources(resources: Arc<Resources>) -> Self {
         let mut r = Self::default();
+        let _ = &resources;
         r.register(Arc::new(crate::steps::exec::ExecKind));
         r.register(Arc::new(crate::steps::http_check::HttpCheckKind));
         r

@@ -82,20 +82,9 @@ pub fn parse_str(
                 .map(|p| cfg.runbooks_dir = Some(base.join(p))),
             "people" => array(v, "people", &mut problems).map(|p| cfg.people = p),
             "runbooks" => array(v, "runbooks", &mut problems).map(|r| cfg.runbooks = r),
-            "regions" => match v {
-                toml::Value::Table(t) => {
-                    for (name, r) in t {
-                        if let Some(r) = section(r, &format!("regions.{name}"), &mut problems) {
-                            cfg.regions.insert(name, r);
-                        }
-                    }
-                    Some(())
-                }
-                _ => {
-                    problems.push("regions: expected a table of `[regions.<name>]`".into());
-                    None
-                }
-            },
+            "regions" => named(v, "regions", &mut problems).map(|m| cfg.regions = m),
+            "postgres" => named(v, "postgres", &mut problems).map(|m| cfg.postgres = m),
+            "backups" => named(v, "backups", &mut problems).map(|m| cfg.backups = m),
             other => {
                 problems.push(format!(
                     "{other}: unknown key (expected one of: {})",
@@ -112,6 +101,29 @@ pub fn parse_str(
         config: cfg,
         problems,
     })
+}
+
+/// A table of `[<key>.<name>]` sections, each parsed on its own so every problem is named.
+fn named<T: DeserializeOwned>(
+    v: toml::Value,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<std::collections::BTreeMap<String, T>> {
+    match v {
+        toml::Value::Table(t) => {
+            let mut out = std::collections::BTreeMap::new();
+            for (name, item) in t {
+                if let Some(item) = section(item, &format!("{key}.{name}"), problems) {
+                    out.insert(name, item);
+                }
+            }
+            Some(out)
+        }
+        _ => {
+            problems.push(format!("{key}: expected a table of `[{key}.<name>]`"));
+            None
+        }
+    }
 }
 
 fn read_runbook_dir(

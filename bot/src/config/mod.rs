@@ -15,7 +15,7 @@ use std::{
 
 pub use load::{ConfigProblems, Parsed, parse_str};
 pub use model::*;
-use recovery::{registry::Registry, runbook::RunbookDef};
+use recovery::{registry::Registry, resources::Resources, runbook::RunbookDef};
 pub use secret::Secret;
 
 use crate::grammar::Vocabulary;
@@ -82,7 +82,10 @@ impl Settings {
             config,
             mut problems,
         } = parsed;
-        let registry = Registry::builtin();
+        let registry = Registry::with_resources(std::sync::Arc::new(Resources {
+            postgres: config.postgres.clone(),
+            backups: config.backups.clone(),
+        }));
         // A key that already has a structural problem gets no follow-on semantic ones.
         let broken: Vec<String> = problems
             .iter()
@@ -168,6 +171,9 @@ pub fn revision(cfg: &Config) -> String {
         "approvals": cfg.approvals,
         "regions": cfg.regions,
         "runbooks": cfg.runbooks,
+        // What steps act on, without secrets (a changed password does not void approvals).
+        "postgres": cfg.postgres.iter().map(|(k, c)| (k, format!("{} {:?} {:?} {:?}", c.display(), c.bin_dir, c.data_dir, c.os_user))).collect::<BTreeMap<_, _>>(),
+        "backups": format!("{:?}", cfg.backups),
     });
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }

@@ -297,6 +297,10 @@ pub struct Config {
     pub statuspage: Option<StatuspageConfig>,
     /// `[email]`.
     pub email: Option<EmailConfig>,
+    /// `[postgres.<name>]`: PostgreSQL clusters steps act on (a region's is named after it).
+    pub postgres: BTreeMap<String, recovery::resources::PgClusterDef>,
+    /// `[backups.<name>]`: backup stores (`default` unless a step names another).
+    pub backups: BTreeMap<String, recovery::resources::BackupStoreDef>,
 }
 
 /// Top-level keys the file may hold.
@@ -314,4 +318,6 @@ pub const SECTIONS: &[&str] = &[
     "discord",
     "statuspage",
     "email",
+    "postgres",
+    "backups",
 ];

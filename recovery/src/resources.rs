@@ -1,0 +1,91 @@
+//! Named things steps act on, from the `[postgres.<name>]` and `[backups.<name>]` config
+//! sections: PostgreSQL clusters (connection, tool paths, data directory) and backup stores.
+//! Steps name them in their parameters (`cluster = "{region}"`, `store = "default"`), so a
+//! plan preview says exactly which cluster each step touches without showing any password.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Everything steps may refer to by name.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    /// PostgreSQL clusters by name (by convention, a region's cluster is named after it).
+    pub postgres: BTreeMap<String, PgClusterDef>,
+    /// Backup stores by name (`default` is used when a step names none).
+    pub backups: BTreeMap<String, BackupStoreDef>,
+}
+
+/// `[postgres.<name>]`: one PostgreSQL cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgClusterDef {
+    /// Connection URL of a superuser-capable role, e.g.
+    /// `postgres://postgres:${PG_PASSWORD}@dr-db:5432/postgres`. Never shown or logged.
+    pub url: Secret,
+    /// Directory holding `psql`, `pg_dump`, `pg_restore`, `pg_basebackup`, `pg_rewind`,
+    /// `pg_ctl` for this cluster's major version. Default: found on `PATH`.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// The cluster's data directory, for steps that run server-side tools on this host
+    /// (`pg_ctl`, `pg_rewind`, `pg_basebackup` targets).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Operating-system user that owns `data_dir` and runs the server-side tools
+    /// (PostgreSQL refuses to run as root). Default: the user drbot runs as.
+    #[serde(default)]
+    pub os_user: Option<String>,
+}
+
+/// `[backups.<name>]`: where backups and their manifests live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum BackupStoreDef {
+    /// A local (or mounted) directory.
+    Local {
+        /// The directory; created when missing.
+        path: PathBuf,
+    },
+    /// S3 or an S3-compatible service (MinIO). Credentials come from the standard AWS chain.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix inside the bucket, e.g. `backups/`.
+        #[serde(default)]
+        prefix: String,
+        /// AWS region of the bucket.
+        #[serde(default)]
+        region: Option<String>,
+        /// Endpoint override (MinIO, moto, other S3-compatible services).
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+}
+
+impl PgClusterDef {
+    /// `host:port/dbname` of the URL without user or password, for plans and logs.
+    pub fn display(&self) -> String {
+        let url = self.url.expose();
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+        let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+        rest.split('?').next().unwrap_or(rest).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_never_shows_credentials() {
+        let def = PgClusterDef {
+            url: Secret::new("postgres://postgres:hunter2@dr-db:5432/app?sslmode=require"),
+            bin_dir: None,
+            data_dir: None,
+            os_user: None,
+        };
+        assert_eq!(def.display(), "dr-db:5432/app");
+    }
+}
