@@ -82,6 +82,8 @@ pub fn parse_str(
                 .map(|p| cfg.runbooks_dir = Some(base.join(p))),
             "people" => array(v, "people", &mut problems).map(|p| cfg.people = p),
             "runbooks" => array(v, "runbooks", &mut problems).map(|r| cfg.runbooks = r),
+            "builtin_runbooks" => section(v, "builtin_runbooks", &mut problems)
+                .map(|b| cfg.builtin_runbooks = b),
             "regions" => named(v, "regions", &mut problems).map(|m| cfg.regions = m),
             "postgres" => named(v, "postgres", &mut problems).map(|m| cfg.postgres = m),
             "backups" => named(v, "backups", &mut problems).map(|m| cfg.backups = m),
@@ -97,6 +99,7 @@ pub fn parse_str(
     if let Some(dir) = cfg.runbooks_dir.clone() {
         read_runbook_dir(&dir, env, &mut cfg, &mut problems);
     }
+    add_builtin_runbooks(&mut cfg, &mut problems);
     Ok(Parsed {
         config: cfg,
         problems,
@@ -122,6 +125,21 @@ fn named<T: DeserializeOwned>(
         _ => {
             problems.push(format!("{key}: expected a table of `[{key}.<name>]`"));
             None
+        }
+    }
+}
+
+/// Appends the enabled built-in runbooks that the file does not replace with its own.
+fn add_builtin_runbooks(cfg: &mut Config, problems: &mut Vec<String>) {
+    for name in cfg.builtin_runbooks.clone() {
+        match recovery::builtin::get(&name) {
+            None => problems.push(format!(
+                "builtin_runbooks: no built-in runbook `{name}` (available: {})",
+                recovery::builtin::names().join(", ")
+            )),
+            Some(_) if cfg.runbooks.iter().any(|r| r.name == name) => {}
+            Some(Ok(rb)) => cfg.runbooks.push(rb),
+            Some(Err(e)) => problems.push(format!("builtin_runbooks: `{name}` is broken: {e}")),
         }
     }
 }

@@ -284,4 +284,17 @@ with = { command = "true" }
             ))
         );
     }
+
+    #[test]
+    fn unknown_builtin_runbook_is_named_with_the_available_ones() {
+        let text = format!("builtin_runbooks = [\"nope\"]\n{BASE}");
+        let parsed = parse_str(&text, Path::new("."), &|_| None).unwrap();
+        let p = parsed
+            .problems
+            .iter()
+            .find(|p| p.starts_with("builtin_runbooks:"))
+            .expect("a problem about builtin_runbooks");
+        assert!(p.contains("no built-in runbook `nope`"), "{p}");
+        assert!(p.contains("available:"), "{p}");
+    }
 }

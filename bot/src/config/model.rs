@@ -283,6 +283,9 @@ pub struct Config {
     pub regions: BTreeMap<String, RegionConfig>,
     /// `[[runbooks]]` plus those from `runbooks_dir`.
     pub runbooks: Vec<recovery::runbook::RunbookDef>,
+    /// `builtin_runbooks`: built-in runbooks to enable by name (`drbot runbooks` lists them);
+    /// a `[[runbooks]]` entry with the same name replaces the built-in one.
+    pub builtin_runbooks: Vec<String>,
     /// `runbooks_dir`: folder of `*.toml` files, one runbook each (relative to the config file).
     pub runbooks_dir: Option<PathBuf>,
     /// `[engine]`.
@@ -312,6 +315,7 @@ pub const SECTIONS: &[&str] = &[
     "regions",
     "runbooks",
     "runbooks_dir",
+    "builtin_runbooks",
     "engine",
     "targets",
     "slack",
