@@ -1,6 +1,7 @@
 //! Runbooks and the durable engine that runs them, plus the step providers. Knows nothing of chat.
 //!
 //! - [`runbook`]: runbooks as data (TOML), validated against the step [`registry`].
+//! - [`backup`]: backup storage (local directory or S3) with manifests and SHA-256 checks.
 //! - [`builtin`]: the built-in runbooks (the seed plan's procedures as data files).
 //! - [`plan`]: a runbook resolved with a command's arguments into the exact [`plan::Plan`]
 //!   that people approve; its fingerprint binds approvals to it.
@@ -9,6 +10,7 @@
 //! - [`engine`]: drives a plan step by step through a [`engine::Journal`] that persists every
 //!   transition before it is acted on, so a crash never runs a non-idempotent step twice.
 
+pub mod backup;
 pub mod builtin;
 pub mod engine;
 pub mod plan;
