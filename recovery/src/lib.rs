@@ -13,6 +13,7 @@
 pub mod backup;
 pub mod builtin;
 pub mod engine;
+pub mod pg;
 pub mod plan;
 pub mod registry;
 pub mod resources;
