@@ -44,7 +44,9 @@ pub enum BackupError {
         actual: String,
     },
     /// The stored file has another size than the manifest says.
-    #[error("size mismatch for {backup}/{file}: the manifest says {expected} bytes, the store holds {actual}")]
+    #[error(
+        "size mismatch for {backup}/{file}: the manifest says {expected} bytes, the store holds {actual}"
+    )]
     Size {
         /// The backup's name.
         backup: String,

@@ -9,8 +9,8 @@ use std::{io, path::Path as FsPath, pin::Pin, sync::Arc};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt, stream::BoxStream};
 use object_store::{
-    GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart, aws::AmazonS3Builder,
-    local::LocalFileSystem, path::Path,
+    GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
+    aws::AmazonS3Builder, local::LocalFileSystem, path::Path,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
