@@ -2,3 +2,6 @@
 
 pub mod exec;
 pub mod http_check;
+pub mod pg_sessions;
+pub(crate) mod pg_support;
+pub mod wal_archive_check;
