@@ -69,6 +69,15 @@ pub async fn connect(def: &PgClusterDef) -> Result<PgConnection, StepError> {
     }
 }
 
+/// A failed query on `def` as a retryable step error (password scrubbed), prefixed by `what`.
+pub fn query_error(def: &PgClusterDef, what: &str, e: sqlx::Error) -> StepError {
+    StepError::retryable(format!(
+        "{what} on {} failed: {}",
+        def.display(),
+        scrub(def, &e.to_string())
+    ))
+}
+
 /// The password in the cluster's URL (percent-decoded), for a child's `PGPASSWORD` only.
 pub fn password(def: &PgClusterDef) -> Option<String> {
     let url = url::Url::parse(def.url.expose()).ok()?;

@@ -8,8 +8,9 @@
 
 pub mod conn;
 pub mod lsn;
+pub mod replication;
 pub mod tool;
 
-pub use conn::{check_cluster, cluster, connect, conninfo, scrub};
+pub use conn::{check_cluster, cluster, connect, conninfo, query_error, scrub};
 pub use lsn::{Lsn, human_bytes};
 pub use tool::{PgTool, ToolOutput, tool, write_owned};

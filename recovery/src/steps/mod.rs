@@ -5,3 +5,6 @@ pub mod http_check;
 pub mod pg_sessions;
 pub(crate) mod pg_support;
 pub mod wal_archive_check;
+pub mod pg_fence;
+pub mod pg_promote;
+pub mod pg_replication;
