@@ -46,6 +46,9 @@ impl Registry {
         let _ = &resources;
         r.register(Arc::new(crate::steps::exec::ExecKind));
         r.register(Arc::new(crate::steps::http_check::HttpCheckKind));
+        r.register(Arc::new(crate::steps::backup_create::BackupCreateKind(resources.clone())));
+        r.register(Arc::new(crate::steps::backup_fetch::BackupFetchKind(resources.clone())));
+        r.register(Arc::new(crate::steps::verify_backup::VerifyBackupKind(resources.clone())));
         r.register(Arc::new(crate::steps::wal_archive_check::WalArchiveCheckKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_sessions::ActiveTransactionsKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_sessions::TerminateBackendsKind(resources.clone())));

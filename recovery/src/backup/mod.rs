@@ -3,8 +3,16 @@
 //!
 //! - [`manifest`]: [`Manifest`], [`BackupKind`], [`ManifestFile`].
 //! - [`store`]: [`open`] and [`BackupStore`] (list, resolve "latest", put, fetch, stream).
+//! - [`gzip`]: gzip on threads of its own between streams and child pipes.
+//! - [`pgio`]: connections, conninfo, row counts and child processes for the backup steps.
+//! - [`restore`]: a stored dump into a database (psql or pg_restore -j).
+//! - [`scratch`]: the scratch database of `verify_backup`, always dropped.
 
+pub mod gzip;
 pub mod manifest;
+pub mod pgio;
+pub mod restore;
+pub mod scratch;
 pub mod store;
 
 pub use manifest::{BackupKind, MANIFEST_FILE, Manifest, ManifestFile};

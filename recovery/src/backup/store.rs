@@ -243,6 +243,33 @@ impl BackupStore {
         }
     }
 
+    /// Deletes everything stored under backup `name` (its manifest first, so it stops being
+    /// complete before its files go). Used to clean up after a failed backup.
+    pub async fn remove(&self, name: &str) -> Result<(), BackupError> {
+        check_names(name, MANIFEST_FILE)?;
+        match self
+            .store
+            .delete(&self.file_path(name, MANIFEST_FILE))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(BackupError::store(format!("deleting {name}"), e)),
+        }
+        let dir = self.dir_path(name);
+        let paths: Vec<Path> = match self.store.list(Some(&dir)).try_collect::<Vec<_>>().await {
+            Ok(metas) => metas.into_iter().map(|m| m.location).collect(),
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(BackupError::store(format!("listing {dir}"), e)),
+        };
+        for path in paths {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(BackupError::store(format!("deleting {path}"), e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Streams `reader` into `<backup>/<file>` as a multipart upload, computing its SHA-256 and
     /// size on the way; never holds the whole file in memory. An error aborts the upload.
     pub async fn put_file<R>(

@@ -1,5 +1,7 @@
 //! Built-in step providers.
 
+pub mod backup_create;
+pub mod backup_fetch;
 pub mod exec;
 pub mod http_check;
 pub mod pg_sessions;
@@ -8,3 +10,4 @@ pub mod wal_archive_check;
 pub mod pg_fence;
 pub mod pg_promote;
 pub mod pg_replication;
+pub mod verify_backup;
