@@ -52,6 +52,8 @@ impl Registry {
         r.register(Arc::new(crate::steps::wal_archive_check::WalArchiveCheckKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_sessions::ActiveTransactionsKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_sessions::TerminateBackendsKind(resources.clone())));
+        r.register(Arc::new(crate::steps::pg_basebackup::BaseBackupKind(resources.clone())));
+        r.register(Arc::new(crate::steps::pg_pitr::PitrKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_replication::ReplicationCheckKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_fence::FenceKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_promote::PromoteKind(resources.clone())));

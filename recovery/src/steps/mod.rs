@@ -11,3 +11,5 @@ pub mod pg_fence;
 pub mod pg_promote;
 pub mod pg_replication;
 pub mod verify_backup;
+pub mod pg_basebackup;
+pub mod pg_pitr;

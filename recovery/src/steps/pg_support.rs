@@ -54,6 +54,15 @@ pub(crate) fn query_error(def: &PgClusterDef, what: &str, e: sqlx::Error) -> Ste
     ))
 }
 
+/// A backup-store error as a step error (retryable for I/O and network trouble).
+pub(crate) fn backup_error(e: crate::backup::BackupError) -> StepError {
+    if e.is_retryable() {
+        StepError::retryable(e.to_string())
+    } else {
+        StepError::fatal(e.to_string())
+    }
+}
+
 /// The TCP port in the cluster's URL (default 5432).
 pub(crate) fn port(def: &PgClusterDef) -> Result<u16, StepError> {
     let url = url::Url::parse(def.url.expose()).map_err(|_| {
