@@ -1,9 +1,14 @@
-//! A loopback fake of the Discord REST API for channel messages (a test double: Discord
-//! cannot be reached from here). Records messages, honours `nonce` + `enforce_nonce` as
-//! Discord documents (a second post with the same nonce returns the first message), and can
-//! answer the next call with a 429 carrying `retry_after`.
+//! A loopback fake of the Discord REST API for channel messages and interaction webhooks (a
+//! test double: Discord cannot be reached from here). Records messages and webhook calls,
+//! honours `nonce` + `enforce_nonce` as Discord documents (a second post with the same nonce
+//! returns the first message), can answer the next call with a 429 carrying `retry_after` or
+//! report an exhausted bucket (`X-RateLimit-Remaining: 0`), and treats interaction tokens
+//! starting with `expired` as Discord treats tokens older than 15 minutes (401, code 50027).
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use axum::{
     Json, Router,
@@ -27,12 +32,26 @@ pub struct DMessage {
     pub edits: usize,
 }
 
+/// A call to an interaction webhook.
+#[derive(Debug, Clone)]
+pub struct WebhookCall {
+    /// `POST` (follow-up) or `PATCH` (edit of `@original`).
+    pub method: String,
+    /// The interaction token in the path.
+    pub token: String,
+    /// The body.
+    pub body: Value,
+}
+
 #[derive(Default)]
 struct Inner {
     messages: Vec<(Option<String>, DMessage)>,
     rate_limit_next: bool,
+    exhaust_next: Option<f64>,
     next_id: u64,
     posts: usize,
+    post_times: Vec<Instant>,
+    webhooks: Vec<WebhookCall>,
 }
 
 /// The running fake.
@@ -71,6 +90,11 @@ impl FakeDiscord {
                 let app = Router::new()
                     .route("/api/v10/channels/{channel}/messages", post(create))
                     .route("/api/v10/channels/{channel}/messages/{id}", patch(edit))
+                    .route("/api/v10/webhooks/{app}/{token}", post(followup))
+                    .route(
+                        "/api/v10/webhooks/{app}/{token}/messages/{msg}",
+                        patch(edit_original),
+                    )
                     .with_state(ctx);
                 let l = tokio::net::TcpListener::from_std(listener).expect("listener");
                 axum::serve(l, app).await.expect("serve fake discord");
@@ -105,6 +129,73 @@ impl FakeDiscord {
     pub fn posts(&self) -> usize {
         self.inner.lock().unwrap().posts
     }
+
+    /// When each channel-message POST arrived.
+    pub fn post_times(&self) -> Vec<Instant> {
+        self.inner.lock().unwrap().post_times.clone()
+    }
+
+    /// The next successful channel-message POST reports its bucket exhausted for `secs`.
+    pub fn exhaust_bucket_next(&self, secs: f64) {
+        self.inner.lock().unwrap().exhaust_next = Some(secs);
+    }
+
+    /// Interaction-webhook calls accepted so far (expired tokens are refused, not recorded).
+    pub fn webhooks(&self) -> Vec<WebhookCall> {
+        self.inner.lock().unwrap().webhooks.clone()
+    }
+}
+
+fn expired(token: &str) -> Option<Response> {
+    token.starts_with("expired").then(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "message": "Invalid Webhook Token", "code": 50027 })),
+        )
+            .into_response()
+    })
+}
+
+async fn followup(
+    State(ctx): State<Ctx>,
+    Path((_app, token)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(r) = expired(&token) {
+        return r;
+    }
+    let mut g = ctx.inner.lock().unwrap();
+    g.next_id += 1;
+    let id = g.next_id.to_string();
+    g.webhooks.push(WebhookCall {
+        method: "POST".into(),
+        token,
+        body,
+    });
+    Json(json!({ "id": id })).into_response()
+}
+
+async fn edit_original(
+    State(ctx): State<Ctx>,
+    Path((_app, token, msg)): Path<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    if msg != "@original" {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Unknown Message", "code": 10008 })),
+        )
+            .into_response();
+    }
+    if let Some(r) = expired(&token) {
+        return r;
+    }
+    ctx.inner.lock().unwrap().webhooks.push(WebhookCall {
+        method: "PATCH".into(),
+        token,
+        body,
+    });
+    Json(json!({ "id": "0" })).into_response()
 }
 
 fn authorized(ctx: &Ctx, headers: &HeaderMap) -> bool {
@@ -142,6 +233,7 @@ async fn create(
     }
     let mut g = ctx.inner.lock().unwrap();
     g.posts += 1;
+    g.post_times.push(Instant::now());
     if let Some(r) = limited(&mut g) {
         return r;
     }
@@ -166,7 +258,20 @@ async fn create(
             edits: 0,
         },
     ));
-    Json(json!({ "id": id, "channel_id": channel })).into_response()
+    let answer = Json(json!({ "id": id, "channel_id": channel }));
+    match g.exhaust_next.take() {
+        Some(secs) => (
+            [
+                ("x-ratelimit-limit", "5".to_string()),
+                ("x-ratelimit-remaining", "0".to_string()),
+                ("x-ratelimit-reset-after", format!("{secs:.3}")),
+                ("x-ratelimit-bucket", "fake-bucket".to_string()),
+            ],
+            answer,
+        )
+            .into_response(),
+        None => answer.into_response(),
+    }
 }
 
 async fn edit(

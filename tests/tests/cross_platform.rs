@@ -38,6 +38,15 @@ fn click(port: u16, user: &str, message: &str, custom_id: &str) -> (u16, Value) 
     discord_post(port, &body)
 }
 
+/// drbot's cards in `channel` (messages with an embed), oldest first.
+fn cards(discord: &FakeDiscord, channel: &str) -> Vec<drbot_e2e::fake_discord::DMessage> {
+    discord
+        .messages(channel)
+        .into_iter()
+        .filter(|m| !m.body["embeds"].is_null())
+        .collect()
+}
+
 fn title(body: &Value) -> String {
     body["embeds"][0]["title"]
         .as_str()
@@ -200,9 +209,18 @@ with = {{ command = "sh", args = ["-c", "echo promote >> {marker}"] }}
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(
-        discord.messages(CHANNEL).len(),
+        cards(&discord, CHANNEL).len(),
         1,
         "one Discord card, edited in place"
+    );
+    // The step's details are a reply to that card.
+    let card_id = cards(&discord, CHANNEL)[0].id.clone();
+    assert!(
+        discord
+            .messages(CHANNEL)
+            .iter()
+            .any(|m| m.body["message_reference"]["message_id"] == card_id.as_str()),
+        "step details replied to the card"
     );
     assert_eq!(lines(&d.join("marker")), ["promote"]);
 
@@ -227,8 +245,7 @@ with = {{ command = "sh", args = ["-c", "echo promote >> {marker}"] }}
         "{v}"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while discord.messages("1210000000000000000").is_empty() || discord.messages(CHANNEL).len() < 2
-    {
+    while cards(&discord, "1210000000000000000").is_empty() || cards(&discord, CHANNEL).len() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "Discord cards for run 2 missing"

@@ -235,6 +235,22 @@ pub struct DiscordConfig {
     pub api_base_url: String,
     /// Channel id where approval requests and status updates go.
     pub incident_channel: String,
+    /// Answer a command with a deferred response ("drbot is thinking…") when it takes longer
+    /// than this, then edit the answer in; Discord drops answers after 3 s (default `"2s"`).
+    #[serde(default = "default_defer_after")]
+    pub defer_after: String,
+    /// How long after a command drbot still uses its interaction token for follow-ups (Discord
+    /// honours tokens for 15 minutes); later ones go to the channel (default `"14m"`).
+    #[serde(default = "default_followup_window")]
+    pub followup_window: String,
+}
+
+fn default_defer_after() -> String {
+    "2s".into()
+}
+
+fn default_followup_window() -> String {
+    "14m".into()
 }
 
 fn default_discord_api() -> String {

@@ -76,6 +76,21 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
         check_url("discord.api_base_url", &d.api_base_url, &mut out);
         non_empty("discord.incident_channel", &d.incident_channel, &mut out);
         non_empty("discord.application_id", &d.application_id, &mut out);
+        for (key, value, max) in [
+            ("discord.defer_after", &d.defer_after, 2_500u64),
+            ("discord.followup_window", &d.followup_window, 15 * 60_000),
+        ] {
+            match humantime::parse_duration(value) {
+                Ok(v) if v.as_millis() as u64 > max => out.push(format!(
+                    "{key}: at most {} (Discord's limit)",
+                    humantime::format_duration(std::time::Duration::from_millis(max))
+                )),
+                Ok(_) => {}
+                Err(e) => out.push(format!(
+                    "{key}: `{value}` is not a duration like \"2s\": {e}"
+                )),
+            }
+        }
         if hex::decode(&d.public_key).map(|k| k.len()) != Ok(32) {
             out.push(
                 "discord.public_key: must be the application's 64-hex-digit public key".into(),

@@ -1,9 +1,15 @@
-//! Discord REST client for channel messages (bot token): post and edit cards, with 429
-//! (`retry_after`, `X-RateLimit-Reset-After`) honoured and transient failures retried. Posts
-//! carry a nonce with `enforce_nonce`, so Discord itself refuses to create a second message
-//! for a retried post.
+//! Discord REST client: channel messages with the bot token (post and edit cards) and
+//! interaction-token webhooks (deferred answers, follow-ups). 429s (`retry_after`,
+//! `X-RateLimit-Reset-After`) are honoured, an exhausted bucket (`X-RateLimit-Remaining: 0`)
+//! is waited out before its next call, and transient failures are retried. Posts carry a nonce
+//! with `enforce_nonce`, so Discord itself refuses to create a second message for a retried
+//! post. Interaction tokens are credentials: they never appear in logs or errors.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -16,8 +22,8 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Discord API errors.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscordError {
-    /// The message is gone (deleted) or cannot be edited.
-    #[error("Discord message not found")]
+    /// The message is gone (deleted) or cannot be edited, or the interaction token expired.
+    #[error("Discord message or webhook not found")]
     Gone,
     /// Discord refused the call.
     #[error("Discord API error: HTTP {0}")]
@@ -33,6 +39,8 @@ pub struct DiscordApi {
     http: reqwest::Client,
     base: String,
     token: Secret,
+    /// Per rate-limit bucket (by route): no call before this instant.
+    blocked: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 /// Discord's nonce for a drbot idempotency key (at most 25 characters).
@@ -51,12 +59,45 @@ impl DiscordApi {
             http,
             base: base.trim_end_matches('/').to_string(),
             token,
+            blocked: Arc::default(),
         }
     }
 
+    /// Waits until `route`'s bucket has calls left.
+    async fn wait_for_bucket(&self, route: &str) {
+        let until = self.blocked.lock().ok().and_then(|b| b.get(route).copied());
+        if let Some(until) = until {
+            let now = Instant::now();
+            if until > now {
+                let wait = (until - now).min(MAX_WAIT);
+                tracing::debug!(
+                    route,
+                    wait_ms = wait.as_millis() as u64,
+                    "Discord bucket empty: waiting"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// Remembers an exhausted bucket from a response's `X-RateLimit-*` headers.
+    fn note_bucket(&self, route: &str, headers: &reqwest::header::HeaderMap) {
+        let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+        if get("x-ratelimit-remaining") == Some("0")
+            && let Some(secs) = get("x-ratelimit-reset-after").and_then(|v| v.parse::<f64>().ok())
+            && let Ok(mut b) = self.blocked.lock()
+        {
+            let wait = Duration::from_secs_f64(secs.clamp(0.0, MAX_WAIT.as_secs_f64()));
+            b.insert(route.to_string(), Instant::now() + wait);
+        }
+    }
+
+    /// One API call. `route` names the rate-limit bucket and is what logs show (the path may
+    /// hold an interaction token).
     async fn call(
         &self,
         method: reqwest::Method,
+        route: &str,
         path: &str,
         body: &Value,
     ) -> Result<Value, DiscordError> {
@@ -64,6 +105,7 @@ impl DiscordApi {
         let mut backoff = Duration::from_millis(200);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
+            self.wait_for_bucket(route).await;
             let res = self
                 .http
                 .request(method.clone(), &url)
@@ -71,6 +113,9 @@ impl DiscordApi {
                 .json(body)
                 .send()
                 .await;
+            if let Ok(r) = &res {
+                self.note_bucket(route, r.headers());
+            }
             match res {
                 Ok(r) if r.status().as_u16() == 429 => {
                     let header = r
@@ -88,7 +133,7 @@ impl DiscordApi {
                         )));
                     }
                     tracing::warn!(
-                        path,
+                        route,
                         wait_ms = wait.as_millis() as u64,
                         "Discord rate limit: waiting"
                     );
@@ -98,7 +143,13 @@ impl DiscordApi {
                 Ok(r) if r.status().is_server_error() => {
                     last = format!("HTTP {}", r.status().as_u16())
                 }
-                Ok(r) if r.status().as_u16() == 404 => return Err(DiscordError::Gone),
+                // An expired interaction token answers 401 "Invalid Webhook Token" (50027).
+                Ok(r)
+                    if r.status().as_u16() == 404
+                        || (r.status().as_u16() == 401 && route.starts_with("webhook:")) =>
+                {
+                    return Err(DiscordError::Gone);
+                }
                 Ok(r) if !r.status().is_success() => {
                     return Err(DiscordError::Api(r.status().as_u16()));
                 }
@@ -106,9 +157,10 @@ impl DiscordApi {
                     return r
                         .json()
                         .await
-                        .map_err(|e| DiscordError::Transport(e.to_string()));
+                        .map_err(|e| DiscordError::Transport(transport_kind(&e)));
                 }
-                Err(e) => last = e.to_string(),
+                // reqwest's error text holds the URL (and so a webhook token): keep the kind only.
+                Err(e) => last = transport_kind(&e),
             }
             if attempt < ATTEMPTS {
                 tokio::time::sleep(backoff).await;
@@ -130,6 +182,7 @@ impl DiscordApi {
         let v = self
             .call(
                 reqwest::Method::POST,
+                &format!("channel:{channel}"),
                 &format!("/channels/{channel}/messages"),
                 &body,
             )
@@ -149,10 +202,62 @@ impl DiscordApi {
     ) -> Result<(), DiscordError> {
         self.call(
             reqwest::Method::PATCH,
+            &format!("channel:{channel}"),
             &format!("/channels/{channel}/messages/{id}"),
             body,
         )
         .await
         .map(|_| ())
+    }
+
+    /// Edits the answer to an interaction (`@original`), e.g. after a deferred response.
+    pub async fn edit_original(
+        &self,
+        application: &str,
+        token: &Secret,
+        body: &Value,
+    ) -> Result<(), DiscordError> {
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("webhook:{application}"),
+            &format!(
+                "/webhooks/{application}/{}/messages/@original",
+                token.expose()
+            ),
+            body,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Sends a follow-up message through an interaction's webhook; `Gone` once the token
+    /// expired.
+    pub async fn followup(
+        &self,
+        application: &str,
+        token: &Secret,
+        body: &Value,
+    ) -> Result<(), DiscordError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("webhook:{application}"),
+            &format!("/webhooks/{application}/{}?wait=true", token.expose()),
+            body,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// What went wrong with a request, without its URL.
+fn transport_kind(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else if e.is_decode() {
+        "unreadable answer".into()
+    } else {
+        "request failed".into()
     }
 }

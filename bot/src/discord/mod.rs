@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod commands;
+pub mod followup;
 pub mod sync;
 pub mod text;
 pub mod verify;
@@ -34,8 +35,9 @@ const MESSAGE_COMPONENT: u64 = 3;
 const UPDATE_MESSAGE: u64 = 7;
 const PONG: u64 = 1;
 const CHANNEL_MESSAGE_WITH_SOURCE: u64 = 4;
+const DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE: u64 = 5;
 /// Message flag: only the invoking user sees it.
-const EPHEMERAL: u64 = 64;
+pub const EPHEMERAL: u64 = 64;
 
 /// Discord's state in the app.
 pub struct Discord {
@@ -46,8 +48,14 @@ pub struct Discord {
     pub application_id: String,
     /// Bot token.
     pub bot_token: crate::config::Secret,
-    /// REST client for channel messages.
+    /// REST client for channel messages and interaction webhooks.
     pub api: api::DiscordApi,
+    /// A command slower than this gets a deferred response first.
+    pub defer_after: std::time::Duration,
+    /// Interaction tokens are used this long; later follow-ups go to the channel.
+    pub followup_window: std::time::Duration,
+    /// Interactions that started runs, for follow-ups to their requesters.
+    pub origins: followup::Origins,
 }
 
 impl Discord {
@@ -59,6 +67,9 @@ impl Discord {
             application_id: cfg.application_id.clone(),
             bot_token: cfg.bot_token.clone(),
             api: api::DiscordApi::new(&cfg.api_base_url, cfg.bot_token.clone()),
+            defer_after: humantime::parse_duration(&cfg.defer_after).ok()?,
+            followup_window: humantime::parse_duration(&cfg.followup_window).ok()?,
+            origins: followup::Origins::default(),
         }))
     }
 }
@@ -91,28 +102,77 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     };
     match ix["type"].as_u64() {
         Some(PING) => Json(json!({ "type": PONG })).into_response(),
-        Some(APPLICATION_COMMAND) => {
-            let user = ix["member"]["user"]["id"]
-                .as_str()
-                .or(ix["user"]["id"].as_str());
-            let (Some(user), Ok(text)) = (user, commands::to_text(&ix["data"])) else {
-                return ephemeral(text::MALFORMED.into());
-            };
-            let channel = ix["channel_id"].as_str().unwrap_or("");
-            let actor = Actor::chat(&app.settings, Platform::Discord, user, channel);
-            let reply = dispatch::handle(&app, &actor, &text).await;
-            if let crate::reply::Reply::Requested(v) = &reply
-                && v.request.as_ref().is_some_and(|r| r.state == "pending")
-                && !channel.is_empty()
-            {
-                let (app2, run, channel) = (app.clone(), v.run.id, channel.to_string());
-                tokio::spawn(async move { sync::ensure_card(&app2, run, &channel).await });
-            }
-            ephemeral(text::command_reply(&reply))
-        }
+        Some(APPLICATION_COMMAND) => command(&app, &discord, &ix).await,
         Some(MESSAGE_COMPONENT) => component(&app, &ix).await,
         _ => ephemeral(text::MALFORMED.into()),
     }
+}
+
+/// `/dr …`: answered at once when the work is quick, else with a deferred response whose
+/// answer is edited in through the interaction's webhook when the work is done.
+async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
+    let user = ix["member"]["user"]["id"]
+        .as_str()
+        .or(ix["user"]["id"].as_str());
+    let (Some(user), Ok(text)) = (user, commands::to_text(&ix["data"])) else {
+        return ephemeral(text::MALFORMED.into());
+    };
+    let channel = ix["channel_id"].as_str().unwrap_or("").to_string();
+    let origin = ix["token"].as_str().map(|t| followup::Origin {
+        token: crate::config::Secret::new(t),
+        at: std::time::Instant::now(),
+        channel: channel.clone(),
+        user: user.to_string(),
+    });
+    let actor = Actor::chat(&app.settings, Platform::Discord, user, &channel);
+    let mut work = {
+        let (app, origin) = (app.clone(), origin.clone());
+        tokio::spawn(async move {
+            let reply = dispatch::handle(&app, &actor, &text).await;
+            if let crate::reply::Reply::Requested(v) = &reply {
+                if let (Some(d), Some(o)) = (&app.discord, origin) {
+                    d.origins.insert(v.run.id, o);
+                }
+                if v.request.as_ref().is_some_and(|r| r.state == "pending") && !channel.is_empty() {
+                    let (app2, run) = (app.clone(), v.run.id);
+                    tokio::spawn(async move { sync::ensure_card(&app2, run, &channel).await });
+                }
+            }
+            text::command_reply(&reply)
+        })
+    };
+    let answer = |r: Result<String, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a Discord command's handler failed");
+            text::command_reply(&dispatch::internal(
+                anyhow::anyhow!("handler failed"),
+                "answering a Discord command",
+            ))
+        })
+    };
+    if let Ok(done) = tokio::time::timeout(discord.defer_after, &mut work).await {
+        return ephemeral(answer(done));
+    }
+    let Some(origin) = origin else {
+        // No token to answer later with: wait (Discord may already have given up).
+        return ephemeral(answer(work.await));
+    };
+    let discord = discord.clone();
+    let interaction = ix["id"].as_str().unwrap_or("").to_string();
+    tokio::spawn(async move {
+        let content = answer(work.await);
+        let body = json!({ "content": content, "allowed_mentions": { "parse": [] } });
+        let fallback = format!("<@{}> {content}", origin.user);
+        let key = format!("deferred:{interaction}");
+        if let Err(e) = followup::deliver(&discord, &origin, true, body, fallback, &key).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "answering a deferred Discord command failed"
+            );
+        }
+    });
+    Json(json!({ "type": DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE, "data": { "flags": EPHEMERAL } }))
+        .into_response()
 }
 
 /// A button click: never trusted by its custom_id alone (the card it was clicked on must be

@@ -81,6 +81,7 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
     let Some(view) = approvals::view(&app.store, run).await? else {
         return Ok(());
     };
+    super::followup::notify_requester(app, &view).await;
     let body = text::card(&view);
     let cards = cards_of(app, run).await?;
     let waits = matches!(
@@ -118,14 +119,53 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keeps Discord cards current until `shutdown`.
+/// Posts a finished step's details as a reply to each of the run's cards.
+async fn step_details(app: &App, run: i64, idx: usize) -> anyhow::Result<()> {
+    let Some(discord) = app.discord.clone() else {
+        return Ok(());
+    };
+    let steps = app.store.steps(run).await?;
+    let Some(s) = steps.iter().find(|s| s.idx == idx as i64) else {
+        return Ok(());
+    };
+    let content = text::step_detail(
+        &s.name,
+        s.idx,
+        s.state,
+        s.summary.as_deref(),
+        s.error.as_deref(),
+        s.log.as_deref(),
+    );
+    for (ch, id) in cards_of(app, run).await? {
+        let body = serde_json::json!({
+            "content": content,
+            "message_reference": { "message_id": id, "fail_if_not_exists": false },
+            "allowed_mentions": { "parse": [] },
+        });
+        let key = format!("step:{run}:{idx}:{}:{}:{ch}", s.attempts, s.state.as_str());
+        discord.api.post_message(&ch, body, &key).await?;
+    }
+    Ok(())
+}
+
+/// Keeps Discord cards current until `shutdown`; step details go out as replies to the cards.
 pub async fn run_loop(app: App, shutdown: CancellationToken) {
-    crate::cards::follow(
-        app,
-        shutdown,
-        "Discord",
-        |_, _| {},
-        |app, run| async move { sync_run(&app, run).await },
-    )
+    let on_event = |app: &App, e: &crate::events::Event| {
+        if let crate::events::Event::StepFinished { run_id, idx, .. } = *e {
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Err(e) = step_details(&app, run_id, idx).await {
+                    tracing::warn!(
+                        run = run_id,
+                        error = format!("{e:#}"),
+                        "posting Discord step details failed"
+                    );
+                }
+            });
+        }
+    };
+    crate::cards::follow(app, shutdown, "Discord", on_event, |app, run| async move {
+        sync_run(&app, run).await
+    })
     .await
 }

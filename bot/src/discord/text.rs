@@ -190,3 +190,65 @@ pub fn card(v: &crate::reply::RunView) -> serde_json::Value {
         "allowed_mentions": { "parse": [] },
     })
 }
+
+/// A finished step's details, posted as a reply to the run's cards.
+pub fn step_detail(
+    name: &str,
+    idx: i64,
+    state: recovery::engine::StepState,
+    summary: Option<&str>,
+    error: Option<&str>,
+    log: Option<&str>,
+) -> String {
+    let mut t = format!("Step {}. **{}** {}", idx + 1, name, state.as_str());
+    if let Some(s) = summary.filter(|s| !s.trim().is_empty()) {
+        t.push_str(&format!("\n{s}"));
+    }
+    if let Some(e) = error {
+        t.push_str(&format!("\n**Error:** {e}"));
+    }
+    if let Some(l) = log.filter(|l| !l.trim().is_empty()) {
+        t.push_str(&format!(
+            "\n```\n{}\n```",
+            truncate(&l.replace("```", "'''"), 1500)
+        ));
+    }
+    truncate(&t, 2000)
+}
+
+/// Tells the person who typed the command how their run ended (or that it waits for a
+/// person). `mention` is set when it goes to the channel instead of the interaction.
+pub fn outcome(v: &crate::reply::RunView, mention: Option<&str>) -> String {
+    use crate::store::runs::RunState;
+    let r = &v.run;
+    let what = match r.state {
+        RunState::Succeeded => "succeeded",
+        RunState::Failed => "failed",
+        RunState::NeedsAttention => "needs attention: a person must retry, skip or abort a step",
+        RunState::AwaitingGate => "is waiting for approval of a gated step",
+        RunState::Cancelled => "was cancelled",
+        RunState::Denied => "was denied",
+        RunState::Expired => "expired without approval",
+        RunState::Void => "is void: the plan changed before approval",
+        RunState::Aborted => "was aborted",
+        _ => "changed state",
+    };
+    let took = match (r.started_at, r.finished_at) {
+        (Some(s), Some(f)) => format!(
+            " in {}",
+            humantime::format_duration(std::time::Duration::from_secs(
+                ((f - s).max(0) / 1000) as u64
+            ))
+        ),
+        _ => String::new(),
+    };
+    let mut t = String::new();
+    if let Some(user) = mention {
+        t.push_str(&format!("<@{user}> "));
+    }
+    t.push_str(&format!("Run {} `{}` {what}{took}.", r.id, r.runbook));
+    if let Some(d) = r.detail.as_deref().filter(|d| !d.is_empty()) {
+        t.push_str(&format!("\n{d}"));
+    }
+    truncate(&t, 2000)
+}

@@ -1,0 +1,133 @@
+//! Interaction-token follow-ups: the answer to a slow command (after a deferred response) and
+//! the message telling the person who started a run how it ended. The token is valid for 15
+//! minutes; within `discord.followup_window` drbot uses it, later (or when Discord says the
+//! token expired) it falls back to a channel message that mentions the person.
+//!
+//! Tokens live only in memory: after a restart, follow-ups go to the channel.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use super::{Discord, EPHEMERAL, api::DiscordError, text};
+use crate::{app::App, config::Secret, reply::RunView, store::runs::RunState};
+
+/// Where a command came from: the interaction to answer and the person to tell.
+#[derive(Clone)]
+pub struct Origin {
+    /// The interaction token (a credential: never logged).
+    pub token: Secret,
+    /// When the interaction arrived.
+    pub at: Instant,
+    /// Channel the command was typed in.
+    pub channel: String,
+    /// Discord user id of the person who typed it.
+    pub user: String,
+}
+
+/// Runs started from Discord, by run id, with the last state their requester was told of.
+#[derive(Default)]
+pub struct Origins(Mutex<HashMap<i64, (Origin, Option<RunState>)>>);
+
+impl Origins {
+    /// Remembers that `run` was started by the interaction `origin`.
+    pub fn insert(&self, run: i64, origin: Origin) {
+        if let Ok(mut m) = self.0.lock() {
+            // Forget origins whose tokens are long dead, so the map stays small.
+            m.retain(|_, (o, _)| o.at.elapsed() < Duration::from_secs(24 * 3600));
+            m.insert(run, (origin, None));
+        }
+    }
+
+    /// The origin of `run` if its requester has not yet been told about `state`.
+    fn claim(&self, run: i64, state: RunState) -> Option<Origin> {
+        let mut m = self.0.lock().ok()?;
+        let (origin, told) = m.get_mut(&run)?;
+        if *told == Some(state) {
+            return None;
+        }
+        *told = Some(state);
+        let origin = origin.clone();
+        if !state.is_active() {
+            m.remove(&run);
+        }
+        Some(origin)
+    }
+}
+
+/// Sends `body` through the interaction's webhook while the token is fresh (`edit` replaces
+/// the deferred answer, else a follow-up message is added); otherwise, or if Discord refuses
+/// the token, posts `fallback` to the origin channel. `key` makes the channel post idempotent.
+pub async fn deliver(
+    discord: &Discord,
+    origin: &Origin,
+    edit: bool,
+    body: Value,
+    fallback: String,
+    key: &str,
+) -> Result<(), DiscordError> {
+    if origin.at.elapsed() < discord.followup_window {
+        let sent = if edit {
+            discord
+                .api
+                .edit_original(&discord.application_id, &origin.token, &body)
+                .await
+        } else {
+            discord
+                .api
+                .followup(&discord.application_id, &origin.token, &body)
+                .await
+        };
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(DiscordError::Gone) => {
+                tracing::info!("Discord interaction token expired: answering in the channel")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let msg = json!({
+        "content": fallback,
+        "allowed_mentions": { "users": [origin.user] },
+    });
+    discord
+        .api
+        .post_message(&origin.channel, msg, key)
+        .await
+        .map(|_| ())
+}
+
+/// Tells the requester of a Discord-started run that it ended or waits for a person, once per
+/// state.
+pub async fn notify_requester(app: &App, view: &RunView) {
+    let Some(discord) = app.discord.clone() else {
+        return;
+    };
+    let state = view.run.state;
+    let tell =
+        !state.is_active() || matches!(state, RunState::NeedsAttention | RunState::AwaitingGate);
+    if !tell || view.run.platform != "discord" {
+        return;
+    }
+    let Some(origin) = discord.origins.claim(view.run.id, state) else {
+        return;
+    };
+    let body = json!({
+        "content": text::outcome(view, None),
+        "flags": EPHEMERAL,
+        "allowed_mentions": { "parse": [] },
+    });
+    let fallback = text::outcome(view, Some(&origin.user));
+    let key = format!("outcome:{}:{}", view.run.id, state.as_str());
+    if let Err(e) = deliver(&discord, &origin, false, body, fallback, &key).await {
+        tracing::warn!(
+            run = view.run.id,
+            error = format!("{e:#}"),
+            "telling the requester on Discord failed"
+        );
+    }
+}
