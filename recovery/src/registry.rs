@@ -57,6 +57,8 @@ impl Registry {
         r.register(Arc::new(crate::steps::pg_replication::ReplicationCheckKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_fence::FenceKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_promote::PromoteKind(resources.clone())));
+        r.register(Arc::new(crate::steps::pg_rebuild_replica::RebuildReplicaKind(resources.clone())));
+        r.register(Arc::new(crate::steps::pg_switchover::SwitchoverKind(resources.clone())));
         r
     }
     /// Adds (or replaces) a step type.

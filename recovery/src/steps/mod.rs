@@ -13,3 +13,5 @@ pub mod pg_replication;
 pub mod verify_backup;
 pub mod pg_basebackup;
 pub mod pg_pitr;
+pub mod pg_rebuild_replica;
+pub mod pg_switchover;

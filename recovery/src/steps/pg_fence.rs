@@ -183,6 +183,8 @@ pub(crate) async fn stop_server(
     // pg_ctl status: 0 running, 3 not running, 4 no accessible data dir.
     match status.status.code() {
         Some(3) => return Ok((false, status.log)),
+        // 4: not a data directory (e.g. emptied by an interrupted rebuild): nothing runs there.
+        Some(4) if !data.join("postmaster.pid").exists() => return Ok((false, status.log)),
         Some(0) => {}
         _ => {
             return Err(StepError::fatal(format!(

@@ -1,0 +1,271 @@
+//! `pg_switchover` step (destructive; put it behind `gate = true`): a planned switchover with
+//! zero data loss, e.g. back to the original primary after a failback rebuild.
+//!
+//! 1. Fence the current primary read-only (`pg_fence` semantics: new sessions read-only,
+//!    existing client sessions terminated).
+//! 2. Wait until the replica has replayed up to the primary's `pg_current_wal_flush_lsn()`.
+//! 3. Promote the replica (`pg_promote` semantics, with RPO evidence: the gap must be 0) and
+//!    check that it takes writes.
+//! 4. With `rebuild_old = true` (default), rebuild the demoted primary as a streaming replica
+//!    of the new one (`pg_rebuild_replica` semantics).
+//!
+//! If the replica does not catch up in time the step fails and the old primary **stays
+//! read-only**: nothing was lost, and a person decides (retry, or undo the fence with
+//! `ALTER SYSTEM RESET default_transaction_read_only`). Running it again after a successful
+//! switchover (the replica is primary, the old primary a standby) is a no-op.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{pg_fence, pg_promote, pg_rebuild_replica};
+use crate::{
+    pg::{self, Lsn, replication},
+    registry::{StepKind, StepTraits, params},
+    resources::Resources,
+    step::{Step, StepContext, StepError, StepOutput},
+};
+
+/// Parameters of a `pg_switchover` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverParams {
+    /// `[postgres.<name>]` of the current primary, to be demoted.
+    pub primary: String,
+    /// `[postgres.<name>]` of the streaming replica to promote.
+    pub replica: String,
+    /// How long the replica may take to replay up to the fenced primary's WAL. Default 300.
+    #[serde(default = "default_catch_up")]
+    pub catch_up_seconds: u32,
+    /// `wait_seconds` of `pg_promote`. Default 60.
+    #[serde(default = "default_wait")]
+    pub wait_seconds: u32,
+    /// Rebuild the demoted primary as a replica of the new one. Default `true`; it then needs
+    /// `data_dir` (and `os_user`).
+    #[serde(default = "yes")]
+    pub rebuild_old: bool,
+    /// Like `pg_rebuild_replica`'s: this host's files restored after the rebuild.
+    #[serde(default = "default_keep")]
+    pub keep_files: Vec<String>,
+    /// Like `pg_rebuild_replica`'s: skip `pg_rewind`. Default `false`.
+    #[serde(default)]
+    pub force_basebackup: bool,
+    /// Like `pg_rebuild_replica`'s: server log of the restarted old primary.
+    #[serde(default)]
+    pub log_file: Option<String>,
+}
+
+fn default_catch_up() -> u32 {
+    300
+}
+fn default_wait() -> u32 {
+    60
+}
+fn yes() -> bool {
+    true
+}
+fn default_keep() -> Vec<String> {
+    ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The `pg_switchover` step type.
+pub struct SwitchoverKind(pub Arc<Resources>);
+
+impl StepKind for SwitchoverKind {
+    fn name(&self) -> &'static str {
+        "pg_switchover"
+    }
+    fn traits(&self) -> StepTraits {
+        StepTraits {
+            destructive: true,
+            idempotent: false,
+            overridable: false,
+        }
+    }
+    fn validate(&self, p: &serde_json::Value) -> Result<(), String> {
+        let p: SwitchoverParams = params(p)?;
+        if p.rebuild_old {
+            pg_rebuild_replica::check_local(&self.0, "primary", &p.primary)?;
+        } else {
+            pg::check_cluster(&self.0, "primary", &p.primary)?;
+        }
+        pg::check_cluster(&self.0, "replica", &p.replica)?;
+        if p.primary == p.replica {
+            return Err("replica: must differ from primary".into());
+        }
+        if p.wait_seconds == 0 {
+            return Err("wait_seconds: must be at least 1".into());
+        }
+        pg_rebuild_replica::check_keep_files(&p.keep_files)
+    }
+    fn build(&self, p: &serde_json::Value) -> Result<Box<dyn Step>, String> {
+        self.validate(p)?;
+        Ok(Box::new(Switchover {
+            res: self.0.clone(),
+            p: params(p)?,
+        }))
+    }
+}
+
+/// A runnable `pg_switchover`.
+pub struct Switchover {
+    res: Arc<Resources>,
+    p: SwitchoverParams,
+}
+
+#[async_trait]
+impl Step for Switchover {
+    async fn run(&self, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        let p = &self.p;
+        let primary = pg::cluster(&self.res, &p.primary).map_err(StepError::fatal)?;
+        let replica = pg::cluster(&self.res, &p.replica).map_err(StepError::fatal)?;
+        let mut log = Vec::new();
+
+        let mut rconn = pg::connect(replica).await?;
+        let rstate = replication::server_state(&mut rconn)
+            .await
+            .map_err(|e| pg::query_error(replica, "reading the replica's state", e))?;
+        if !rstate.in_recovery {
+            // Done before? Then the old primary is a standby now.
+            let old_is_standby = match pg::connect(primary).await {
+                Ok(mut c) => replication::server_state(&mut c)
+                    .await
+                    .map(|s| s.in_recovery)
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            if old_is_standby || !p.rebuild_old {
+                return Ok(StepOutput {
+                    summary: format!(
+                        "{} is already the primary{}: nothing to do",
+                        p.replica,
+                        if old_is_standby {
+                            format!(" and {} a standby", p.primary)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    log: String::new(),
+                    data: json!({"already_done": true}),
+                });
+            }
+            return Err(StepError::fatal(format!(
+                "{} is not in recovery and {} is not a standby: refusing to switch over \
+                 between two primaries",
+                p.replica, p.primary
+            )));
+        }
+
+        // 1. No more writes on the current primary.
+        ctx.progress
+            .line(format!("fencing {} (read-only)", p.primary));
+        let fence = pg_fence::fence_read_only(primary).await?;
+        log.push(format!(
+            "fenced {}: read-only, {} session(s) terminated",
+            p.primary, fence.terminated
+        ));
+
+        // 2. Everything it flushed must be replayed on the replica.
+        let flush: String = {
+            let mut c = pg::connect(primary).await?;
+            sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+                .fetch_one(&mut c)
+                .await
+                .map_err(|e| pg::query_error(primary, "pg_current_wal_flush_lsn()", e))?
+        };
+        let flush: Lsn = flush.parse().map_err(StepError::fatal)?;
+        let caught_up = replication::wait_for_replay(
+            &mut rconn,
+            flush,
+            Duration::from_secs(p.catch_up_seconds.into()),
+            ctx,
+            &format!("replica {}", p.replica),
+        )
+        .await
+        .map_err(|e| StepError {
+            message: format!(
+                "{}; {} stays read-only (nothing was lost; retry, or ALTER SYSTEM RESET \
+                 default_transaction_read_only there to undo)",
+                e.message, p.primary
+            ),
+            ..e
+        })?;
+        drop(rconn);
+        log.push(format!(
+            "{} replayed up to {caught_up} (primary flushed {flush})",
+            p.replica
+        ));
+
+        // 3. Promote, with evidence that nothing is missing.
+        let (ev, promote_summary, promote_log) = pg_promote::promote(
+            &p.replica,
+            replica,
+            Some((&p.primary, primary)),
+            p.wait_seconds,
+            p.catch_up_seconds,
+            ctx,
+        )
+        .await?;
+        log.push(promote_log);
+        log.push(promote_summary);
+
+        // 4. The old primary follows the new one.
+        let rebuilt = if p.rebuild_old {
+            let opts = pg_rebuild_replica::RebuildOptions {
+                force_basebackup: p.force_basebackup,
+                keep_files: &p.keep_files,
+                catch_up: Duration::from_secs(p.catch_up_seconds.into()),
+                log_file: p.log_file.as_deref(),
+            };
+            let (data, summary, rlog) =
+                pg_rebuild_replica::rebuild(&p.primary, primary, &p.replica, replica, &opts, ctx)
+                    .await
+                    .map_err(|e| StepError {
+                        message: format!(
+                            "switched over ({} is primary) but rebuilding {} failed: {}",
+                            p.replica, p.primary, e.message
+                        ),
+                        log: format!("{}\n{}", log.join("\n"), e.log),
+                        ..e
+                    })?;
+            log.push(rlog);
+            log.push(summary);
+            Some(data)
+        } else {
+            None
+        };
+
+        let summary = format!(
+            "switched over: {} is primary (gap {} B, writes OK){}",
+            p.replica,
+            ev.lsn_gap_bytes
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            match &rebuilt {
+                Some(d) => format!(
+                    ", {} rebuilt with {} and streaming from it",
+                    p.primary,
+                    d["method"].as_str().unwrap_or("?")
+                ),
+                None => format!(", {} left fenced (read-only)", p.primary),
+            }
+        );
+        Ok(StepOutput {
+            summary,
+            log: crate::step::trim_output(&log.join("\n"), 32 * 1024),
+            data: json!({
+                "primary": p.primary,
+                "replica": p.replica,
+                "fence": fence,
+                "primary_flush_lsn": flush,
+                "replica_caught_up_lsn": caught_up,
+                "promote": ev,
+                "rebuild": rebuilt,
+            }),
+        })
+    }
+}

@@ -1,0 +1,295 @@
+//! Failback on real PostgreSQL 15 clusters: after a failover (old primary crashed, replica
+//! promoted) and writes on the new primary, `pg_rebuild_replica` turns the old primary into a
+//! streaming replica (pg_rewind, or a fresh pg_basebackup when rewinding is impossible or
+//! forced), and `pg_switchover` moves the primary role back without losing a write.
+
+mod pg_promote_support;
+
+use std::time::Duration;
+
+use pg_promote_support::*;
+use recovery::testkit::pg::{PgCluster, PgOptions};
+use serde_json::json;
+
+const REPLAY: Duration = Duration::from_secs(30);
+
+/// testkit keeps each cluster's port, socket and archive dir in this file: it belongs to the host.
+fn keep() -> serde_json::Value {
+    json!(["postgresql.conf", "pg_hba.conf", "drbot-local.conf"])
+}
+
+fn count(c: &PgCluster) -> i64 {
+    c.psql("postgres", "SELECT count(*) FROM w")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Failover: rows 1..=100 replicated; then rows 500..=509 only on the old primary (the replica
+/// is disconnected), which crashes; the replica is promoted and gets rows 1001..=1100.
+async fn failover(main: &mut PgCluster, dr: &PgCluster) -> registry::Reg {
+    create_table(main);
+    main.psql(
+        "postgres",
+        "INSERT INTO w SELECT g, now() FROM generate_series(1, 100) g",
+    )
+    .unwrap();
+    dr.wait_for_replay(main, REPLAY).unwrap();
+    dr.psql(
+        "postgres",
+        "ALTER SYSTEM SET primary_conninfo = ''; SELECT pg_reload_conf();",
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if main
+            .psql("postgres", "SELECT count(*) FROM pg_stat_replication")
+            .unwrap()
+            == "0"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    main.psql(
+        "postgres",
+        "INSERT INTO w SELECT g, now() FROM generate_series(500, 509) g",
+    )
+    .unwrap();
+    main.kill().unwrap();
+    let reg = registry(&[("main", main), ("dr", dr)]);
+    run(
+        &reg,
+        "pg_promote",
+        json!({"replica": "dr", "primary": "main"}),
+    )
+    .await
+    .unwrap();
+    dr.psql(
+        "postgres",
+        "INSERT INTO w SELECT g, now() FROM generate_series(1001, 1100) g",
+    )
+    .unwrap();
+    assert_eq!(count(dr), 200);
+    registry::Reg(reg)
+}
+
+mod registry {
+    /// The registry of a failover scenario.
+    pub struct Reg(pub recovery::registry::Registry);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rewind_then_switchover_back_loses_nothing() {
+    let mut main = PgCluster::start().unwrap();
+    let dr = PgCluster::start_replica_of(&main).unwrap();
+    let registry::Reg(reg) = failover(&mut main, &dr).await;
+
+    // The old primary comes back as a replica of the new one, through pg_rewind.
+    let out = run(
+        &reg,
+        "pg_rebuild_replica",
+        json!({"cluster": "main", "source": "dr", "keep_files": keep()}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.data["method"], "pg_rewind", "{}", out.summary);
+    assert!(out.summary.contains("streaming"), "{}", out.summary);
+    assert!(main.is_in_recovery().unwrap());
+    assert_eq!(count(&main), 200);
+    // The diverged rows that only the crashed primary had were rewound away.
+    assert_eq!(
+        main.psql(
+            "postgres",
+            "SELECT count(*) FROM w WHERE id BETWEEN 500 AND 509"
+        )
+        .unwrap(),
+        "0"
+    );
+    let check = run(
+        &reg,
+        "pg_replication_check",
+        json!({"primary": "dr", "replica": "main", "max_lag": "1m"}),
+    )
+    .await
+    .unwrap();
+    assert!(check.summary.contains("streaming"), "{}", check.summary);
+
+    // A forced fresh base backup works too (and re-running a rebuild is harmless).
+    let out = run(
+        &reg,
+        "pg_rebuild_replica",
+        json!({"cluster": "main", "source": "dr", "keep_files": keep(), "force_basebackup": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.data["method"], "pg_basebackup");
+    assert_eq!(count(&main), 200);
+
+    // Writes keep arriving on dr until the switchover fences it.
+    let writer = Writer::start(dr.url("postgres"), 2001).await;
+    writer.wait_for(300, &dr.url("postgres")).await;
+    let out = run(
+        &reg,
+        "pg_switchover",
+        json!({"primary": "dr", "replica": "main", "keep_files": keep(), "catch_up_seconds": 60}),
+    )
+    .await
+    .unwrap();
+    let (acked, err) = writer.finish().await;
+    assert!(err.is_some(), "the fence should end the writer's session");
+    assert!(
+        out.summary
+            .starts_with("switched over: main is primary (gap 0 B"),
+        "{}",
+        out.summary
+    );
+    assert_eq!(out.data["promote"]["lsn_gap_bytes"], 0);
+
+    // main is the primary again with every write; dr streams from it.
+    assert!(!main.is_in_recovery().unwrap());
+    assert!(dr.is_in_recovery().unwrap());
+    let present = ids(&main);
+    let lost: Vec<i64> = acked
+        .iter()
+        .map(|a| a.id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "writes lost in the switchover: {lost:?}");
+    assert_eq!(count(&main), 200 + acked.len() as i64);
+    main.psql("postgres", "INSERT INTO w VALUES (-1, now())")
+        .unwrap();
+    dr.wait_for_replay(&main, REPLAY).unwrap();
+    assert_eq!(
+        dr.psql("postgres", "SELECT count(*) FROM w WHERE id = -1")
+            .unwrap(),
+        "1"
+    );
+    run(
+        &reg,
+        "pg_replication_check",
+        json!({"primary": "main", "replica": "dr"}),
+    )
+    .await
+    .unwrap();
+
+    // Again: a no-op.
+    let again = run(
+        &reg,
+        "pg_switchover",
+        json!({"primary": "dr", "replica": "main", "keep_files": keep()}),
+    )
+    .await
+    .unwrap();
+    assert!(again.summary.contains("nothing to do"), "{}", again.summary);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_rewind_falls_back_to_a_fresh_basebackup() {
+    // Without wal_log_hints (and without data checksums) pg_rewind refuses to run.
+    let mut main = PgCluster::start_with(PgOptions {
+        extra_conf: vec![("wal_log_hints".into(), "off".into())],
+        ..Default::default()
+    })
+    .unwrap();
+    let dr = PgCluster::start_replica_of(&main).unwrap();
+    let registry::Reg(reg) = failover(&mut main, &dr).await;
+
+    let out = run(
+        &reg,
+        "pg_rebuild_replica",
+        json!({"cluster": "main", "source": "dr", "keep_files": keep()}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.data["method"], "pg_basebackup", "{}", out.summary);
+    let why = out.data["rewind_error"].as_str().unwrap();
+    assert!(why.contains("wal_log_hints"), "{why}");
+    assert!(out.summary.contains("pg_rewind failed"), "{}", out.summary);
+    assert!(main.is_in_recovery().unwrap());
+    assert_eq!(count(&main), 200);
+    assert_eq!(
+        main.psql(
+            "postgres",
+            "SELECT count(*) FROM w WHERE id BETWEEN 500 AND 509"
+        )
+        .unwrap(),
+        "0"
+    );
+
+    dr.psql(
+        "postgres",
+        "INSERT INTO w SELECT g, now() FROM generate_series(3001, 3050) g",
+    )
+    .unwrap();
+    let out = run(
+        &reg,
+        "pg_switchover",
+        json!({"primary": "dr", "replica": "main", "keep_files": keep()}),
+    )
+    .await
+    .unwrap();
+    assert!(out.summary.contains("main is primary"), "{}", out.summary);
+    assert!(!main.is_in_recovery().unwrap());
+    assert!(dr.is_in_recovery().unwrap());
+    assert_eq!(count(&main), 250);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rebuild_and_switchover_params_are_checked() {
+    let main = PgCluster::start().unwrap();
+    let reg = registry(&[("main", &main)]);
+    let kind = reg.get("pg_rebuild_replica").unwrap();
+    assert!(
+        kind.validate(&json!({"cluster": "main", "source": "main"}))
+            .unwrap_err()
+            .contains("must differ")
+    );
+    assert!(
+        kind.validate(&json!({"cluster": "main", "source": "x"}))
+            .unwrap_err()
+            .contains("unknown PostgreSQL cluster `x`")
+    );
+    assert!(
+        kind.validate(&json!({"cluster": "{primary}", "source": "{secondary}"}))
+            .is_ok()
+    );
+    assert!(
+        kind.validate(
+            &json!({"cluster": "main", "source": "{secondary}", "keep_files": ["../etc/passwd"]})
+        )
+        .is_err()
+    );
+    assert!(
+        kind.validate(&json!({"cluster": "main", "source": "{secondary}", "bogus": 1}))
+            .unwrap_err()
+            .contains("bogus")
+    );
+    let sw = reg.get("pg_switchover").unwrap();
+    assert!(
+        sw.validate(&json!({"primary": "{secondary}", "replica": "{primary}"}))
+            .is_ok()
+    );
+    assert!(
+        sw.validate(&json!({"primary": "main", "replica": "main"}))
+            .is_err()
+    );
+    // A cluster without data_dir cannot be rebuilt.
+    let mut res = recovery::resources::Resources::default();
+    let mut d = def(&main);
+    d.data_dir = None;
+    res.postgres.insert("remote".into(), d);
+    res.postgres.insert("main".into(), def(&main));
+    let reg = recovery::registry::Registry::with_resources(std::sync::Arc::new(res));
+    let e = reg
+        .get("pg_rebuild_replica")
+        .unwrap()
+        .validate(&json!({"cluster": "remote", "source": "main"}))
+        .unwrap_err();
+    assert!(e.contains("needs data_dir"), "{e}");
+    let e = reg
+        .get("pg_fence")
+        .unwrap()
+        .validate(&json!({"cluster": "remote", "mode": "stop"}))
+        .unwrap_err();
+    assert!(e.contains("needs data_dir"), "{e}");
+}
