@@ -54,6 +54,7 @@ impl Registry {
         r.register(Arc::new(crate::steps::pg_sessions::TerminateBackendsKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_basebackup::BaseBackupKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_pitr::PitrKind(resources.clone())));
+        r.register(Arc::new(crate::steps::pg_verify::VerifyKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_replication::ReplicationCheckKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_fence::FenceKind(resources.clone())));
         r.register(Arc::new(crate::steps::pg_promote::PromoteKind(resources.clone())));

@@ -250,6 +250,40 @@ async fn pitr_recovers_exactly_the_rows_before_the_target() {
     );
     assert_eq!(psql(port, "SELECT pg_is_in_recovery()"), "f");
     assert_eq!(psql(port, "SHOW archive_mode"), "off");
+    // pg_verify on the recovered cluster: counts, minimums, assertions.
+    let out = run_step(
+        &su.res,
+        "pg_verify",
+        json!({"cluster": "pitr", "min_rows": {"items": 100}, "sql": ["SELECT NOT pg_is_in_recovery()"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.data["row_counts"]["items"], 100);
+    let err = run_step(
+        &su.res,
+        "pg_verify",
+        json!({"cluster": "pitr", "min_rows": {"items": 101}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message.contains("items has 100 rows, fewer than 101"),
+        "{}",
+        err.message
+    );
+    let err = run_step(
+        &su.res,
+        "pg_verify",
+        json!({"cluster": "pitr", "tables": ["nope"]}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message.contains("tables: counting nope") && err.message.contains("does not exist"),
+        "{}",
+        err.message
+    );
+
     // Writable, and the source is untouched.
     psql(
         port,

@@ -30,6 +30,24 @@ async fn fresh_archive_passes_and_stale_or_empty_fails() {
     assert_eq!(out.data["cluster"]["failed_count"], 0);
     assert!(out.summary.contains(&segment), "{}", out.summary);
 
+    // switch_wal: what was written since is switched out and archived first.
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (v int); INSERT INTO t VALUES (1)",
+    )
+    .unwrap();
+    let out = run_step(
+        &res,
+        "wal_archive_check",
+        json!({"archive": archive, "cluster": "main", "switch_wal": true}),
+    )
+    .await
+    .unwrap();
+    let switched = out.data["switched_segment"].as_str().unwrap().to_string();
+    assert!(switched > segment, "{switched} after {segment}");
+    assert!(pg.archive_dir().join(&switched).is_file());
+    assert_eq!(out.data["newest_segment"], switched.as_str());
+
     // Without a cluster, with the default max_age.
     let out = run_step(&res, "wal_archive_check", json!({"archive": archive}))
         .await
@@ -46,7 +64,7 @@ async fn fresh_archive_passes_and_stale_or_empty_fails() {
     .await
     .unwrap_err();
     assert!(
-        err.message.contains(&segment) && err.message.contains("more than max_age 1s"),
+        err.message.contains(&switched) && err.message.contains("more than max_age 1s"),
         "{}",
         err.message
     );

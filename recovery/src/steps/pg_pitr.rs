@@ -58,6 +58,10 @@ pub struct PitrParams {
     /// column is `true`, e.g. `SELECT count(*) > 0 FROM projects`.
     #[serde(default)]
     pub verify_sql: Vec<String>,
+    /// Whether a transaction committed exactly at `target_time` is recovered (default
+    /// `true`; `false` stops just before it, e.g. for a corruption's timestamp).
+    #[serde(default = "yes")]
+    pub inclusive: bool,
     /// Keep the backup's `archive_mode` on the recovered cluster. Default `false`: archiving
     /// is turned off so it never writes into the production archive.
     #[serde(default)]
@@ -66,6 +70,9 @@ pub struct PitrParams {
 
 fn default_store() -> String {
     "default".into()
+}
+fn yes() -> bool {
+    true
 }
 fn default_backup() -> String {
     "latest".into()
@@ -334,7 +341,7 @@ impl Step for Pitr {
                     .line(format!("restoring {file} into {}", dest.display()));
                 job.extract(&store, &manifest, file, &dest).await?;
             }
-            job.configure(&archive, target, p.keep_archiving)?;
+            job.configure(&archive, target, p.inclusive, p.keep_archiving)?;
             job.start().await?;
         }
         let progress = match job.wait_for_promotion().await {
@@ -346,7 +353,13 @@ impl Step for Pitr {
         };
         let recovery_secs = recovery_started.elapsed().as_secs_f64();
         let mut conn = pg::connect(def).await?;
-        let row_counts = verify(def, &mut conn, &p.verify_tables, &p.verify_sql).await?;
+        let row_counts = super::pg_verify::check(def, &mut conn, &p.verify_tables, &p.verify_sql)
+            .await
+            .map_err(|mut e| {
+                // Name this step's parameters (`verify_tables`, `verify_sql`).
+                e.message = format!("verify_{}", e.message);
+                e
+            })?;
         drop(conn);
         if !reused {
             job.write_marker(&Marker {
@@ -625,6 +638,7 @@ impl Job<'_> {
         &self,
         archive: &Path,
         target: DateTime<Utc>,
+        inclusive: bool,
         keep_archiving: bool,
     ) -> Result<(), StepError> {
         if !self.data.join("PG_VERSION").is_file() {
@@ -654,6 +668,7 @@ impl Job<'_> {
         let mut settings = vec![
             ("restore_command", restore),
             ("recovery_target_time", pg_time(target)),
+            ("recovery_target_inclusive", inclusive.to_string()),
             ("recovery_target_action", "promote".into()),
             ("recovery_target_timeline", "latest".into()),
             ("hot_standby", "on".into()),
@@ -884,50 +899,6 @@ fn wipe(dir: &Path) -> Result<(), String> {
         r.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-/// Row counts of `tables` and the `assertions`, on the recovered cluster.
-async fn verify(
-    def: &PgClusterDef,
-    conn: &mut sqlx::PgConnection,
-    tables: &[String],
-    assertions: &[String],
-) -> Result<Vec<(String, i64)>, StepError> {
-    let mut counts = Vec::new();
-    for t in tables {
-        let sql = format!("SELECT count(*) FROM {}", pg_support::quote_table(t));
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| {
-                StepError::fatal(format!(
-                    "verify_tables: counting {t} on {} failed: {}",
-                    def.display(),
-                    pg::scrub(def, &e.to_string())
-                ))
-            })?;
-        counts.push((t.clone(), n));
-    }
-    for sql in assertions {
-        let ok: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| {
-                StepError::fatal(format!(
-                    "verify_sql: `{sql}` failed on {}: {}",
-                    def.display(),
-                    pg::scrub(def, &e.to_string())
-                ))
-            })?;
-        if ok != Some(true) {
-            return Err(StepError::fatal(format!(
-                "verify_sql: `{sql}` returned {} on {}, expected true",
-                ok.map_or("NULL".to_string(), |b| b.to_string()),
-                def.display()
-            )));
-        }
-    }
-    Ok(counts)
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ pub struct WalArchiveCheckParams {
     /// be on, not failing, and its last archived file must be in `archive`.
     #[serde(default)]
     pub cluster: Option<String>,
+    /// First switch `cluster` to a new WAL segment (`pg_switch_wal()`) and wait until the
+    /// finished one is in `archive`, so everything written so far can be replayed (e.g.
+    /// before a PITR to a recent time). Needs `cluster`. Default `false`.
+    #[serde(default)]
+    pub switch_wal: bool,
 }
 
 fn default_max_age() -> String {
@@ -55,6 +60,9 @@ impl WalArchiveCheckKind {
         }
         if let Some(c) = &p.cluster {
             pg_support::check_cluster(&self.0, "cluster", c)?;
+        }
+        if p.switch_wal && p.cluster.is_none() {
+            return Err("switch_wal: needs `cluster` (the cluster whose WAL is switched)".into());
         }
         Ok(p)
     }
@@ -81,6 +89,7 @@ impl StepKind for WalArchiveCheckKind {
             archive: PathBuf::from(&p.archive),
             max_age,
             cluster: p.cluster,
+            switch_wal: p.switch_wal,
             resources: self.0.clone(),
         }))
     }
@@ -91,6 +100,7 @@ pub struct WalArchiveCheck {
     archive: PathBuf,
     max_age: Duration,
     cluster: Option<String>,
+    switch_wal: bool,
     resources: Arc<Resources>,
 }
 
@@ -152,14 +162,24 @@ pub fn newest_segment(dir: &Path) -> Result<Option<NewestSegment>, String> {
     Ok(Some(NewestSegment { name, age, count }))
 }
 
-/// `15m 3s` from a duration, rounded to seconds.
+/// `15m 3s` from a duration, rounded to seconds (`1.2s` below a minute).
 fn human(d: Duration) -> String {
+    if d < Duration::from_secs(60) && d.subsec_millis() >= 100 {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
 #[async_trait]
 impl Step for WalArchiveCheck {
-    async fn run(&self, _ctx: &StepContext) -> Result<StepOutput, StepError> {
+    async fn run(&self, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        let mut switched = None;
+        if self.switch_wal
+            && let Some(name) = &self.cluster
+        {
+            let def = pg_support::cluster(&self.resources, name)?;
+            switched = Some(switch_and_wait(def, &self.archive, ctx).await?);
+        }
         let dir = self.archive.clone();
         let newest = tokio::task::spawn_blocking(move || newest_segment(&dir))
             .await
@@ -258,6 +278,9 @@ impl Step for WalArchiveCheck {
                 "current_wal": stats.current_wal,
             });
         }
+        if let Some(seg) = switched {
+            data["switched_segment"] = json!(seg);
+        }
         data["ok"] = json!(problems.is_empty());
         if problems.is_empty() {
             Ok(StepOutput {
@@ -267,6 +290,52 @@ impl Step for WalArchiveCheck {
             })
         } else {
             Err(StepError::retryable(problems.join("; ")).with_log(summary))
+        }
+    }
+}
+
+/// How long a switched segment may take to reach the archive.
+const SWITCH_WAIT: Duration = Duration::from_secs(120);
+
+/// `pg_switch_wal()` on the cluster, then waits until the finished segment is archived.
+async fn switch_and_wait(
+    def: &crate::resources::PgClusterDef,
+    archive: &Path,
+    ctx: &StepContext,
+) -> Result<String, StepError> {
+    let mut conn = crate::pg::connect(def).await?;
+    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| pg_support::query_error(def, "pg_switch_wal()", e))?;
+    ctx.progress.line(format!(
+        "switched WAL on {}; waiting for {segment} in {}",
+        def.display(),
+        archive.display()
+    ));
+    let deadline = tokio::time::Instant::now() + SWITCH_WAIT;
+    loop {
+        let found = std::fs::read_dir(archive)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&segment))
+            })
+            .unwrap_or(false);
+        if found {
+            return Ok(segment);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StepError::retryable(format!(
+                "WAL segment {segment} of {} did not reach {} within {}s after pg_switch_wal(): \
+                 is archive_command working?",
+                def.display(),
+                archive.display(),
+                SWITCH_WAIT.as_secs()
+            )));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = ctx.cancel.cancelled() => return Err(StepError::retryable("cancelled")),
         }
     }
 }
