@@ -285,71 +285,73 @@ async fn plain_dump_round_trip_on_local_and_s3() {
 async fn custom_format_with_parallel_restore() {
     let (defs, _dir) = backup_support::stores();
     let source = Source::new("vb_custom", 300, 5000, 2000, true).await;
-    let (_, store) = &defs[0];
-    let reg = registry(&source, store);
-    // A plain backup too, newer than the custom one: kind = custom must skip it.
-    let custom = run(
-        &reg,
-        "backup_create",
-        json!({ "cluster": "dr", "format": "custom" }),
-    )
-    .await
-    .unwrap();
-    run(&reg, "backup_create", json!({ "cluster": "dr" }))
+    // Local: pg_restore reads the stored file in place; S3: downloaded to a temp file first.
+    for (label, store) in &defs {
+        let reg = registry(&source, store);
+        // A plain backup too, newer than the custom one: kind = custom must skip it.
+        let custom = run(
+            &reg,
+            "backup_create",
+            json!({ "cluster": "dr", "format": "custom" }),
+        )
         .await
         .unwrap();
-    assert_eq!(custom.data["kind"], "custom");
-    let step = reg
-        .get("verify_backup")
-        .unwrap()
-        .build(&json!({ "cluster": "dr", "kind": "custom", "jobs": 2, "prefix": "vbcustom" }))
-        .unwrap();
-    let (ctx, mut rx, _cancel) = new_ctx();
-    let out = step
-        .run(&ctx)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", e.log));
-    assert_eq!(out.data["passed"], true);
-    assert_eq!(out.data["kind"], "custom");
-    assert_eq!(out.data["backup"], custom.data["name"]);
-    assert_eq!(out.data["tables"]["project_payloads"]["got"], 5000);
-    assert!(out.data["sql_bytes"].is_null());
-    let progress = lines(&mut rx);
-    assert!(
-        progress.iter().any(|l| l.contains("pg_restore -j 2")),
-        "{progress:?}"
-    );
-    assert!(source.leftovers("vbcustom").await.is_empty());
+        run(&reg, "backup_create", json!({ "cluster": "dr" }))
+            .await
+            .unwrap();
+        assert_eq!(custom.data["kind"], "custom");
+        let step = reg
+            .get("verify_backup")
+            .unwrap()
+            .build(&json!({ "cluster": "dr", "kind": "custom", "jobs": 2, "prefix": "vbcustom" }))
+            .unwrap();
+        let (ctx, mut rx, _cancel) = new_ctx();
+        let out = step
+            .run(&ctx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", e.log));
+        assert_eq!(out.data["passed"], true);
+        assert_eq!(out.data["kind"], "custom");
+        assert_eq!(out.data["backup"], custom.data["name"]);
+        assert_eq!(out.data["tables"]["project_payloads"]["got"], 5000);
+        assert!(out.data["sql_bytes"].is_null());
+        let progress = lines(&mut rx);
+        assert!(
+            progress.iter().any(|l| l.contains("pg_restore -j 2")),
+            "{progress:?}"
+        );
+        assert!(source.leftovers("vbcustom").await.is_empty());
 
-    // One byte flipped in the stored dump: caught by the checksum before pg_restore runs.
-    let st = backup::open(store).await.unwrap();
-    let m = st
-        .resolve(custom.data["name"].as_str().unwrap(), None)
+        // One byte flipped in the stored dump: caught by the checksum before pg_restore runs.
+        let st = backup::open(store).await.unwrap();
+        let m = st
+            .resolve(custom.data["name"].as_str().unwrap(), None)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d");
+        st.fetch_to(&m, "dump.pgdump", &path).await.unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        st.put_file(&m.name, "dump.pgdump", &bytes[..])
+            .await
+            .unwrap();
+        let err = run(
+            &reg,
+            "verify_backup",
+            json!({ "cluster": "dr", "backup": m.name, "prefix": "vbcustom" }),
+        )
         .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d");
-    st.fetch_to(&m, "dump.pgdump", &path).await.unwrap();
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    st.put_file(&m.name, "dump.pgdump", &bytes[..])
-        .await
-        .unwrap();
-    let err = run(
-        &reg,
-        "verify_backup",
-        json!({ "cluster": "dr", "backup": m.name, "prefix": "vbcustom" }),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        err.message.contains("checksum mismatch for"),
-        "{}",
-        err.message
-    );
-    assert!(!err.retryable);
-    assert!(source.leftovers("vbcustom").await.is_empty());
+        .unwrap_err();
+        assert!(
+            err.message.contains("checksum mismatch for"),
+            "{}",
+            err.message
+        );
+        assert!(!err.retryable);
+        assert!(source.leftovers("vbcustom").await.is_empty(), "{label}");
+    }
 }
 
 /// Stores `bytes` as a new sql_gzip backup with the given row counts.

@@ -249,31 +249,63 @@ async fn restore_custom(
         NEXT.fetch_add(1, Ordering::Relaxed),
         manifest.name
     )));
-    ctx.progress.line(format!(
-        "downloading {} ({}) to {}",
-        manifest.name,
-        mb(manifest.size),
-        temp_dir.display()
-    ));
-    let stored_bytes = tokio::select! {
-        r = store.fetch_to(manifest, file, &tmp.0) => r.map_err(step_error)?,
-        _ = ctx.cancel.cancelled() => {
-            return Err(StepError::retryable(format!("cancelled while downloading {}", manifest.name)));
+    let conninfo = pgio::db_conninfo(def, db)?;
+    let pg_restore = |path: &Path| {
+        pg::tool(def, "pg_restore")
+            .as_current_user()
+            .password_of(def)
+            .args(["--exit-on-error", "-j", &jobs.to_string(), "-d"])
+            .arg(&conninfo)
+            .arg(path)
+    };
+    let (stored_bytes, out) = match store.local_file(manifest, file) {
+        // A local store already holds a file: pg_restore reads it in place while the
+        // checksum is computed alongside; a mismatch fails the restore all the same.
+        Some(path) => {
+            ctx.progress.line(format!(
+                "restoring {} ({}) with pg_restore -j {jobs}, checking its checksum alongside",
+                manifest.name,
+                mb(manifest.size)
+            ));
+            let check = async {
+                let mut stream = store.open_stream(manifest, file).await?;
+                let mut n = 0u64;
+                while let Some(chunk) = stream.next().await {
+                    n += chunk
+                        .map_err(|e| BackupError::from_io(format!("reading {}", manifest.name), e))?
+                        .len() as u64;
+                }
+                Ok::<u64, BackupError>(n)
+            };
+            let tool = pg_restore(&path);
+            let (checked, out) = tokio::select! {
+                r = async { tokio::join!(check, tool.run(ctx)) } => r,
+                _ = ctx.cancel.cancelled() => {
+                    return Err(StepError::retryable(format!("cancelled while restoring {}", manifest.name)));
+                }
+            };
+            (checked.map_err(step_error)?, out?)
+        }
+        None => {
+            ctx.progress.line(format!(
+                "downloading {} ({}) to {}",
+                manifest.name,
+                mb(manifest.size),
+                temp_dir.display()
+            ));
+            let n = tokio::select! {
+                r = store.fetch_to(manifest, file, &tmp.0) => r.map_err(step_error)?,
+                _ = ctx.cancel.cancelled() => {
+                    return Err(StepError::retryable(format!("cancelled while downloading {}", manifest.name)));
+                }
+            };
+            ctx.progress.line(format!(
+                "checksum ok; restoring {} with pg_restore -j {jobs}",
+                manifest.name
+            ));
+            (n, pg_restore(&tmp.0).run(ctx).await?)
         }
     };
-    ctx.progress.line(format!(
-        "checksum ok; restoring {} with pg_restore -j {jobs}",
-        manifest.name
-    ));
-    let conninfo = pgio::db_conninfo(def, db)?;
-    let out = pg::tool(def, "pg_restore")
-        .as_current_user()
-        .password_of(def)
-        .args(["--exit-on-error", "-j", &jobs.to_string(), "-d"])
-        .arg(conninfo)
-        .arg(&tmp.0)
-        .run(ctx)
-        .await?;
     if !out.status.success() {
         return Err(StepError::fatal(format!(
             "pg_restore failed restoring {} ({}): {}",

@@ -36,6 +36,8 @@ pub struct BackupStore {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     display: String,
+    /// The directory of a local store.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for BackupStore {
@@ -62,6 +64,7 @@ pub async fn open(def: &BackupStoreDef) -> Result<BackupStore, BackupError> {
                 store: Arc::new(store),
                 prefix: Path::default(),
                 display: format!("local:{}", path.display()),
+                local_root: Some(path.clone()),
             })
         }
         BackupStoreDef::S3 {
@@ -95,6 +98,7 @@ pub async fn open(def: &BackupStoreDef) -> Result<BackupStore, BackupError> {
                 store: Arc::new(store),
                 prefix: Path::from_iter(parts),
                 display,
+                local_root: None,
             })
         }
     }
@@ -104,6 +108,17 @@ impl BackupStore {
     /// Where this store is, for logs and plans: `local:/var/backups` or `s3://bucket/prefix`.
     pub fn display(&self) -> &str {
         &self.display
+    }
+
+    /// The file's path on disk when this is a local store and the file exists (tools that
+    /// need a file can read it in place; its checksum must still be checked).
+    pub fn local_file(&self, manifest: &Manifest, file: &str) -> Option<std::path::PathBuf> {
+        let root = self.local_root.as_ref()?;
+        if !valid_name(&manifest.name) || !valid_name(file) || manifest.file(file).is_none() {
+            return None;
+        }
+        let path = root.join(&manifest.name).join(file);
+        path.is_file().then_some(path)
     }
 
     fn dir_path(&self, backup: &str) -> Path {
