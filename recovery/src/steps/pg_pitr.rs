@@ -618,7 +618,7 @@ impl Job<'_> {
             let broken_pipe = e.kind() == std::io::ErrorKind::BrokenPipe;
             let err =
                 backup::BackupError::from_io(format!("restoring {}/{file}", manifest.name), e);
-            if !(broken_pipe && !status.success()) {
+            if !broken_pipe || status.success() {
                 return Err(backup_error(err).with_log(errs));
             }
         }
