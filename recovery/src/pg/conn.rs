@@ -13,6 +13,10 @@ use crate::{
 /// How long a connection attempt may take before the cluster counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How every connection failure from [`connect`] starts, so callers can tell "unreachable"
+/// from other errors.
+pub const CANNOT_CONNECT: &str = "cannot connect to";
+
 /// The cluster called `name`, or an error naming the known ones.
 pub fn cluster<'a>(resources: &'a Resources, name: &str) -> Result<&'a PgClusterDef, String> {
     resources.postgres.get(name).ok_or_else(|| {
@@ -59,11 +63,11 @@ pub async fn connect(def: &PgClusterDef) -> Result<PgConnection, StepError> {
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(StepError::retryable(format!(
-            "cannot connect to {where_}: {}",
+            "{CANNOT_CONNECT} {where_}: {}",
             scrub(def, &e.to_string())
         ))),
         Err(_) => Err(StepError::retryable(format!(
-            "cannot connect to {where_}: no answer within {}s",
+            "{CANNOT_CONNECT} {where_}: no answer within {}s",
             CONNECT_TIMEOUT.as_secs()
         ))),
     }

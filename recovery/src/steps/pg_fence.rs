@@ -241,7 +241,10 @@ impl Step for Fence {
                         log: String::new(),
                         data: json!({"cluster": p.cluster, "mode": "read_only", "fenced": true, "reachable": true, "detail": f}),
                     }),
-                    Err(e) if p.allow_unreachable && e.message.contains("cannot connect") => {
+                    Err(e)
+                        if p.allow_unreachable
+                            && e.message.starts_with(pg::conn::CANNOT_CONNECT) =>
+                    {
                         Ok(StepOutput {
                             summary: format!(
                                 "primary unreachable: not fenced ({at}: {})",

@@ -289,10 +289,9 @@ pub(crate) async fn rebuild(
     };
     let target: pg::Lsn = target.parse().map_err(StepError::fatal)?;
     let started = std::time::Instant::now();
-    let replayed =
-        replication::wait_for_replay(&mut conn, target, opts.catch_up, ctx, &format!("{name}"))
-            .await
-            .map_err(|e| e.with_log(log.join("\n")))?;
+    let replayed = replication::wait_for_replay(&mut conn, target, opts.catch_up, ctx, name)
+        .await
+        .map_err(|e| e.with_log(log.join("\n")))?;
     let mut receiver = None;
     for _ in 0..100 {
         let s = replication::server_state(&mut conn)
