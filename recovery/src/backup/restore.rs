@@ -192,7 +192,7 @@ async fn restore_plain(
         ))
     });
     match gunzip_res {
-        Err(e) if !(e.kind() == io::ErrorKind::BrokenPipe && !status.success()) => {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe || status.success() => {
             return Err(StepError::fatal(format!(
                 "{}/{file} is not a complete gzip stream (corrupt or truncated): {e}; {} of \
                  SQL had been applied",

@@ -485,7 +485,7 @@ impl VerifyBackup {
                 problems.push(format!("smoke command failed: {}", result.detail));
             }
             smoke.push(result);
-            log.push_str("\n");
+            log.push('\n');
             log.push_str(&out);
         }
         Ok((stats, tables, smoke, problems, log))
