@@ -26,6 +26,11 @@ pub trait StepKind: Send + Sync {
     fn validate(&self, params: &serde_json::Value) -> Result<(), String>;
     /// Builds a runnable step from resolved parameters.
     fn build(&self, params: &serde_json::Value) -> Result<Box<dyn Step>, String>;
+    /// PostgreSQL programs this step type runs from its clusters' `bin_dir` (checked by
+    /// `check-config`).
+    fn tools(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// Step types by name.
@@ -46,20 +51,46 @@ impl Registry {
         let _ = &resources;
         r.register(Arc::new(crate::steps::exec::ExecKind));
         r.register(Arc::new(crate::steps::http_check::HttpCheckKind));
-        r.register(Arc::new(crate::steps::backup_create::BackupCreateKind(resources.clone())));
-        r.register(Arc::new(crate::steps::backup_fetch::BackupFetchKind(resources.clone())));
-        r.register(Arc::new(crate::steps::verify_backup::VerifyBackupKind(resources.clone())));
-        r.register(Arc::new(crate::steps::wal_archive_check::WalArchiveCheckKind(resources.clone())));
-        r.register(Arc::new(crate::steps::pg_sessions::ActiveTransactionsKind(resources.clone())));
-        r.register(Arc::new(crate::steps::pg_sessions::TerminateBackendsKind(resources.clone())));
-        r.register(Arc::new(crate::steps::pg_basebackup::BaseBackupKind(resources.clone())));
+        r.register(Arc::new(crate::steps::backup_create::BackupCreateKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(crate::steps::backup_fetch::BackupFetchKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(crate::steps::verify_backup::VerifyBackupKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(
+            crate::steps::wal_archive_check::WalArchiveCheckKind(resources.clone()),
+        ));
+        r.register(Arc::new(crate::steps::pg_sessions::ActiveTransactionsKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(crate::steps::pg_sessions::TerminateBackendsKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(crate::steps::pg_basebackup::BaseBackupKind(
+            resources.clone(),
+        )));
         r.register(Arc::new(crate::steps::pg_pitr::PitrKind(resources.clone())));
-        r.register(Arc::new(crate::steps::pg_verify::VerifyKind(resources.clone())));
-        r.register(Arc::new(crate::steps::pg_replication::ReplicationCheckKind(resources.clone())));
-        r.register(Arc::new(crate::steps::pg_fence::FenceKind(resources.clone())));
-        r.register(Arc::new(crate::steps::pg_promote::PromoteKind(resources.clone())));
-        r.register(Arc::new(crate::steps::pg_rebuild_replica::RebuildReplicaKind(resources.clone())));
-        r.register(Arc::new(crate::steps::pg_switchover::SwitchoverKind(resources.clone())));
+        r.register(Arc::new(crate::steps::pg_verify::VerifyKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(
+            crate::steps::pg_replication::ReplicationCheckKind(resources.clone()),
+        ));
+        r.register(Arc::new(crate::steps::pg_fence::FenceKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(crate::steps::pg_promote::PromoteKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(
+            crate::steps::pg_rebuild_replica::RebuildReplicaKind(resources.clone()),
+        ));
+        r.register(Arc::new(crate::steps::pg_switchover::SwitchoverKind(
+            resources.clone(),
+        )));
         r
     }
     /// Adds (or replaces) a step type.

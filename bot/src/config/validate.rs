@@ -58,6 +58,7 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
     }
     check_regions(&cfg.regions, &mut out);
     check_runbooks(cfg, registry, &mut out);
+    check_postgres(cfg, registry, &mut out);
     if let Some(s) = &cfg.slack {
         check_url("slack.api_base_url", &s.api_base_url, &mut out);
         non_empty("slack.incident_channel", &s.incident_channel, &mut out);
@@ -185,6 +186,42 @@ fn check_regions(regions: &BTreeMap<String, RegionConfig>, out: &mut Vec<String>
     }
     if primaries > 1 {
         out.push("regions: only one region can have role = \"primary\"".into());
+    }
+}
+
+/// Each `[postgres.<name>]` has a usable URL and the programs the enabled runbooks' steps run.
+fn check_postgres(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
+    let needed: BTreeSet<&str> = cfg
+        .runbooks
+        .iter()
+        .flat_map(|rb| rb.steps.iter())
+        .filter_map(|s| registry.get(&s.kind))
+        .flat_map(|k| k.tools().iter().copied())
+        .collect();
+    for (name, c) in &cfg.postgres {
+        let url = c.url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            out.push(format!(
+                "postgres.{name}.url: expected a `postgres://user:password@host:port/db` URL"
+            ));
+        }
+        for tool in &needed {
+            let found = match &c.bin_dir {
+                Some(dir) => dir.join(tool).is_file(),
+                None => std::env::var_os("PATH").is_some_and(|path| {
+                    std::env::split_paths(&path).any(|d| d.join(tool).is_file())
+                }),
+            };
+            if !found {
+                let place = match &c.bin_dir {
+                    Some(dir) => format!("in {}", dir.display()),
+                    None => "on PATH (set bin_dir)".to_string(),
+                };
+                out.push(format!(
+                    "postgres.{name}.bin_dir: `{tool}` not found {place}; the enabled runbooks run it"
+                ));
+            }
+        }
     }
 }
 

@@ -94,6 +94,9 @@ impl StepKind for BackupCreateKind {
     fn name(&self) -> &'static str {
         "backup_create"
     }
+    fn tools(&self) -> &'static [&'static str] {
+        &["pg_dump"]
+    }
     fn traits(&self) -> StepTraits {
         StepTraits {
             destructive: false,

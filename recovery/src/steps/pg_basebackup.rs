@@ -92,6 +92,9 @@ impl StepKind for BaseBackupKind {
     fn name(&self) -> &'static str {
         "pg_base_backup"
     }
+    fn tools(&self) -> &'static [&'static str] {
+        &["pg_basebackup"]
+    }
     fn traits(&self) -> StepTraits {
         // Reads the cluster and adds a new backup; running it again just adds another one.
         StepTraits {

@@ -55,6 +55,9 @@ impl StepKind for FenceKind {
     fn name(&self) -> &'static str {
         "pg_fence"
     }
+    fn tools(&self) -> &'static [&'static str] {
+        &["pg_ctl"]
+    }
     fn traits(&self) -> StepTraits {
         StepTraits {
             destructive: true,

@@ -218,6 +218,9 @@ impl StepKind for PitrKind {
     fn name(&self) -> &'static str {
         "pg_pitr"
     }
+    fn tools(&self) -> &'static [&'static str] {
+        &["pg_ctl"]
+    }
     fn traits(&self) -> StepTraits {
         // Starts a new cluster; a re-run wipes only its own unfinished attempt.
         StepTraits {

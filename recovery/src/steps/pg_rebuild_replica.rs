@@ -88,6 +88,9 @@ impl StepKind for RebuildReplicaKind {
     fn name(&self) -> &'static str {
         "pg_rebuild_replica"
     }
+    fn tools(&self) -> &'static [&'static str] {
+        &["pg_rewind", "pg_basebackup", "pg_ctl"]
+    }
     fn traits(&self) -> StepTraits {
         // Running it again rebuilds again: harmless for a replica, and a half-done rebuild is
         // finished by a re-run (a failed rewind falls back to a fresh base backup).

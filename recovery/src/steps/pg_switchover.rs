@@ -79,6 +79,9 @@ impl StepKind for SwitchoverKind {
     fn name(&self) -> &'static str {
         "pg_switchover"
     }
+    fn tools(&self) -> &'static [&'static str] {
+        &["pg_rewind", "pg_basebackup", "pg_ctl"]
+    }
     fn traits(&self) -> StepTraits {
         StepTraits {
             destructive: true,

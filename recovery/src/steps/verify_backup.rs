@@ -189,6 +189,9 @@ impl StepKind for VerifyBackupKind {
     fn name(&self) -> &'static str {
         "verify_backup"
     }
+    fn tools(&self) -> &'static [&'static str] {
+        &["psql", "pg_restore"]
+    }
     fn traits(&self) -> StepTraits {
         StepTraits {
             destructive: false,
