@@ -59,6 +59,9 @@ pub struct PlannedStep {
     pub backoff_ms: u64,
     /// What a failure does to the run.
     pub on_failure: OnFailure,
+    /// What the step acts on (clusters, backup stores), shown in plan previews.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub touches: Vec<String>,
 }
 
 impl PlannedStep {
@@ -128,7 +131,7 @@ impl Plan {
             steps.push(PlannedStep {
                 name: substitute(&def.name, &vars, &def.name)?,
                 kind: def.kind.clone(),
-                params,
+                params: params.clone(),
                 destructive,
                 idempotent,
                 gate: def.gate,
@@ -136,6 +139,7 @@ impl Plan {
                 retries: def.retries,
                 backoff_ms: def.backoff.unwrap_or(DEFAULT_BACKOFF).as_millis() as u64,
                 on_failure: def.on_failure,
+                touches: registry.resources().describe(&params),
             });
         }
         let default_target = match args.get("region") {

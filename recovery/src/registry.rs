@@ -37,6 +37,7 @@ pub trait StepKind: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn StepKind>>,
+    resources: Arc<Resources>,
 }
 
 impl Registry {
@@ -47,8 +48,10 @@ impl Registry {
     /// The built-in step types; providers that act on named clusters or stores get them
     /// from `resources`.
     pub fn with_resources(resources: Arc<Resources>) -> Self {
-        let mut r = Self::default();
-        let _ = &resources;
+        let mut r = Self {
+            resources: resources.clone(),
+            ..Self::default()
+        };
         r.register(Arc::new(crate::steps::exec::ExecKind));
         r.register(Arc::new(crate::steps::http_check::HttpCheckKind));
         r.register(Arc::new(crate::steps::backup_create::BackupCreateKind(
@@ -96,6 +99,10 @@ impl Registry {
     /// Adds (or replaces) a step type.
     pub fn register(&mut self, kind: Arc<dyn StepKind>) {
         self.kinds.insert(kind.name(), kind);
+    }
+    /// The clusters and stores steps may name.
+    pub fn resources(&self) -> &Resources {
+        &self.resources
     }
     /// Looks a step type up.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn StepKind>> {

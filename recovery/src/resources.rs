@@ -64,6 +64,40 @@ pub enum BackupStoreDef {
     },
 }
 
+/// Step parameters that name a `[postgres.<name>]` cluster.
+const CLUSTER_KEYS: &[&str] = &["cluster", "primary", "replica", "source", "target_cluster"];
+
+impl Resources {
+    /// What a step with these (resolved) parameters acts on, one line each, for plan previews:
+    /// `replica us-west-2 (dr-db:5432/postgres)`, `store default (local /var/backups)`.
+    pub fn describe(&self, params: &serde_json::Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for key in CLUSTER_KEYS {
+            if let Some(name) = params.get(*key).and_then(|v| v.as_str())
+                && let Some(def) = self.postgres.get(name)
+            {
+                out.push(format!("{key} {name} ({})", def.display()));
+            }
+        }
+        if let Some(name) = params.get("store").and_then(|v| v.as_str())
+            && let Some(def) = self.backups.get(name)
+        {
+            out.push(format!("store {name} ({})", def.display()));
+        }
+        out
+    }
+}
+
+impl BackupStoreDef {
+    /// Where the store is, for plans and logs.
+    pub fn display(&self) -> String {
+        match self {
+            Self::Local { path } => format!("local {}", path.display()),
+            Self::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
 impl PgClusterDef {
     /// `host:port/dbname` of the URL without user or password, for plans and logs.
     pub fn display(&self) -> String {
@@ -87,5 +121,22 @@ mod tests {
             os_user: None,
         };
         assert_eq!(def.display(), "dr-db:5432/app");
+        let mut r = Resources::default();
+        r.postgres.insert("us-west-2".into(), def);
+        r.backups.insert(
+            "default".into(),
+            BackupStoreDef::Local {
+                path: "/var/backups".into(),
+            },
+        );
+        let params =
+            serde_json::json!({ "replica": "us-west-2", "primary": "gone", "store": "default" });
+        assert_eq!(
+            r.describe(&params),
+            [
+                "replica us-west-2 (dr-db:5432/app)",
+                "store default (local /var/backups)"
+            ]
+        );
     }
 }

@@ -172,4 +172,14 @@ fn verify_backup_through_the_binary() {
         "{out}{}",
         stderr(&o)
     );
+    // The plan says exactly which cluster and store each step touches, never a password.
+    let o = drbot(&cfg, &["show", "3"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains(&format!(
+            "→ target_cluster pitr (127.0.0.1:{}/postgres)",
+            pg.port()
+        )) && text.contains(&format!("→ store default (local {}/backups)", d.display())),
+        "{text}"
+    );
 }

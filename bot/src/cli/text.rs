@@ -215,6 +215,11 @@ pub fn run_view(v: &RunView) -> String {
             marks,
             dur
         ));
+        if let Some(p) = r.plan.steps.get(s.idx as usize) {
+            for t in &p.touches {
+                out.push_str(&format!("         → {t}\n"));
+            }
+        }
         if let Some(e) = &s.error {
             out.push_str(&format!("         error: {e}\n"));
         }

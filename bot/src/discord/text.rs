@@ -132,6 +132,11 @@ pub fn card(v: &crate::reply::RunView) -> serde_json::Value {
             },
             if s.gate { " 🔒 gate" } else { "" }
         ));
+        if let Some(p) = r.plan.steps.get(s.idx as usize) {
+            for t in &p.touches {
+                plan.push_str(&format!("  → {t}\n"));
+            }
+        }
     }
     let args: Vec<String> = r
         .plan

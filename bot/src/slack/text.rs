@@ -113,6 +113,9 @@ pub fn card(v: &RunView) -> Value {
             s.idx + 1,
             esc(&s.name)
         ));
+        for t in touches(r, s.idx) {
+            plan.push_str(&format!("      → {}\n", esc(t)));
+        }
         if let Some(sum) = s
             .summary
             .as_deref()
@@ -394,4 +397,13 @@ pub fn click_refused(r: &Reply) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// What step `idx` of the run's plan acts on (clusters, backup stores).
+fn touches(r: &crate::store::runs::RunRow, idx: i64) -> &[String] {
+    r.plan
+        .steps
+        .get(idx as usize)
+        .map(|p| p.touches.as_slice())
+        .unwrap_or_default()
 }
