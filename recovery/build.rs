@@ -17,7 +17,10 @@ fn main() {
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
         let stem = f.file_stem().unwrap().to_string_lossy();
-        out.push_str(&format!("    ({stem:?}, include_str!({:?})),\n", f.display().to_string()));
+        out.push_str(&format!(
+            "    ({stem:?}, include_str!({:?})),\n",
+            f.display().to_string()
+        ));
     }
     out.push_str("]\n");
     let dest = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtin_runbooks.rs");

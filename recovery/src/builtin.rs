@@ -29,7 +29,9 @@ mod tests {
     #[test]
     fn every_builtin_parses_and_is_named_after_its_file() {
         for (stem, _) in FILES {
-            let rb = get(stem).unwrap().unwrap_or_else(|e| panic!("{stem}.toml: {e}"));
+            let rb = get(stem)
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{stem}.toml: {e}"));
             assert_eq!(&rb.name, stem, "{stem}.toml names itself `{}`", rb.name);
         }
     }

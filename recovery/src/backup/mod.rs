@@ -4,19 +4,59 @@
 //! - [`manifest`]: [`Manifest`], [`BackupKind`], [`ManifestFile`].
 //! - [`store`]: [`open`] and [`BackupStore`] (list, resolve "latest", put, fetch, stream).
 //! - [`gzip`]: gzip on threads of its own between streams and child pipes.
-//! - [`pgio`]: connections, conninfo, row counts and child processes for the backup steps.
 //! - [`restore`]: a stored dump into a database (psql or pg_restore -j).
 //! - [`scratch`]: the scratch database of `verify_backup`, always dropped.
 
 pub mod gzip;
 pub mod manifest;
-pub mod pgio;
 pub mod restore;
 pub mod scratch;
 pub mod store;
 
 pub use manifest::{BackupKind, MANIFEST_FILE, Manifest, ManifestFile};
 pub use store::{BackupStore, open};
+
+use crate::{resources::Resources, step::StepError, steps::values::is_placeholder};
+
+/// The seed plan's tables: counted into manifests and checked by `verify_backup` by default.
+pub const DEFAULT_TABLES: [&str; 3] = ["projects", "project_payloads", "project_events"];
+
+/// The default table list as owned strings (for serde defaults).
+pub fn default_tables() -> Vec<String> {
+    DEFAULT_TABLES.iter().map(|s| s.to_string()).collect()
+}
+
+/// For `StepKind::validate`: `name` (the value of parameter `key`) names a configured
+/// `[backups.<name>]` store, or still holds an unresolved `{placeholder}`.
+pub fn check_store(res: &Resources, key: &str, name: &str) -> Result<(), String> {
+    if is_placeholder(name) || res.backups.contains_key(name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = res.backups.keys().map(String::as_str).collect();
+    Err(format!(
+        "{key}: unknown backup store `{name}` (configured [backups.<name>] entries: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
+/// A backup error as a step error: storage trouble (I/O, network) may pass on retry, bad data
+/// will not.
+pub fn step_error(e: BackupError) -> StepError {
+    if e.is_retryable() {
+        StepError::retryable(e.to_string())
+    } else {
+        StepError::fatal(e.to_string())
+    }
+}
+
+/// Megabytes with one decimal, for summaries.
+pub fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
 
 /// What can go wrong with backup storage.
 #[derive(Debug, thiserror::Error)]

@@ -18,11 +18,7 @@ use std::{
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 
-use super::{
-    BackupError, BackupKind, BackupStore, Manifest,
-    gzip::spawn_gunzip,
-    pgio::{self, GroupGuard, capture, last_line, mb},
-};
+use super::{BackupError, BackupKind, BackupStore, Manifest, gzip::spawn_gunzip, mb, step_error};
 use crate::{
     pg,
     resources::PgClusterDef,
@@ -47,15 +43,6 @@ pub struct RestoreStats {
     pub seconds: f64,
     /// The tools' output, trimmed and scrubbed.
     pub log: String,
-}
-
-/// A backup error as a step error: storage trouble may pass on retry, bad data will not.
-pub fn step_error(e: BackupError) -> StepError {
-    if e.is_retryable() {
-        StepError::retryable(e.to_string())
-    } else {
-        StepError::fatal(e.to_string())
-    }
 }
 
 /// Restores `manifest`'s dump into database `db` of `def`: plain gzip SQL through psql,
@@ -94,7 +81,7 @@ async fn restore_plain(
         .open_stream(manifest, file)
         .await
         .map_err(step_error)?;
-    let conninfo = pgio::db_conninfo(def, db)?;
+    let conninfo = pg::db_conninfo(def, db)?;
     let tool = pg::tool(def, "psql")
         .as_current_user()
         .password_of(def)
@@ -102,8 +89,8 @@ async fn restore_plain(
         .arg(conninfo);
     let mut cmd = tool.command();
     cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| spawn_error("psql", def, e))?;
-    let mut group = GroupGuard::new(child.id());
+    let mut child = cmd.spawn().map_err(|e| pg::spawn_error("psql", def, e))?;
+    let mut group = pg::GroupGuard::new(child.id());
     let stdin = child
         .stdin
         .take()
@@ -141,8 +128,8 @@ async fn restore_plain(
         }
         None
     };
-    let out = capture(child.stdout.take(), def, MAX_LOG);
-    let err = capture(child.stderr.take(), def, MAX_LOG);
+    let out = pg::capture(child.stdout.take(), def, MAX_LOG);
+    let err = pg::capture(child.stderr.take(), def, MAX_LOG);
     let all = async { tokio::join!(pump, gunzip, out, err, child.wait()) };
     tokio::pin!(all);
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
@@ -207,7 +194,7 @@ async fn restore_plain(
         return Err(StepError::fatal(format!(
             "psql failed restoring {} ({status}): {}",
             manifest.name,
-            last_line(&err)
+            pg::last_line(&err)
         ))
         .with_log(log));
     }
@@ -249,7 +236,7 @@ async fn restore_custom(
         NEXT.fetch_add(1, Ordering::Relaxed),
         manifest.name
     )));
-    let conninfo = pgio::db_conninfo(def, db)?;
+    let conninfo = pg::db_conninfo(def, db)?;
     let pg_restore = |path: &Path| {
         pg::tool(def, "pg_restore")
             .as_current_user()
@@ -311,7 +298,7 @@ async fn restore_custom(
             "pg_restore failed restoring {} ({}): {}",
             manifest.name,
             out.status,
-            last_line(&out.stderr)
+            pg::last_line(&out.stderr)
         ))
         .with_log(out.log));
     }
@@ -321,17 +308,4 @@ async fn restore_custom(
         seconds: started.elapsed().as_secs_f64(),
         log: out.log,
     })
-}
-
-/// A tool that cannot be started, with a hint when it is not installed.
-pub fn spawn_error(name: &str, def: &PgClusterDef, e: io::Error) -> StepError {
-    let hint = if e.kind() == io::ErrorKind::NotFound {
-        match &def.bin_dir {
-            Some(dir) => format!(" (not in bin_dir {})", dir.display()),
-            None => " (set bin_dir of the cluster, or put it on PATH)".to_string(),
-        }
-    } else {
-        String::new()
-    };
-    StepError::fatal(format!("could not start `{name}`: {e}{hint}"))
 }

@@ -8,8 +8,11 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::Connection as _;
 
-use super::pgio::{self, quote_ident};
-use crate::{resources::PgClusterDef, step::StepError};
+use crate::{
+    pg::{self, quote_ident},
+    resources::PgClusterDef,
+    step::StepError,
+};
 
 /// Attempts at dropping the scratch database before giving up.
 const DROP_ATTEMPTS: u32 = 5;
@@ -32,8 +35,8 @@ impl Scratch {
     /// when another verification took that name in the same second).
     pub async fn create(def: &PgClusterDef, prefix: &str) -> Result<Scratch, StepError> {
         let base = format!("{prefix}_test_{}", Utc::now().format("%Y%m%d%H%M%S"));
-        let maintenance = pgio::url_database(def);
-        let mut conn = pgio::connect_db(def, &maintenance).await?;
+        let maintenance = pg::url_database(def);
+        let mut conn = pg::connect_db(def, &maintenance).await?;
         for n in 1..=50u32 {
             let name = if n == 1 {
                 base.clone()
@@ -61,10 +64,10 @@ impl Scratch {
                 }
                 Err(e) => {
                     guard.armed = false;
-                    return Err(pgio::query_error(
+                    return Err(pg::query_error(
                         def,
                         &format!("creating scratch database {name}"),
-                        &e,
+                        e,
                     ));
                 }
             }
@@ -121,11 +124,11 @@ impl Drop for Scratch {
 
 /// `DROP DATABASE IF EXISTS … WITH (FORCE)` (terminates sessions still restoring), retried.
 async fn drop_database(def: &PgClusterDef, name: &str) -> Result<(), String> {
-    let maintenance = pgio::url_database(def);
+    let maintenance = pg::url_database(def);
     let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
     let mut last = String::new();
     for attempt in 1..=DROP_ATTEMPTS {
-        match pgio::connect_db(def, &maintenance).await {
+        match pg::connect_db(def, &maintenance).await {
             Ok(mut conn) => {
                 match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
                     .execute(&mut conn)
@@ -135,9 +138,7 @@ async fn drop_database(def: &PgClusterDef, name: &str) -> Result<(), String> {
                         let _ = conn.close().await;
                         return Ok(());
                     }
-                    Err(e) => {
-                        last = pgio::query_error(def, &format!("dropping {name}"), &e).message
-                    }
+                    Err(e) => last = pg::query_error(def, &format!("dropping {name}"), e).message,
                 }
             }
             Err(e) => last = e.message,

@@ -1,13 +1,15 @@
-//! Finding a `[postgres.<name>]` cluster and connecting to it without ever showing its password:
-//! sqlx connections for queries, libpq conninfo strings (password left out) for tools.
+//! Finding a `[postgres.<name>]` cluster and connecting to it with sqlx without ever showing its
+//! password; failed queries as step errors.
 
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{ConnectOptions, Connection, PgConnection, postgres::PgConnectOptions};
 
+use super::urls::scrub;
 use crate::{
     resources::{PgClusterDef, Resources},
     step::StepError,
+    steps::values::is_placeholder,
 };
 
 /// How long a connection attempt may take before the cluster counts as unreachable.
@@ -36,7 +38,7 @@ pub fn cluster<'a>(resources: &'a Resources, name: &str) -> Result<&'a PgCluster
 /// unresolved `{placeholder}` (checked again once the plan is resolved). `field` prefixes the
 /// error, e.g. `replica: unknown PostgreSQL cluster …`.
 pub fn check_cluster(resources: &Resources, field: &str, name: &str) -> Result<(), String> {
-    if name.contains('{') {
+    if is_placeholder(name) {
         return Ok(());
     }
     if name.trim().is_empty() {
@@ -47,19 +49,33 @@ pub fn check_cluster(resources: &Resources, field: &str, name: &str) -> Result<(
         .map_err(|e| format!("{field}: {e}"))
 }
 
-/// Opens one connection (application name `drbot`, statement logging off). Failures are
-/// retryable and name the cluster by `display()`, never by URL.
+/// Opens one connection to the database the URL names (application name `drbot`, statement
+/// logging off). Failures are retryable and name the cluster by `display()`, never by URL.
 pub async fn connect(def: &PgClusterDef) -> Result<PgConnection, StepError> {
-    let where_ = def.display();
-    let opts = PgConnectOptions::from_str(def.url.expose())
-        .map_err(|e| {
-            StepError::fatal(format!(
-                "the URL of PostgreSQL cluster {where_} is invalid: {}",
-                scrub(def, &e.to_string())
-            ))
-        })?
-        .application_name("drbot")
-        .disable_statement_logging();
+    open(def, None).await
+}
+
+/// Like [`connect`], to database `db` of the cluster instead of the one its URL names.
+pub async fn connect_db(def: &PgClusterDef, db: &str) -> Result<PgConnection, StepError> {
+    open(def, Some(db)).await
+}
+
+async fn open(def: &PgClusterDef, db: Option<&str>) -> Result<PgConnection, StepError> {
+    let where_ = match db {
+        Some(db) => format!("{} (database {db})", def.display()),
+        None => def.display(),
+    };
+    let mut opts = PgConnectOptions::from_str(def.url.expose()).map_err(|e| {
+        StepError::fatal(format!(
+            "the URL of PostgreSQL cluster {} is invalid: {}",
+            def.display(),
+            scrub(def, &e.to_string())
+        ))
+    })?;
+    if let Some(db) = db {
+        opts = opts.database(db);
+    }
+    let opts = opts.application_name("drbot").disable_statement_logging();
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(StepError::retryable(format!(
@@ -82,121 +98,10 @@ pub fn query_error(def: &PgClusterDef, what: &str, e: sqlx::Error) -> StepError 
     ))
 }
 
-/// The password in the cluster's URL (percent-decoded), for a child's `PGPASSWORD` only.
-pub fn password(def: &PgClusterDef) -> Option<String> {
-    let url = url::Url::parse(def.url.expose()).ok()?;
-    let raw = url.password()?;
-    Some(decode(raw))
-}
-
-/// The cluster's URL as a libpq `key=value` conninfo **without** the password (pass that in
-/// `PGPASSWORD`), e.g. `host='dr-db' port='5432' user='postgres' dbname='postgres'`. Query
-/// parameters (`sslmode`, …) are kept; a `password` parameter is dropped.
-pub fn conninfo(def: &PgClusterDef) -> Result<String, String> {
-    let url = url::Url::parse(def.url.expose()).map_err(|e| {
-        format!(
-            "the URL of PostgreSQL cluster {} is invalid: {e}",
-            def.display()
-        )
-    })?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(format!(
-            "the URL of PostgreSQL cluster {} must start with postgres://",
-            def.display()
-        ));
-    }
-    let mut parts: Vec<(String, String)> = Vec::new();
-    if let Some(host) = url.host_str().filter(|h| !h.is_empty()) {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        parts.push(("host".into(), decode(host)));
-    }
-    if let Some(port) = url.port() {
-        parts.push(("port".into(), port.to_string()));
-    }
-    if !url.username().is_empty() {
-        parts.push(("user".into(), decode(url.username())));
-    }
-    let db = url.path().trim_start_matches('/');
-    if !db.is_empty() {
-        parts.push(("dbname".into(), decode(db)));
-    }
-    for (k, v) in url.query_pairs() {
-        if k != "password" {
-            parts.retain(|(key, _)| key != &*k);
-            parts.push((k.into_owned(), v.into_owned()));
-        }
-    }
-    Ok(parts
-        .iter()
-        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
-        .collect::<Vec<_>>()
-        .join(" "))
-}
-
-/// `text` with the cluster's password (raw and percent-decoded) replaced by `[redacted]`.
-pub fn scrub(def: &PgClusterDef, text: &str) -> String {
-    let mut out = text.replace(def.url.expose(), &def.display());
-    if let Ok(url) = url::Url::parse(def.url.expose())
-        && let Some(raw) = url.password()
-        && !raw.is_empty()
-    {
-        out = out.replace(raw, "[redacted]");
-        let decoded = decode(raw);
-        if !decoded.is_empty() {
-            out = out.replace(&decoded, "[redacted]");
-        }
-    }
-    out
-}
-
-fn decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
-
-    fn def(url: &str) -> PgClusterDef {
-        PgClusterDef {
-            url: Secret::new(url),
-            bin_dir: None,
-            data_dir: None,
-            os_user: None,
-        }
-    }
-
-    #[test]
-    fn conninfo_leaves_the_password_out() {
-        let d = def("postgres://rep%40l:s3cr%2Bt@dr-db:5433/app?sslmode=require&password=x");
-        let ci = conninfo(&d).unwrap();
-        assert_eq!(
-            ci,
-            "host='dr-db' port='5433' user='rep@l' dbname='app' sslmode='require'"
-        );
-        assert_eq!(password(&d).as_deref(), Some("s3cr+t"));
-        assert!(!ci.contains("s3cr"));
-        assert_eq!(
-            conninfo(&def("postgres://u@h/d?host=/run/pg")).unwrap(),
-            "user='u' dbname='d' host='/run/pg'"
-        );
-        assert!(conninfo(&def("mysql://u@h/d")).is_err());
-        assert_eq!(password(&def("postgres://u@h/d")), None);
-    }
-
-    #[test]
-    fn scrub_hides_raw_and_decoded_passwords() {
-        let d = def("postgres://u:p%40ss@h:1/d");
-        assert_eq!(
-            scrub(&d, "auth p%40ss failed for p@ss"),
-            "auth [redacted] failed for [redacted]"
-        );
-        assert_eq!(scrub(&d, "url postgres://u:p%40ss@h:1/d"), "url h:1/d");
-    }
+    use crate::pg::test_def as def;
 
     #[test]
     fn unknown_clusters_are_named() {

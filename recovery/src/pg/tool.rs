@@ -1,16 +1,17 @@
 //! Running a cluster's PostgreSQL tools (`pg_ctl`, `pg_rewind`, `pg_basebackup`, `psql`, …):
 //! found in its `bin_dir` (else `PATH`), run as its `os_user` (`runuser -u USER --` when drbot
-//! is root), with a clean environment, in their own process group (killed on cancel, timeout
-//! or drop), output captured, trimmed and scrubbed of passwords.
+//! is root, see [`super::owner`]), with a clean environment, in their own process group
+//! (killed on cancel, timeout or drop), output captured, trimmed and scrubbed of passwords.
 
 use std::{
     ffi::OsString,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{ExitStatus, Stdio},
 };
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use super::child::{GroupGuard, last_line};
 use crate::{
     resources::PgClusterDef,
     step::{StepContext, StepError, trim_output},
@@ -82,7 +83,7 @@ impl PgTool {
     /// Passes `source`'s password (if its URL has one) as `PGPASSWORD`, and scrubs it from
     /// the captured output. Use with a conninfo from [`super::conninfo`].
     pub fn password_of(mut self, source: &PgClusterDef) -> Self {
-        if let Some(p) = super::conn::password(source) {
+        if let Some(p) = super::urls::password(source) {
             self.env.push(("PGPASSWORD".into(), p.clone()));
             self.secrets.push(p);
         }
@@ -121,37 +122,14 @@ impl PgTool {
     /// drbot dies; cwd `/`; stdin null, stdout and stderr piped) for callers that need to
     /// handle the child themselves, e.g. to feed stdin. Kill its process group when done.
     pub fn command(&self) -> tokio::process::Command {
-        let run_as = self.os_user.as_deref().filter(|_| is_root());
-        let mut cmd = match run_as {
-            Some(user) => {
-                let mut c = tokio::process::Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&self.program);
-                c
-            }
-            None => tokio::process::Command::new(&self.program),
-        };
+        let mut cmd = super::owner::command_as(self.os_user.as_deref(), &self.program);
         cmd.args(&self.args)
-            .env_clear()
-            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        if let Ok(path) = std::env::var("PATH") {
-            cmd.env("PATH", path);
-        }
-        cmd.env("LC_ALL", "C").env("LANG", "C");
-        cmd.env("PGCONNECT_TIMEOUT", "10");
+            .env("PGCONNECT_TIMEOUT", "10");
         for (k, v) in &self.env {
             cmd.env(k, v);
-        }
-        // SAFETY: prctl is async-signal-safe; it asks the kernel to kill the child if drbot dies.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
         }
         cmd
     }
@@ -170,7 +148,7 @@ impl PgTool {
                 self.program.display()
             ))
         })?;
-        let _group = GroupGuard(child.id().map(|id| id as i32));
+        let _group = GroupGuard::new(child.id());
         let progress = self.progress.then_some(ctx);
         let out = pump(child.stdout.take(), progress, self);
         let err = pump(child.stderr.take(), progress, self);
@@ -206,14 +184,7 @@ impl PgTool {
         if out.status.success() {
             return Ok(out);
         }
-        let last = out
-            .stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let last = last_line(&out.stderr);
         Err(StepError::retryable(format!(
             "`{}` failed ({}){}",
             self.name,
@@ -225,39 +196,6 @@ impl PgTool {
             }
         ))
         .with_log(out.log))
-    }
-}
-
-/// Writes `text` to `path` and, when drbot is root, gives the file to the owner of `dir` (the
-/// cluster's data directory), so the server and its tools can rewrite it later.
-pub fn write_owned(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    std::fs::write(path, text)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    if is_root() {
-        let meta = std::fs::metadata(dir)?;
-        std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()))?;
-    }
-    Ok(())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Kills the child's whole process group when dropped (cancel, timeout, shutdown). `pg_ctl
-/// start` puts the server in its own session, so a started server survives this.
-struct GroupGuard(Option<i32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // SAFETY: kill(2) with a negative pid signals the process group we created.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
     }
 }
 

@@ -12,15 +12,13 @@ use sqlx::Connection as _;
 
 use crate::{
     backup::{
-        self, BackupKind, BackupStore, Manifest,
-        gzip::spawn_gzip,
-        pgio::{self, GroupGuard, capture, check_tables, default_tables, last_line, mb},
-        restore::{spawn_error, step_error},
+        self, BackupKind, BackupStore, Manifest, check_store, default_tables, gzip::spawn_gzip, mb,
+        step_error,
     },
+    pg::{self, GroupGuard, capture, check_tables, last_line, spawn_error},
     registry::{StepKind, StepTraits, params},
     resources::{PgClusterDef, Resources},
     step::{Step, StepContext, StepError, StepOutput},
-    steps::pg_support::check_store,
 };
 
 /// Parameters of a `backup_create` step.
@@ -66,7 +64,7 @@ pub struct BackupCreateKind(pub Arc<Resources>);
 impl BackupCreateKind {
     fn parse(&self, p: &serde_json::Value) -> Result<(BackupCreateParams, BackupKind), String> {
         let p: BackupCreateParams = params(p)?;
-        crate::pg::check_cluster(&self.0, "cluster", &p.cluster)?;
+        pg::check_cluster(&self.0, "cluster", &p.cluster)?;
         check_store(&self.0, "store", &p.store)?;
         let kind = match BackupKind::parse(&p.format) {
             Some(k @ (BackupKind::SqlGzip | BackupKind::Custom)) => k,
@@ -129,35 +127,32 @@ impl Step for BackupCreate {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let started = Instant::now();
         let p = &self.params;
-        let def = crate::pg::cluster(&self.resources, &p.cluster).map_err(StepError::fatal)?;
+        let def = pg::cluster(&self.resources, &p.cluster).map_err(StepError::fatal)?;
         let store_def = self
             .resources
             .backups
             .get(&p.store)
             .ok_or_else(|| StepError::fatal(format!("unknown backup store `{}`", p.store)))?;
         let store = backup::open(store_def).await.map_err(step_error)?;
-        let db = p
-            .database
-            .clone()
-            .unwrap_or_else(|| pgio::url_database(def));
+        let db = p.database.clone().unwrap_or_else(|| pg::url_database(def));
         let source = match def.display().rsplit_once('/') {
             Some((hostport, _)) => format!("{hostport}/{db}"),
             None => format!("{}/{db}", def.display()),
         };
 
         // One snapshot for the counts and the dump, so they agree even while writes go on.
-        let mut conn = pgio::connect_db(def, &db).await?;
+        let mut conn = pg::connect_db(def, &db).await?;
         sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut conn)
             .await
-            .map_err(|e| pgio::query_error(def, "starting the snapshot", &e))?;
+            .map_err(|e| pg::query_error(def, "starting the snapshot", e))?;
         let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
             .fetch_one(&mut conn)
             .await
-            .map_err(|e| pgio::query_error(def, "exporting the snapshot", &e))?;
-        let counts = pgio::count_rows(&mut conn, &p.tables)
+            .map_err(|e| pg::query_error(def, "exporting the snapshot", e))?;
+        let counts = pg::count_rows(&mut conn, &p.tables)
             .await
-            .map_err(|e| pgio::query_error(def, "counting rows", &e))?;
+            .map_err(|e| pg::query_error(def, "counting rows", e))?;
         let row_counts = counts
             .into_iter()
             .filter_map(|(t, n)| n.map(|n| (t, n)))
@@ -227,11 +222,11 @@ impl BackupCreate {
             BackupKind::Custom => "c",
             _ => "p",
         };
-        let tool = crate::pg::tool(def, "pg_dump")
+        let tool = pg::tool(def, "pg_dump")
             .as_current_user()
             .password_of(def)
             .args(["-w", "-F", format, "--snapshot", snapshot, "-d"])
-            .arg(pgio::db_conninfo(def, db)?);
+            .arg(pg::db_conninfo(def, db)?);
         let mut child = tool
             .command()
             .spawn()

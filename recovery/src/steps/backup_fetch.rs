@@ -8,11 +8,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use crate::{
-    backup::{self, BackupKind, pgio::mb, restore::step_error},
+    backup::{self, BackupKind, check_store, mb, step_error},
     registry::{StepKind, StepTraits, params},
     resources::Resources,
     step::{Step, StepContext, StepError, StepOutput},
-    steps::pg_support::check_store,
 };
 
 /// Parameters of a `backup_fetch` step.

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::pg_support::{self, backup_error, is_placeholder};
+use super::values::is_placeholder;
 use crate::{
     backup::{self, BackupKind, Manifest, manifest::valid_name},
     pg,
@@ -62,8 +62,8 @@ pub struct BaseBackupKind(pub Arc<Resources>);
 impl BaseBackupKind {
     fn parse(&self, p: &serde_json::Value) -> Result<BaseBackupParams, String> {
         let p: BaseBackupParams = params(p)?;
-        pg_support::check_cluster(&self.0, "cluster", &p.cluster)?;
-        pg_support::check_store(&self.0, "store", &p.store)?;
+        pg::check_cluster(&self.0, "cluster", &p.cluster)?;
+        backup::check_store(&self.0, "store", &p.store)?;
         if !matches!(p.wal_method.as_str(), "stream" | "fetch") {
             return Err(format!(
                 "wal_method: `{}` is not `stream` or `fetch`",
@@ -134,13 +134,11 @@ impl Step for BaseBackup {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let started = Instant::now();
         let p = &self.params;
-        let def = pg_support::cluster(&self.resources, &p.cluster)?;
+        let def = pg::cluster(&self.resources, &p.cluster).map_err(StepError::fatal)?;
         let store_def = self.resources.backups.get(&p.store).ok_or_else(|| {
-            StepError::fatal(
-                pg_support::check_store(&self.resources, "store", &p.store).unwrap_err(),
-            )
+            StepError::fatal(backup::check_store(&self.resources, "store", &p.store).unwrap_err())
         })?;
-        let store = backup::open(store_def).await.map_err(backup_error)?;
+        let store = backup::open(store_def).await.map_err(backup::step_error)?;
         let name = match &p.name {
             Some(n) => n.clone(),
             None => format!(
@@ -154,7 +152,11 @@ impl Step for BaseBackup {
                 "`{name}` is not a valid backup name (letters, digits, `.`, `_`, `-`)"
             )));
         }
-        if let Some(existing) = store.read_manifest(&name).await.map_err(backup_error)? {
+        if let Some(existing) = store
+            .read_manifest(&name)
+            .await
+            .map_err(backup::step_error)?
+        {
             return Err(StepError::fatal(format!(
                 "backup `{name}` already exists in {} (a {} backup from {}); name another",
                 store.display(),
@@ -219,7 +221,7 @@ impl Step for BaseBackup {
             ctx.progress
                 .line(format!("uploading {file} to {}", store.display()));
             let entry = tokio::select! {
-                r = store.put_file(&name, file, f) => r.map_err(backup_error)?,
+                r = store.put_file(&name, file, f) => r.map_err(backup::step_error)?,
                 _ = ctx.cancel.cancelled() => return Err(StepError::retryable("cancelled during upload")),
             };
             stored.push(entry);
@@ -232,7 +234,10 @@ impl Step for BaseBackup {
             stored,
             Default::default(),
         );
-        store.put_manifest(&manifest).await.map_err(backup_error)?;
+        store
+            .put_manifest(&manifest)
+            .await
+            .map_err(backup::step_error)?;
         let secs = started.elapsed().as_secs_f64();
         Ok(StepOutput {
             summary: format!(

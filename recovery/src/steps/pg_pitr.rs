@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use super::pg_support::{self, backup_error, is_placeholder};
+use super::values::is_placeholder;
 use crate::{
     backup::{self, BackupKind, BackupStore, Manifest, manifest::valid_name},
     pg,
@@ -148,8 +148,8 @@ pub struct PitrKind(pub Arc<Resources>);
 impl PitrKind {
     fn parse(&self, p: &serde_json::Value) -> Result<PitrParams, String> {
         let p: PitrParams = params(p)?;
-        pg_support::check_store(&self.0, "store", &p.store)?;
-        pg_support::check_cluster(&self.0, "target_cluster", &p.target_cluster)?;
+        backup::check_store(&self.0, "store", &p.store)?;
+        pg::check_cluster(&self.0, "target_cluster", &p.target_cluster)?;
         if !is_placeholder(&p.target_time) {
             parse_target_time(&p.target_time).map_err(|e| format!("target_time: {e}"))?;
         }
@@ -270,10 +270,10 @@ impl Step for Pitr {
                 show_time(now)
             )));
         }
-        let def = pg_support::cluster(&self.resources, &p.target_cluster)?;
+        let def = pg::cluster(&self.resources, &p.target_cluster).map_err(StepError::fatal)?;
         let data =
             target_data_dir(&self.resources, &p.target_cluster, def).map_err(StepError::fatal)?;
-        let port = pg_support::port(def)?;
+        let port = pg::port(def)?;
         let archive = PathBuf::from(&p.wal_archive);
         if !archive.is_dir() {
             return Err(StepError::fatal(format!(
@@ -282,11 +282,9 @@ impl Step for Pitr {
             )));
         }
         let store_def = self.resources.backups.get(&p.store).ok_or_else(|| {
-            StepError::fatal(
-                pg_support::check_store(&self.resources, "store", &p.store).unwrap_err(),
-            )
+            StepError::fatal(backup::check_store(&self.resources, "store", &p.store).unwrap_err())
         })?;
-        let store = backup::open(store_def).await.map_err(backup_error)?;
+        let store = backup::open(store_def).await.map_err(backup::step_error)?;
         let manifest = choose_backup(&store, &p.backup, target).await?;
         let extra_tars: Vec<&str> = manifest
             .files
@@ -430,7 +428,7 @@ async fn choose_backup(
         let base: Vec<Manifest> = store
             .list()
             .await
-            .map_err(backup_error)?
+            .map_err(backup::step_error)?
             .into_iter()
             .filter(|m| m.kind == BackupKind::BaseTar)
             .collect();
@@ -457,7 +455,7 @@ async fn choose_backup(
     let m = store
         .resolve(backup, Some(BackupKind::BaseTar))
         .await
-        .map_err(backup_error)?;
+        .map_err(backup::step_error)?;
     if m.created_at > target {
         return Err(StepError::fatal(format!(
             "target time {} is before backup `{}` finished ({}): pick an older backup or a \
@@ -557,15 +555,12 @@ impl Job<'_> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| StepError::fatal(format!("chmod {}: {e}", dir.display())))?;
-        if let Some(user) = self
-            .def
-            .os_user
-            .as_deref()
-            .filter(|_| pg_support::is_root())
-        {
-            let (uid, gid) = pg_support::user_ids(user).ok_or_else(|| {
-                StepError::fatal(format!("os_user `{user}` does not exist on this host"))
-            })?;
+        if let Some(user) = self.def.os_user.as_deref().filter(|_| pg::is_root()) {
+            let (uid, gid) = pg::user_ids(user)
+                .map_err(|e| StepError::fatal(format!("cannot look up os_user `{user}`: {e}")))?
+                .ok_or_else(|| {
+                    StepError::fatal(format!("os_user `{user}` does not exist on this host"))
+                })?;
             std::os::unix::fs::chown(dir, Some(uid), Some(gid))
                 .map_err(|e| StepError::fatal(format!("chown {}: {e}", dir.display())))?;
         }
@@ -583,8 +578,8 @@ impl Job<'_> {
         let mut reader = store
             .open_read(manifest, file)
             .await
-            .map_err(backup_error)?;
-        let mut cmd = pg_support::owner_command(self.def, Path::new("tar"));
+            .map_err(backup::step_error)?;
+        let mut cmd = pg::owner_command(self.def, Path::new("tar"));
         cmd.arg("-xzf")
             .arg("-")
             .arg("-C")
@@ -622,7 +617,7 @@ impl Job<'_> {
             let err =
                 backup::BackupError::from_io(format!("restoring {}/{file}", manifest.name), e);
             if !broken_pipe || status.success() {
-                return Err(backup_error(err).with_log(errs));
+                return Err(backup::step_error(err).with_log(errs));
             }
         }
         if !status.success() {
@@ -773,9 +768,7 @@ impl Job<'_> {
                         )
                         .fetch_one(&mut *c)
                         .await
-                        .map_err(|e| {
-                            pg_support::query_error(self.def, "reading WAL position", e)
-                        })?;
+                        .map_err(|e| pg::query_error(self.def, "reading WAL position", e))?;
                         return Ok(Progress {
                             replay_lsn: lsn,
                             replay_time: time,

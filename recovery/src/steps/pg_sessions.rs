@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::pg_support::{self, is_placeholder};
+use super::values::{duration, is_placeholder};
 use crate::{
+    pg,
     registry::{StepKind, StepTraits, params},
     resources::Resources,
     step::{Step, StepContext, StepError, StepOutput},
@@ -101,7 +102,7 @@ pub struct ActiveTransactionsKind(pub Arc<Resources>);
 impl ActiveTransactionsKind {
     fn parse(&self, p: &serde_json::Value) -> Result<ActiveTransactionsParams, String> {
         let p: ActiveTransactionsParams = params(p)?;
-        pg_support::check_cluster(&self.0, "cluster", &p.cluster)?;
+        pg::check_cluster(&self.0, "cluster", &p.cluster)?;
         Ok(p)
     }
 }
@@ -196,7 +197,7 @@ const BACKEND_COLUMNS: &str = "pid, usename::text, application_name, datname::te
 #[async_trait]
 impl Step for ActiveTransactions {
     async fn run(&self, _ctx: &StepContext) -> Result<StepOutput, StepError> {
-        let def = pg_support::cluster(&self.resources, &self.params.cluster)?;
+        let def = pg::cluster(&self.resources, &self.params.cluster).map_err(StepError::fatal)?;
         let mut conn = crate::pg::connect(def).await?;
         let sql = format!(
             "SELECT {BACKEND_COLUMNS} FROM pg_stat_activity \
@@ -208,7 +209,7 @@ impl Step for ActiveTransactions {
             .bind(self.params.max_query_chars as i32)
             .fetch_all(&mut conn)
             .await
-            .map_err(|e| pg_support::query_error(def, "reading pg_stat_activity", e))?;
+            .map_err(|e| pg::query_error(def, "reading pg_stat_activity", e))?;
         let idle = rows
             .iter()
             .filter(|b| {
@@ -261,15 +262,13 @@ struct Criteria {
 impl TerminateBackendsKind {
     fn parse(&self, p: &serde_json::Value) -> Result<(TerminateParams, Criteria), String> {
         let p: TerminateParams = params(p)?;
-        pg_support::check_cluster(&self.0, "cluster", &p.cluster)?;
+        pg::check_cluster(&self.0, "cluster", &p.cluster)?;
         let pids = match &p.pids {
             Some(list) => list.parse()?,
             None => None,
         };
         let idle_longer_than = match &p.idle_in_transaction_longer_than {
-            Some(s) if !is_placeholder(s) => {
-                Some(pg_support::duration("idle_in_transaction_longer_than", s)?)
-            }
+            Some(s) if !is_placeholder(s) => Some(duration("idle_in_transaction_longer_than", s)?),
             _ => None,
         };
         if p.pids.is_none()
@@ -335,7 +334,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(10);
 #[async_trait]
 impl Step for TerminateBackends {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, StepError> {
-        let def = pg_support::cluster(&self.resources, &self.params.cluster)?;
+        let def = pg::cluster(&self.resources, &self.params.cluster).map_err(StepError::fatal)?;
         let mut conn = crate::pg::connect(def).await?;
         // Filter and terminate in one statement, so a pid cannot change hands in between.
         let sql = format!(
@@ -357,7 +356,7 @@ impl Step for TerminateBackends {
             .bind(self.params.database.clone())
             .fetch_all(&mut conn)
             .await
-            .map_err(|e| pg_support::query_error(def, "terminating backends", e))?
+            .map_err(|e| pg::query_error(def, "terminating backends", e))?
             .into_iter()
             .map(|row| {
                 use sqlx::{FromRow, Row};
@@ -365,7 +364,7 @@ impl Step for TerminateBackends {
                 Backend::from_row(&row).map(|b| (signalled, b))
             })
             .collect::<Result<_, _>>()
-            .map_err(|e| pg_support::query_error(def, "reading terminated backends", e))?;
+            .map_err(|e| pg::query_error(def, "reading terminated backends", e))?;
         for (_, b) in &rows {
             ctx.progress.line(format!("terminating {}", b.line()));
         }
@@ -384,7 +383,7 @@ impl Step for TerminateBackends {
             .bind(&signalled)
             .fetch_all(&mut conn)
             .await
-            .map_err(|e| pg_support::query_error(def, "reading pg_stat_activity", e))?;
+            .map_err(|e| pg::query_error(def, "reading pg_stat_activity", e))?;
             if lingering.is_empty() || tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -406,7 +405,7 @@ impl Step for TerminateBackends {
                 .bind(&missing)
                 .fetch_all(&mut conn)
                 .await
-                .map_err(|e| pg_support::query_error(def, "reading pg_stat_activity", e))?;
+                .map_err(|e| pg::query_error(def, "reading pg_stat_activity", e))?;
                 for pid in missing {
                     let reason = match found.iter().find(|(p, _, _)| *p == pid) {
                         None => "no such backend (already gone?)".to_string(),

@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::pg_support;
 use crate::{
     pg,
     registry::{StepKind, StepTraits, params},
@@ -39,7 +38,7 @@ pub struct VerifyKind(pub Arc<Resources>);
 impl VerifyKind {
     fn parse(&self, p: &serde_json::Value) -> Result<VerifyParams, String> {
         let p: VerifyParams = params(p)?;
-        pg_support::check_cluster(&self.0, "cluster", &p.cluster)?;
+        pg::check_cluster(&self.0, "cluster", &p.cluster)?;
         if p.tables.is_empty() && p.min_rows.is_empty() && p.sql.is_empty() {
             return Err("name `tables`, `min_rows` or `sql`: there is nothing to verify".into());
         }
@@ -89,7 +88,7 @@ pub struct Verify {
 impl Step for Verify {
     async fn run(&self, _ctx: &StepContext) -> Result<StepOutput, StepError> {
         let p = &self.params;
-        let def = pg_support::cluster(&self.resources, &p.cluster)?;
+        let def = pg::cluster(&self.resources, &p.cluster).map_err(StepError::fatal)?;
         let mut conn = pg::connect(def).await?;
         let mut tables = p.tables.clone();
         for t in p.min_rows.keys() {
@@ -148,7 +147,7 @@ pub(crate) async fn check(
 ) -> Result<Vec<(String, i64)>, StepError> {
     let mut counts = Vec::new();
     for t in tables {
-        let sql = format!("SELECT count(*) FROM {}", pg_support::quote_table(t));
+        let sql = format!("SELECT count(*) FROM {}", pg::quote_table(t));
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(&mut *conn)
             .await

@@ -18,15 +18,16 @@ use sqlx::Connection as _;
 
 use crate::{
     backup::{
-        self, BackupKind, BackupStore, Manifest,
-        pgio::{self, GroupGuard, capture, check_tables, default_tables, last_line, mb},
-        restore::{self, RestoreStats, step_error},
+        self, BackupKind, BackupStore, Manifest, check_store, default_tables, mb,
+        restore::{self, RestoreStats},
         scratch::Scratch,
+        step_error,
     },
+    pg::{self, GroupGuard, capture, check_tables, last_line},
     registry::{StepKind, StepTraits, params},
     resources::{PgClusterDef, Resources},
     step::{Step, StepContext, StepError, StepOutput, trim_output},
-    steps::pg_support::{check_store, duration},
+    steps::values::duration,
 };
 
 /// Parameters of a `verify_backup` step.
@@ -126,7 +127,7 @@ pub struct VerifyBackupKind(pub Arc<Resources>);
 impl VerifyBackupKind {
     fn parse(&self, p: &serde_json::Value) -> Result<VerifyBackupParams, String> {
         let p: VerifyBackupParams = params(p)?;
-        crate::pg::check_cluster(&self.0, "cluster", &p.cluster)?;
+        pg::check_cluster(&self.0, "cluster", &p.cluster)?;
         check_store(&self.0, "store", &p.store)?;
         if p.backup.trim().is_empty() {
             return Err("backup: name a backup or `latest`".into());
@@ -283,7 +284,7 @@ impl Step for VerifyBackup {
     async fn run(&self, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let started = Instant::now();
         let p = &self.params;
-        let def = crate::pg::cluster(&self.resources, &p.cluster).map_err(StepError::fatal)?;
+        let def = pg::cluster(&self.resources, &p.cluster).map_err(StepError::fatal)?;
         let store_def = self
             .resources
             .backups
@@ -397,7 +398,7 @@ impl VerifyBackup {
             stats.seconds
         ));
         let mut problems = Vec::new();
-        let mut conn = pgio::connect_db(def, db).await?;
+        let mut conn = pg::connect_db(def, db).await?;
 
         // Tables: the configured ones, those the manifest counted, those with a minimum.
         let names: BTreeSet<String> = p
@@ -409,8 +410,8 @@ impl VerifyBackup {
             .collect();
         let names: Vec<String> = names.into_iter().collect();
         let counts = tokio::select! {
-            r = pgio::count_rows(&mut conn, &names) => {
-                r.map_err(|e| pgio::query_error(def, "counting rows", &e))?
+            r = pg::count_rows(&mut conn, &names) => {
+                r.map_err(|e| pg::query_error(def, "counting rows", e))?
             }
             _ = ctx.cancel.cancelled() => return Err(StepError::retryable("cancelled while counting rows")),
         };
@@ -468,7 +469,7 @@ impl VerifyBackup {
                 Ok(rows) if rows.len() == 1 && rows[0] == Some(true) => (true, String::new()),
                 Ok(rows) if rows.len() == 1 => (false, format!("returned {:?}", rows[0])),
                 Ok(rows) => (false, format!("returned {} rows, expected one", rows.len())),
-                Err(e) => (false, crate::pg::scrub(def, &e.to_string())),
+                Err(e) => (false, pg::scrub(def, &e.to_string())),
             };
             if !ok {
                 problems.push(format!("smoke check `{}` failed: {detail}", s.label));
@@ -540,7 +541,7 @@ async fn run_smoke_command(
     db: &str,
 ) -> Result<(SmokeResult, String), StepError> {
     let limit = duration("smoke_command.timeout", &c.timeout).map_err(StepError::fatal)?;
-    let url = pgio::db_url_without_password(def, db)?;
+    let url = pg::db_url_without_password(def, db)?;
     let label = std::iter::once(c.command.as_str())
         .chain(c.args.iter().map(String::as_str))
         .collect::<Vec<_>>()
@@ -561,7 +562,7 @@ async fn run_smoke_command(
     cmd.env("DRBOT_SCRATCH_DB_URL", &url)
         .env("DRBOT_SCRATCH_DB", db)
         .envs(&c.env);
-    if let Some(p) = crate::pg::conn::password(def) {
+    if let Some(p) = pg::password(def) {
         cmd.env("PGPASSWORD", p);
     }
     if let Some(cwd) = &c.cwd {

@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::pg_support::{self, is_placeholder};
+use super::values::{duration, is_placeholder};
 use crate::{
+    pg,
     registry::{StepKind, StepTraits, params},
     resources::Resources,
     step::{Step, StepContext, StepError, StepOutput},
@@ -53,13 +54,13 @@ impl WalArchiveCheckKind {
             return Err("archive: must not be empty".into());
         }
         if !is_placeholder(&p.max_age) {
-            let d = pg_support::duration("max_age", &p.max_age)?;
+            let d = duration("max_age", &p.max_age)?;
             if d.is_zero() {
                 return Err("max_age: must be more than zero".into());
             }
         }
         if let Some(c) = &p.cluster {
-            pg_support::check_cluster(&self.0, "cluster", c)?;
+            pg::check_cluster(&self.0, "cluster", c)?;
         }
         if p.switch_wal && p.cluster.is_none() {
             return Err("switch_wal: needs `cluster` (the cluster whose WAL is switched)".into());
@@ -84,7 +85,7 @@ impl StepKind for WalArchiveCheckKind {
     }
     fn build(&self, p: &serde_json::Value) -> Result<Box<dyn Step>, String> {
         let p = self.parse(p)?;
-        let max_age = pg_support::duration("max_age", &p.max_age)?;
+        let max_age = duration("max_age", &p.max_age)?;
         Ok(Box::new(WalArchiveCheck {
             archive: PathBuf::from(&p.archive),
             max_age,
@@ -177,7 +178,7 @@ impl Step for WalArchiveCheck {
         if self.switch_wal
             && let Some(name) = &self.cluster
         {
-            let def = pg_support::cluster(&self.resources, name)?;
+            let def = pg::cluster(&self.resources, name).map_err(StepError::fatal)?;
             switched = Some(switch_and_wait(def, &self.archive, ctx).await?);
         }
         let dir = self.archive.clone();
@@ -222,7 +223,7 @@ impl Step for WalArchiveCheck {
             }
         };
         if let Some(name) = &self.cluster {
-            let def = pg_support::cluster(&self.resources, name)?;
+            let def = pg::cluster(&self.resources, name).map_err(StepError::fatal)?;
             let stats = archiver_stats(def).await?;
             if stats.archive_mode == "off" {
                 problems.push(format!(
@@ -303,11 +304,11 @@ async fn switch_and_wait(
     archive: &Path,
     ctx: &StepContext,
 ) -> Result<String, StepError> {
-    let mut conn = crate::pg::connect(def).await?;
+    let mut conn = pg::connect(def).await?;
     let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
         .fetch_one(&mut conn)
         .await
-        .map_err(|e| pg_support::query_error(def, "pg_switch_wal()", e))?;
+        .map_err(|e| pg::query_error(def, "pg_switch_wal()", e))?;
     ctx.progress.line(format!(
         "switched WAL on {}; waiting for {segment} in {}",
         def.display(),
@@ -353,7 +354,7 @@ struct ArchiverStats {
 }
 
 async fn archiver_stats(def: &crate::resources::PgClusterDef) -> Result<ArchiverStats, StepError> {
-    let mut conn = crate::pg::connect(def).await?;
+    let mut conn = pg::connect(def).await?;
     type Row = (
         String,
         i64,
@@ -375,7 +376,7 @@ async fn archiver_stats(def: &crate::resources::PgClusterDef) -> Result<Archiver
     )
     .fetch_one(&mut conn)
     .await
-    .map_err(|e| pg_support::query_error(def, "reading pg_stat_archiver", e))?;
+    .map_err(|e| pg::query_error(def, "reading pg_stat_archiver", e))?;
     Ok(ArchiverStats {
         archive_mode: row.0,
         archived_count: row.1,

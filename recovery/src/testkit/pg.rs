@@ -8,7 +8,6 @@
 //! `pg_config --bindir`. When the tests run as root, every server-side binary is run as the
 //! `postgres` system user through `runuser -u postgres --`, and the temp dir is chowned to it.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -20,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use tempfile::TempDir;
+
+use crate::pg::{is_root, quote_ident, user_ids};
 
 /// Default PostgreSQL 15 binary directory on Debian/Ubuntu.
 const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
@@ -658,53 +659,12 @@ fn owner_ids() -> Result<Option<(u32, u32)>> {
     if !is_root() {
         return Ok(None);
     }
-    lookup_user(SUPERUSER)?.map(Some).ok_or_else(|| {
+    user_ids(SUPERUSER)?.map(Some).ok_or_else(|| {
         anyhow!(
             "running as root but there is no `{SUPERUSER}` system user to run PostgreSQL as; \
              install PostgreSQL 15 (`apt-get install -y postgresql-15`) or run as another user"
         )
     })
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// `(uid, gid)` of a user from the passwd database.
-fn lookup_user(name: &str) -> Result<Option<(u32, u32)>> {
-    let cname = CString::new(name)?;
-    let mut buf_len = 4096usize;
-    loop {
-        let mut buf: Vec<libc::c_char> = vec![0; buf_len];
-        // SAFETY: passwd is plain old data (integers and pointers); all-zero is a valid value.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call, and buf outlives the read of pwd below.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf_len < (1 << 20) {
-            buf_len *= 4;
-            continue;
-        }
-        if rc != 0 {
-            bail!(
-                "getpwnam_r({name}): {}",
-                std::io::Error::from_raw_os_error(rc)
-            );
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        return Ok(Some((pwd.pw_uid, pwd.pw_gid)));
-    }
 }
 
 /// Every ancestor of `dir` must be searchable by `uid`, or the server cannot reach its data dir.
@@ -773,11 +733,6 @@ fn path_str(path: &Path) -> Result<&str> {
 /// `key = 'value'` with the value quoted for postgresql.conf.
 fn conf_line(key: &str, value: &str) -> String {
     format!("{key} = '{}'\n", value.replace('\'', "''"))
-}
-
-/// A SQL identifier in double quotes.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// (Over)write a file and give it to the cluster owner, so later server-side tools can rewrite it.
