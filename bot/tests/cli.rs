@@ -166,3 +166,49 @@ fn replies_and_exit_codes() {
         "{out}"
     );
 }
+
+#[test]
+fn outbox_lists_and_retries_failed_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    assert_eq!(drbot(&cfg, &["migrate"]).0, 0);
+    let db = dir.path().join("sub").join("state.db");
+    // Two deliveries, one of them failed, written as the outbox worker leaves them.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = drbot::store::Store::connect(&format!("sqlite://{}", db.display()), 1)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO outbox (key, channel, payload, state, attempts, next_at, last_error, created_at) VALUES \
+             ('email:1:ann@example.com', 'email', '{}', 'failed', 5, 0, '550 no such user', 0), \
+             ('statuspage:incident:1', 'statuspage', '{}', 'delivered', 1, 0, NULL, 0)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+    });
+    let (code, out, _) = drbot(&cfg, &["outbox", "--state", "failed"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("failed") && out.contains("email:1:ann@example.com"),
+        "{out}"
+    );
+    assert!(out.contains("last error: 550 no such user"), "{out}");
+    assert!(!out.contains("statuspage:incident:1"), "{out}");
+    let (code, _, err) = drbot(&cfg, &["outbox", "--state", "lost"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--state is one of"), "{err}");
+    let (code, _, err) = drbot(&cfg, &["outbox", "--retry", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--retry takes a row id"), "{err}");
+    let (code, out, _) = drbot(&cfg, &["outbox", "--retry", "all"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "1 failed delivery is queued again.")
+    );
+    let (_, out, _) = drbot(&cfg, &["--json", "outbox", "--state", "pending"]);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["key"], "email:1:ann@example.com");
+    assert_eq!(rows[0]["attempts"], 0);
+}

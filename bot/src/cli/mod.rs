@@ -65,6 +65,19 @@ pub enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// The delivery outbox (emails, Statuspage calls, chat broadcasts): list rows, or put
+    /// failed ones back in the queue.
+    Outbox {
+        /// Only rows in this state: pending, sending, delivered or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// Newest N rows.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Retry failed row ID (or every failed row with `--retry all`).
+        #[arg(long)]
+        retry: Option<String>,
+    },
     /// Discord application setup.
     Discord {
         /// What to do.
@@ -173,6 +186,11 @@ async fn run(cli: Cli) -> ExitCode {
         Cmd::Runs { active, limit } => runs(&app, active, limit, cli.json).await,
         Cmd::Show { run } => show(&app, run, cli.json).await,
         Cmd::Audit { verify, run, limit } => audit(&app, verify, run, limit, cli.json).await,
+        Cmd::Outbox {
+            state,
+            limit,
+            retry,
+        } => outbox(&app, state, limit, retry, cli.json).await,
         Cmd::Cmd { as_person, text } => cmd(&app, &as_person, &text.join(" "), cli.json).await,
         Cmd::Discord {
             action: DiscordCmd::Register { guild },
@@ -243,6 +261,47 @@ async fn runs(app: &App, active: bool, limit: i64, json: bool) -> anyhow::Result
         println!("{}", serde_json::to_string_pretty(&runs)?);
     } else {
         print!("{}", text::run_list(&runs));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn outbox(
+    app: &App,
+    state: Option<String>,
+    limit: i64,
+    retry: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(which) = retry {
+        let id = match which.as_str() {
+            "all" => None,
+            n => match n.parse::<i64>() {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    eprintln!("{}", text::OUTBOX_RETRY_USAGE);
+                    return Ok(ExitCode::from(2));
+                }
+            },
+        };
+        let n = app.store.outbox_retry(id).await?;
+        println!("{}", text::outbox_retried(n));
+        return Ok(if n == 0 && id.is_some() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    if let Some(s) = &state
+        && !["pending", "sending", "delivered", "failed"].contains(&s.as_str())
+    {
+        eprintln!("{}", text::OUTBOX_STATE_USAGE);
+        return Ok(ExitCode::from(2));
+    }
+    let rows = app.store.outbox_rows(state.as_deref(), limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", text::outbox_rows(&rows));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -272,3 +272,41 @@ pub fn audit_report(r: &AuditReport) -> String {
         out
     }
 }
+
+/// `drbot outbox --retry` with something other than an id or `all`.
+pub const OUTBOX_RETRY_USAGE: &str =
+    "error: --retry takes a row id from `drbot outbox` or `all` (every failed row)";
+/// `drbot outbox --state` with an unknown state.
+pub const OUTBOX_STATE_USAGE: &str = "error: --state is one of pending, sending, delivered, failed";
+
+/// How many failed deliveries went back in the queue.
+pub fn outbox_retried(n: u64) -> String {
+    match n {
+        0 => "No failed delivery matched; nothing to retry.".into(),
+        1 => "1 failed delivery is queued again.".into(),
+        n => format!("{n} failed deliveries are queued again."),
+    }
+}
+
+/// The outbox listing.
+pub fn outbox_rows(rows: &[crate::store::outbox::OutboxRow]) -> String {
+    if rows.is_empty() {
+        return "The outbox is empty.\n".into();
+    }
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&format!(
+            "{:>6}  {:<9} {:<10} attempts {:<3} {}  {}\n",
+            r.id,
+            r.state,
+            r.channel,
+            r.attempts,
+            time(r.created_at),
+            r.key
+        ));
+        if let Some(e) = r.last_error.as_deref().filter(|_| r.state != "delivered") {
+            out.push_str(&format!("        last error: {e}\n"));
+        }
+    }
+    out
+}

@@ -5,9 +5,12 @@
 //! writers (`BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock on PostgreSQL).
 //! The approval rules, the audit hash chain and the run state machine rely on it: each reads,
 //! checks and writes inside one such transaction.
+//! The one exception is the delivery outbox's claim/finish bookkeeping ([`outbox`]), which
+//! touches only outbox rows and uses row locks so delivery workers run concurrently.
 
 pub mod audit;
 pub mod messages;
+pub mod outbox;
 pub mod runs;
 
 use std::{str::FromStr, time::Duration};

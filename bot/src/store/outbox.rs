@@ -1,0 +1,191 @@
+//! The outbox's persistence ([`notifier::outbox::OutboxStore`]) on both backends: enqueue in
+//! the caller's transaction, claim under a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on
+//! SQLite the single writer makes the claim exclusive), finish fenced by the lease owner, and
+//! the listing and retry behind `drbot outbox`.
+//!
+//! Claims and finishes do not take the global write lock of [`Store::write`]: outbox rows are
+//! independent of the approval, audit and run invariants, and row locks keep workers
+//! concurrent.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use notifier::outbox::{Delivery, Finish, NewDelivery, OutboxStore};
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Backend, Store, Tx, now_ms};
+
+/// One row as `drbot outbox` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxRow {
+    /// Row id.
+    pub id: i64,
+    /// Idempotency key.
+    pub key: String,
+    /// Channel.
+    pub channel: String,
+    /// pending, sending, delivered or failed.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Created, Unix ms.
+    pub created_at: i64,
+}
+
+/// Adds a delivery in the caller's transaction; a second one with the same key is ignored.
+/// Returns whether a row was added.
+pub async fn enqueue(tx: &mut Tx, d: &NewDelivery) -> anyhow::Result<bool> {
+    let now = now_ms();
+    let r = sqlx::query(
+        "INSERT INTO outbox (key, channel, payload, ordering_key, next_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(d.key.clone())
+    .bind(d.channel.clone())
+    .bind(d.payload.to_string())
+    .bind(d.ordering_key.clone())
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Rows that are due: pending and time has come, or claimed by an owner whose lease ran out;
+/// and first of their ordering group.
+const DUE: &str = "((o.state = 'pending' AND o.next_at <= $3) \
+       OR (o.state = 'sending' AND o.lease_until < $3)) \
+     AND (o.ordering_key IS NULL OR NOT EXISTS ( \
+         SELECT 1 FROM outbox e WHERE e.ordering_key = o.ordering_key AND e.id < o.id \
+         AND e.state IN ('pending', 'sending')))";
+
+#[async_trait]
+impl OutboxStore for Store {
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let now = now_ms();
+        let lock = match self.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
+             attempts = attempts + 1 \
+             WHERE id IN (SELECT o.id FROM outbox o WHERE {DUE} ORDER BY o.id LIMIT $4 {lock}) \
+             RETURNING id, key, channel, payload, ordering_key, attempts"
+        );
+        let mut tx = match self.backend() {
+            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool().begin().await?,
+        };
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner.to_string())
+            .bind(now + lease.as_millis() as i64)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let payload: String = r.try_get("payload")?;
+            out.push(Delivery {
+                id: r.try_get("id")?,
+                key: r.try_get("key")?,
+                channel: r.try_get("channel")?,
+                payload: serde_json::from_str(&payload)?,
+                ordering_key: r.try_get("ordering_key")?,
+                attempt: r.try_get::<i64, _>("attempts")? as u32,
+            });
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    async fn finish(&self, owner: &str, results: &[(i64, Finish)]) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut tx = match self.backend() {
+            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool().begin().await?,
+        };
+        for (id, f) in results {
+            let (state, next_at, error, receipt, finished) = match f {
+                Finish::Delivered { receipt } => {
+                    ("delivered", now, None, receipt.clone(), Some(now))
+                }
+                Finish::RetryAt { at_ms, error } => {
+                    ("pending", *at_ms, Some(error.clone()), None, None)
+                }
+                Finish::Failed { error } => ("failed", now, Some(error.clone()), None, Some(now)),
+            };
+            sqlx::query(
+                "UPDATE outbox SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), \
+                 receipt = COALESCE($4, receipt), finished_at = $5, lease_owner = NULL, \
+                 lease_until = NULL WHERE id = $6 AND lease_owner = $7 AND state = 'sending'",
+            )
+            .bind(state)
+            .bind(next_at)
+            .bind(error)
+            .bind(receipt)
+            .bind(finished)
+            .bind(*id)
+            .bind(owner.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Outbox rows, newest first: all, or only those in `state`.
+    pub async fn outbox_rows(
+        &self,
+        state: Option<&str>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, key, channel, state, attempts, last_error, created_at FROM outbox \
+             WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(state.map(str::to_string))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    key: r.try_get("key")?,
+                    channel: r.try_get("channel")?,
+                    state: r.try_get("state")?,
+                    attempts: r.try_get("attempts")?,
+                    last_error: r.try_get("last_error")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts failed rows (`id`, or all failed ones) back to pending with fresh attempts;
+    /// returns how many.
+    pub async fn outbox_retry(&self, id: Option<i64>) -> anyhow::Result<u64> {
+        let r = sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1, finished_at = NULL \
+             WHERE state = 'failed' AND (CAST($2 AS BIGINT) IS NULL OR id = $2)",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
