@@ -3,3 +3,5 @@
 
 pub mod chat;
 pub mod outbox;
+pub mod statuspage;
+pub mod templates;
