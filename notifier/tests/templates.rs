@@ -305,3 +305,10 @@ fn names_lists_every_template() {
         ]
     );
 }
+
+#[test]
+fn templates_can_be_shared_between_tasks() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Templates>();
+    shared::<notifier::statuspage::StatuspageClient>();
+}
