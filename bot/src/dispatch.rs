@@ -124,7 +124,17 @@ async fn audit_command(app: &App, actor: &Actor, text: &str, reply: &Reply) -> a
         run_id,
         detail,
     };
-    app.audit.append(entry).await?;
+    // A read-only answer (help, status, run lists) changed nothing: its row is queued (in
+    // order, with backpressure) without waiting for the commit. Everything else is committed
+    // before the answer goes out.
+    if matches!(
+        reply,
+        Reply::Help { .. } | Reply::Status(_) | Reply::Runs { .. } | Reply::Run(_)
+    ) {
+        app.audit.queue(entry).await?;
+    } else {
+        app.audit.append(entry).await?;
+    }
     Ok(())
 }
 

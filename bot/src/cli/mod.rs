@@ -175,6 +175,7 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let audit_writer = app.audit.clone();
     let res = match cli.command {
         Cmd::Serve => serve(app).await,
         // Handled above, before the store is opened.
@@ -200,6 +201,11 @@ async fn run(cli: Cli) -> ExitCode {
                 println!("{msg}");
                 ExitCode::SUCCESS
             }),
+    };
+    // `drbot cmd '/dr status'` queues its audit row: commit it before exiting.
+    let res = match (res, audit_writer.flush().await) {
+        (Ok(code), Ok(())) => Ok(code),
+        (Err(e), _) | (_, Err(e)) => Err(e),
     };
     match res {
         Ok(code) => code,
@@ -230,6 +236,7 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
             shutdown.clone(),
         ));
     }
+    let app_audit = app.audit.clone();
     let http = {
         let shutdown = shutdown.clone();
         axum::serve(listener, crate::server::router(app))
@@ -251,6 +258,8 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
     tokio::spawn(signals);
     http.await?;
     driver.await?;
+    // Rows of read-only commands may still be queued.
+    app_audit.flush().await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

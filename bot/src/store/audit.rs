@@ -182,8 +182,14 @@ pub async fn append_many(
 /// committed, and concurrent callers share one transaction.
 #[derive(Clone)]
 pub struct AuditWriter {
-    tx: tokio::sync::mpsc::Sender<(Entry, tokio::sync::oneshot::Sender<Result<i64, String>>)>,
+    tx: tokio::sync::mpsc::Sender<Item>,
 }
+
+/// A row to append (or, with `None`, a flush marker) and who waits for its sequence number.
+type Item = (
+    Option<Entry>,
+    tokio::sync::oneshot::Sender<Result<i64, String>>,
+);
 
 /// Rows per INSERT statement, largest first (11 parameters per row: well under both
 /// backends' limits).
@@ -195,10 +201,7 @@ const GROUP_MAX: usize = 512;
 impl AuditWriter {
     /// Starts the writer task on the current runtime.
     pub fn spawn(store: Store) -> AuditWriter {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(
-            Entry,
-            tokio::sync::oneshot::Sender<Result<i64, String>>,
-        )>(4096);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -208,8 +211,11 @@ impl AuditWriter {
                         Err(_) => break,
                     }
                 }
-                let entries: Vec<Entry> = batch.iter().map(|(e, _)| e.clone()).collect();
+                let entries: Vec<Entry> = batch.iter().filter_map(|(e, _)| e.clone()).collect();
                 let res = async {
+                    if entries.is_empty() {
+                        return anyhow::Ok(Vec::new());
+                    }
                     let mut tx = store.write().await?;
                     let seqs = append_many(&mut tx, store.backend(), &entries).await?;
                     tx.commit().await?;
@@ -218,12 +224,23 @@ impl AuditWriter {
                 .await;
                 match res {
                     Ok(seqs) => {
-                        for ((_, done), seq) in batch.into_iter().zip(seqs) {
+                        let mut seqs = seqs.into_iter();
+                        for (entry, done) in batch {
+                            let seq = if entry.is_some() {
+                                seqs.next().unwrap_or(0)
+                            } else {
+                                0
+                            };
                             let _ = done.send(Ok(seq));
                         }
                     }
                     Err(e) => {
                         let msg = format!("{e:#}");
+                        tracing::error!(
+                            rows = entries.len(),
+                            error = msg,
+                            "audit group commit failed"
+                        );
                         for (_, done) in batch {
                             let _ = done.send(Err(msg.clone()));
                         }
@@ -234,11 +251,35 @@ impl AuditWriter {
         AuditWriter { tx }
     }
 
+    /// Queues one row for the next group commit without waiting for it (for the rows of
+    /// read-only commands: a crash may lose the last few milliseconds of them, never a
+    /// row about a change). Waits only while the queue is full.
+    pub async fn queue(&self, entry: Entry) -> anyhow::Result<()> {
+        let (done, _) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((Some(entry), done))
+            .await
+            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))
+    }
+
+    /// Waits until every row queued before this call is committed (before the process exits).
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((None, done))
+            .await
+            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?;
+        wait.await
+            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("audit write failed: {e}"))
+    }
+
     /// Appends one row; returns once it is committed.
     pub async fn append(&self, entry: Entry) -> anyhow::Result<i64> {
         let (done, wait) = tokio::sync::oneshot::channel();
         self.tx
-            .send((entry, done))
+            .send((Some(entry), done))
             .await
             .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?;
         wait.await
