@@ -196,7 +196,8 @@ fn user_text_round_trips_verbatim() {
 #[test]
 fn validator_catches_violations() {
     let good = render_json(&sample_model(now()));
-    let broken: [(&str, fn(&mut Value)); 9] = [
+    type Breaker = (&'static str, fn(&mut Value));
+    let broken: [Breaker; 9] = [
         ("missing key", |d| {
             d.as_object_mut().unwrap().remove("evidence");
         }),
