@@ -212,3 +212,47 @@ fn outbox_lists_and_retries_failed_deliveries() {
     assert_eq!(rows[0]["key"], "email:1:ann@example.com");
     assert_eq!(rows[0]["attempts"], 0);
 }
+
+#[test]
+fn notify_preview_and_template_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let (code, out, _) = drbot(&cfg, &["notify", "preview"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("email_subject") && out.contains("statuspage_title"),
+        "{out}"
+    );
+    let (code, out, _) = drbot(&cfg, &["notify", "preview", "email_subject"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Service Update - DR Activation"), "{out}");
+    let (code, _, err) = drbot(&cfg, &["notify", "preview", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no template `nope`"), "{err}");
+
+    // An override with an unknown variable fails check-config, naming template and line.
+    let tdir = dir.path().join("templates");
+    std::fs::create_dir(&tdir).unwrap();
+    std::fs::write(
+        tdir.join("email_subject.txt"),
+        "Update for {{ incident.nme }}\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("templates_dir = \"templates\"\n{text}")).unwrap();
+    let (code, _, err) = drbot(&cfg, &["check-config"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("email_subject") && err.contains("line 1") && err.contains("incident.nme"),
+        "{err}"
+    );
+    // A good override is what preview shows.
+    std::fs::write(
+        tdir.join("email_subject.txt"),
+        "Our update: {{ incident.name }}\n",
+    )
+    .unwrap();
+    assert_eq!(drbot(&cfg, &["check-config"]).0, 0);
+    let (_, out, _) = drbot(&cfg, &["notify", "preview", "email_subject"]);
+    assert!(out.starts_with("Our update: "), "{out}");
+}

@@ -78,6 +78,12 @@ pub enum Cmd {
         #[arg(long)]
         retry: Option<String>,
     },
+    /// Notification templates.
+    Notify {
+        /// What to do.
+        #[command(subcommand)]
+        action: NotifyCmd,
+    },
     /// Discord application setup.
     Discord {
         /// What to do.
@@ -92,6 +98,16 @@ pub enum Cmd {
         as_person: String,
         /// The command, e.g. '/dr failover us-west-2'.
         text: Vec<String>,
+    },
+}
+
+/// `drbot notify …`.
+#[derive(Debug, Subcommand)]
+pub enum NotifyCmd {
+    /// Render a template with sample data (the built-in one, or yours from `templates_dir`).
+    Preview {
+        /// Template name, e.g. `email_subject`, `email_body.html`; omit to list them.
+        template: Option<String>,
     },
 }
 
@@ -193,6 +209,9 @@ async fn run(cli: Cli) -> ExitCode {
             retry,
         } => outbox(&app, state, limit, retry, cli.json).await,
         Cmd::Cmd { as_person, text } => cmd(&app, &as_person, &text.join(" "), cli.json).await,
+        Cmd::Notify {
+            action: NotifyCmd::Preview { template },
+        } => notify_preview(&app, template.as_deref()),
         Cmd::Discord {
             action: DiscordCmd::Register { guild },
         } => crate::discord::register(&app, guild.as_deref())
@@ -312,6 +331,30 @@ async fn outbox(
     } else {
         print!("{}", text::outbox_rows(&rows));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn notify_preview(app: &App, template: Option<&str>) -> anyhow::Result<ExitCode> {
+    let templates =
+        notifier::templates::Templates::load(app.settings.config.templates_dir.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let names: Vec<&str> = notifier::templates::Templates::names().collect();
+    let Some(name) = template else {
+        print!("{}", text::template_list(&names));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Some(name) = names
+        .iter()
+        .find(|n| **n == name || n.split('.').next() == Some(name))
+    else {
+        eprintln!("{}", text::unknown_template(name, &names));
+        return Ok(ExitCode::from(2));
+    };
+    let ctx = notifier::templates::Templates::sample_context(name);
+    let out = templates
+        .render(name, &ctx)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 

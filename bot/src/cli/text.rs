@@ -310,3 +310,20 @@ pub fn outbox_rows(rows: &[crate::store::outbox::OutboxRow]) -> String {
     }
     out
 }
+
+/// `drbot notify preview` without a name.
+pub fn template_list(names: &[&str]) -> String {
+    let mut out = String::from("Templates (drbot notify preview <name>):\n");
+    for n in names {
+        out.push_str(&format!("  {n}\n"));
+    }
+    out
+}
+
+/// `drbot notify preview` with a name that is not a template.
+pub fn unknown_template(name: &str, names: &[&str]) -> String {
+    format!(
+        "error: no template `{name}` (templates: {})",
+        names.join(", ")
+    )
+}

@@ -78,12 +78,15 @@ pub fn parse_str(
                 section(v, "statuspage", &mut problems).map(|s| cfg.statuspage = Some(s))
             }
             "email" => section(v, "email", &mut problems).map(|s| cfg.email = Some(s)),
+            "templates_dir" => section::<PathBuf>(v, "templates_dir", &mut problems)
+                .map(|p| cfg.templates_dir = Some(base.join(p))),
             "runbooks_dir" => section::<PathBuf>(v, "runbooks_dir", &mut problems)
                 .map(|p| cfg.runbooks_dir = Some(base.join(p))),
             "people" => array(v, "people", &mut problems).map(|p| cfg.people = p),
             "runbooks" => array(v, "runbooks", &mut problems).map(|r| cfg.runbooks = r),
-            "builtin_runbooks" => section(v, "builtin_runbooks", &mut problems)
-                .map(|b| cfg.builtin_runbooks = b),
+            "builtin_runbooks" => {
+                section(v, "builtin_runbooks", &mut problems).map(|b| cfg.builtin_runbooks = b)
+            }
             "regions" => named(v, "regions", &mut problems).map(|m| cfg.regions = m),
             "postgres" => named(v, "postgres", &mut problems).map(|m| cfg.postgres = m),
             "backups" => named(v, "backups", &mut problems).map(|m| cfg.backups = m),

@@ -299,6 +299,9 @@ pub struct Config {
     pub regions: BTreeMap<String, RegionConfig>,
     /// `[[runbooks]]` plus those from `runbooks_dir`.
     pub runbooks: Vec<recovery::runbook::RunbookDef>,
+    /// `templates_dir`: folder whose files replace the built-in notification templates of the
+    /// same name (relative to the config file); `drbot notify preview` shows the result.
+    pub templates_dir: Option<PathBuf>,
     /// `builtin_runbooks`: built-in runbooks to enable by name (`drbot runbooks` lists them);
     /// a `[[runbooks]]` entry with the same name replaces the built-in one.
     pub builtin_runbooks: Vec<String>,
@@ -332,6 +335,7 @@ pub const SECTIONS: &[&str] = &[
     "runbooks",
     "runbooks_dir",
     "builtin_runbooks",
+    "templates_dir",
     "engine",
     "targets",
     "slack",

@@ -59,6 +59,15 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
     check_regions(&cfg.regions, &mut out);
     check_runbooks(cfg, registry, &mut out);
     check_postgres(cfg, registry, &mut out);
+    // Every template renders with sample data; unknown variables and syntax errors are named.
+    match notifier::templates::Templates::load(cfg.templates_dir.as_deref()) {
+        Ok(t) => {
+            if let Err(errs) = t.check_all() {
+                out.extend(errs.0.iter().map(|e| format!("templates: {e}")));
+            }
+        }
+        Err(errs) => out.extend(errs.0.iter().map(|e| format!("templates_dir: {e}"))),
+    }
     if let Some(s) = &cfg.slack {
         check_url("slack.api_base_url", &s.api_base_url, &mut out);
         non_empty("slack.incident_channel", &s.incident_channel, &mut out);
