@@ -243,12 +243,7 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
         Command::Abort { run } => Reply::DecisionRequested(
             approvals::decide(app, actor, run.0, RequestAction::Abort).await?,
         ),
-        Command::Incident(_) => {
-            return Err(UserError::Unavailable {
-                feature: "incidents (notification hub)".into(),
-            }
-            .into());
-        }
+        Command::Incident(c) => Reply::Incident(crate::incidents::handle(app, actor, c).await?),
         Command::Checklist { .. } => {
             return Err(UserError::Unavailable {
                 feature: "checklists".into(),

@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod driver;
 pub mod events;
 pub mod grammar;
+pub mod incidents;
 pub mod metrics;
 pub mod reply;
 pub mod server;

@@ -4,7 +4,10 @@
 
 use serde::Serialize;
 
-use crate::store::runs::{ApprovalRow, RequestRow, RunRow, StepRow};
+use crate::store::{
+    incidents::{IncidentRow, IncidentUpdateRow},
+    runs::{ApprovalRow, RequestRow, RunRow, StepRow},
+};
 
 /// A mistake the person typing can fix, or a refusal they should understand.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,6 +51,14 @@ pub enum UserError {
     Unavailable { feature: String },
     /// A button was clicked on a card it does not belong to.
     ForeignButton,
+    /// The person's roles do not allow managing incidents (any runbook's request roles do).
+    NotAllowedToManageIncidents { roles: Vec<String> },
+    /// An incident is already open; update or resolve it first.
+    IncidentAlreadyOpen { id: i64, name: String },
+    /// There is no open incident to update or resolve.
+    NoOpenIncident,
+    /// The incident cannot move from `from` to `to`.
+    BadIncidentTransition { id: i64, from: String, to: String },
 }
 
 /// The one rendering of user errors, shared by every front-end: one or two plain sentences.
@@ -107,6 +118,19 @@ impl std::fmt::Display for UserError {
         Self::ForeignButton => {
             "This button does not belong to this card; nothing was changed.".into()
         }
+        Self::NotAllowedToManageIncidents { roles } => format!(
+            "You may not open, update or resolve incidents: it needs one of the roles {}.",
+            roles.join(", ")
+        ),
+        Self::IncidentAlreadyOpen { id, name } => format!(
+            "Incident {id} (\"{name}\") is still open; update or resolve it before opening another."
+        ),
+        Self::NoOpenIncident => {
+            "There is no open incident; open one with `/dr incident open <title…>`.".into()
+        }
+        Self::BadIncidentTransition { id, from, to } => {
+            format!("Incident {id} cannot go from {from} to {to}.")
+        }
         Self::Unavailable { feature } => {
             format!("{feature} are not available in this drbot build yet.")
         }
@@ -146,6 +170,31 @@ pub struct StatusView {
     pub regions: Vec<RegionStatus>,
     /// Active runs, newest first.
     pub active: Vec<RunRow>,
+}
+
+/// What happened to an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentChange {
+    /// `/dr incident open`.
+    Opened,
+    /// `/dr incident update`.
+    Updated,
+    /// `/dr incident resolve`.
+    Resolved,
+}
+
+/// An incident after a change, with its timeline and where the news goes.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentView {
+    /// What happened.
+    pub change: IncidentChange,
+    /// The incident after the change.
+    pub incident: IncidentRow,
+    /// Its timeline, oldest first (the last entry is this change).
+    pub updates: Vec<IncidentUpdateRow>,
+    /// Where the change is being sent (`statuspage`, `slack`, `discord`), through the outbox.
+    pub notified: Vec<String>,
 }
 
 /// The outcome of one command.
@@ -188,6 +237,8 @@ pub enum Reply {
     },
     /// A retry/skip/abort decision now awaits approval.
     DecisionRequested(RunView),
+    /// An incident was opened, updated or resolved.
+    Incident(IncidentView),
     /// A refusal or user mistake.
     Refused(UserError),
     /// Something broke inside drbot; details are in the log under `reference`.

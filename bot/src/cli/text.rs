@@ -121,6 +121,7 @@ pub fn reply(r: &Reply, unknown_as: Option<&str>) -> String {
                 v.run.id, v.run.id
             )
         }
+        Reply::Incident(v) => incident_view(v),
         Reply::Refused(UserError::UnknownAccount) if unknown_as.is_some() => format!(
             "`{}` is not in [[people]], so only help, status, runs and run are allowed.\n",
             unknown_as.unwrap_or_default()
@@ -326,4 +327,34 @@ pub fn unknown_template(name: &str, names: &[&str]) -> String {
         "error: no template `{name}` (templates: {})",
         names.join(", ")
     )
+}
+
+/// `/dr incident …` answered in the terminal: what changed, the timeline, where it is sent.
+pub fn incident_view(v: &crate::reply::IncidentView) -> String {
+    use crate::reply::IncidentChange;
+    let i = &v.incident;
+    let head = match v.change {
+        IncidentChange::Opened => format!(
+            "Incident {} opened: {} (impact {}).\n",
+            i.id, i.name, i.impact
+        ),
+        IncidentChange::Updated => format!("Incident {} updated: {}.\n", i.id, i.status.as_str()),
+        IncidentChange::Resolved => format!("Incident {} resolved.\n", i.id),
+    };
+    let mut out = head;
+    for u in &v.updates {
+        out.push_str(&format!(
+            "  {}  {:<13} {} ({})\n",
+            time(u.created_at),
+            u.status.as_str(),
+            u.body,
+            u.author
+        ));
+    }
+    if v.notified.is_empty() {
+        out.push_str("Nothing to notify (no [statuspage], [slack] or [discord] configured).\n");
+    } else {
+        out.push_str(&format!("Sending to: {}.\n", v.notified.join(", ")));
+    }
+    out
 }

@@ -77,6 +77,7 @@ pub fn parse_str(
             "statuspage" => {
                 section(v, "statuspage", &mut problems).map(|s| cfg.statuspage = Some(s))
             }
+            "status_page" => section(v, "status_page", &mut problems).map(|s| cfg.status_page = s),
             "email" => section(v, "email", &mut problems).map(|s| cfg.email = Some(s)),
             "templates_dir" => section::<PathBuf>(v, "templates_dir", &mut problems)
                 .map(|p| cfg.templates_dir = Some(base.join(p))),

@@ -257,21 +257,45 @@ fn default_discord_api() -> String {
     "https://discord.com/api/v10".into()
 }
 
-/// `[statuspage]`: Atlassian Statuspage.
+/// `[statuspage]`: Atlassian Statuspage (`base_url`, `page_id`, `api_key`, `timeout`); the
+/// notifier's own section type, so the client is built from exactly what it documents.
+pub use notifier::statuspage::StatuspageConfig;
+
+/// `[status_page]`: drbot's own public status page at `/status`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StatuspageConfig {
-    /// API prefix (default `https://api.statuspage.io/v1`).
-    #[serde(default = "default_statuspage_api")]
-    pub api_base_url: String,
-    /// Page id.
-    pub page_id: String,
-    /// API key (sent as `Authorization: OAuth <key>`).
-    pub api_key: Secret,
+pub struct PublicPageConfig {
+    /// Page title (default `Service status`).
+    #[serde(default = "default_page_title")]
+    pub title: String,
+    /// `[[status_page.components]]`: the services shown, in order. Each is operational unless
+    /// an incident is open, then it takes the status matching the incident's impact.
+    #[serde(default)]
+    pub components: Vec<PageComponentConfig>,
 }
 
-fn default_statuspage_api() -> String {
-    "https://api.statuspage.io/v1".into()
+impl Default for PublicPageConfig {
+    fn default() -> Self {
+        Self {
+            title: default_page_title(),
+            components: Vec::new(),
+        }
+    }
+}
+
+fn default_page_title() -> String {
+    "Service status".into()
+}
+
+/// `[[status_page.components]]`: one service on the public status page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageComponentConfig {
+    /// Display name, e.g. `API`.
+    pub name: String,
+    /// One line shown under the name (optional).
+    #[serde(default)]
+    pub description: String,
 }
 
 /// `[email]`: customer email.
@@ -317,6 +341,8 @@ pub struct Config {
     pub discord: Option<DiscordConfig>,
     /// `[statuspage]`.
     pub statuspage: Option<StatuspageConfig>,
+    /// `[status_page]`: drbot's own public page (defaults when absent).
+    pub status_page: PublicPageConfig,
     /// `[email]`.
     pub email: Option<EmailConfig>,
     /// `[postgres.<name>]`: PostgreSQL clusters steps act on (a region's is named after it).
@@ -341,6 +367,7 @@ pub const SECTIONS: &[&str] = &[
     "slack",
     "discord",
     "statuspage",
+    "status_page",
     "email",
     "postgres",
     "backups",

@@ -108,8 +108,17 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
         }
     }
     if let Some(s) = &cfg.statuspage {
-        check_url("statuspage.api_base_url", &s.api_base_url, &mut out);
-        non_empty("statuspage.page_id", &s.page_id, &mut out);
+        check_url("statuspage.base_url", &s.base_url, &mut out);
+        if let Err(e) = s.client() {
+            out.push(format!("statuspage: {e}"));
+        }
+    }
+    for (i, c) in cfg.status_page.components.iter().enumerate() {
+        non_empty(
+            &format!("status_page.components[{i}].name"),
+            &c.name,
+            &mut out,
+        );
     }
     if let Some(e) = &cfg.email {
         let url = e.smtp_url.expose();

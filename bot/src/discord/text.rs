@@ -1,6 +1,7 @@
 //! Every user-facing text of the Discord front-end (ephemeral replies to `/dr`).
 
-use crate::reply::Reply;
+use crate::reply::{IncidentChange, Reply};
+use crate::store::incidents::{IncidentRow, IncidentUpdateRow};
 
 /// The ephemeral answer to a `/dr` command (Discord markdown, at most 2000 characters).
 pub fn command_reply(r: &Reply) -> String {
@@ -68,6 +69,20 @@ pub fn command_reply(r: &Reply) -> String {
             "Requested on run {}: another person must approve it.",
             v.run.id
         ),
+        Reply::Incident(v) => {
+            let i = &v.incident;
+            let mut t = match v.change {
+                IncidentChange::Opened => format!("Incident {} opened: **{}**.", i.id, i.name),
+                IncidentChange::Updated => {
+                    format!("Incident {} updated ({}).", i.id, i.status.as_str())
+                }
+                IncidentChange::Resolved => format!("Incident {} resolved.", i.id),
+            };
+            if !v.notified.is_empty() {
+                t.push_str(&format!(" Sending to {}.", v.notified.join(", ")));
+            }
+            t
+        }
         Reply::Refused(e) => e.to_string(),
         Reply::Internal { reference } => {
             format!("Something went wrong inside drbot (reference `{reference}`).")
@@ -256,4 +271,20 @@ pub fn outcome(v: &crate::reply::RunView, mention: Option<&str>) -> String {
         t.push_str(&format!("\n{d}"));
     }
     truncate(&t, 2000)
+}
+
+/// The incident channel message of one incident change (Discord markdown, at most 2000
+/// characters).
+pub fn incident_news(change: IncidentChange, i: &IncidentRow, u: &IncidentUpdateRow) -> String {
+    let head = match change {
+        IncidentChange::Opened => {
+            format!(
+                "**Incident {} opened:** {} (impact {})",
+                i.id, i.name, i.impact
+            )
+        }
+        IncidentChange::Updated => format!("**Incident {} update:** {}", i.id, u.status.as_str()),
+        IncidentChange::Resolved => format!("**Incident {} resolved**", i.id),
+    };
+    truncate(&format!("{head}\n{}\n— {}", u.body, u.author), 2000)
 }

@@ -363,6 +363,7 @@ pub fn command_reply(r: &Reply) -> Value {
             "Requested on run {}: another person must approve it on the run's card.",
             v.run.id
         ),
+        Reply::Incident(v) => incident_reply(v),
         Reply::Refused(e) => esc(&e.to_string()),
         Reply::Internal { reference } => format!(
             "Something went wrong inside drbot (reference `{reference}`); the on-call engineer can find it in drbot's log."
@@ -406,4 +407,36 @@ fn touches(r: &crate::store::runs::RunRow, idx: i64) -> &[String] {
         .get(idx as usize)
         .map(|p| p.touches.as_slice())
         .unwrap_or_default()
+}
+
+fn incident_reply(v: &crate::reply::IncidentView) -> String {
+    use crate::reply::IncidentChange;
+    let i = &v.incident;
+    let mut t = match v.change {
+        IncidentChange::Opened => format!("Incident {} opened: *{}*.", i.id, esc(&i.name)),
+        IncidentChange::Updated => format!("Incident {} updated ({}).", i.id, i.status.as_str()),
+        IncidentChange::Resolved => format!("Incident {} resolved.", i.id),
+    };
+    if !v.notified.is_empty() {
+        t.push_str(&format!(" Sending to {}.", v.notified.join(", ")));
+    }
+    t
+}
+
+/// The incident channel broadcast of one incident change (plain text; `SlackBroadcast`
+/// escapes it).
+pub fn incident_news(
+    change: crate::reply::IncidentChange,
+    i: &crate::store::incidents::IncidentRow,
+    u: &crate::store::incidents::IncidentUpdateRow,
+) -> String {
+    use crate::reply::IncidentChange;
+    let head = match change {
+        IncidentChange::Opened => {
+            format!("Incident {} opened: {} (impact {})", i.id, i.name, i.impact)
+        }
+        IncidentChange::Updated => format!("Incident {} update: {}", i.id, u.status.as_str()),
+        IncidentChange::Resolved => format!("Incident {} resolved", i.id),
+    };
+    format!("{head}\n{}\n— {}", u.body, u.author)
 }

@@ -1,0 +1,285 @@
+//! The incident lifecycle behind `/dr incident open|update|resolve`: permission, transition
+//! checks, the incident and timeline rows, and — in the same write transaction — the outbox
+//! deliveries that carry the change to Statuspage and to each configured chat platform.
+//!
+//! **Rule:** a person may manage incidents when one of their roles is in some runbook's
+//! `request_roles` (whoever may start a recovery may tell customers about it).
+//!
+//! **Architecture Invariant:** every change is read, checked and written inside one
+//! [`crate::store::Store::write`] transaction, together with its `incident.*` audit row and its
+//! outbox rows; a change that does not commit sends nothing, and a committed one is delivered
+//! by the outbox workers even after a crash.
+
+use std::collections::BTreeSet;
+
+use notifier::outbox::NewDelivery;
+use notifier::templates::{Context, IncidentInfo, Templates, UpdateInfo};
+use serde_json::json;
+
+use crate::{
+    actor::Actor,
+    app::App,
+    approvals::{Fail, Outcome},
+    grammar::IncidentCommand,
+    reply::{IncidentChange, IncidentView, UserError},
+    store::{
+        Tx, audit,
+        incidents::{self, IncidentRow, IncidentState, IncidentUpdateRow, NewIncident},
+        now_ms,
+        outbox::enqueue,
+    },
+};
+
+/// Outbox channel of Statuspage calls.
+pub const STATUSPAGE_CHANNEL: &str = "statuspage";
+
+/// Default text of a resolve without a message.
+pub const RESOLVED_TEXT: &str = "This incident has been resolved.";
+
+/// Carries out one `/dr incident …` command for `actor`.
+pub async fn handle(app: &App, actor: &Actor, cmd: IncidentCommand) -> Outcome<IncidentView> {
+    let person = allowed(app, actor)?;
+    let templates = Templates::load(app.settings.config.templates_dir.as_deref())
+        .map_err(|e| anyhow::anyhow!("loading notification templates: {e}"))?;
+    let mut tx = app.store.write().await?;
+    let now = now_ms();
+    let open = incidents::open_incident_tx(&mut tx).await?;
+    let (change, id, status, body) = match cmd {
+        IncidentCommand::Open { title, impact } => {
+            if let Some(o) = open {
+                return Err(UserError::IncidentAlreadyOpen {
+                    id: o.id,
+                    name: o.name,
+                }
+                .into());
+            }
+            let id = incidents::insert_incident(
+                &mut tx,
+                &NewIncident {
+                    name: &title,
+                    impact: impact.as_str(),
+                    region: app.settings.primary_region(),
+                    run_id: None,
+                    opened_by: person,
+                    now,
+                },
+            )
+            .await?;
+            let body = format!("We are investigating: {title}.");
+            (
+                IncidentChange::Opened,
+                id,
+                IncidentState::Investigating,
+                body,
+            )
+        }
+        IncidentCommand::Update { status, message } => {
+            let o = open.ok_or(UserError::NoOpenIncident)?;
+            let to = status.map(IncidentState::from).unwrap_or(o.status);
+            transition(&o, to)?;
+            (IncidentChange::Updated, o.id, to, message)
+        }
+        IncidentCommand::Resolve { message } => {
+            let o = open.ok_or(UserError::NoOpenIncident)?;
+            transition(&o, IncidentState::Resolved)?;
+            let body = message.unwrap_or_else(|| RESOLVED_TEXT.to_string());
+            (
+                IncidentChange::Resolved,
+                o.id,
+                IncidentState::Resolved,
+                body,
+            )
+        }
+    };
+    incidents::set_status(&mut tx, id, status, now).await?;
+    let entry = incidents::insert_update(&mut tx, id, status, &body, person, now).await?;
+    let incident = incidents::incident_tx(&mut tx, id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("incident {id} vanished inside its transaction"))?;
+    let updates = incidents::updates_tx(&mut tx, id).await?;
+    let deliveries = deliveries(app, &templates, change, &incident, &updates, &entry)?;
+    let notified: Vec<String> = deliveries
+        .iter()
+        .map(|d| d.channel.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for d in &deliveries {
+        enqueue(&mut tx, d).await?;
+    }
+    let action = match change {
+        IncidentChange::Opened => "incident.opened",
+        IncidentChange::Updated => "incident.updated",
+        IncidentChange::Resolved => "incident.resolved",
+    };
+    audit::append(
+        &mut tx,
+        actor,
+        action,
+        incident.run_id,
+        json!({ "incident": id, "status": status.as_str(), "body": body, "notified": notified }),
+    )
+    .await?;
+    commit(tx).await?;
+    Ok(IncidentView {
+        change,
+        incident,
+        updates,
+        notified,
+    })
+}
+
+async fn commit(tx: Tx) -> anyhow::Result<()> {
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The person acting, if their roles allow managing incidents.
+fn allowed<'a>(app: &App, actor: &'a Actor) -> Outcome<&'a str> {
+    let person = actor
+        .person
+        .as_deref()
+        .ok_or(Fail::User(UserError::UnknownAccount))?;
+    let roles = incident_roles(app);
+    let mine = app
+        .settings
+        .person(person)
+        .map(|p| p.roles.as_slice())
+        .unwrap_or(&[]);
+    if mine.iter().any(|r| roles.contains(r)) {
+        Ok(person)
+    } else {
+        Err(UserError::NotAllowedToManageIncidents {
+            roles: roles.into_iter().collect(),
+        }
+        .into())
+    }
+}
+
+/// Roles that may manage incidents: every runbook's `request_roles`.
+pub fn incident_roles(app: &App) -> BTreeSet<String> {
+    app.settings
+        .config
+        .runbooks
+        .iter()
+        .flat_map(|r| r.request_roles.iter().cloned())
+        .collect()
+}
+
+fn transition(o: &IncidentRow, to: IncidentState) -> Outcome<()> {
+    if o.status.may_become(to) {
+        Ok(())
+    } else {
+        Err(UserError::BadIncidentTransition {
+            id: o.id,
+            from: o.status.as_str().into(),
+            to: to.as_str().into(),
+        }
+        .into())
+    }
+}
+
+/// `2026-11-26 14:03 UTC`, as templates show times.
+pub fn template_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// The template context of an incident as it stands.
+pub fn context(app: &App, incident: &IncidentRow, updates: &[IncidentUpdateRow]) -> Context {
+    let status_url = app
+        .settings
+        .config
+        .server
+        .public_url
+        .as_deref()
+        .map(|u| format!("{}{}", u.trim_end_matches('/'), notifier::page::PAGE_PATH))
+        .unwrap_or_default();
+    Context {
+        incident: IncidentInfo {
+            id: incident.id.to_string(),
+            name: incident.name.clone(),
+            status: incident.status.as_str().into(),
+            impact: incident.impact.clone(),
+            started_at: template_time(incident.created_at),
+            resolved_at: incident.resolved_at.map(template_time),
+            updates: updates
+                .iter()
+                .map(|u| UpdateInfo {
+                    at: template_time(u.created_at),
+                    status: u.status.as_str().into(),
+                    body: u.body.clone(),
+                })
+                .collect(),
+        },
+        region: incident.region.clone().unwrap_or_default(),
+        runbook: None,
+        started: template_time(incident.created_at),
+        eta: None,
+        status_url,
+        cadence: "every hour".into(),
+        recipient: None,
+    }
+}
+
+/// The outbox rows one change causes: a Statuspage call when `[statuspage]` is configured, and
+/// a broadcast per configured chat platform. Keys are unique per timeline entry; ordering keys
+/// per incident and destination, so updates never overtake each other.
+pub fn deliveries(
+    app: &App,
+    templates: &Templates,
+    change: IncidentChange,
+    incident: &IncidentRow,
+    updates: &[IncidentUpdateRow],
+    entry: &IncidentUpdateRow,
+) -> anyhow::Result<Vec<NewDelivery>> {
+    let id = incident.id;
+    let mut out = Vec::new();
+    if app.settings.config.statuspage.is_some() {
+        let text = templates
+            .incident_text(&context(app, incident, updates))
+            .map_err(|e| anyhow::anyhow!("rendering the Statuspage text: {e}"))?;
+        let op = match change {
+            IncidentChange::Opened => "create",
+            IncidentChange::Updated => "update",
+            IncidentChange::Resolved => "resolve",
+        };
+        out.push(NewDelivery {
+            key: format!("statuspage:incident:{id}:update:{}", entry.id),
+            channel: STATUSPAGE_CHANNEL.into(),
+            payload: json!({
+                "op": op,
+                "incident": id,
+                "key": format!("drbot:incident:{id}"),
+                "name": text.title,
+                "body": text.body,
+                "status": entry.status.as_str(),
+                "impact": incident.impact,
+            }),
+            ordering_key: Some(format!("statuspage:incident:{id}")),
+        });
+    }
+    let mut chat = Vec::new();
+    if app.slack.is_some() {
+        chat.push((
+            "slack",
+            crate::slack::text::incident_news(change, incident, entry),
+        ));
+    }
+    if app.discord.is_some() {
+        chat.push((
+            "discord",
+            crate::discord::text::incident_news(change, incident, entry),
+        ));
+    }
+    for (platform, text) in chat {
+        out.push(NewDelivery {
+            key: format!("chat:{platform}:incident:{id}:update:{}", entry.id),
+            channel: platform.into(),
+            payload: json!({ "text": text }),
+            ordering_key: Some(format!("chat:{platform}:incident:{id}")),
+        });
+    }
+    Ok(out)
+}
