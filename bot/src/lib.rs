@@ -15,6 +15,7 @@ pub mod events;
 pub mod grammar;
 pub mod incidents;
 pub mod metrics;
+pub mod notify;
 pub mod reply;
 pub mod server;
 pub mod slack;

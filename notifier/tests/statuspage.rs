@@ -2,7 +2,7 @@
 //! retryable vs permanent failures (429 + `Retry-After`, 5xx, refused connections, timeouts,
 //! 4xx), name truncation, and the API key kept out of errors and Debug output.
 
-#[path = "support/fake_statuspage.rs"]
+#[path = "../../tests/support/fake_statuspage.rs"]
 mod fake_statuspage;
 
 use std::sync::Arc;

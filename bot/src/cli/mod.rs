@@ -242,6 +242,12 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
     let owner = crate::driver::owner_id();
     tracing::info!(listen = %app.settings.listen, owner, "drbot serving");
     let shutdown = CancellationToken::new();
+    // The outbox worker delivers Statuspage calls and chat broadcasts under this process's id.
+    let outbox = tokio::spawn(crate::notify::run(
+        app.clone(),
+        owner.clone(),
+        shutdown.clone(),
+    ));
     let driver = tokio::spawn(crate::driver::run(app.clone(), owner, shutdown.clone()));
     if let Some(slack) = &app.slack {
         tokio::spawn(crate::slack::sync::run_loop(app.clone(), shutdown.clone()));
@@ -277,6 +283,7 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
     tokio::spawn(signals);
     http.await?;
     driver.await?;
+    outbox.await?;
     // Rows of read-only commands may still be queued.
     app_audit.flush().await?;
     tracing::info!("stopped");

@@ -3,6 +3,7 @@
 //! `drbot discord register` for the `/dr` application command.
 
 pub mod api;
+pub mod broadcast;
 pub mod commands;
 pub mod followup;
 pub mod sync;
