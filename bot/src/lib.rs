@@ -19,4 +19,5 @@ pub mod notify;
 pub mod reply;
 pub mod server;
 pub mod slack;
+pub mod status_page;
 pub mod store;

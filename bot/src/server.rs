@@ -1,4 +1,5 @@
-//! The HTTP server (axum): health, readiness and metrics; front-ends add their routes here.
+//! The HTTP server (axum): health, readiness, metrics and the public status page
+//! (`crate::status_page`); front-ends add their routes here.
 
 use axum::{
     Router,
@@ -23,6 +24,7 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::status_page::routes())
         .with_state(app)
 }
 

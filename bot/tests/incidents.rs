@@ -254,6 +254,79 @@ async fn concurrent_opens(b: Backend) {
     assert_eq!(outbox(&env).await.len(), 2);
 }
 
+/// Inserts a finished run of `command` with one step carrying `data`.
+async fn finished_run(env: &Env, command: &str, dry_run: i64, finished: i64, data: Value) {
+    let r = sqlx::query(
+        "INSERT INTO runs (runbook, command, plan, fingerprint, target, destructive, dry_run, \
+         state, requested_by, requested_account, platform, created_at, updated_at, started_at, \
+         finished_at) VALUES ($1, $1, '{}', 'f', $1, 0, $2, 'succeeded', 'bob', 'cli:bob', 'cli', \
+         $3, $3, $3, $4) RETURNING id",
+    )
+    .bind(command.to_string())
+    .bind(dry_run)
+    .bind(finished - 90_000)
+    .bind(finished)
+    .fetch_one(env.app.store.pool())
+    .await
+    .unwrap();
+    let id: i64 = r.get("id");
+    sqlx::query(
+        "INSERT INTO run_steps (run_id, idx, name, kind, destructive, idempotent, gate, state, \
+         data) VALUES ($1, 0, 's', $2, 0, 1, 0, 'succeeded', $3)",
+    )
+    .bind(id)
+    .bind(if command == "verify-backup" {
+        "verify_backup"
+    } else {
+        "exec"
+    })
+    .bind(data.to_string())
+    .execute(env.app.store.pool())
+    .await
+    .unwrap();
+}
+
+/// The public page's model from the store: current incident, history, evidence (the last
+/// finished runs, dry runs excluded).
+async fn status_page_model(b: Backend) {
+    let env = env(b).await;
+    let m = drbot::status_page::model(&env.app).await.unwrap();
+    assert!(m.current.is_none() && m.history.is_empty());
+    assert!(m.evidence.last_backup_verification.is_none() && m.evidence.last_drill.is_none());
+
+    say(&env, "bob", "/dr incident open First").await;
+    say(&env, "bob", "/dr incident resolve").await;
+    say(&env, "bob", "/dr incident open --impact minor Second").await;
+    say(
+        &env,
+        "bob",
+        "/dr incident update --status monitoring Watching",
+    )
+    .await;
+    let now = now_ms();
+    let report =
+        json!({ "passed": true, "duration_seconds": 42.0, "tables": { "t1": {}, "t2": {} } });
+    finished_run(&env, "verify-backup", 0, now - 10_000, report).await;
+    finished_run(&env, "drill", 0, now - 5_000, json!({ "rpo_seconds": 3.0 })).await;
+    finished_run(&env, "drill", 1, now, json!({})).await;
+
+    let m = drbot::status_page::model(&env.app).await.unwrap();
+    let current = m.current.unwrap();
+    assert_eq!(current.name, "Second");
+    assert_eq!(current.updates.len(), 2);
+    assert_eq!(current.updates[1].body, "Watching");
+    assert_eq!(m.history.len(), 1);
+    assert_eq!(m.history[0].name, "First");
+    let v = m.evidence.last_backup_verification.unwrap();
+    assert!(v.passed);
+    assert_eq!(v.tables, 2);
+    assert_eq!(v.duration.as_secs(), 42);
+    let d = m.evidence.last_drill.unwrap();
+    assert_eq!(d.rto.as_secs(), 90, "the dry run is not evidence");
+    assert_eq!(d.rpo.as_secs(), 3);
+    assert!(d.met);
+}
+
 #[test]
 fn resolved_is_final() {
     for to in [
@@ -271,5 +344,6 @@ both_backends!(
     permissions,
     nothing_configured,
     failed_transaction_enqueues_nothing,
-    concurrent_opens
+    concurrent_opens,
+    status_page_model
 );

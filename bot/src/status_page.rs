@@ -1,0 +1,333 @@
+//! drbot's own public status page: `GET /status` (HTML), `/status.json` and
+//! `/status/feed.atom`, built from drbot's store alone (so the page keeps working when the
+//! primary region is gone, and without Slack, Discord or Statuspage) and rendered by
+//! `notifier::page`.
+//!
+//! Components come from `[[status_page.components]]`: each is operational, or while an
+//! incident is open takes the status its impact maps to (none → operational, minor → degraded
+//! performance, major → partial outage, critical → major outage). Evidence: the last finished
+//! `verify-backup` and `drill` runs (dry runs excluded).
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use notifier::page::{
+    self, BackupVerification, Component, ComponentStatus, Drill, Evidence, Impact, Incident,
+    IncidentStatus, PageModel, Update,
+};
+
+use crate::{
+    app::App,
+    store::{
+        evidence::FinishedRun,
+        incidents::{IncidentRow, IncidentState, IncidentUpdateRow},
+    },
+};
+
+/// Resolved incidents shown in the history.
+pub const HISTORY_LIMIT: i64 = 20;
+
+/// The page's routes (always present).
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route(page::PAGE_PATH, get(html))
+        .route(page::JSON_PATH, get(json))
+        .route(page::FEED_PATH, get(atom))
+}
+
+async fn html(State(app): State<App>) -> Response {
+    respond(&app, "text/html; charset=utf-8", |m| {
+        page::render_html(m).map_err(anyhow::Error::from)
+    })
+    .await
+}
+
+async fn json(State(app): State<App>) -> Response {
+    respond(&app, "application/json", |m| {
+        Ok(page::render_json(m).to_string())
+    })
+    .await
+}
+
+async fn atom(State(app): State<App>, headers: HeaderMap) -> Response {
+    let base = base_url(&app, &headers);
+    respond(&app, "application/atom+xml; charset=utf-8", |m| {
+        Ok(page::render_atom(m, &base))
+    })
+    .await
+}
+
+/// `server.public_url`, else the URL the request was addressed to.
+fn base_url(app: &App, headers: &HeaderMap) -> String {
+    if let Some(u) = &app.settings.config.server.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| app.settings.listen.to_string());
+    format!("http://{host}")
+}
+
+async fn respond(
+    app: &App,
+    content_type: &'static str,
+    render: impl FnOnce(&PageModel) -> anyhow::Result<String>,
+) -> Response {
+    match model(app).await.and_then(|m| render(&m)) {
+        Ok(body) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "building the status page failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "status page temporarily unavailable\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The page as it stands in the store.
+pub async fn model(app: &App) -> anyhow::Result<PageModel> {
+    let store = &app.store;
+    let current = match store.open_incident().await? {
+        Some(i) => {
+            let updates = store.incident_updates(i.id).await?;
+            Some(incident(&i, &updates))
+        }
+        None => None,
+    };
+    let mut history = Vec::new();
+    for i in store.resolved_incidents(HISTORY_LIMIT).await? {
+        let updates = store.incident_updates(i.id).await?;
+        history.push(incident(&i, &updates));
+    }
+    let status = current
+        .as_ref()
+        .map(|c| component_status(c.impact))
+        .unwrap_or(ComponentStatus::Operational);
+    let cfg = &app.settings.config;
+    let components = cfg
+        .status_page
+        .components
+        .iter()
+        .map(|c| Component {
+            name: c.name.clone(),
+            status,
+            description: c.description.clone(),
+        })
+        .collect();
+    let targets = (
+        humantime::parse_duration(&cfg.targets.rto).unwrap_or_default(),
+        humantime::parse_duration(&cfg.targets.rpo).unwrap_or_default(),
+    );
+    Ok(PageModel {
+        title: cfg.status_page.title.clone(),
+        generated_at: Utc::now(),
+        components,
+        current,
+        history,
+        evidence: Evidence {
+            last_backup_verification: store
+                .last_finished_run("verify-backup")
+                .await?
+                .map(|r| verification(&r)),
+            last_drill: store
+                .last_finished_run("drill")
+                .await?
+                .map(|r| drill(&r, targets)),
+        },
+    })
+}
+
+/// What an open incident's impact does to the components.
+pub fn component_status(impact: Impact) -> ComponentStatus {
+    match impact {
+        Impact::None => ComponentStatus::Operational,
+        Impact::Minor => ComponentStatus::DegradedPerformance,
+        Impact::Major => ComponentStatus::PartialOutage,
+        Impact::Critical => ComponentStatus::MajorOutage,
+    }
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn state(s: IncidentState) -> IncidentStatus {
+    match s {
+        IncidentState::Investigating => IncidentStatus::Investigating,
+        IncidentState::Identified => IncidentStatus::Identified,
+        IncidentState::Monitoring => IncidentStatus::Monitoring,
+        IncidentState::Resolved => IncidentStatus::Resolved,
+    }
+}
+
+fn impact(s: &str) -> Impact {
+    match s {
+        "none" => Impact::None,
+        "minor" => Impact::Minor,
+        "critical" => Impact::Critical,
+        _ => Impact::Major,
+    }
+}
+
+fn incident(i: &IncidentRow, updates: &[IncidentUpdateRow]) -> Incident {
+    Incident {
+        id: i.id.to_string(),
+        name: i.name.clone(),
+        status: state(i.status),
+        impact: impact(&i.impact),
+        started_at: time(i.created_at),
+        resolved_at: i.resolved_at.map(time),
+        updates: updates
+            .iter()
+            .map(|u| Update {
+                at: time(u.created_at),
+                status: state(u.status),
+                body: u.body.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn run_duration(r: &FinishedRun) -> Duration {
+    let ms = r.finished_at - r.started_at.unwrap_or(r.finished_at);
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+/// The verify step's report (`passed`, `duration_seconds`, `tables`), else the run's outcome.
+fn verification(r: &FinishedRun) -> BackupVerification {
+    let report = r
+        .steps
+        .iter()
+        .find(|(kind, data)| kind == "verify_backup" && data.is_some())
+        .and_then(|(_, d)| d.as_ref());
+    let passed =
+        r.state == "succeeded" && report.and_then(|d| d["passed"].as_bool()).unwrap_or(true);
+    let duration = report
+        .and_then(|d| d["duration_seconds"].as_f64())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or_else(|| run_duration(r));
+    let tables = report
+        .and_then(|d| d["tables"].as_object())
+        .map(|t| t.len() as u64)
+        .unwrap_or(0);
+    BackupVerification {
+        at: time(r.finished_at),
+        passed,
+        duration,
+        tables,
+    }
+}
+
+/// RTO is the drill's duration; RPO the largest `rpo_seconds` a step recorded (0 if none).
+fn drill(r: &FinishedRun, (rto_target, rpo_target): (Duration, Duration)) -> Drill {
+    let rto = run_duration(r);
+    let rpo = r
+        .steps
+        .iter()
+        .filter_map(|(_, d)| d.as_ref()?["rpo_seconds"].as_f64())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .fold(0.0, f64::max);
+    let rpo = Duration::from_secs_f64(rpo);
+    Drill {
+        at: time(r.finished_at),
+        rto,
+        rpo,
+        rto_target,
+        rpo_target,
+        met: r.state == "succeeded" && rto <= rto_target && rpo <= rpo_target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(state: &str, steps: Vec<(&str, Option<serde_json::Value>)>) -> FinishedRun {
+        FinishedRun {
+            id: 1,
+            state: state.into(),
+            started_at: Some(1_000),
+            finished_at: 61_000,
+            steps: steps.into_iter().map(|(k, d)| (k.to_string(), d)).collect(),
+        }
+    }
+
+    #[test]
+    fn verification_reads_the_verify_step_report() {
+        let r = run(
+            "succeeded",
+            vec![
+                ("exec", None),
+                (
+                    "verify_backup",
+                    Some(json!({ "passed": true, "duration_seconds": 12.5,
+                                 "tables": { "a": {}, "b": {}, "c": {} } })),
+                ),
+            ],
+        );
+        let v = verification(&r);
+        assert!(v.passed);
+        assert_eq!(v.tables, 3);
+        assert_eq!(v.duration, Duration::from_millis(12_500));
+        assert_eq!(v.at, time(61_000));
+        // A failed run failed, whatever its report says; no report: the run's duration.
+        let v = verification(&run("failed", vec![("exec", None)]));
+        assert!(!v.passed);
+        assert_eq!(v.duration, Duration::from_secs(60));
+        assert_eq!(v.tables, 0);
+    }
+
+    #[test]
+    fn drill_compares_with_targets() {
+        let targets = (Duration::from_secs(120), Duration::from_secs(30));
+        let r = run(
+            "succeeded",
+            vec![("exec", Some(json!({ "rpo_seconds": 20.0 })))],
+        );
+        let d = drill(&r, targets);
+        assert_eq!(d.rto, Duration::from_secs(60));
+        assert_eq!(d.rpo, Duration::from_secs(20));
+        assert!(d.met);
+        let r = run(
+            "succeeded",
+            vec![("exec", Some(json!({ "rpo_seconds": 31 })))],
+        );
+        assert!(!drill(&r, targets).met);
+        assert!(!drill(&run("failed", vec![]), targets).met);
+    }
+
+    #[test]
+    fn impact_sets_component_status() {
+        assert_eq!(component_status(Impact::None), ComponentStatus::Operational);
+        assert_eq!(
+            component_status(Impact::Critical),
+            ComponentStatus::MajorOutage
+        );
+    }
+}

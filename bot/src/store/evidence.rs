@@ -1,0 +1,59 @@
+//! Disaster-recovery evidence for the public status page: the last finished (not dry) run of a
+//! command, with the data its steps recorded.
+
+use sqlx::Row;
+
+use super::Store;
+
+/// A finished run as evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedRun {
+    /// Run id.
+    pub id: i64,
+    /// `succeeded` or `failed`.
+    pub state: String,
+    /// Started, Unix ms (`None` if no step ever started).
+    pub started_at: Option<i64>,
+    /// Finished, Unix ms.
+    pub finished_at: i64,
+    /// Each step's kind and recorded data (JSON), in plan order.
+    pub steps: Vec<(String, Option<serde_json::Value>)>,
+}
+
+impl Store {
+    /// The last run of `command` that finished (succeeded or failed), dry runs excluded.
+    pub async fn last_finished_run(&self, command: &str) -> anyhow::Result<Option<FinishedRun>> {
+        let Some(r) = sqlx::query(
+            "SELECT id, state, started_at, finished_at FROM runs WHERE command = $1 \
+             AND dry_run = 0 AND state IN ('succeeded', 'failed') AND finished_at IS NOT NULL \
+             ORDER BY finished_at DESC, id DESC LIMIT 1",
+        )
+        .bind(command.to_string())
+        .fetch_optional(self.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = r.try_get("id")?;
+        let steps = sqlx::query("SELECT kind, data FROM run_steps WHERE run_id = $1 ORDER BY idx")
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .map(|s| {
+                let data: Option<String> = s.try_get("data")?;
+                Ok((
+                    s.try_get("kind")?,
+                    data.and_then(|d| serde_json::from_str(&d).ok()),
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Some(FinishedRun {
+            id,
+            state: r.try_get("state")?,
+            started_at: r.try_get("started_at")?,
+            finished_at: r.try_get("finished_at")?,
+            steps,
+        }))
+    }
+}
