@@ -1,0 +1,211 @@
+//! Benchmark of bulk email: 100,000 recipients through `Mailer::send_many` to a loopback SMTP
+//! sink, against the sink's own maximum measured in the same run with a minimal pipelined
+//! sender; prints messages/s, the sender's peak RSS and duplicates. See `run.sh`.
+//!
+//! One binary, four roles: with no role it orchestrates; `sink`, `raw` and `drbot` are the
+//! child processes it starts, so that each one's memory and CPU are its own.
+
+mod raw;
+mod sample;
+mod sink;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("sink") => sink::main(),
+        Some("raw") => raw::main(&args[1..]),
+        Some("drbot") => drbot_sender(&args[1..]),
+        _ => orchestrate(&args),
+    }
+}
+
+/// `--messages N` and `--connections C` (cargo adds `--bench`, which is ignored).
+fn option(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} needs a number, got {v}"))
+        })
+        .unwrap_or(default)
+}
+
+struct Sink {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    port: u16,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("sink")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the sink");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .expect("sink prints its port")
+            .parse()
+            .unwrap();
+        Sink {
+            child,
+            stdin,
+            stdout,
+            port,
+        }
+    }
+
+    /// The sink's counters since the last call: (messages, unique ids, duplicates, seconds
+    /// from the first MAIL to the last accepted message).
+    fn take_stats(&mut self) -> (u64, u64, u64, f64) {
+        writeln!(self.stdin, "stats").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let v: Vec<&str> = line.split_whitespace().collect();
+        (
+            v[0].parse().unwrap(),
+            v[1].parse().unwrap(),
+            v[2].parse().unwrap(),
+            v[3].parse().unwrap(),
+        )
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a sender role as a child and returns its `key value` output lines.
+fn run_sender(role: &str, port: u16, messages: usize, connections: usize) -> Vec<(String, String)> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            role,
+            &port.to_string(),
+            &messages.to_string(),
+            &connections.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run sender");
+    assert!(out.status.success(), "{role} sender failed: {}", out.status);
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn get(out: &[(String, String)], key: &str) -> String {
+    out.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+fn orchestrate(args: &[String]) {
+    let messages = option(args, "--messages", 100_000);
+    let connections = option(args, "--connections", 16);
+    let mut sink = Sink::start();
+    println!("email bulk send benchmark: {messages} messages, {connections} connections");
+    println!(
+        "sink: single-threaded Rust tokio SMTP sink on 127.0.0.1:{} (PIPELINING)",
+        sink.port
+    );
+
+    let raw = run_sender("raw", sink.port, messages, connections);
+    let (raw_n, raw_unique, raw_dups, raw_secs) = sink.take_stats();
+    let raw_rate = raw_n as f64 / raw_secs;
+    println!(
+        "minimal pipelined sender: sink got {raw_n} ({raw_unique} unique, {raw_dups} duplicates) \
+         in {raw_secs:.2} s = {raw_rate:.0} msg/s (sink maximum); sender elapsed {} s, peak RSS {} kB",
+        get(&raw, "elapsed"),
+        get(&raw, "vmhwm_kb")
+    );
+
+    let drbot = run_sender("drbot", sink.port, messages, connections);
+    let (n, unique, dups, secs) = sink.take_stats();
+    let rate = n as f64 / secs;
+    let hwm_kb: f64 = get(&drbot, "vmhwm_kb").parse().unwrap_or(f64::NAN);
+    println!(
+        "drbot send_many: sink got {n} ({unique} unique, {dups} duplicates) in {secs:.2} s = \
+         {rate:.0} msg/s; sender elapsed {} s, delivered {}, failed {}, peak RSS {:.1} MB",
+        get(&drbot, "elapsed"),
+        get(&drbot, "ok"),
+        get(&drbot, "failed"),
+        hwm_kb / 1024.0
+    );
+    let ratio = rate / raw_rate;
+    println!(
+        "ratio drbot / sink maximum: {:.1} % (goal >= 80 %)",
+        ratio * 100.0
+    );
+    println!("peak RSS {:.1} MB (goal < 100 MB)", hwm_kb / 1024.0);
+    println!(
+        "duplicates {dups}, missing {} (goal 0, 0)",
+        messages as u64 - unique
+    );
+    let pass = ratio >= 0.8 && hwm_kb < 100.0 * 1024.0 && dups == 0 && unique == messages as u64;
+    println!("result: {}", if pass { "PASS" } else { "FAIL" });
+}
+
+/// `drbot PORT N C`: delivers N generated emails with `send_many` over C connections.
+fn drbot_sender(args: &[String]) {
+    use futures::StreamExt;
+    let port: u16 = args[0].parse().unwrap();
+    let messages: usize = args[1].parse().unwrap();
+    let connections: usize = args[2].parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = notifier::email::SmtpUrl::parse(&format!("smtp://127.0.0.1:{port}")).unwrap();
+        let mut config = notifier::email::EmailConfig::new(url, sample::FROM);
+        config.max_connections = connections as u32;
+        let mailer = notifier::email::Mailer::new(&config).unwrap();
+        let emails = futures::stream::iter((0..messages).map(sample::email));
+        let start = std::time::Instant::now();
+        let mut stream = Box::pin(mailer.send_many(emails, mailer.bulk_options()).unwrap());
+        let (mut ok, mut failed) = (0u64, 0u64);
+        while let Some(d) = stream.next().await {
+            match d.result {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    if failed <= 5 {
+                        eprintln!("{}: {e}", d.message_id);
+                    }
+                }
+            }
+        }
+        println!("elapsed {:.3}", start.elapsed().as_secs_f64());
+        println!("ok {ok}");
+        println!("failed {failed}");
+    });
+    println!("vmhwm_kb {}", vm_hwm_kb());
+}
+
+/// Peak resident set size of this process, from `/proc/self/status`.
+pub fn vm_hwm_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,139 @@
+//! The loopback SMTP sink: accepts every message and discards it, counting messages and
+//! remembering Message-IDs to detect duplicates. Single-threaded, so its capacity is one core
+//! whichever sender drives it. Prints `PORT n`; answers `stats` on stdin with
+//! `messages unique duplicates seconds` since the previous `stats`, then resets.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Default)]
+struct Stats {
+    messages: u64,
+    duplicates: u64,
+    ids: HashSet<Vec<u8>>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+type Shared = Arc<Mutex<Stats>>;
+
+pub fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("PORT {}", listener.local_addr().unwrap().port());
+        let stats: Shared = Arc::default();
+        let control = stats.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.trim() == "stats" {
+                    let s = std::mem::take(&mut *control.lock().unwrap());
+                    let secs = match (s.first, s.last) {
+                        (Some(a), Some(b)) => (b - a).as_secs_f64(),
+                        _ => 0.0,
+                    };
+                    println!("{} {} {} {secs:.4}", s.messages, s.ids.len(), s.duplicates);
+                }
+            }
+            std::process::exit(0);
+        });
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            tokio::spawn(session(stream, stats.clone()));
+        }
+    });
+}
+
+fn starts_with_ci(line: &[u8], prefix: &[u8]) -> bool {
+    line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+async fn session(mut stream: TcpStream, stats: Shared) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut filled = 0;
+    let mut out = Vec::with_capacity(4096);
+    let (mut data, mut headers) = (false, false);
+    let mut id: Option<Vec<u8>> = None;
+    if stream.write_all(b"220 sink ESMTP\r\n").await.is_err() {
+        return;
+    }
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match stream.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        filled += n;
+        let mut start = 0;
+        let mut quit = false;
+        while let Some(pos) = buf[start..filled].iter().position(|&b| b == b'\n') {
+            let end = start + pos + 1;
+            let line = buf[start..end]
+                .strip_suffix(b"\r\n")
+                .unwrap_or(&buf[start..end - 1]);
+            if data {
+                if line == b"." {
+                    data = false;
+                    let mut s = stats.lock().unwrap();
+                    s.messages += 1;
+                    s.last = Some(Instant::now());
+                    if let Some(id) = id.take()
+                        && !s.ids.insert(id)
+                    {
+                        s.duplicates += 1;
+                    }
+                    out.extend_from_slice(b"250 2.0.0 queued\r\n");
+                } else if headers {
+                    if line.is_empty() {
+                        headers = false;
+                    } else if starts_with_ci(line, b"message-id:") {
+                        id = Some(line[11..].trim_ascii().to_vec());
+                    }
+                }
+            } else if starts_with_ci(line, b"EHLO") {
+                out.extend_from_slice(
+                    b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 10485760\r\n",
+                );
+            } else if starts_with_ci(line, b"MAIL") {
+                let mut s = stats.lock().unwrap();
+                s.first.get_or_insert_with(Instant::now);
+                out.extend_from_slice(b"250 2.1.0 Ok\r\n");
+            } else if starts_with_ci(line, b"DATA") {
+                (data, headers, id) = (true, true, None);
+                out.extend_from_slice(b"354 End data with <CR><LF>.<CR><LF>\r\n");
+            } else if starts_with_ci(line, b"QUIT") {
+                out.extend_from_slice(b"221 2.0.0 Bye\r\n");
+                quit = true;
+                break;
+            } else if line.is_empty() {
+                // stray blank line
+            } else {
+                // HELO, RCPT, RSET, NOOP: all fine.
+                out.extend_from_slice(b"250 2.0.0 Ok\r\n");
+            }
+            start = end;
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if quit {
+            return;
+        }
+    }
+}

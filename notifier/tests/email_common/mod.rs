@@ -1,0 +1,176 @@
+//! Shared by the email tests: starts a real aiosmtpd SMTP server on loopback (from the venv
+//! that `.ci/test` prepares) and reads the Maildir it writes.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Python interpreter that has aiosmtpd: `$DRBOT_AIOSMTPD_PYTHON`, else the venv that
+/// `.ci/test` creates. Panics with how to get it when neither works.
+pub fn python() -> PathBuf {
+    let candidate = std::env::var_os("DRBOT_AIOSMTPD_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/drbot-venv/bin/python"))
+        })
+        .expect("neither DRBOT_AIOSMTPD_PYTHON nor HOME is set");
+    let ok = Command::new(&candidate)
+        .args(["-c", "import aiosmtpd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "aiosmtpd is not available through {}; run `bash .ci/test` (it installs aiosmtpd into \
+         ~/.cache/drbot-venv and sets DRBOT_AIOSMTPD_PYTHON)",
+        candidate.display()
+    );
+    candidate
+}
+
+/// A running aiosmtpd, killed on drop.
+pub struct Smtpd {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The Maildir it delivers to.
+    pub maildir: PathBuf,
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The custom handler: 451 on the first DATA of each recipient set when `mode` is `flaky`,
+/// 550 at RCPT for addresses starting with `unknown` when `mode` is `reject`; stores
+/// accepted messages in the Maildir.
+const HANDLER: &str = r#"
+import mailbox
+
+class Handler:
+    def __init__(self, maildir, mode):
+        self.box = mailbox.Maildir(maildir)
+        self.mode = mode
+        self.seen = set()
+
+    @classmethod
+    def from_cli(cls, parser, *args):
+        return cls(*args)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.mode == "reject" and address.startswith("unknown"):
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        key = tuple(envelope.rcpt_tos)
+        if self.mode == "flaky" and key not in self.seen:
+            self.seen.add(key)
+            return "451 4.3.0 Mailbox temporarily unavailable, try again"
+        self.box.add(envelope.original_content)
+        return "250 2.0.0 Ok: queued"
+"#;
+
+impl Smtpd {
+    /// aiosmtpd with its stock Maildir handler.
+    pub fn mailbox(dir: &Path) -> Smtpd {
+        let maildir = dir.join("maildir");
+        Self::start(
+            dir,
+            &maildir,
+            &["-c", "aiosmtpd.handlers.Mailbox"],
+            &[&maildir],
+        )
+    }
+
+    /// aiosmtpd with the test handler in `mode` (`flaky` or `reject`).
+    pub fn custom(dir: &Path, mode: &str) -> Smtpd {
+        let maildir = dir.join("maildir");
+        std::fs::write(dir.join("drbot_test_handler.py"), HANDLER).unwrap();
+        Self::start(
+            dir,
+            &maildir,
+            &["-c", "drbot_test_handler.Handler"],
+            &[&maildir, Path::new(mode)],
+        )
+    }
+
+    fn start(dir: &Path, maildir: &Path, class: &[&str], args: &[&Path]) -> Smtpd {
+        let python = python();
+        let port = free_port();
+        let child = Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(class)
+            .args(args)
+            .env("PYTHONPATH", dir)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        let mut smtpd = Smtpd {
+            child,
+            port,
+            maildir: maildir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = smtpd.child.try_wait().unwrap() {
+                panic!("aiosmtpd exited before listening: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not listen on {port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        smtpd
+    }
+
+    /// `smtp://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message in the Maildir (`new/` and `cur/`), raw.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            let Ok(entries) = std::fs::read_dir(self.maildir.join(sub)) else {
+                continue;
+            };
+            for entry in entries {
+                out.push(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+        }
+        out
+    }
+}
+
+/// The value of header `name` in a parsed message (decoded), panicking when missing.
+pub fn header(mail: &mailparse::ParsedMail<'_>, name: &str) -> String {
+    use mailparse::MailHeaderMap;
+    mail.headers
+        .get_first_value(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+}
+
+/// A free port where nothing listens (for connection-refused tests).
+pub fn closed_port() -> u16 {
+    free_port()
+}
