@@ -128,7 +128,7 @@ async fn permanent_550_is_reported_once_and_the_others_are_delivered() {
     let smtpd = Smtpd::custom(dir.path(), "reject");
     let mailer = mailer(&smtpd, 4);
     let list = emails(12, |i| {
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             format!("unknown{i}")
         } else {
             format!("user{i}")
@@ -165,7 +165,7 @@ async fn permanent_550_is_reported_once_and_the_others_are_delivered() {
     assert!(counts.values().all(|&c| c == 1), "{counts:?}");
     assert!(counts.keys().all(|id| {
         let n: usize = id[6..id.find('@').unwrap()].parse().unwrap();
-        n % 4 != 0
+        !n.is_multiple_of(4)
     }));
 }
 

@@ -28,7 +28,7 @@ fn template() -> (Vec<u8>, Vec<u8>) {
     if !tail.ends_with("\r\n") {
         tail.push_str("\r\n");
     }
-    (text[..at].as_bytes().to_vec(), tail.into_bytes())
+    (text.as_bytes()[..at].to_vec(), tail.into_bytes())
 }
 
 /// `raw PORT N C`.
@@ -104,7 +104,7 @@ async fn connection(
                     "sink said {line}"
                 );
                 replies += 1;
-                if replies % 4 == 0 {
+                if replies.is_multiple_of(4) {
                     window.add_permits(1);
                     done.notify_one();
                 }
