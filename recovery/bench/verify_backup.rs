@@ -3,6 +3,11 @@
 //! database, (b) `verify_backup` of the same plain gzip dump, (c) `verify_backup` of a
 //! custom-format dump of the same data with `jobs = 2`. Goals: (b) ≤ 1.05 × (a), (c) < (a).
 //!
+//! The data follows the seed plan's schema: `projects`, `project_payloads` and `project_events`
+//! of about the same size, each with a primary key, a secondary index (owner, project, time)
+//! and, for the latter two, a foreign key to `projects`, as an application's tables have. So
+//! `pg_restore -j 2` has table loads and index builds to run side by side.
+//!
 //! `DRBOT_BENCH_MB` sets the size of the generated SQL (default 1000 MB of plain SQL);
 //! `DRBOT_BENCH_ROUNDS` repeats (a) and (b) alternately (default 1). Run with `bench/run.sh`.
 
@@ -23,8 +28,12 @@ use recovery::{
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// Bytes of COPY text per generated row, roughly (id, project id, 96-char body).
-const ROW_BYTES: u64 = 112;
+/// Bytes of COPY text per generated row of each seed table, roughly: `projects` are few and
+/// wide (a description), `project_payloads` carry a 96-character body, `project_events` are
+/// many and narrow. Each table gets about a third of the plain SQL.
+const PROJECT_BYTES: u64 = 230;
+const PAYLOAD_BYTES: u64 = 135;
+const EVENT_BYTES: u64 = 75;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -81,13 +90,98 @@ fn baseline(pg: &PgCluster, dump: &std::path::Path, db: &str) -> Duration {
     took
 }
 
+/// Busy and total CPU time of the whole machine so far, in jiffies (from `/proc/stat`).
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Cores kept busy on average since `since` (a [`cpu_jiffies`] reading).
+fn cores_busy(since: (u64, u64)) -> f64 {
+    let now = cpu_jiffies();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    (now.0 - since.0) as f64 / (now.1 - since.1).max(1) as f64 * cores
+}
+
+/// What the restore sessions did: samples, samples with 2 or more busy, the most busy at once,
+/// and (for `DRBOT_BENCH_TIMELINE=1`) each change of the busy statements with its time.
+struct Watched {
+    samples: u32,
+    parallel: u32,
+    most: i64,
+    timeline: Vec<String>,
+}
+
+/// Polls `pg_stat_activity` for sessions in scratch databases named `<prefix>_test_…` until
+/// `stop`.
+async fn watch_restore(url: String, prefix: &str, stop: CancellationToken) -> Watched {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("watcher connection");
+    let pattern = format!("{prefix}\\_test\\_%");
+    let started = Instant::now();
+    let mut w = Watched {
+        samples: 0,
+        parallel: 0,
+        most: 0,
+        timeline: Vec::new(),
+    };
+    let mut last = String::new();
+    loop {
+        let (busy, what): (i64, Option<String>) = sqlx::query_as(
+            "SELECT count(*), string_agg(left(regexp_replace(query, '\\s+', ' ', 'g'), 70), \
+                 ' || ' ORDER BY query)
+             FROM pg_stat_activity WHERE datname LIKE $1 \
+             AND backend_type = 'client backend' AND state = 'active'",
+        )
+        .bind(&pattern)
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_stat_activity");
+        w.samples += 1;
+        if busy >= 2 {
+            w.parallel += 1;
+        }
+        w.most = w.most.max(busy);
+        let what = what.unwrap_or_default();
+        if what != last {
+            w.timeline.push(format!(
+                "{:6.1}s [{busy}] {what}",
+                started.elapsed().as_secs_f64()
+            ));
+            last = what;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return w,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let target_mb = env_u64("DRBOT_BENCH_MB", 1000);
     let rounds = env_u64("DRBOT_BENCH_ROUNDS", 1).max(1);
-    let rows = target_mb * 1_000_000 / ROW_BYTES;
+    let third = target_mb * 1_000_000 / 3;
+    let (projects, payloads, events) = (
+        third / PROJECT_BYTES,
+        third / PAYLOAD_BYTES,
+        third / EVENT_BYTES,
+    );
     println!(
-        "verify_backup benchmark: ~{target_mb} MB of plain SQL ({rows} payload rows), {rounds} round(s)"
+        "verify_backup benchmark: ~{target_mb} MB of plain SQL ({projects} projects, {payloads} \
+         payloads, {events} events), {rounds} round(s)"
     );
 
     let pg = PgCluster::start_with(PgOptions {
@@ -105,19 +199,35 @@ async fn main() {
     pg.psql(
         "bench_src",
         &format!(
-            "CREATE TABLE projects (id bigint PRIMARY KEY, name text NOT NULL);
-             INSERT INTO projects SELECT g, 'project ' || g FROM generate_series(1, 1000) g;
-             CREATE TABLE project_payloads (id bigint PRIMARY KEY, project_id bigint NOT NULL,
-                 body text NOT NULL);
+            "CREATE TABLE projects (id bigint PRIMARY KEY, name text NOT NULL,
+                 owner text NOT NULL, created_at timestamptz NOT NULL, description text NOT NULL);
+             INSERT INTO projects
+                 SELECT g, 'Project ' || g, 'owner' || (g % 997) || '@example.com',
+                     timestamptz '2024-01-01 00:00:00+00' + g * interval '7 seconds',
+                     md5(g::text) || ' ' || md5((g * 3)::text) || ' ' || md5((g * 5)::text)
+                         || ' ' || md5((g * 7)::text) || ' ' || md5((g * 11)::text)
+                 FROM generate_series(1::bigint, {projects}) g;
+             CREATE INDEX projects_owner_idx ON projects (owner);
+             CREATE TABLE project_payloads (id bigint PRIMARY KEY,
+                 project_id bigint NOT NULL REFERENCES projects,
+                 created_at timestamptz NOT NULL, body text NOT NULL);
              INSERT INTO project_payloads
-                 SELECT g, 1 + g % 1000, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text)
-                 FROM generate_series(1, {rows}) g;
-             CREATE TABLE project_events (id bigint PRIMARY KEY, project_id bigint NOT NULL,
-                 kind text NOT NULL);
-             INSERT INTO project_events SELECT g, 1 + g % 1000, 'event-' || (g % 7)
-                 FROM generate_series(1, {}) g;
-             ANALYZE;",
-            rows / 10
+                 SELECT g, 1 + (g * 7919) % {projects},
+                     timestamptz '2024-01-01 00:00:00+00' + g * interval '3 seconds',
+                     md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text)
+                 FROM generate_series(1::bigint, {payloads}) g;
+             CREATE INDEX project_payloads_project_id_idx ON project_payloads (project_id);
+             CREATE TABLE project_events (id bigint PRIMARY KEY,
+                 project_id bigint NOT NULL REFERENCES projects,
+                 kind text NOT NULL, created_at timestamptz NOT NULL, detail text NOT NULL);
+             INSERT INTO project_events
+                 SELECT g, 1 + (g * 104729) % {projects}, 'event-' || (g % 7),
+                     timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
+                     'actor=user' || (g % 5003) || ' ip=10.' || (g % 256) || '.'
+                         || (g * 7 % 256) || '.' || (g * 13 % 256)
+                 FROM generate_series(1::bigint, {events}) g;
+             CREATE INDEX project_events_created_at_idx ON project_events (created_at);
+             ANALYZE;"
         ),
     )
     .expect("filling the source database");
@@ -125,6 +235,19 @@ async fn main() {
         "filled the source database in {:.1}s",
         t.elapsed().as_secs_f64()
     );
+    let sizes = pg
+        .psql(
+            "bench_src",
+            "SELECT relname || ': ' || reltuples::bigint || ' rows, table '
+                 || pg_size_pretty(pg_table_size(oid)) || ', indexes '
+                 || pg_size_pretty(pg_indexes_size(oid))
+             FROM pg_class WHERE relname IN ('projects', 'project_payloads', 'project_events')
+             ORDER BY relname",
+        )
+        .expect("table sizes");
+    for line in sizes.lines().filter(|l| !l.trim().is_empty()) {
+        println!("  {}", line.trim());
+    }
 
     let store_dir = tempfile::Builder::new()
         .prefix("drbot-bench-")
@@ -179,13 +302,16 @@ async fn main() {
     let mut b_restore = Vec::new();
     let mut sql_bytes = 0;
     for round in 1..=rounds {
+        let cpu = cpu_jiffies();
         let a = baseline(&pg, &dump, &format!("bench_baseline_{round}"));
         println!(
-            "round {round}: (a) gunzip | psql            {:7.2}s",
-            a.as_secs_f64()
+            "round {round}: (a) gunzip | psql            {:7.2}s ({:.2} cores busy)",
+            a.as_secs_f64(),
+            cores_busy(cpu)
         );
         a_times.push(a.as_secs_f64());
 
+        let cpu = cpu_jiffies();
         let t = Instant::now();
         let out = step(
             &reg,
@@ -196,12 +322,18 @@ async fn main() {
         let b = t.elapsed().as_secs_f64();
         sql_bytes = out.data["sql_bytes"].as_u64().unwrap_or(0);
         println!(
-            "round {round}: (b) verify_backup sql_gzip   {b:7.2}s (restore {:.2}s, {:.1} MB/s of gzip)",
-            out.data["restore_seconds"], out.data["throughput_mb_s"]
+            "round {round}: (b) verify_backup sql_gzip   {b:7.2}s (restore {:.2}s, {:.1} MB/s of \
+             gzip, {:.2} cores busy)",
+            out.data["restore_seconds"],
+            out.data["throughput_mb_s"],
+            cores_busy(cpu)
         );
         b_times.push(b);
         b_restore.push(out.data["restore_seconds"].as_f64().unwrap_or(0.0));
     }
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn(watch_restore(pg.url("postgres"), "benchc", stop.clone()));
+    let cpu = cpu_jiffies();
     let t = Instant::now();
     let out = step(
         &reg,
@@ -210,10 +342,19 @@ async fn main() {
     )
     .await;
     let c = t.elapsed().as_secs_f64();
+    let c_cores = cores_busy(cpu);
+    stop.cancel();
+    let w = watcher.await.expect("watcher");
     println!(
-        "(c) verify_backup custom -j 2            {c:7.2}s (restore {:.2}s)",
-        out.data["restore_seconds"]
+        "(c) verify_backup custom -j 2            {c:7.2}s (restore {:.2}s, {c_cores:.2} cores \
+         busy; {} sessions busy at most, 2+ busy in {} of {} samples)",
+        out.data["restore_seconds"], w.most, w.parallel, w.samples
     );
+    if std::env::var("DRBOT_BENCH_TIMELINE").is_ok_and(|v| v == "1") {
+        for line in &w.timeline {
+            println!("    {line}");
+        }
+    }
 
     let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (a, b) = (avg(&a_times), avg(&b_times));
