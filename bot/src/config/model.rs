@@ -326,7 +326,7 @@ pub struct Config {
     /// `templates_dir`: folder whose files replace the built-in notification templates of the
     /// same name (relative to the config file); `drbot notify preview` shows the result.
     pub templates_dir: Option<PathBuf>,
-    /// `builtin_runbooks`: built-in runbooks to enable by name (`drbot runbooks` lists them);
+    /// `builtin_runbooks`: built-in runbooks to enable by name (check-config lists the names);
     /// a `[[runbooks]]` entry with the same name replaces the built-in one.
     pub builtin_runbooks: Vec<String>,
     /// `runbooks_dir`: folder of `*.toml` files, one runbook each (relative to the config file).
