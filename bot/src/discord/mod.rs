@@ -151,7 +151,10 @@ async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
             ))
         })
     };
-    if let Ok(done) = tokio::time::timeout(discord.defer_after, &mut work).await {
+    // `defer_after = "0s"` defers every command (no race with a quick handler).
+    if !discord.defer_after.is_zero()
+        && let Ok(done) = tokio::time::timeout(discord.defer_after, &mut work).await
+    {
         return ephemeral(answer(done));
     }
     let Some(origin) = origin else {
