@@ -2,8 +2,9 @@
 //! sink, against the sink's own maximum measured in the same run with a minimal pipelined
 //! sender; prints messages/s, the sender's peak RSS and duplicates. See `run.sh`.
 //!
-//! One binary, four roles: with no role it orchestrates; `sink`, `raw` and `drbot` are the
-//! child processes it starts, so that each one's memory and CPU are its own.
+//! One binary, several roles: with no role it orchestrates; `sink`, `raw` and `drbot` are the
+//! child processes it starts, so that each one's memory and CPU are its own; `build` prints
+//! what building one sample message with lettre costs.
 
 mod raw;
 mod sample;
@@ -18,6 +19,7 @@ fn main() {
         Some("sink") => sink::main(),
         Some("raw") => raw::main(&args[1..]),
         Some("drbot") => drbot_sender(&args[1..]),
+        Some("build") => build_cost(),
         _ => orchestrate(&args),
     }
 }
@@ -208,4 +210,27 @@ pub fn vm_hwm_kb() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// `build`: how long `Mailer::format` takes per sample email (message building alone).
+fn build_cost() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = notifier::email::SmtpUrl::parse("smtp://127.0.0.1:25").unwrap();
+        let mailer =
+            notifier::email::Mailer::new(&notifier::email::EmailConfig::new(url, sample::FROM))
+                .unwrap();
+        let n = 20_000;
+        let start = std::time::Instant::now();
+        let mut bytes = 0;
+        for i in 0..n {
+            bytes += mailer.format(&sample::email(i)).unwrap().len();
+        }
+        let per = start.elapsed().as_secs_f64() / n as f64;
+        println!(
+            "build {:.2} us per message, {} bytes each",
+            per * 1e6,
+            bytes / n
+        );
+    });
 }

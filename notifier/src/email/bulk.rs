@@ -1,15 +1,15 @@
-//! Bulk delivery: a stream of emails sent concurrently through the pool, under a rate limit,
-//! with temporary failures retried with exponential backoff; yields one `Delivery` each.
+//! Bulk delivery's API: `BulkOptions`, `Delivery` and `Mailer::send_many` (a stream of emails
+//! sent by connection workers under a rate limit, temporary failures retried with exponential
+//! backoff; one `Delivery` each). The engine is in `workers.rs`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 
 use super::error::{ConfigError, SendError};
 use super::mailer::Mailer;
 use super::message::OutgoingEmail;
-use super::rate::RateLimiter;
+use super::workers;
 
 /// How a bulk send proceeds. `Mailer::bulk_options` gives the configured values.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,9 +70,15 @@ pub struct Delivery {
 
 impl Mailer {
     /// Sends every email of `emails` and yields one `Delivery` per email, in completion order.
-    /// At most `options.concurrency` messages are in flight (and in memory) at once, so the
-    /// input may be an arbitrarily long lazy stream. Wrap an iterator with
-    /// `futures::stream::iter`.
+    ///
+    /// `options.concurrency` workers (at most `max_connections`) each own one SMTP connection,
+    /// opened with `TCP_NODELAY` and reused for message after message (RSET after a refused
+    /// one, a new connection after a broken one); MAIL, RCPT and DATA go in one write when the
+    /// server offers PIPELINING. Each message is built once, so its retries carry the same
+    /// Message-ID. At most twice `concurrency` emails are taken from the input and held at
+    /// once, so it may be an arbitrarily long lazy stream (wrap an iterator with
+    /// `futures::stream::iter`). Must be called inside a Tokio runtime; dropping the stream
+    /// stops the send after the messages in flight.
     pub fn send_many<S>(
         &self,
         emails: S,
@@ -82,59 +88,10 @@ impl Mailer {
         S: Stream<Item = OutgoingEmail> + Send + 'static,
     {
         options.check()?;
-        let limiter = options.rate_limit.and_then(RateLimiter::new).map(Arc::new);
-        let concurrency = options.concurrency.min(self.bulk_options().concurrency);
-        let options = Arc::new(options);
-        let mailer = self.clone();
-        Ok(emails
-            .map(move |email| {
-                let (mailer, limiter, options) = (mailer.clone(), limiter.clone(), options.clone());
-                async move { mailer.deliver(email, &options, limiter.as_deref()).await }
-            })
-            .buffer_unordered(concurrency))
-    }
-
-    async fn deliver(
-        &self,
-        email: OutgoingEmail,
-        options: &BulkOptions,
-        limiter: Option<&RateLimiter>,
-    ) -> Delivery {
-        let message = self.message(&email);
-        let OutgoingEmail { message_id, to, .. } = email;
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                return Delivery {
-                    message_id,
-                    to,
-                    attempts: 0,
-                    result: Err(e),
-                };
-            }
-        };
-        let mut backoff = options.retry_backoff;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            if let Some(l) = limiter {
-                l.acquire().await;
-            }
-            match self.transmit(&message).await {
-                Err(e) if e.is_temporary() && attempts < options.max_attempts => {
-                    tracing::debug!(%message_id, attempts, error = %e, "email retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(options.max_backoff);
-                }
-                result => {
-                    return Delivery {
-                        message_id,
-                        to,
-                        attempts,
-                        result,
-                    };
-                }
-            }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::NoRuntime);
         }
+        let workers = options.concurrency.min(self.bulk_options().concurrency);
+        Ok(workers::start(self.clone(), emails, options, workers))
     }
 }

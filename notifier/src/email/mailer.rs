@@ -16,6 +16,7 @@ use super::config::EmailConfig;
 use super::error::{ConfigError, SendError};
 use super::message::{OutgoingEmail, build};
 use super::redact::Redactor;
+use super::smtp::Target;
 use super::url::{Security, SmtpUrl};
 
 /// Sends email through one SMTP server over a shared connection pool. Cheap to clone; clones
@@ -27,6 +28,8 @@ pub struct Mailer {
 
 struct Inner {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// The same server for the bulk path's own connections.
+    target: Target,
     from: Mailbox,
     domain: String,
     redactor: Redactor,
@@ -109,6 +112,7 @@ impl Mailer {
         Ok(Self {
             inner: Arc::new(Inner {
                 transport: builder.build(),
+                target: Target::new(url, config.timeout)?,
                 from,
                 domain,
                 redactor: Redactor::new(url.user(), url.password()),
@@ -144,6 +148,26 @@ impl Mailer {
         match self.inner.transport.send(message.clone()).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self.classify(&e)),
+        }
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.inner.target
+    }
+
+    /// `e` with the password scrubbed from its text.
+    pub(crate) fn scrub(&self, e: SendError) -> SendError {
+        let r = &self.inner.redactor;
+        match e {
+            SendError::Temporary { code, message } => SendError::Temporary {
+                code,
+                message: r.scrub(&message),
+            },
+            SendError::Permanent { code, message } => SendError::Permanent {
+                code,
+                message: r.scrub(&message),
+            },
+            SendError::Invalid(m) => SendError::Invalid(r.scrub(&m)),
         }
     }
 

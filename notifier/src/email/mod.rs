@@ -9,7 +9,9 @@ mod mailer;
 mod message;
 mod rate;
 mod redact;
+mod smtp;
 mod url;
+mod workers;
 
 pub use bulk::{BulkOptions, Delivery};
 pub use config::EmailConfig;

@@ -56,31 +56,57 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The custom handler: 451 on the first DATA of each recipient set when `mode` is `flaky`,
-/// 550 at RCPT for addresses starting with `unknown` when `mode` is `reject`; stores
-/// accepted messages in the Maildir.
+/// The custom handler. `mode` is a comma-separated set: `flaky` answers 451 to the first DATA
+/// of each recipient set; `reject` answers 550 at RCPT for addresses starting with `unknown`;
+/// `greylist` answers 450 at the first RCPT of each address; `drop` closes the connection
+/// without a reply (and without storing) at every third DATA, logging `drop` lines to
+/// `drops.log`; `pipe` advertises PIPELINING (aiosmtpd reads commands in order, so pipelined
+/// ones work). Every EHLO is logged to `ehlo.log` (one line per connection). Accepted
+/// messages go to the Maildir.
 const HANDLER: &str = r#"
-import mailbox
+import mailbox, os
 
 class Handler:
     def __init__(self, maildir, mode):
         self.box = mailbox.Maildir(maildir)
-        self.mode = mode
+        self.mode = set(mode.split(","))
         self.seen = set()
+        self.greylisted = set()
+        self.datas = 0
+        self.dir = os.path.dirname(os.path.abspath(maildir))
 
     @classmethod
     def from_cli(cls, parser, *args):
         return cls(*args)
 
+    def log(self, name, line):
+        with open(os.path.join(self.dir, name), "a") as f:
+            f.write(line + "\n")
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        self.log("ehlo.log", hostname)
+        if "pipe" in self.mode:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if self.mode == "reject" and address.startswith("unknown"):
+        if "reject" in self.mode and address.startswith("unknown"):
             return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        if "greylist" in self.mode and address not in self.greylisted:
+            self.greylisted.add(address)
+            return "450 4.2.0 <%s>: Recipient address rejected: Greylisted" % address
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.datas += 1
+        if "drop" in self.mode and self.datas % 3 == 0:
+            self.log("drops.log", "drop")
+            server.transport.close()
+            return "421 4.3.0 closing"
         key = tuple(envelope.rcpt_tos)
-        if self.mode == "flaky" and key not in self.seen:
+        if "flaky" in self.mode and key not in self.seen:
             self.seen.add(key)
             return "451 4.3.0 Mailbox temporarily unavailable, try again"
         self.box.add(envelope.original_content)
@@ -99,7 +125,7 @@ impl Smtpd {
         )
     }
 
-    /// aiosmtpd with the test handler in `mode` (`flaky` or `reject`).
+    /// aiosmtpd with the test handler in `mode` (see `HANDLER`, e.g. `flaky` or `reject,pipe`).
     pub fn custom(dir: &Path, mode: &str) -> Smtpd {
         let maildir = dir.join("maildir");
         std::fs::write(dir.join("drbot_test_handler.py"), HANDLER).unwrap();
@@ -145,6 +171,12 @@ impl Smtpd {
     /// `smtp://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Lines of the handler's log `name` (`ehlo.log`: one per connection; `drops.log`).
+    pub fn log_lines(&self, name: &str) -> usize {
+        let dir = self.maildir.parent().unwrap();
+        std::fs::read_to_string(dir.join(name)).map_or(0, |t| t.lines().count())
     }
 
     /// Every message in the Maildir (`new/` and `cur/`), raw.
