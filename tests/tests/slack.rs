@@ -544,7 +544,7 @@ fn needs_attention_buttons_are_approval_gated() {
     // Make step 2 slow so the server can be killed while it runs.
     let text = std::fs::read_to_string(&env.cfg)
         .unwrap()
-        .replace("echo promote >> ", "sleep 3; echo promote >> ");
+        .replace("echo promote >> ", "sleep 15; echo promote >> ");
     std::fs::write(&env.cfg, text).unwrap();
     let port = env.server.port;
     env.server.kill9();
