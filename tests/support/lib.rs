@@ -31,12 +31,22 @@ pub fn drbot_bin() -> PathBuf {
     .clone()
 }
 
-/// A free loopback port.
+/// A free loopback port, never the same one twice in this test process: tests run in
+/// parallel, and a port released by one test's probe could otherwise be handed to another
+/// test before the first test's server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Runs `drbot --config <config> <args…>` to completion.
