@@ -143,8 +143,18 @@ impl Server {
             port,
             log: log.to_path_buf(),
         };
+        let mut server = server;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get(port, "/healthz").map(|(s, _)| s) != Some(200) {
+        // Up means this process logged that it listens and the port answers (another process
+        // that took the port would answer /healthz too).
+        while !server.log_text().contains("drbot serving")
+            || http_get(port, "/healthz").map(|(s, _)| s) != Some(200)
+        {
+            assert!(
+                matches!(server.child.try_wait(), Ok(None)),
+                "drbot serve exited at start:\n{}",
+                server.log_text()
+            );
             assert!(
                 Instant::now() < deadline,
                 "drbot serve did not come up:\n{}",
