@@ -104,14 +104,7 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
                     .api
                     .post_message(&ch, body.clone(), &format!("card:{run}:{ch}:{}", now_ms()))
                     .await?;
-                sqlx::query(
-                    "UPDATE messages SET message_id = $1 WHERE platform = 'discord' AND channel = $2 AND message_id = $3",
-                )
-                .bind(new_id)
-                .bind(ch.clone())
-                .bind(id.clone())
-                .execute(app.store.pool())
-                .await?;
+                app.store.replace_card("discord", &ch, &id, &new_id).await?;
             }
             Err(e) => return Err(e.into()),
         }

@@ -170,14 +170,7 @@ async fn refresh_inner(app: &App, run: i64) -> anyhow::Result<()> {
                 let key = format!("card:{run}:{ch}:{}", now_ms());
                 if let Some(new_ts) = post_once(app, &slack, &key, &ch, None, &txt, &blocks).await?
                 {
-                    sqlx::query(
-                        "UPDATE messages SET message_id = $1 WHERE platform = 'slack' AND channel = $2 AND message_id = $3",
-                    )
-                    .bind(new_ts)
-                    .bind(ch.clone())
-                    .bind(ts.clone())
-                    .execute(app.store.pool())
-                    .await?;
+                    app.store.replace_card("slack", &ch, &ts, &new_ts).await?;
                 }
             }
             Err(e) => return Err(e.into()),

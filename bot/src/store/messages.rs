@@ -6,6 +6,26 @@ use sqlx::Row;
 use super::Store;
 
 impl Store {
+    /// Records that the card `old` in `channel` was posted again as `new` (it was deleted).
+    pub async fn replace_card(
+        &self,
+        platform: &str,
+        channel: &str,
+        old: &str,
+        new: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE messages SET message_id = $1 WHERE platform = $2 AND channel = $3 AND message_id = $4",
+        )
+        .bind(new.to_string())
+        .bind(platform.to_string())
+        .bind(channel.to_string())
+        .bind(old.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// The run whose card is message `id` in `channel` on `platform`, if it is one of drbot's.
     pub async fn card_run(
         &self,

@@ -159,6 +159,15 @@ impl Store {
         }
     }
 
+    /// Starts a transaction that takes only row locks, not the global writer lock of
+    /// [`Store::write`] (on SQLite, where the database is the lock, the same `BEGIN IMMEDIATE`).
+    pub async fn begin_rows(&self) -> anyhow::Result<Tx> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => Ok(self.pool.begin().await?),
+        }
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         match self.pool.acquire().await {

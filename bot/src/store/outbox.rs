@@ -81,10 +81,7 @@ impl OutboxStore for Store {
              WHERE id IN (SELECT o.id FROM outbox o WHERE {DUE} ORDER BY o.id LIMIT $4 {lock}) \
              RETURNING id, key, channel, payload, ordering_key, attempts"
         );
-        let mut tx = match self.backend() {
-            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool().begin().await?,
-        };
+        let mut tx = self.begin_rows().await?;
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(owner.to_string())
             .bind(now + lease.as_millis() as i64)
@@ -111,10 +108,7 @@ impl OutboxStore for Store {
 
     async fn finish(&self, owner: &str, results: &[(i64, Finish)]) -> anyhow::Result<()> {
         let now = now_ms();
-        let mut tx = match self.backend() {
-            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool().begin().await?,
-        };
+        let mut tx = self.begin_rows().await?;
         for (id, f) in results {
             let (state, next_at, error, receipt, finished) = match f {
                 Finish::Delivered { receipt } => {
