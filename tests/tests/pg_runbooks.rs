@@ -85,7 +85,11 @@ fn make_backup(pg: &PgCluster, dir: &Path) {
             path: dir.join("backups"),
         },
     );
-    let registry = Registry::with_resources(Arc::new(Resources { postgres, backups }));
+    let registry = Registry::with_resources(Arc::new(Resources {
+        postgres,
+        backups,
+        ..Resources::default()
+    }));
     let kind = registry
         .get("backup_create")
         .expect("backup_create registered");

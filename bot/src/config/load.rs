@@ -91,6 +91,9 @@ pub fn parse_str(
             "regions" => named(v, "regions", &mut problems).map(|m| cfg.regions = m),
             "postgres" => named(v, "postgres", &mut problems).map(|m| cfg.postgres = m),
             "backups" => named(v, "backups", &mut problems).map(|m| cfg.backups = m),
+            "kubernetes" => named(v, "kubernetes", &mut problems).map(|m| cfg.kubernetes = m),
+            "dns" => named(v, "dns", &mut problems).map(|m| cfg.dns = m),
+            "redis" => named(v, "redis", &mut problems).map(|m| cfg.redis = m),
             other => {
                 problems.push(format!(
                     "{other}: unknown key (expected one of: {})",

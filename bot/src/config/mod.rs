@@ -85,6 +85,9 @@ impl Settings {
         let registry = Registry::with_resources(std::sync::Arc::new(Resources {
             postgres: config.postgres.clone(),
             backups: config.backups.clone(),
+            kubernetes: config.kubernetes.clone(),
+            dns: config.dns.clone(),
+            redis: config.redis.clone(),
         }));
         // A key that already has a structural problem gets no follow-on semantic ones.
         let broken: Vec<String> = problems
@@ -174,6 +177,9 @@ pub fn revision(cfg: &Config) -> String {
         // What steps act on, without secrets (a changed password does not void approvals).
         "postgres": cfg.postgres.iter().map(|(k, c)| (k, format!("{} {:?} {:?} {:?}", c.display(), c.bin_dir, c.data_dir, c.os_user))).collect::<BTreeMap<_, _>>(),
         "backups": format!("{:?}", cfg.backups),
+        "kubernetes": cfg.kubernetes,
+        "dns": cfg.dns,
+        "redis": cfg.redis.iter().map(|(k, r)| (k, r.display())).collect::<BTreeMap<_, _>>(),
     });
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }

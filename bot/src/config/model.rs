@@ -349,6 +349,12 @@ pub struct Config {
     pub postgres: BTreeMap<String, recovery::resources::PgClusterDef>,
     /// `[backups.<name>]`: backup stores (`default` unless a step names another).
     pub backups: BTreeMap<String, recovery::resources::BackupStoreDef>,
+    /// `[kubernetes.<name>]`: Kubernetes clusters steps act on (a region's is named after it).
+    pub kubernetes: BTreeMap<String, recovery::resources::KubeClusterDef>,
+    /// `[dns.<name>]`: DNS zones `dns_switch` steps change (`route53` or `file` provider).
+    pub dns: BTreeMap<String, recovery::resources::DnsZoneDef>,
+    /// `[redis.<name>]`: Redis servers steps act on (a region's is named after it).
+    pub redis: BTreeMap<String, recovery::resources::RedisDef>,
 }
 
 /// Top-level keys the file may hold.
@@ -371,4 +377,7 @@ pub const SECTIONS: &[&str] = &[
     "email",
     "postgres",
     "backups",
+    "kubernetes",
+    "dns",
+    "redis",
 ];

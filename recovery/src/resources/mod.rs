@@ -1,5 +1,7 @@
-//! Named things steps act on, from the `[postgres.<name>]` and `[backups.<name>]` config
-//! sections: PostgreSQL clusters (connection, tool paths, data directory) and backup stores.
+//! Named things steps act on, from the `[postgres.<name>]`, `[backups.<name>]`,
+//! `[kubernetes.<name>]`, `[dns.<name>]` and `[redis.<name>]` config sections: PostgreSQL
+//! clusters (connection, tool paths, data directory), backup stores, Kubernetes clusters, DNS
+//! zones and Redis servers.
 //! Steps name them in their parameters (`cluster = "{region}"`, `store = "default"`), so a
 //! plan preview says exactly which cluster each step touches without showing any password.
 
@@ -9,6 +11,9 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
+mod infra;
+pub use infra::{DnsFileFormat, DnsZoneDef, KubeClusterDef, RedisDef};
+
 /// Everything steps may refer to by name.
 #[derive(Debug, Clone, Default)]
 pub struct Resources {
@@ -16,6 +21,12 @@ pub struct Resources {
     pub postgres: BTreeMap<String, PgClusterDef>,
     /// Backup stores by name (`default` is used when a step names none).
     pub backups: BTreeMap<String, BackupStoreDef>,
+    /// Kubernetes clusters by name (steps name them with `kube = "{region}"`).
+    pub kubernetes: BTreeMap<String, KubeClusterDef>,
+    /// DNS zones by name (steps name them with `zone = "..."`).
+    pub dns: BTreeMap<String, DnsZoneDef>,
+    /// Redis servers by name (steps name them with `redis = "{region}"`).
+    pub redis: BTreeMap<String, RedisDef>,
 }
 
 /// `[postgres.<name>]`: one PostgreSQL cluster.
@@ -83,6 +94,23 @@ impl Resources {
             && let Some(def) = self.backups.get(name)
         {
             out.push(format!("store {name} ({})", def.display()));
+        }
+        if let Some(name) = params.get("kube").and_then(|v| v.as_str())
+            && let Some(def) = self.kubernetes.get(name)
+        {
+            out.push(format!("kubernetes {name} ({})", def.display()));
+        }
+        if let Some(name) = params.get("zone").and_then(|v| v.as_str())
+            && let Some(def) = self.dns.get(name)
+        {
+            out.push(format!("dns {name} ({})", def.display()));
+        }
+        for key in ["redis", "primary_redis"] {
+            if let Some(name) = params.get(key).and_then(|v| v.as_str())
+                && let Some(def) = self.redis.get(name)
+            {
+                out.push(format!("{key} {name} ({})", def.display()));
+            }
         }
         out
     }
