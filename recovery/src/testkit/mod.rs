@@ -1,5 +1,6 @@
 //! Test helpers shared across crates: throwaway PostgreSQL clusters (a primary, streaming
-//! replicas) and per-test databases on a shared cluster.
+//! replicas), per-test databases on a shared cluster, and a moto server (fake S3 and Route53).
 
+pub mod moto;
 pub mod pg;
 pub mod shared;
