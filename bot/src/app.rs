@@ -53,7 +53,7 @@ impl App {
 
     /// Wraps an open store.
     pub fn new(settings: Settings, store: Store) -> App {
-        App {
+        let app = App {
             status_cache: Arc::default(),
             audit: crate::store::audit::AuditWriter::spawn(store.clone()),
             discord: settings
@@ -66,6 +66,8 @@ impl App {
             store,
             events: EventBus::default(),
             metrics: Arc::new(Metrics::default()),
-        }
+        };
+        app.settings.app_slot.set(&app);
+        app
     }
 }

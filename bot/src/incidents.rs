@@ -10,7 +10,7 @@
 //! outbox rows; a change that does not commit sends nothing, and a committed one is delivered
 //! by the outbox workers even after a crash.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use notifier::outbox::NewDelivery;
 use notifier::templates::{Context, IncidentInfo, Templates, UpdateInfo};
@@ -24,7 +24,9 @@ use crate::{
     reply::{IncidentChange, IncidentView, UserError},
     store::{
         Tx, audit,
-        incidents::{self, IncidentRow, IncidentState, IncidentUpdateRow, NewIncident},
+        incidents::{
+            self, IncidentRow, IncidentState, IncidentUpdateRow, NewIncident, UpdateExtra,
+        },
         now_ms,
         outbox::enqueue,
     },
@@ -36,15 +38,82 @@ pub const STATUSPAGE_CHANNEL: &str = "statuspage";
 /// Default text of a resolve without a message.
 pub const RESOLVED_TEXT: &str = "This incident has been resolved.";
 
+/// One change to the incident lifecycle, from a person's command or a runbook step.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Open, update or resolve.
+    pub command: IncidentCommand,
+    /// Component statuses to set (component name → Statuspage status name), on top of what
+    /// the impact implies.
+    pub components: BTreeMap<String, String>,
+    /// The runbook step making the change (`run:<id>:step:<index>`): a change already made by
+    /// it is returned instead of made twice.
+    pub source: Option<String>,
+    /// The run an incident opened by a step is about.
+    pub run_id: Option<i64>,
+    /// The affected region (default: the primary region).
+    pub region: Option<String>,
+}
+
+impl Change {
+    /// A person's `/dr incident …` command.
+    pub fn command(command: IncidentCommand) -> Self {
+        Self {
+            command,
+            components: BTreeMap::new(),
+            source: None,
+            run_id: None,
+            region: None,
+        }
+    }
+}
+
 /// Carries out one `/dr incident …` command for `actor`.
 pub async fn handle(app: &App, actor: &Actor, cmd: IncidentCommand) -> Outcome<IncidentView> {
-    let person = allowed(app, actor)?;
+    let person = allowed(app, actor)?.to_string();
+    apply(app, actor, &person, Change::command(cmd)).await
+}
+
+/// Makes `change` as `author` (a person, or a runbook step acting for its approvers): the
+/// transition checks, the rows, the audit entry and the outbox deliveries, in one transaction.
+pub async fn apply(
+    app: &App,
+    actor: &Actor,
+    author: &str,
+    change: Change,
+) -> Outcome<IncidentView> {
+    let person = author;
     let templates = Templates::load(app.settings.config.templates_dir.as_deref())
         .map_err(|e| anyhow::anyhow!("loading notification templates: {e}"))?;
     let mut tx = app.store.write().await?;
+    if let Some(source) = &change.source
+        && let Some(done) = incidents::update_by_source_tx(&mut tx, source).await?
+    {
+        let incident = incidents::incident_tx(&mut tx, done.incident_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("incident {} vanished", done.incident_id))?;
+        let updates = incidents::updates_tx(&mut tx, done.incident_id).await?;
+        let kind = if done.status == IncidentState::Resolved {
+            IncidentChange::Resolved
+        } else if updates.first().map(|u| u.id) == Some(done.id) {
+            IncidentChange::Opened
+        } else {
+            IncidentChange::Updated
+        };
+        return Ok(IncidentView {
+            change: kind,
+            incident,
+            updates,
+            notified: Vec::new(),
+        });
+    }
     let now = now_ms();
     let open = incidents::open_incident_tx(&mut tx).await?;
-    let (change, id, status, body) = match cmd {
+    let region = change
+        .region
+        .clone()
+        .or_else(|| app.settings.primary_region().map(str::to_string));
+    let (kind, id, status, body) = match change.command {
         IncidentCommand::Open { title, impact } => {
             if let Some(o) = open {
                 return Err(UserError::IncidentAlreadyOpen {
@@ -58,8 +127,8 @@ pub async fn handle(app: &App, actor: &Actor, cmd: IncidentCommand) -> Outcome<I
                 &NewIncident {
                     name: &title,
                     impact: impact.as_str(),
-                    region: app.settings.primary_region(),
-                    run_id: None,
+                    region: region.as_deref(),
+                    run_id: change.run_id,
                     opened_by: person,
                     now,
                 },
@@ -91,13 +160,18 @@ pub async fn handle(app: &App, actor: &Actor, cmd: IncidentCommand) -> Outcome<I
             )
         }
     };
+    let change_kind = kind;
+    let extra = UpdateExtra {
+        components: change.components.clone(),
+        source: change.source.clone(),
+    };
     incidents::set_status(&mut tx, id, status, now).await?;
-    let entry = incidents::insert_update(&mut tx, id, status, &body, person, now).await?;
+    let entry = incidents::insert_update(&mut tx, id, status, &body, person, now, &extra).await?;
     let incident = incidents::incident_tx(&mut tx, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("incident {id} vanished inside its transaction"))?;
     let updates = incidents::updates_tx(&mut tx, id).await?;
-    let deliveries = deliveries(app, &templates, change, &incident, &updates, &entry)?;
+    let deliveries = deliveries(app, &templates, change_kind, &incident, &updates, &entry)?;
     let notified: Vec<String> = deliveries
         .iter()
         .map(|d| d.channel.clone())
@@ -107,7 +181,7 @@ pub async fn handle(app: &App, actor: &Actor, cmd: IncidentCommand) -> Outcome<I
     for d in &deliveries {
         enqueue(&mut tx, d).await?;
     }
-    let action = match change {
+    let action = match change_kind {
         IncidentChange::Opened => "incident.opened",
         IncidentChange::Updated => "incident.updated",
         IncidentChange::Resolved => "incident.resolved",
@@ -122,7 +196,7 @@ pub async fn handle(app: &App, actor: &Actor, cmd: IncidentCommand) -> Outcome<I
     .await?;
     commit(tx).await?;
     Ok(IncidentView {
-        change,
+        change: change_kind,
         incident,
         updates,
         notified,
@@ -245,6 +319,14 @@ pub fn deliveries(
             IncidentChange::Updated => "update",
             IncidentChange::Resolved => "resolve",
         };
+        let cfg = &app.settings.config.status_page;
+        let statuses = crate::status_page::component_statuses(cfg, Some((incident, updates)));
+        let components: Vec<(String, &str)> = cfg
+            .components
+            .iter()
+            .zip(statuses)
+            .filter_map(|(c, s)| Some((c.statuspage_id.clone()?, s.as_str())))
+            .collect();
         out.push(NewDelivery {
             key: format!("statuspage:incident:{id}:update:{}", entry.id),
             channel: STATUSPAGE_CHANNEL.into(),
@@ -256,6 +338,7 @@ pub fn deliveries(
                 "body": text.body,
                 "status": entry.status.as_str(),
                 "impact": incident.impact,
+                "components": components,
             }),
             ordering_key: Some(format!("statuspage:incident:{id}")),
         });

@@ -20,4 +20,5 @@ pub mod reply;
 pub mod server;
 pub mod slack;
 pub mod status_page;
+pub mod steps;
 pub mod store;

@@ -111,28 +111,30 @@ async fn respond(
 /// The page as it stands in the store.
 pub async fn model(app: &App) -> anyhow::Result<PageModel> {
     let store = &app.store;
-    let current = match store.open_incident().await? {
+    let open = match store.open_incident().await? {
         Some(i) => {
             let updates = store.incident_updates(i.id).await?;
-            Some(incident(&i, &updates))
+            Some((i, updates))
         }
         None => None,
     };
+    let current = open.as_ref().map(|(i, u)| incident(i, u));
     let mut history = Vec::new();
     for i in store.resolved_incidents(HISTORY_LIMIT).await? {
         let updates = store.incident_updates(i.id).await?;
         history.push(incident(&i, &updates));
     }
-    let status = current
-        .as_ref()
-        .map(|c| component_status(c.impact))
-        .unwrap_or(ComponentStatus::Operational);
     let cfg = &app.settings.config;
+    let statuses = component_statuses(
+        &cfg.status_page,
+        open.as_ref().map(|(i, u)| (i, u.as_slice())),
+    );
     let components = cfg
         .status_page
         .components
         .iter()
-        .map(|c| Component {
+        .zip(statuses)
+        .map(|(c, status)| Component {
             name: c.name.clone(),
             status,
             description: c.description.clone(),
@@ -159,6 +161,31 @@ pub async fn model(app: &App) -> anyhow::Result<PageModel> {
                 .map(|r| drill(&r, targets)),
         },
     })
+}
+
+/// Each `[[status_page.components]]` entry's status, in order: operational unless `open` is an
+/// unresolved incident; then what its impact implies, overridden by the component statuses its
+/// timeline entries set (the latest wins).
+pub fn component_statuses(
+    cfg: &crate::config::PublicPageConfig,
+    open: Option<(&IncidentRow, &[IncidentUpdateRow])>,
+) -> Vec<ComponentStatus> {
+    let Some((incident, updates)) = open.filter(|(i, _)| i.status != IncidentState::Resolved)
+    else {
+        return vec![ComponentStatus::Operational; cfg.components.len()];
+    };
+    let base = component_status(impact(&incident.impact));
+    cfg.components
+        .iter()
+        .map(|c| {
+            updates
+                .iter()
+                .rev()
+                .find_map(|u| u.components.get(&c.name))
+                .and_then(|s| ComponentStatus::ALL.into_iter().find(|x| x.as_str() == s))
+                .unwrap_or(base)
+        })
+        .collect()
 }
 
 /// What an open incident's impact does to the components.

@@ -16,11 +16,13 @@ use recovery::secret::Secret;
 use serde_json::json;
 
 async fn env_with_fake(b: Backend, fake: &FakeStatuspage) -> Env {
+    fake.add_component("cmp-api", "API");
     let mut env = env(b).await;
     let text = config_text(&env.url, 1, "30m", 0, "m").replace(
         "[store]",
         &format!(
-            "[statuspage]\nbase_url = \"{}\"\npage_id = \"p1\"\napi_key = \"sp-key\"\ntimeout = \"2s\"\n\n[store]",
+            "[statuspage]\nbase_url = \"{}\"\npage_id = \"p1\"\napi_key = \"sp-key\"\ntimeout = \"2s\"\n\n\
+             [[status_page.components]]\nname = \"API\"\nstatuspage_id = \"cmp-api\"\n\n[store]",
             fake.base_url()
         ),
     );
@@ -72,6 +74,11 @@ async fn delivered_in_order(b: Backend) {
     // The create meets a 429 first.
     fake.answer_next(1, 429, Some(1));
     drain(&env, 20).await;
+    // A major incident puts the mapped component in partial outage on Statuspage too.
+    assert_eq!(
+        fake.component_status("cmp-api").as_deref(),
+        Some("partial_outage")
+    );
     say(
         &env,
         "alice",
@@ -120,6 +127,10 @@ async fn delivered_in_order(b: Backend) {
     assert!(bodies[1].contains("Replica lag"), "{bodies:?}");
     assert!(bodies[3].contains("All clear"), "{bodies:?}");
     // Every request carried the key; the 429 was retried.
+    assert_eq!(
+        fake.component_status("cmp-api").as_deref(),
+        Some("operational")
+    );
     let reqs = fake.requests();
     assert!(reqs.iter().all(|r| r.authorized));
     assert_eq!(reqs.iter().filter(|r| r.status == 429).count(), 1);

@@ -29,8 +29,10 @@ pub struct Settings {
     pub revision: String,
     /// Where it was read from.
     pub path: PathBuf,
-    /// Step types.
+    /// Step types: `recovery`'s providers plus drbot's own (`crate::steps`).
     pub registry: Registry,
+    /// Filled by [`crate::app::App::new`]; drbot's own step types run through it.
+    pub app_slot: crate::steps::AppSlot,
     /// `server.listen`.
     pub listen: SocketAddr,
     /// `approvals.expires_after`.
@@ -82,13 +84,15 @@ impl Settings {
             config,
             mut problems,
         } = parsed;
-        let registry = Registry::with_resources(std::sync::Arc::new(Resources {
+        let app_slot = crate::steps::AppSlot::default();
+        let mut registry = Registry::with_resources(std::sync::Arc::new(Resources {
             postgres: config.postgres.clone(),
             backups: config.backups.clone(),
             kubernetes: config.kubernetes.clone(),
             dns: config.dns.clone(),
             redis: config.redis.clone(),
         }));
+        crate::steps::register(&mut registry, &app_slot, &config);
         // A key that already has a structural problem gets no follow-on semantic ones.
         let broken: Vec<String> = problems
             .iter()
@@ -122,6 +126,7 @@ impl Settings {
             revision,
             path,
             registry,
+            app_slot,
         })
     }
 

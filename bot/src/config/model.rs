@@ -296,6 +296,10 @@ pub struct PageComponentConfig {
     /// One line shown under the name (optional).
     #[serde(default)]
     pub description: String,
+    /// The matching component's id on Statuspage (`[statuspage]`), whose status drbot then
+    /// keeps in step with this one (optional).
+    #[serde(default)]
+    pub statuspage_id: Option<String>,
 }
 
 /// `[email]`: customer email.

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use notifier::{
     outbox::{Deliverer, Delivery, Outcome},
     statuspage::{
-        Impact, IncidentStatus, IncidentUpdate, NewIncident, StatuspageClient, StatuspageError,
+        ComponentStatus, Impact, IncidentStatus, IncidentUpdate, NewIncident, StatuspageClient, StatuspageError,
     },
 };
 use serde::Deserialize;
@@ -32,6 +32,9 @@ struct Payload {
     body: String,
     status: String,
     impact: String,
+    /// Statuspage component ids and the status each takes.
+    #[serde(default)]
+    components: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -56,6 +59,12 @@ impl StatuspageDeliverer {
 
     async fn attempt(&self, d: &Delivery, p: Payload) -> anyhow::Result<Outcome> {
         let status: IncidentStatus = p.status.parse().map_err(anyhow::Error::msg)?;
+        let components = p
+            .components
+            .iter()
+            .map(|(id, s)| Ok((id.clone(), s.parse::<ComponentStatus>()?)))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(anyhow::Error::msg)?;
         let Some(incident) = self.store.incident(p.incident).await? else {
             return Ok(Outcome::Failed {
                 error: format!("incident {} is not in the store", p.incident),
@@ -81,7 +90,7 @@ impl StatuspageDeliverer {
                 status,
                 impact: Some(impact),
                 body: p.body,
-                components: Vec::new(),
+                components,
                 deliver_notifications: true,
                 key: Some(p.key),
             };
@@ -105,7 +114,7 @@ impl StatuspageDeliverer {
         let update = IncidentUpdate {
             status,
             body: p.body,
-            components: Vec::new(),
+            components,
             deliver_notifications: true,
         };
         Ok(match self.client.update_incident(&id, &update).await {

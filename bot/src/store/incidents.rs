@@ -5,6 +5,8 @@
 //! One incident is open at a time: `incidents.open_slot` is 1 while unresolved and NULL once
 //! resolved, and it is UNIQUE, so a second concurrent `open` fails in the database too.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 
@@ -106,6 +108,19 @@ pub struct IncidentUpdateRow {
     pub author: String,
     /// Posted, Unix ms.
     pub created_at: i64,
+    /// Component statuses this entry set (component name → Statuspage status name).
+    pub components: BTreeMap<String, String>,
+    /// The runbook step that wrote it (`run:<id>:step:<index>`), if one did.
+    pub source: Option<String>,
+}
+
+/// What a timeline entry records besides its status and text.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateExtra {
+    /// Component statuses set by the entry.
+    pub components: BTreeMap<String, String>,
+    /// The step writing it, for idempotency.
+    pub source: Option<String>,
 }
 
 /// What `insert_incident` needs.
@@ -127,7 +142,7 @@ pub struct NewIncident<'a> {
 
 const COLS: &str = "id, name, status, impact, region, run_id, opened_by, created_at, updated_at, \
                     resolved_at, statuspage_incident_id";
-const UPDATE_COLS: &str = "id, incident_id, status, body, author, created_at";
+const UPDATE_COLS: &str = "id, incident_id, status, body, author, created_at, components, source";
 
 fn incident(r: &AnyRow) -> anyhow::Result<IncidentRow> {
     Ok(IncidentRow {
@@ -153,7 +168,27 @@ fn update(r: &AnyRow) -> anyhow::Result<IncidentUpdateRow> {
         body: r.try_get("body")?,
         author: r.try_get("author")?,
         created_at: r.try_get("created_at")?,
+        components: match r.try_get::<Option<String>, _>("components")? {
+            Some(json) => serde_json::from_str(&json)?,
+            None => BTreeMap::new(),
+        },
+        source: r.try_get("source")?,
     })
+}
+
+/// The timeline entry a runbook step wrote, if it did (inside the caller's transaction).
+pub async fn update_by_source_tx(
+    tx: &mut Tx,
+    source: &str,
+) -> anyhow::Result<Option<IncidentUpdateRow>> {
+    let sql = format!("SELECT {UPDATE_COLS} FROM incident_updates WHERE source = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(source.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .as_ref()
+        .map(update)
+        .transpose()
 }
 
 /// The unresolved incident, if any, read inside the caller's transaction.
@@ -215,17 +250,22 @@ pub async fn insert_update(
     body: &str,
     author: &str,
     now: i64,
+    extra: &UpdateExtra,
 ) -> anyhow::Result<IncidentUpdateRow> {
     let sql = format!(
-        "INSERT INTO incident_updates (incident_id, status, body, author, created_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING {UPDATE_COLS}"
+        "INSERT INTO incident_updates (incident_id, status, body, author, created_at, \
+         components, source) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {UPDATE_COLS}"
     );
+    let components =
+        (!extra.components.is_empty()).then(|| serde_json::json!(extra.components).to_string());
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(incident_id)
         .bind(status.as_str())
         .bind(body.to_string())
         .bind(author.to_string())
         .bind(now)
+        .bind(components)
+        .bind(extra.source.clone())
         .fetch_one(&mut **tx)
         .await?;
     update(&row)
@@ -255,6 +295,21 @@ pub async fn updates_tx(tx: &mut Tx, id: i64) -> anyhow::Result<Vec<IncidentUpda
 }
 
 impl Store {
+    /// The timeline entry a runbook step wrote, if it did.
+    pub async fn incident_update_by_source(
+        &self,
+        source: &str,
+    ) -> anyhow::Result<Option<IncidentUpdateRow>> {
+        let sql = format!("SELECT {UPDATE_COLS} FROM incident_updates WHERE source = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(source.to_string())
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(update)
+            .transpose()
+    }
+
     /// An incident.
     pub async fn incident(&self, id: i64) -> anyhow::Result<Option<IncidentRow>> {
         let sql = format!("SELECT {COLS} FROM incidents WHERE id = $1");

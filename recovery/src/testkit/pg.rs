@@ -442,6 +442,20 @@ impl PgCluster {
             }
             thread::sleep(Duration::from_millis(50));
         }
+        // The file lands before the archiver reports it in pg_stat_archiver; wait for both.
+        loop {
+            let last = self.psql(
+                "postgres",
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            )?;
+            if last.as_str() >= name.as_str() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("pg_stat_archiver still reports {last:?}, not {name}, after {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         Ok(name)
     }
 

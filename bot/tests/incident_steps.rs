@@ -1,0 +1,286 @@
+//! The `incident` step type in a real runbook, driven by the real driver on SQLite and on a
+//! real PostgreSQL: a drill that opens, updates and resolves the incident; component statuses
+//! reaching the Statuspage payload and drbot's own page; a re-run of a step (as after a crash)
+//! posting nothing twice; an open while a person's incident is open becoming an update; and
+//! parameter validation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use drbot::{
+    approvals, dispatch,
+    reply::Reply,
+    store::{incidents::IncidentState, runs::RunState},
+};
+use notifier::page::ComponentStatus;
+use recovery::step::{ProgressSink, StepContext};
+use serde_json::{Value, json};
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+const COMMS: &str = r#"
+[[status_page.components]]
+name = "API"
+statuspage_id = "cmp-api"
+
+[[status_page.components]]
+name = "Dashboard"
+
+[[runbooks]]
+name = "drill"
+command = "drill"
+request_roles = ["oncall", "sre-lead"]
+approve_roles = ["sre-lead"]
+
+[[runbooks.steps]]
+name = "open"
+type = "incident"
+with = { action = "open", impact = "minor", components = { API = "partial_outage" } }
+
+[[runbooks.steps]]
+name = "identified"
+type = "incident"
+with = { action = "update", status = "identified", message = "Database promoted in {secondary}." }
+
+[[runbooks.steps]]
+name = "monitoring"
+type = "incident"
+with = { action = "update", status = "monitoring", message = "Traffic is on {secondary}.", components = { API = "operational" } }
+
+[[runbooks.steps]]
+name = "resolve"
+type = "incident"
+with = { action = "resolve", message = "Drill over." }
+"#;
+
+async fn comms_env(b: Backend) -> Env {
+    let mut env = env(b).await;
+    let text = config_text(&env.url, 1, "30m", 0, "m").replace(
+        "[store]",
+        &format!(
+            "[statuspage]\nbase_url = \"http://127.0.0.1:9/v1\"\npage_id = \"p1\"\napi_key = \"k\"\n\n\
+             {COMMS}\n[store]"
+        ),
+    );
+    env.app = reconfigure(&env, &text);
+    env
+}
+
+async fn statuspage_rows(env: &Env) -> Vec<Value> {
+    sqlx::query("SELECT payload FROM outbox WHERE channel = 'statuspage' ORDER BY id")
+        .fetch_all(env.app.store.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| serde_json::from_str(&r.get::<String, _>("payload")).unwrap())
+        .collect()
+}
+
+async fn drill_opens_updates_and_resolves(b: Backend) {
+    let env = comms_env(b).await;
+    let Reply::Requested(v) = dispatch::handle(&env.app, &cli(&env.app, "bob"), "/dr drill").await
+    else {
+        panic!("drill request refused");
+    };
+    let id = v.run.id;
+    let stop = CancellationToken::new();
+    let driver = tokio::spawn(drbot::driver::run(
+        env.app.clone(),
+        "test".into(),
+        stop.clone(),
+    ));
+    // Incident steps tell customers: nothing is posted before approval.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(env.app.store.open_incident().await.unwrap().is_none());
+    assert!(statuspage_rows(&env).await.is_empty());
+    approvals::approve(&env.app, &cli(&env.app, "alice"), id, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_state(
+            &env.app,
+            id,
+            &[
+                RunState::Succeeded,
+                RunState::Failed,
+                RunState::NeedsAttention
+            ],
+            30
+        )
+        .await,
+        RunState::Succeeded
+    );
+    stop.cancel();
+    driver.await.unwrap();
+
+    let incident = env.app.store.resolved_incidents(5).await.unwrap();
+    assert_eq!(incident.len(), 1);
+    let inc = &incident[0];
+    assert_eq!(inc.run_id, Some(id));
+    assert_eq!(inc.impact, "minor");
+    assert_eq!(inc.name, "Service Degradation - DR Activated");
+    let updates = env.app.store.incident_updates(inc.id).await.unwrap();
+    let statuses: Vec<_> = updates.iter().map(|u| u.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            IncidentState::Investigating,
+            IncidentState::Identified,
+            IncidentState::Monitoring,
+            IncidentState::Resolved
+        ]
+    );
+    assert_eq!(updates[1].body, "Database promoted in us-west-2.");
+    assert_eq!(
+        updates[0].source.as_deref(),
+        Some(format!("run:{id}:step:0").as_str())
+    );
+    assert!(
+        updates
+            .iter()
+            .all(|u| u.author == format!("drill (run {id})") || u.author == format!("run {id}")),
+        "{updates:?}"
+    );
+
+    // Statuspage: API (the only component with a Statuspage id) follows the timeline.
+    let rows = statuspage_rows(&env).await;
+    let ops: Vec<_> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["create", "update", "update", "resolve"]);
+    let comps: Vec<_> = rows.iter().map(|r| r["components"].clone()).collect();
+    assert_eq!(
+        comps,
+        [
+            json!([["cmp-api", "partial_outage"]]),
+            json!([["cmp-api", "partial_outage"]]),
+            json!([["cmp-api", "operational"]]),
+            json!([["cmp-api", "operational"]]),
+        ]
+    );
+
+    // Re-running a finished step (as a resumed run would) posts nothing new.
+    let kind = env.app.settings.registry.get("incident").unwrap();
+    let step = kind
+        .build(&json!({ "action": "update", "status": "identified", "message": "again" }))
+        .unwrap();
+    let ctx = StepContext {
+        run_id: id,
+        step_index: 1,
+        attempt: 2,
+        vars: Default::default(),
+        progress: ProgressSink::none(),
+        cancel: CancellationToken::new(),
+    };
+    let out = step.run(&ctx).await.unwrap();
+    assert_eq!(out.data["incident"], inc.id);
+    assert_eq!(
+        env.app.store.incident_updates(inc.id).await.unwrap().len(),
+        4
+    );
+    assert_eq!(statuspage_rows(&env).await.len(), 4);
+}
+
+async fn components_on_the_page_and_open_joins_a_declared_incident(b: Backend) {
+    let env = comms_env(b).await;
+    let say = |who: &'static str, text: &'static str| {
+        let app = env.app.clone();
+        async move { dispatch::handle(&app, &cli(&app, who), text).await }
+    };
+    let r = say("bob", "/dr incident open --impact critical Region down").await;
+    let Reply::Incident(v) = r else {
+        panic!("{r:?}")
+    };
+    let page = drbot::status_page::model(&env.app).await.unwrap();
+    let st: Vec<_> = page.components.iter().map(|c| c.status).collect();
+    assert_eq!(
+        st,
+        [ComponentStatus::MajorOutage, ComponentStatus::MajorOutage]
+    );
+
+    // A runbook's open joins the declared incident as an update, with its component change.
+    let kind = env.app.settings.registry.get("incident").unwrap();
+    let step = kind
+        .build(&json!({ "action": "open", "components": { "Dashboard": "degraded_performance" } }))
+        .unwrap();
+    let Reply::Requested(req) = say("bob", "/dr drill").await else {
+        panic!("drill refused")
+    };
+    let ctx = StepContext {
+        run_id: req.run.id,
+        step_index: 0,
+        attempt: 1,
+        vars: Default::default(),
+        progress: ProgressSink::none(),
+        cancel: CancellationToken::new(),
+    };
+    let out = step.run(&ctx).await.unwrap();
+    assert_eq!(out.data["incident"], v.incident.id);
+    let updates = env.app.store.incident_updates(v.incident.id).await.unwrap();
+    assert_eq!(updates.len(), 2);
+    assert!(
+        updates[1].body.contains("Disaster recovery started"),
+        "{}",
+        updates[1].body
+    );
+    let page = drbot::status_page::model(&env.app).await.unwrap();
+    let st: Vec<_> = page.components.iter().map(|c| c.status).collect();
+    assert_eq!(
+        st,
+        [
+            ComponentStatus::MajorOutage,
+            ComponentStatus::DegradedPerformance
+        ]
+    );
+
+    // Resolving puts every component back to operational.
+    let r = say("bob", "/dr incident resolve").await;
+    assert!(matches!(r, Reply::Incident(_)), "{r:?}");
+    let page = drbot::status_page::model(&env.app).await.unwrap();
+    assert!(
+        page.components
+            .iter()
+            .all(|c| c.status == ComponentStatus::Operational)
+    );
+
+    // Update and resolve with no open incident are no-ops, not failures.
+    let step = kind.build(&json!({ "action": "resolve" })).unwrap();
+    let ctx = StepContext {
+        step_index: 3,
+        ..ctx
+    };
+    let out = step.run(&ctx).await.unwrap();
+    assert!(out.summary.contains("no open incident"), "{}", out.summary);
+}
+
+both_backends!(
+    drill_opens_updates_and_resolves,
+    components_on_the_page_and_open_joins_a_declared_incident
+);
+
+#[test]
+fn parameters_are_validated() {
+    let s = settings(
+        &config_text("sqlite://unused.db", 1, "30m", 0, "m")
+            .replace("[store]", &format!("{COMMS}\n[store]")),
+    );
+    let kind = s.registry.get("incident").unwrap();
+    let err = |p: Value| kind.validate(&p).unwrap_err();
+    assert!(err(json!({ "action": "close" })).contains("action"));
+    assert!(err(json!({ "action": "update" })).contains("needs a message"));
+    assert!(err(json!({ "action": "open", "impact": "huge" })).contains("unknown impact"));
+    assert!(
+        err(json!({ "action": "update", "message": "m", "status": "resolved" }))
+            .contains("unknown status")
+    );
+    assert!(err(json!({ "action": "resolve", "status": "monitoring" })).contains("always moves"));
+    let e = err(json!({ "action": "open", "components": { "Web": "operational" } }));
+    assert!(
+        e.contains("components.Web") && e.contains("API, Dashboard"),
+        "{e}"
+    );
+    let e = err(json!({ "action": "open", "components": { "API": "down" } }));
+    assert!(e.contains("unknown status \"down\""), "{e}");
+    assert!(err(json!({ "action": "open", "colour": "red" })).contains("colour"));
+    kind.validate(&json!({ "action": "open" })).unwrap();
+}
