@@ -15,6 +15,7 @@ pub mod builtin;
 pub mod engine;
 pub mod pg;
 pub mod plan;
+pub mod redis_ops;
 pub mod registry;
 pub mod resources;
 pub mod runbook;

@@ -94,6 +94,12 @@ impl Registry {
         r.register(Arc::new(crate::steps::pg_switchover::SwitchoverKind(
             resources.clone(),
         )));
+        r.register(Arc::new(crate::steps::redis_check::RedisCheckKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(crate::steps::redis_promote::RedisPromoteKind(
+            resources.clone(),
+        )));
         r
     }
     /// Adds (or replaces) a step type.

@@ -13,6 +13,8 @@ pub mod pg_replication;
 pub mod pg_sessions;
 pub mod pg_switchover;
 pub mod pg_verify;
+pub mod redis_check;
+pub mod redis_promote;
 pub(crate) mod values;
 pub mod verify_backup;
 pub mod wal_archive_check;

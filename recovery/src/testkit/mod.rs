@@ -3,4 +3,5 @@
 
 pub mod moto;
 pub mod pg;
+pub mod redis;
 pub mod shared;
