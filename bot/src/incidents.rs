@@ -260,6 +260,23 @@ pub fn template_time(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// `[incidents] update_cadence`.
+pub fn update_cadence(app: &App) -> std::time::Duration {
+    humantime::parse_duration(&app.settings.config.incidents.update_cadence)
+        .unwrap_or(std::time::Duration::from_secs(3600))
+}
+
+/// A cadence as customer text: "every hour", "every 30 minutes", "every 2 hours".
+pub fn cadence_text(d: std::time::Duration) -> String {
+    let mins = (d.as_secs() / 60).max(1);
+    match mins {
+        60 => "every hour".into(),
+        m if m % 60 == 0 => format!("every {} hours", m / 60),
+        1 => "every minute".into(),
+        m => format!("every {m} minutes"),
+    }
+}
+
 /// The template context of an incident as it stands.
 pub fn context(app: &App, incident: &IncidentRow, updates: &[IncidentUpdateRow]) -> Context {
     let status_url = app
@@ -292,7 +309,7 @@ pub fn context(app: &App, incident: &IncidentRow, updates: &[IncidentUpdateRow])
         started: template_time(incident.created_at),
         eta: None,
         status_url,
-        cadence: "every hour".into(),
+        cadence: cadence_text(update_cadence(app)),
         recipient: None,
     }
 }

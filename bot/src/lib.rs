@@ -16,6 +16,7 @@ pub mod grammar;
 pub mod incidents;
 pub mod metrics;
 pub mod notify;
+pub mod reminders;
 pub mod reply;
 pub mod server;
 pub mod slack;

@@ -72,6 +72,7 @@ pub fn parse_str(
             "approvals" => section(v, "approvals", &mut problems).map(|s| cfg.approvals = s),
             "engine" => section(v, "engine", &mut problems).map(|s| cfg.engine = s),
             "targets" => section(v, "targets", &mut problems).map(|s| cfg.targets = s),
+            "incidents" => section(v, "incidents", &mut problems).map(|s| cfg.incidents = s),
             "slack" => section(v, "slack", &mut problems).map(|s| cfg.slack = Some(s)),
             "discord" => section(v, "discord", &mut problems).map(|s| cfg.discord = Some(s)),
             "statuspage" => {

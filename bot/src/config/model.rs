@@ -162,6 +162,29 @@ fn default_grace() -> String {
     "30s".into()
 }
 
+/// `[incidents]`: how often customers hear from an open incident.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsConfig {
+    /// Promised cadence of customer updates while an incident is open (seed: every hour). It
+    /// appears in the customer texts, and when no update went out for this long drbot reminds
+    /// the incident channels.
+    #[serde(default = "default_update_cadence")]
+    pub update_cadence: String,
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        Self {
+            update_cadence: default_update_cadence(),
+        }
+    }
+}
+
+fn default_update_cadence() -> String {
+    "1h".into()
+}
+
 /// `[targets]`: the recovery objectives measured runs are compared with.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +362,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// `[targets]`.
     pub targets: TargetsConfig,
+    /// `[incidents]`.
+    pub incidents: IncidentsConfig,
     /// `[slack]`.
     pub slack: Option<SlackConfig>,
     /// `[discord]`.
@@ -374,6 +399,7 @@ pub const SECTIONS: &[&str] = &[
     "templates_dir",
     "engine",
     "targets",
+    "incidents",
     "slack",
     "discord",
     "statuspage",

@@ -45,6 +45,7 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
         ("engine.shutdown_grace", &cfg.engine.shutdown_grace),
         ("targets.rto", &cfg.targets.rto),
         ("targets.rpo", &cfg.targets.rpo),
+        ("incidents.update_cadence", &cfg.incidents.update_cadence),
     ] {
         match humantime::parse_duration(value) {
             Ok(d) if d.is_zero() && key != "engine.shutdown_grace" => {

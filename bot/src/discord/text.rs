@@ -273,6 +273,20 @@ pub fn outcome(v: &crate::reply::RunView, mention: Option<&str>) -> String {
     truncate(&t, 2000)
 }
 
+/// The reminder that customers have not heard from an open incident for a while.
+pub fn incident_reminder(i: &IncidentRow, silent_for: &str) -> String {
+    truncate(
+        &format!(
+            "⏰ **Incident {} ({}) is still {}** and customers have had no update for {silent_for}. \
+             Post one: `/dr incident update <message>`",
+            i.id,
+            i.name,
+            i.status.as_str()
+        ),
+        2000,
+    )
+}
+
 /// The incident channel message of one incident change (Discord markdown, at most 2000
 /// characters).
 pub fn incident_news(change: IncidentChange, i: &IncidentRow, u: &IncidentUpdateRow) -> String {

@@ -423,6 +423,17 @@ fn incident_reply(v: &crate::reply::IncidentView) -> String {
     t
 }
 
+/// The reminder that customers have not heard from an open incident for a while.
+pub fn incident_reminder(i: &crate::store::incidents::IncidentRow, silent_for: &str) -> String {
+    format!(
+        ":alarm_clock: Incident {} ({}) is still {} and customers have had no update for {silent_for}. \
+         Post one: `/dr incident update <message>`",
+        i.id,
+        i.name,
+        i.status.as_str()
+    )
+}
+
 /// The incident channel broadcast of one incident change (plain text; `SlackBroadcast`
 /// escapes it).
 pub fn incident_news(
