@@ -6,6 +6,7 @@
 //! - [`plan`]: a runbook resolved with a command's arguments into the exact [`plan::Plan`]
 //!   that people approve; its fingerprint binds approvals to it.
 //! - [`resources`]: the PostgreSQL clusters and backup stores steps refer to by name.
+//! - [`k8s`]: Kubernetes clients for `[kubernetes.<name>]` entries; reading and scaling workloads.
 //! - [`step`]: the [`step::Step`] trait that providers implement.
 //! - [`engine`]: drives a plan step by step through a [`engine::Journal`] that persists every
 //!   transition before it is acted on, so a crash never runs a non-idempotent step twice.
@@ -13,6 +14,7 @@
 pub mod backup;
 pub mod builtin;
 pub mod engine;
+pub mod k8s;
 pub mod pg;
 pub mod plan;
 pub mod redis_ops;

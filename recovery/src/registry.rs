@@ -94,6 +94,8 @@ impl Registry {
         r.register(Arc::new(crate::steps::pg_switchover::SwitchoverKind(
             resources.clone(),
         )));
+        r.register(Arc::new(crate::steps::k8s_scale::ScaleKind(resources.clone())));
+        r.register(Arc::new(crate::steps::k8s_status::StatusKind(resources.clone())));
         r.register(Arc::new(crate::steps::redis_check::RedisCheckKind(
             resources.clone(),
         )));

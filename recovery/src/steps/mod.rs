@@ -4,6 +4,8 @@ pub mod backup_create;
 pub mod backup_fetch;
 pub mod exec;
 pub mod http_check;
+pub mod k8s_scale;
+pub mod k8s_status;
 pub mod pg_basebackup;
 pub mod pg_fence;
 pub mod pg_pitr;
