@@ -287,6 +287,12 @@ async fn status(app: &App) -> anyhow::Result<StatusView> {
     Ok(StatusView { regions, active })
 }
 
+/// A click on the health monitor's "Start failover to <region>" button: exactly as if the
+/// clicker typed `/dr failover <region>` (they become the requester; approvals still apply).
+pub async fn propose_failover(app: &App, actor: &Actor, region: &str) -> Reply {
+    handle(app, actor, &format!("/dr failover {region}")).await
+}
+
 /// What a chat button asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClickVerb {

@@ -15,6 +15,7 @@ pub mod events;
 pub mod grammar;
 pub mod incidents;
 pub mod metrics;
+pub mod monitor;
 pub mod notify;
 pub mod reminders;
 pub mod reply;

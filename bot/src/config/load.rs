@@ -73,6 +73,7 @@ pub fn parse_str(
             "engine" => section(v, "engine", &mut problems).map(|s| cfg.engine = s),
             "targets" => section(v, "targets", &mut problems).map(|s| cfg.targets = s),
             "incidents" => section(v, "incidents", &mut problems).map(|s| cfg.incidents = s),
+            "monitor" => section(v, "monitor", &mut problems).map(|s| cfg.monitor = Some(s)),
             "slack" => section(v, "slack", &mut problems).map(|s| cfg.slack = Some(s)),
             "discord" => section(v, "discord", &mut problems).map(|s| cfg.discord = Some(s)),
             "statuspage" => {

@@ -162,6 +162,45 @@ fn default_grace() -> String {
     "30s".into()
 }
 
+/// `[monitor]`: health checks of every region with a `health_url` (as Gatus does). When the
+/// primary is down, drbot posts an alert with a "Start failover" button to the incident
+/// channels. It only proposes: the failover still needs two-person approval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Time between checks of one region (default `"30s"`).
+    #[serde(default = "default_monitor_interval")]
+    pub interval: String,
+    /// Time limit of one check (default `"5s"`).
+    #[serde(default = "default_monitor_timeout")]
+    pub timeout: String,
+    /// Consecutive failed checks before a region counts as down (default 3).
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// Consecutive passed checks before a down region counts as up again (default 2).
+    #[serde(default = "default_recovery_threshold")]
+    pub recovery_threshold: u32,
+    /// HTTP status a healthy answer has (default 200).
+    #[serde(default = "default_monitor_status")]
+    pub expect_status: u16,
+}
+
+fn default_monitor_interval() -> String {
+    "30s".into()
+}
+fn default_monitor_timeout() -> String {
+    "5s".into()
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_recovery_threshold() -> u32 {
+    2
+}
+fn default_monitor_status() -> u16 {
+    200
+}
+
 /// `[incidents]`: how often customers hear from an open incident.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -364,6 +403,8 @@ pub struct Config {
     pub targets: TargetsConfig,
     /// `[incidents]`.
     pub incidents: IncidentsConfig,
+    /// `[monitor]` (no health monitoring when absent).
+    pub monitor: Option<MonitorConfig>,
     /// `[slack]`.
     pub slack: Option<SlackConfig>,
     /// `[discord]`.
@@ -400,6 +441,7 @@ pub const SECTIONS: &[&str] = &[
     "engine",
     "targets",
     "incidents",
+    "monitor",
     "slack",
     "discord",
     "statuspage",

@@ -57,6 +57,9 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
             )),
         }
     }
+    if let Some(m) = &cfg.monitor {
+        check_monitor(cfg, m, &mut out);
+    }
     check_regions(&cfg.regions, &mut out);
     check_runbooks(cfg, registry, &mut out);
     check_postgres(cfg, registry, &mut out);
@@ -175,6 +178,34 @@ fn check_people(cfg: &Config, out: &mut Vec<String>) {
                 }
             }
         }
+    }
+}
+
+/// `[monitor]`: durations, thresholds, and something to watch.
+fn check_monitor(cfg: &Config, m: &super::MonitorConfig, out: &mut Vec<String>) {
+    for (key, value) in [("monitor.interval", &m.interval), ("monitor.timeout", &m.timeout)] {
+        match humantime::parse_duration(value) {
+            Ok(d) if d.is_zero() => out.push(format!("{key}: must be more than zero")),
+            Ok(_) => {}
+            Err(e) => out.push(format!(
+                "{key}: `{value}` is not a duration like \"30s\": {e}"
+            )),
+        }
+    }
+    if m.failure_threshold == 0 {
+        out.push("monitor.failure_threshold: must be at least 1".into());
+    }
+    if m.recovery_threshold == 0 {
+        out.push("monitor.recovery_threshold: must be at least 1".into());
+    }
+    if !(100..=599).contains(&m.expect_status) {
+        out.push(format!(
+            "monitor.expect_status: {} is not an HTTP status",
+            m.expect_status
+        ));
+    }
+    if !cfg.regions.values().any(|r| r.health_url.is_some()) {
+        out.push("monitor: no region has a `health_url` to check".into());
     }
 }
 

@@ -16,6 +16,33 @@ impl notifier::chat::ChatBroadcast for DiscordBroadcast {
     }
 
     async fn post_status(&self, key: &str, text: &str) -> anyhow::Result<String> {
+        self.post(key, json!({ "content": text, "allowed_mentions": { "parse": [] } }))
+            .await
+    }
+
+    async fn post_alert(
+        &self,
+        key: &str,
+        text: &str,
+        action: &notifier::chat::ChatAction,
+    ) -> anyhow::Result<String> {
+        // One danger-style button (component type 2, style 4) in an action row (type 1).
+        self.post(
+            key,
+            json!({
+                "content": text,
+                "allowed_mentions": { "parse": [] },
+                "components": [{ "type": 1, "components": [{
+                    "type": 2, "style": 4, "label": action.label, "custom_id": action.value
+                }]}],
+            }),
+        )
+        .await
+    }
+}
+
+impl DiscordBroadcast {
+    async fn post(&self, key: &str, body: serde_json::Value) -> anyhow::Result<String> {
         let discord = self
             .0
             .discord
@@ -29,8 +56,7 @@ impl notifier::chat::ChatBroadcast for DiscordBroadcast {
             .as_ref()
             .map(|d| d.incident_channel.clone())
             .context("Discord is not configured")?;
-        // No pings from incident text, whatever it holds.
-        let body = json!({ "content": text, "allowed_mentions": { "parse": [] } });
+        // No pings from incident text, whatever it holds (`allowed_mentions` in every body).
         Ok(discord
             .api
             .post_message(&channel, body, &format!("status:{key}"))

@@ -192,13 +192,20 @@ async fn component(app: &App, ix: &Value) -> Response {
     ) else {
         return ephemeral(text::MALFORMED.into());
     };
+    let actor = Actor::chat(&app.settings, Platform::Discord, user, channel);
+    if let Some(region) = ix["data"]["custom_id"]
+        .as_str()
+        .and_then(crate::monitor::parse_proposal)
+    {
+        let reply = dispatch::propose_failover(app, &actor, region).await;
+        return ephemeral(text::command_reply(&reply));
+    }
     let Some(click) = ix["data"]["custom_id"]
         .as_str()
         .and_then(dispatch::Click::parse)
     else {
         return ephemeral(text::MALFORMED.into());
     };
-    let actor = Actor::chat(&app.settings, Platform::Discord, user, channel);
     let reply = match sync::card_run(app, channel, message).await {
         Ok(Some(run)) if run == click.run => dispatch::click(app, &actor, &click).await,
         Ok(_) => {

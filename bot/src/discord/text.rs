@@ -273,6 +273,25 @@ pub fn outcome(v: &crate::reply::RunView, mention: Option<&str>) -> String {
     truncate(&t, 2000)
 }
 
+/// The health monitor's alert that `region` is down, proposing a failover to `target`.
+pub fn region_down(region: &str, error: &str, target: Option<&str>) -> String {
+    truncate(
+        &match target {
+            Some(to) => format!(
+                "🚨 **Region {region} is down** ({error}). If this is a disaster, start a \
+                 failover to {to} below: it still needs two-person approval."
+            ),
+            None => format!("⚠️ **Region {region} is down** ({error})."),
+        },
+        2000,
+    )
+}
+
+/// The health monitor's notice that `region` is healthy again.
+pub fn region_up(region: &str) -> String {
+    format!("✅ Region {region} passes its health checks again.")
+}
+
 /// The reminder that customers have not heard from an open incident for a while.
 pub fn incident_reminder(i: &IncidentRow, silent_for: &str) -> String {
     truncate(

@@ -1,12 +1,12 @@
 //! Chat broadcasts from the outbox: a row's `{"text": …}` posted to one platform's incident
 //! channel through its [`ChatBroadcast`], keyed by the row's idempotency key so a retry or a
-//! re-claim after a crash never posts twice.
+//! re-claim after a crash never posts twice. A row with an `action` gets a button.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use notifier::{
-    chat::ChatBroadcast,
+    chat::{ChatAction, ChatBroadcast},
     outbox::{Deliverer, Delivery, Outcome},
 };
 
@@ -34,7 +34,15 @@ impl Deliverer for ChatDeliverer {
                 error: "payload has no `text`".into(),
             };
         };
-        match self.broadcast.post_status(&d.key, text).await {
+        let action = d
+            .payload
+            .get("action")
+            .and_then(|a| serde_json::from_value::<ChatAction>(a.clone()).ok());
+        let posted = match &action {
+            Some(a) => self.broadcast.post_alert(&d.key, text, a).await,
+            None => self.broadcast.post_status(&d.key, text).await,
+        };
+        match posted {
             Ok(id) => Outcome::Delivered { receipt: Some(id) },
             // The chat clients already retried what was quick to retry; the outbox waits longer.
             Err(e) => Outcome::Retry {

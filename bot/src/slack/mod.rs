@@ -199,6 +199,29 @@ pub async fn block_actions(app: &App, slack: &Slack, ev: SlackInteractionBlockAc
         .or_else(|| ev.channel.as_ref().map(|c| c.id.0.clone()))
         .unwrap_or_default();
     let actor = Actor::chat(&app.settings, Platform::Slack, &user.id.0, &channel);
+    if let Some(region) = action.value.as_deref().and_then(crate::monitor::parse_proposal) {
+        let reply = dispatch::propose_failover(app, &actor, region).await;
+        let mut body = text::command_reply(&reply);
+        body["replace_original"] = json!(false);
+        let (api, user, url) = (
+            slack.api.clone(),
+            user.id.0.clone(),
+            ev.response_url.clone(),
+        );
+        tokio::spawn(async move {
+            let sent = match url {
+                Some(u) => api.respond(u.0.as_ref(), &body).await,
+                None => {
+                    let note = body["text"].as_str().unwrap_or_default();
+                    api.post_ephemeral(&channel, &user, note).await
+                }
+            };
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "could not answer a failover proposal click");
+            }
+        });
+        return;
+    }
     let Some(click) = action.value.as_deref().and_then(Click::parse) else {
         tracing::warn!("malformed Slack button value");
         return;

@@ -260,4 +260,26 @@ impl notifier::chat::ChatBroadcast for SlackBroadcast {
             .await?
             .context("another drbot process is posting this update")
     }
+
+    async fn post_alert(
+        &self,
+        key: &str,
+        text: &str,
+        action: &notifier::chat::ChatAction,
+    ) -> anyhow::Result<String> {
+        let slack = self.0.slack.clone().context("Slack is not configured")?;
+        let blocks = serde_json::json!([
+            { "type": "section", "text": { "type": "mrkdwn", "text": text::esc(text) } },
+            { "type": "actions", "elements": [{
+                "type": "button", "style": "danger", "action_id": "propose",
+                "text": { "type": "plain_text", "text": action.label },
+                "value": action.value,
+            }]}
+        ]);
+        let key = format!("status:{key}");
+        let channel = slack.incident_channel.clone();
+        post_once(&self.0, &slack, &key, &channel, None, text, &blocks)
+            .await?
+            .context("another drbot process is posting this alert")
+    }
 }

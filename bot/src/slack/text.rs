@@ -423,6 +423,22 @@ fn incident_reply(v: &crate::reply::IncidentView) -> String {
     t
 }
 
+/// The health monitor's alert that `region` is down, proposing a failover to `target`.
+pub fn region_down(region: &str, error: &str, target: Option<&str>) -> String {
+    match target {
+        Some(to) => format!(
+            ":rotating_light: Region {region} is down ({error}). If this is a disaster, start a \
+             failover to {to} below: it still needs two-person approval."
+        ),
+        None => format!(":warning: Region {region} is down ({error})."),
+    }
+}
+
+/// The health monitor's notice that `region` is healthy again.
+pub fn region_up(region: &str) -> String {
+    format!(":white_check_mark: Region {region} passes its health checks again.")
+}
+
 /// The reminder that customers have not heard from an open incident for a while.
 pub fn incident_reminder(i: &crate::store::incidents::IncidentRow, silent_for: &str) -> String {
     format!(
