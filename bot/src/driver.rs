@@ -10,7 +10,10 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use recovery::{
-    engine::{Driven, Engine, Finish, Journal, JournalError, RunSnapshot, StepResult, StepStatus},
+    engine::{
+        Driven, Engine, Finish, Journal, JournalError, RunSnapshot, StepRecord, StepResult,
+        StepStatus,
+    },
     step::StepError,
 };
 use serde_json::json;
@@ -241,9 +244,40 @@ impl Journal for StoreJournal {
             .await?
             .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the store"))?;
         let steps = self.app.store.steps(run_id).await?;
+        let records = sqlx::query(
+            "SELECT idx, data, finished_at FROM run_steps WHERE run_id = $1 ORDER BY idx",
+        )
+        .bind(run_id)
+        .fetch_all(self.app.store.pool())
+        .await
+        .map_err(anyhow::Error::from)?;
+        let mut recorded = vec![StepRecord::default(); steps.len()];
+        for r in records {
+            let idx: i64 = r.try_get("idx").map_err(anyhow::Error::from)?;
+            let data: Option<String> = r.try_get("data").map_err(anyhow::Error::from)?;
+            if let Some(slot) = recorded.get_mut(idx as usize) {
+                *slot = StepRecord {
+                    data: data
+                        .and_then(|d| serde_json::from_str(&d).ok())
+                        .unwrap_or_default(),
+                    finished_at_ms: r.try_get("finished_at").map_err(anyhow::Error::from)?,
+                };
+            }
+        }
+        let approved_at_ms: Option<i64> = sqlx::query(
+            "SELECT MAX(decided_at) AS at FROM approval_requests \
+             WHERE run_id = $1 AND action = 'run' AND state = 'approved'",
+        )
+        .bind(run_id)
+        .fetch_one(self.app.store.pool())
+        .await
+        .and_then(|r| r.try_get("at"))
+        .map_err(anyhow::Error::from)?;
         Ok(RunSnapshot {
             run_id,
             approved: run.state != RunState::AwaitingApproval,
+            approved_at_ms,
+            records: recorded,
             plan: run.plan,
             steps: steps
                 .iter()

@@ -171,6 +171,7 @@ async fn drill_opens_updates_and_resolves(b: Backend) {
         vars: Default::default(),
         progress: ProgressSink::none(),
         cancel: CancellationToken::new(),
+        ..Default::default()
     };
     let out = step.run(&ctx).await.unwrap();
     assert_eq!(out.data["incident"], inc.id);
@@ -213,6 +214,7 @@ async fn components_on_the_page_and_open_joins_a_declared_incident(b: Backend) {
         vars: Default::default(),
         progress: ProgressSink::none(),
         cancel: CancellationToken::new(),
+        ..Default::default()
     };
     let out = step.run(&ctx).await.unwrap();
     assert_eq!(out.data["incident"], v.incident.id);

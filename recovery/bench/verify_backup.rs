@@ -50,6 +50,7 @@ fn ctx() -> StepContext {
         vars: BTreeMap::new(),
         progress: ProgressSink::none(),
         cancel: CancellationToken::new(),
+        ..Default::default()
     }
 }
 

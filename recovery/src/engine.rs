@@ -6,6 +6,11 @@
 //! interrupted one: an idempotent step is re-run, a non-idempotent one pauses the run as
 //! `needs_attention` and a person decides (retry, skip or abort, each approval-gated).
 //! Completed steps are never re-run.
+//!
+//! Each step's [`StepContext::earlier`] holds every step before it with its recorded `data`,
+//! loaded from the journal's [`RunSnapshot::records`] and kept current as steps end, so a step
+//! can build on an earlier one's evidence (a drill's measurement reads its disaster's markers)
+//! also after a crash and a resume by another process.
 
 use std::time::Instant;
 
@@ -18,7 +23,7 @@ use crate::{
     plan::Plan,
     registry::Registry,
     runbook::OnFailure,
-    step::{ProgressSink, StepContext, StepError, StepOutput},
+    step::{EarlierStep, ProgressSink, StepContext, StepError, StepOutput},
 };
 
 /// Persisted state of one step.
@@ -84,6 +89,19 @@ pub struct RunSnapshot {
     /// The run was approved (or needs no approval). Until then only the read-only steps
     /// before the first destructive one run (preflight).
     pub approved: bool,
+    /// When the run was approved (Unix ms), if it needed an approval and got it.
+    pub approved_at_ms: Option<i64>,
+    /// What each finished step recorded, by plan index (missing entries: nothing yet).
+    pub records: Vec<StepRecord>,
+}
+
+/// What a finished step left behind for the steps after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepRecord {
+    /// [`StepResult::data`] as persisted (`null` if none).
+    pub data: serde_json::Value,
+    /// When it ended (Unix ms).
+    pub finished_at_ms: Option<i64>,
 }
 
 /// How a step attempt ended, as recorded.
@@ -233,6 +251,22 @@ impl Engine {
     ) -> Result<Driven, JournalError> {
         let snap = journal.snapshot(run_id).await?;
         let plan = &snap.plan;
+        // Every step's state and record, kept current in memory as steps end during this drive.
+        let mut earlier: Vec<EarlierStep> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let rec = snap.records.get(i).cloned().unwrap_or_default();
+                EarlierStep {
+                    kind: s.kind.clone(),
+                    name: s.name.clone(),
+                    state: snap.steps.get(i).map_or(StepState::Pending, |st| st.state),
+                    data: rec.data,
+                    finished_at_ms: rec.finished_at_ms,
+                }
+            })
+            .collect();
         for (idx, step) in plan.steps.iter().enumerate() {
             let status = snap.steps.get(idx).copied().unwrap_or(StepStatus {
                 state: StepState::Pending,
@@ -274,6 +308,7 @@ impl Engine {
                     duration_ms: 0,
                 };
                 journal.step_finished(run_id, idx, &result).await?;
+                record(&mut earlier[idx], &result);
                 continue;
             }
             if step.gate && !status.gate_approved && !plan.dry_run {
@@ -286,7 +321,9 @@ impl Engine {
                 attempt += 1;
                 journal.step_started(run_id, idx, attempt).await?;
                 let started = Instant::now();
-                let outcome = self.attempt(journal, &snap, idx, attempt, &stop).await?;
+                let outcome = self
+                    .attempt(journal, &snap, &earlier[..idx], idx, attempt, &stop)
+                    .await?;
                 let duration_ms = started.elapsed().as_millis() as u64;
                 let err = match outcome {
                     Attempt::Interrupted => return Ok(Driven::Interrupted),
@@ -300,6 +337,7 @@ impl Engine {
                             duration_ms,
                         };
                         journal.step_finished(run_id, idx, &result).await?;
+                        record(&mut earlier[idx], &result);
                         break;
                     }
                     Attempt::Done(Err(e)) => e,
@@ -341,6 +379,7 @@ impl Engine {
                     duration_ms,
                 };
                 journal.step_finished(run_id, idx, &result).await?;
+                record(&mut earlier[idx], &result);
                 if step.on_failure == OnFailure::Abort {
                     let finish = Finish::Failed {
                         step: idx,
@@ -360,6 +399,7 @@ impl Engine {
         &self,
         journal: &dyn Journal,
         snap: &RunSnapshot,
+        earlier: &[EarlierStep],
         idx: usize,
         attempt: u32,
         stop: &CancellationToken,
@@ -384,6 +424,8 @@ impl Engine {
             vars: snap.plan.vars.clone(),
             progress: ProgressSink::new(tx),
             cancel: stop.child_token(),
+            earlier: earlier.to_vec(),
+            approved_at_ms: snap.approved_at_ms,
         };
         let timeout = step.timeout();
         let fut = tokio::time::timeout(timeout, runnable.run(&ctx));
@@ -410,6 +452,19 @@ impl Engine {
             }),
         }))
     }
+}
+
+/// Keeps the in-memory view of a step that just ended current for the steps after it.
+fn record(step: &mut EarlierStep, result: &StepResult) {
+    step.state = result.state;
+    step.data = result.data.clone();
+    step.finished_at_ms = Some(now_ms());
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 enum Attempt {

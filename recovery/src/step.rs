@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What a running step may use.
-#[derive(Debug, Clone)]
+/// What a running step may use. `StepContext { run_id, .., ..Default::default() }` fills the
+/// rest with "nothing recorded" values.
+#[derive(Debug, Clone, Default)]
 pub struct StepContext {
     /// The run this step belongs to.
     pub run_id: i64,
@@ -22,10 +24,45 @@ pub struct StepContext {
     pub progress: ProgressSink,
     /// Cancelled when the run is cancelled or this process shuts down.
     pub cancel: CancellationToken,
+    /// Every step before this one, in plan order, with what it recorded (loaded with the
+    /// run, so it survives a crash and a resume by another process).
+    pub earlier: Vec<EarlierStep>,
+    /// When the run was approved (Unix ms), if it needed and got an approval.
+    pub approved_at_ms: Option<i64>,
 }
 
-/// Where a step reports progress lines; dropping lines is fine, blocking is not.
-#[derive(Debug, Clone)]
+impl StepContext {
+    /// The recorded data of the last earlier step of type `kind` that succeeded.
+    pub fn last_data_of_kind(&self, kind: &str) -> Option<&serde_json::Value> {
+        self.last_of_kind(kind).map(|s| &s.data)
+    }
+    /// The last earlier step of type `kind` that succeeded.
+    pub fn last_of_kind(&self, kind: &str) -> Option<&EarlierStep> {
+        self.earlier
+            .iter()
+            .rev()
+            .find(|s| s.kind == kind && s.state == crate::engine::StepState::Succeeded)
+    }
+}
+
+/// A step before the running one, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EarlierStep {
+    /// Step type.
+    pub kind: String,
+    /// Step name as planned.
+    pub name: String,
+    /// Its state (`pending` for one never run, e.g. in a dry run).
+    pub state: crate::engine::StepState,
+    /// What it recorded ([`StepOutput::data`]; `null` if nothing).
+    pub data: serde_json::Value,
+    /// When it ended (Unix ms), if it did.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// Where a step reports progress lines; dropping lines is fine, blocking is not. The default
+/// drops everything.
+#[derive(Debug, Clone, Default)]
 pub struct ProgressSink(Option<mpsc::UnboundedSender<String>>);
 
 impl ProgressSink {

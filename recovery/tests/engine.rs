@@ -24,6 +24,8 @@ struct Mem {
     finished: Option<Finish>,
     cancel: bool,
     approved: bool,
+    approved_at_ms: Option<i64>,
+    records: Vec<StepRecord>,
 }
 
 struct MemJournal {
@@ -72,6 +74,8 @@ impl Journal for MemJournal {
             plan: self.plan.clone(),
             steps: m.steps.clone(),
             approved: m.approved,
+            approved_at_ms: m.approved_at_ms,
+            records: m.records.clone(),
         })
     }
     async fn cancel_requested(&self, _: i64) -> Result<bool, JournalError> {
@@ -102,6 +106,13 @@ impl Journal for MemJournal {
         let mut m = self.mem.lock().unwrap();
         m.steps[idx].state = r.state;
         m.results[idx] = Some(r.clone());
+        if m.records.len() <= idx {
+            m.records.resize(idx + 1, StepRecord::default());
+        }
+        m.records[idx] = StepRecord {
+            data: r.data.clone(),
+            finished_at_ms: Some(1_000 + idx as i64),
+        };
         m.events.push(format!("end {idx} {}", r.state.as_str()));
         Ok(())
     }
@@ -451,4 +462,122 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A test step type that records what it was told about the steps before it.
+struct Probe;
+
+struct ProbeStep(String);
+
+impl recovery::registry::StepKind for Probe {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+    fn traits(&self) -> recovery::registry::StepTraits {
+        recovery::registry::StepTraits {
+            destructive: false,
+            idempotent: true,
+            overridable: false,
+        }
+    }
+    fn validate(&self, p: &serde_json::Value) -> Result<(), String> {
+        p["tag"].as_str().map(|_| ()).ok_or("needs `tag`".into())
+    }
+    fn build(&self, p: &serde_json::Value) -> Result<Box<dyn recovery::step::Step>, String> {
+        self.validate(p)?;
+        Ok(Box::new(ProbeStep(p["tag"].as_str().unwrap().into())))
+    }
+}
+
+#[async_trait]
+impl recovery::step::Step for ProbeStep {
+    async fn run(
+        &self,
+        ctx: &recovery::step::StepContext,
+    ) -> Result<recovery::step::StepOutput, StepError> {
+        Ok(recovery::step::StepOutput {
+            summary: self.0.clone(),
+            log: String::new(),
+            data: serde_json::json!({
+                "tag": self.0,
+                "earlier": ctx.earlier,
+                "last_probe": ctx.last_data_of_kind("probe"),
+                "approved_at_ms": ctx.approved_at_ms,
+            }),
+        })
+    }
+}
+
+fn probe_plan(tags: &[&str]) -> (Plan, Registry) {
+    let mut reg = Registry::builtin();
+    reg.register(Arc::new(Probe));
+    let steps: String = tags
+        .iter()
+        .map(|t| {
+            format!(
+                "[[steps]]\nname = \"step {t}\"\ntype = \"probe\"\nwith = {{ tag = \"{t}\" }}\n"
+            )
+        })
+        .collect();
+    let text = format!(
+        "name = \"t\"\ncommand = \"drill\"\nrequest_roles = [\"r\"]\napprove_roles = [\"r\"]\n{steps}"
+    );
+    let rb: RunbookDef = toml::from_str(&text).expect("runbook parses");
+    let plan =
+        Plan::resolve(&reg, &rb, BTreeMap::new(), BTreeMap::new(), "rev", false).expect("plan");
+    (plan, reg)
+}
+
+#[tokio::test]
+async fn steps_see_what_earlier_steps_recorded_also_after_a_resume() {
+    let (p, reg) = probe_plan(&["a", "b", "c"]);
+    let j = MemJournal::new(p.clone(), true);
+    j.mem.lock().unwrap().approved_at_ms = Some(42);
+    let engine = Engine::new(reg);
+    let d = engine
+        .drive(&j, 1, CancellationToken::new(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(d, Driven::Finished(Finish::Succeeded));
+    let data = |j: &MemJournal, i: usize| j.mem.lock().unwrap().results[i].clone().unwrap().data;
+    let first = data(&j, 0);
+    assert_eq!(first["earlier"], serde_json::json!([]));
+    assert_eq!(first["last_probe"], serde_json::Value::Null);
+    assert_eq!(first["approved_at_ms"], 42);
+    let third = data(&j, 2);
+    let earlier = third["earlier"].as_array().unwrap();
+    assert_eq!(earlier.len(), 2);
+    assert_eq!(earlier[0]["kind"], "probe");
+    assert_eq!(earlier[0]["name"], "step a");
+    assert_eq!(earlier[0]["state"], "succeeded");
+    assert_eq!(earlier[0]["data"]["tag"], "a");
+    assert!(earlier[1]["finished_at_ms"].as_i64().unwrap() > 0);
+    assert_eq!(
+        third["last_probe"]["tag"], "b",
+        "the latest one of the kind"
+    );
+
+    // A resumed run (another process) gets the records from the journal, not from memory.
+    let j = MemJournal::new(p, true);
+    {
+        let mut m = j.mem.lock().unwrap();
+        m.steps[0].state = StepState::Succeeded;
+        m.records = vec![StepRecord {
+            data: serde_json::json!({ "tag": "before the crash" }),
+            finished_at_ms: Some(7),
+        }];
+        // Step b failed for good before the crash: it is not the last *succeeded* probe.
+        m.steps[1].state = StepState::Failed;
+    }
+    let d = engine
+        .drive(&j, 1, CancellationToken::new(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(d, Driven::Finished(Finish::Succeeded));
+    let third = data(&j, 2);
+    assert_eq!(third["earlier"][0]["data"]["tag"], "before the crash");
+    assert_eq!(third["earlier"][0]["finished_at_ms"], 7);
+    assert_eq!(third["earlier"][1]["state"], "failed");
+    assert_eq!(third["last_probe"]["tag"], "before the crash");
+    assert_eq!(third["approved_at_ms"], serde_json::Value::Null);
 }

@@ -65,6 +65,7 @@ async fn run(
         vars: Default::default(),
         progress: ProgressSink::new(tx),
         cancel: CancellationToken::new(),
+        ..Default::default()
     };
     let r = step.run(&ctx).await;
     drop(ctx);

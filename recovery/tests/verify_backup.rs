@@ -133,6 +133,7 @@ fn new_ctx() -> (
             vars: BTreeMap::new(),
             progress: ProgressSink::new(tx),
             cancel: cancel.clone(),
+            ..Default::default()
         },
         rx,
         cancel,

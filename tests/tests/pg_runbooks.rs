@@ -103,6 +103,7 @@ fn make_backup(pg: &PgCluster, dir: &Path) {
         vars: BTreeMap::new(),
         progress: ProgressSink::none(),
         cancel: Default::default(),
+        ..Default::default()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let out = rt.block_on(step.run(&ctx)).expect("backup_create");

@@ -69,6 +69,7 @@ pub async fn run(
         vars: Default::default(),
         progress: ProgressSink::new(tx),
         cancel: CancellationToken::new(),
+        ..Default::default()
     };
     let out = step.run(&ctx).await;
     drop(ctx);

@@ -39,6 +39,7 @@ pub fn ctx() -> StepContext {
         vars: Default::default(),
         progress: ProgressSink::none(),
         cancel: CancellationToken::new(),
+        ..Default::default()
     }
 }
 
