@@ -60,6 +60,7 @@ fn context(
         vars: Default::default(),
         progress: ProgressSink::new(tx),
         cancel,
+        ..Default::default()
     };
     (ctx, rx)
 }
