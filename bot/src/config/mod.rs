@@ -189,7 +189,8 @@ pub fn revision(cfg: &Config) -> String {
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }
 
-/// Variables for runbook placeholders: `primary`, `secondary`, `regions.<name>.<field>`, and
+/// Variables for runbook placeholders: `primary`, `secondary`, `regions.<name>.<field>`, the
+/// primary's and first secondary's fields as `primary.<field>` and `secondary.<field>`, and
 /// for a command naming a region, `region` plus `region.<field>`.
 pub fn vars_for(cfg: &Config, region: Option<&str>) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
@@ -203,7 +204,15 @@ pub fn vars_for(cfg: &Config, region: Option<&str>) -> BTreeMap<String, String> 
                     .or_insert_with(|| name.clone());
             }
         }
+        let role = match r.role.as_str() {
+            "primary" => Some("primary"),
+            _ if vars.get("secondary") == Some(name) => Some("secondary"),
+            _ => None,
+        };
         for (k, v) in region_fields(name, r) {
+            if let Some(role) = role {
+                vars.insert(format!("{role}.{k}"), v.clone());
+            }
             vars.insert(format!("regions.{name}.{k}"), v);
         }
     }
