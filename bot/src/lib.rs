@@ -24,3 +24,4 @@ pub mod slack;
 pub mod status_page;
 pub mod steps;
 pub mod store;
+pub mod unsubscribe;

@@ -1,5 +1,6 @@
-//! The HTTP server (axum): health, readiness, metrics and the public status page
-//! (`crate::status_page`); front-ends add their routes here.
+//! The HTTP server (axum): health, readiness, metrics, the public status page
+//! (`crate::status_page`) and the email unsubscribe endpoint (`crate::unsubscribe`); front-ends
+//! add their routes here.
 
 use axum::{
     Router,
@@ -25,6 +26,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::status_page::routes())
+        .merge(crate::unsubscribe::routes())
         .with_state(app)
 }
 

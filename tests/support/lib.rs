@@ -253,6 +253,7 @@ pub fn wait_lines(path: &Path, n: usize, secs: u64) {
 pub mod fake_discord;
 pub mod fake_slack;
 pub mod fake_statuspage;
+pub mod smtpd;
 
 /// Signs a Slack request body: `v0=` + hex HMAC-SHA256 of `v0:{ts}:{body}`.
 pub fn slack_signature(secret: &str, ts: i64, body: &str) -> String {

@@ -1,6 +1,7 @@
-//! The `drbot` command line: `serve`, `check-config`, `migrate`, `runs`, `show`, `audit` and
-//! the break-glass `cmd --as <person> '/dr …'`.
+//! The `drbot` command line: `serve`, `check-config`, `migrate`, `runs`, `show`, `audit`,
+//! `outbox`, `subscribers`, `notify` and the break-glass `cmd --as <person> '/dr …'`.
 
+pub mod subscribers;
 pub mod text;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -77,6 +78,12 @@ pub enum Cmd {
         /// Retry failed row ID (or every failed row with `--retry all`).
         #[arg(long)]
         retry: Option<String>,
+    },
+    /// Customer email subscribers: import or export CSV, list, count.
+    Subscribers {
+        /// What to do.
+        #[command(subcommand)]
+        action: subscribers::SubscribersCmd,
     },
     /// Notification templates.
     Notify {
@@ -209,6 +216,7 @@ async fn run(cli: Cli) -> ExitCode {
             retry,
         } => outbox(&app, state, limit, retry, cli.json).await,
         Cmd::Cmd { as_person, text } => cmd(&app, &as_person, &text.join(" "), cli.json).await,
+        Cmd::Subscribers { action } => subscribers::run(&app, action, cli.json).await,
         Cmd::Notify {
             action: NotifyCmd::Preview { template },
         } => notify_preview(&app, template.as_deref()),

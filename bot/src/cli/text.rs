@@ -358,3 +358,87 @@ pub fn incident_view(v: &crate::reply::IncidentView) -> String {
     }
     out
 }
+
+/// `drbot subscribers import` with a file that cannot be read as CSV at all.
+pub fn subscribers_unreadable(file: &Path, reason: &str) -> String {
+    format!("error: cannot read {}: {reason}", file.display())
+}
+
+/// `drbot subscribers import` with a file whose header has no `email` column.
+pub fn subscribers_no_email_column(file: &Path) -> String {
+    format!(
+        "error: {}: the first line must be a header with an `email` column, e.g. `email,name`",
+        file.display()
+    )
+}
+
+/// An unsubscribed address the import left alone.
+pub fn subscriber_skipped(email: &str) -> String {
+    format!("{email} unsubscribed earlier; skipped (--resubscribe subscribes it again)")
+}
+
+/// What `drbot subscribers import` did.
+pub fn subscriber_import(file: &Path, r: &crate::cli::subscribers::ImportReport) -> String {
+    let mut parts = vec![
+        format!("{} added", r.added),
+        format!("{} already present", r.already_present),
+    ];
+    if r.added_unsubscribed > 0 {
+        parts.push(format!("{} added as unsubscribed", r.added_unsubscribed));
+    }
+    if r.resubscribed > 0 {
+        parts.push(format!("{} resubscribed", r.resubscribed));
+    }
+    parts.push(format!("{} unsubscribed (skipped)", r.skipped.len()));
+    parts.push(format!("{} invalid", r.invalid.len()));
+    let mut out = format!("{}: {}.\n", file.display(), parts.join(", "));
+    let mut lines: Vec<&crate::cli::subscribers::ImportLine> =
+        r.invalid.iter().chain(&r.skipped).collect();
+    lines.sort_by_key(|l| l.line);
+    for l in lines {
+        out.push_str(&format!("  line {}: {}\n", l.line, l.message));
+    }
+    if !r.invalid.is_empty() {
+        out.push_str(
+            "The other lines were imported; fix the invalid ones and import the file again.\n",
+        );
+    }
+    out
+}
+
+/// `drbot subscribers list`.
+pub fn subscriber_list(rows: &[crate::store::subscribers::SubscriberRow]) -> String {
+    if rows.is_empty() {
+        return "No subscribers (drbot subscribers import <file.csv> adds them).\n".into();
+    }
+    let mut out = format!(
+        "{:>7}  {:<32} {:<24} {:<24} {}\n",
+        "ID", "EMAIL", "NAME", "SUBSCRIBED", "UNSUBSCRIBED"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:>7}  {:<32} {:<24} {:<24} {}\n",
+            r.id,
+            r.email,
+            r.name.as_deref().unwrap_or("-"),
+            time(r.created_at),
+            opt_time(r.unsubscribed_at)
+        ));
+    }
+    out
+}
+
+/// `drbot subscribers count`.
+pub fn subscriber_counts(c: &crate::store::subscribers::SubscriberCounts) -> String {
+    format!(
+        "{} active subscriber{}, {} unsubscribed",
+        c.active,
+        if c.active == 1 { "" } else { "s" },
+        c.unsubscribed
+    )
+}
+
+/// `drbot subscribers export <file>` done.
+pub fn subscribers_exported(n: usize, file: &Path) -> String {
+    format!("Exported {n} subscriber(s) to {}.", file.display())
+}

@@ -120,6 +120,10 @@ impl Settings {
             shutdown_grace: dur(&config.engine.shutdown_grace),
             vocabulary: Vocabulary {
                 regions: config.regions.keys().cloned().collect(),
+                templates: crate::notify::email::TEMPLATES
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect(),
                 ..Default::default()
             },
             config,

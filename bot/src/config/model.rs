@@ -364,14 +364,70 @@ pub struct PageComponentConfig {
     pub statuspage_id: Option<String>,
 }
 
-/// `[email]`: customer email.
+/// `[email]`: customer email (`/dr notify customers`), sent through the outbox.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
-    /// `smtp://`, `smtps://` URL, may hold credentials.
+    /// `smtp://user:pass@host:port` (plain), `…?tls=required|opportunistic` (STARTTLS) or
+    /// `smtps://…` (implicit TLS); may hold credentials.
     pub smtp_url: Secret,
-    /// Sender address, e.g. `"Status <status@example.com>"`.
+    /// Sender address, e.g. `"Status <status@example.com>"`; its domain completes Message-IDs.
     pub from: String,
+    /// Most SMTP connections open at once (default 8); also the outbox worker's deliveries in
+    /// flight when larger than 8.
+    #[serde(default = "default_email_connections")]
+    pub max_connections: u32,
+    /// Most messages started per second, retries included (default: no limit).
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
+    /// Attempts per message before a temporary (4xx) failure is recorded as failed (default 5).
+    #[serde(default = "default_email_attempts")]
+    pub max_attempts: u32,
+    /// Wait before retrying a temporary failure, doubled at each retry (default `"1s"`).
+    #[serde(default = "default_email_backoff")]
+    pub retry_backoff: String,
+    /// Longest wait between two retries (default `"60s"`).
+    #[serde(default = "default_email_max_backoff")]
+    pub max_backoff: String,
+    /// Longest wait for any one SMTP reply or connection (default `"30s"`).
+    #[serde(default = "default_email_timeout")]
+    pub timeout: String,
+}
+
+fn default_email_connections() -> u32 {
+    8
+}
+fn default_email_attempts() -> u32 {
+    5
+}
+fn default_email_backoff() -> String {
+    "1s".into()
+}
+fn default_email_max_backoff() -> String {
+    "60s".into()
+}
+fn default_email_timeout() -> String {
+    "30s".into()
+}
+
+impl EmailConfig {
+    /// The notifier's settings for these values, or the first problem (key: message).
+    pub fn mailer_config(&self) -> Result<notifier::email::EmailConfig, String> {
+        let url = notifier::email::SmtpUrl::parse(self.smtp_url.expose())
+            .map_err(|e| format!("email.smtp_url: {e}"))?;
+        let dur = |key: &str, v: &str| {
+            humantime::parse_duration(v)
+                .map_err(|e| format!("email.{key}: `{v}` is not a duration like \"1s\": {e}"))
+        };
+        let mut c = notifier::email::EmailConfig::new(url, self.from.clone());
+        c.max_connections = self.max_connections;
+        c.rate_limit = self.rate_limit;
+        c.max_attempts = self.max_attempts;
+        c.retry_backoff = dur("retry_backoff", &self.retry_backoff)?;
+        c.max_backoff = dur("max_backoff", &self.max_backoff)?;
+        c.timeout = dur("timeout", &self.timeout)?;
+        Ok(c)
+    }
 }
 
 /// The whole configuration file.

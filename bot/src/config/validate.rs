@@ -125,15 +125,58 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
         );
     }
     if let Some(e) = &cfg.email {
-        let url = e.smtp_url.expose();
-        if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-            out.push("email.smtp_url: must start with `smtp://` or `smtps://`".into());
-        }
-        if !e.from.contains('@') {
-            out.push(format!("email.from: `{}` is not an email address", e.from));
-        }
+        check_email(e, &mut out);
     }
+    check_email_public_url(cfg, &mut out);
     out
+}
+
+/// `[email]`: a usable SMTP URL, a sender address, sane pool, rate and retry values.
+fn check_email(e: &super::EmailConfig, out: &mut Vec<String>) {
+    let url = e.smtp_url.expose();
+    if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+        out.push("email.smtp_url: must start with `smtp://` or `smtps://`".into());
+    } else if let Err(p) = e.mailer_config() {
+        out.push(p);
+    }
+    if let Err(err) = e.from.parse::<lettre::message::Mailbox>() {
+        out.push(format!(
+            "email.from: `{}` is not an email address ({err})",
+            e.from
+        ));
+    }
+    if !(1..=1000).contains(&e.max_connections) {
+        out.push(format!(
+            "email.max_connections: {} is out of range (1 to 1000)",
+            e.max_connections
+        ));
+    }
+    if !(1..=100).contains(&e.max_attempts) {
+        out.push(format!(
+            "email.max_attempts: {} is out of range (1 to 100)",
+            e.max_attempts
+        ));
+    }
+    if let Some(r) = e.rate_limit
+        && (!r.is_finite() || r <= 0.0)
+    {
+        out.push(format!(
+            "email.rate_limit: {r} is not a positive number of messages per second"
+        ));
+    }
+    if humantime::parse_duration(&e.timeout).is_ok_and(|d| d.is_zero()) {
+        out.push("email.timeout: must be more than zero".into());
+    }
+}
+
+/// Customer email needs `server.public_url`: every message's unsubscribe link points there.
+fn check_email_public_url(cfg: &Config, out: &mut Vec<String>) {
+    if cfg.email.is_some() && cfg.server.public_url.is_none() {
+        out.push(
+            "email: set `server.public_url`; every customer email's unsubscribe link points there"
+                .into(),
+        );
+    }
 }
 
 fn non_empty(key: &str, v: &str, out: &mut Vec<String>) {

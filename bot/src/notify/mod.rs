@@ -1,7 +1,9 @@
 //! Delivery of the outbox in `drbot serve`: the deliverers for each configured destination
-//! (Statuspage, Slack, Discord) and the `notifier::outbox` worker that runs them.
+//! (Statuspage, Slack, Discord, customer email) and the `notifier::outbox` worker that runs
+//! them.
 
 pub mod chat;
+pub mod email;
 pub mod statuspage;
 
 use std::{sync::Arc, time::Duration};
@@ -41,23 +43,54 @@ pub fn deliverers(app: &App) -> Vec<Arc<dyn Deliverer>> {
             crate::discord::broadcast::DiscordBroadcast(app.clone()),
         ))));
     }
+    if let Some(cfg) = &app.settings.config.email {
+        match email::EmailDeliverer::new(cfg) {
+            Ok(d) => out.push(Arc::new(d)),
+            // check-config refuses this; email rows stay pending meanwhile.
+            Err(e) => tracing::error!(error = %e, "[email] is unusable: not delivering"),
+        }
+    }
     out
+}
+
+/// The worker's settings for `app`'s config: 8 deliveries in flight (more when
+/// `email.max_connections` is larger, so every SMTP connection is used), 4 times that many
+/// rows claimed per round, and a lease of 60 s, longer when the email rate limit needs more
+/// time to get through a round (a lease must outlast its round, or another process would send
+/// the same rows again).
+pub fn worker_config(app: &App, owner: &str) -> WorkerConfig {
+    let email = app.settings.config.email.as_ref();
+    let concurrency = email.map_or(8, |e| (e.max_connections as usize).max(8));
+    let batch = concurrency * 4;
+    let mut lease = Duration::from_secs(60);
+    if let Some(rate) = email.and_then(|e| e.rate_limit).filter(|r| *r > 0.0) {
+        lease = lease.max(Duration::from_secs_f64(
+            (2.0 * batch as f64 / rate).min(86_400.0),
+        ));
+    }
+    WorkerConfig {
+        owner: owner.to_string(),
+        lease,
+        batch,
+        concurrency,
+        // The email deliverer gives up after `email.max_attempts` itself.
+        max_attempts: MAX_ATTEMPTS.max(email.map_or(0, |e| e.max_attempts)),
+        idle: Duration::from_millis(250),
+    }
 }
 
 /// The worker `serve` runs, leasing rows as `owner`.
 pub fn worker(app: &App, owner: &str) -> Worker {
-    Worker::new(
-        Arc::new(app.store.clone()),
-        deliverers(app),
-        WorkerConfig {
-            owner: owner.to_string(),
-            lease: Duration::from_secs(60),
-            batch: 32,
-            concurrency: 8,
-            max_attempts: MAX_ATTEMPTS,
-            idle: Duration::from_millis(250),
-        },
-    )
+    let cfg = worker_config(app, owner);
+    // The e2e crash test reads `concurrency`: the most rows a crash can leave sent but not
+    // recorded.
+    tracing::info!(
+        concurrency = cfg.concurrency,
+        batch = cfg.batch,
+        lease_ms = cfg.lease.as_millis() as u64,
+        "outbox worker started"
+    );
+    Worker::new(Arc::new(app.store.clone()), deliverers(app), cfg)
 }
 
 /// Delivers outbox rows until `shutdown` fires.

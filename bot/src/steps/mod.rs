@@ -7,6 +7,7 @@
 //! [`AppSlot`] that [`App::new`] fills. A plan can be validated and previewed anywhere; it can
 //! only run inside a process with an `App`.
 
+pub mod email;
 pub mod incident;
 
 use std::sync::{Arc, OnceLock};
@@ -53,4 +54,6 @@ pub fn register(registry: &mut Registry, slot: &AppSlot, config: &Config) {
             .map(|c| c.name.clone())
             .collect(),
     }));
+    registry.register(Arc::new(email::EmailPreviewKind(slot.clone())));
+    registry.register(Arc::new(email::EmailCustomersKind(slot.clone())));
 }

@@ -14,6 +14,7 @@ pub mod incidents;
 pub mod messages;
 pub mod outbox;
 pub mod runs;
+pub mod subscribers;
 
 use std::{str::FromStr, time::Duration};
 

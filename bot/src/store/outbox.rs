@@ -183,3 +183,88 @@ impl Store {
         Ok(r.rows_affected())
     }
 }
+
+/// Where the rows whose key starts with a prefix stand (e.g. one mass send's emails).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxProgress {
+    /// Waiting (new, or retrying later).
+    pub pending: i64,
+    /// Claimed by a worker.
+    pub sending: i64,
+    /// Delivered.
+    pub delivered: i64,
+    /// Failed for good.
+    pub failed: i64,
+    /// One failed row's last error, if any failed.
+    pub failed_example: Option<String>,
+}
+
+impl OutboxProgress {
+    /// All rows.
+    pub fn total(&self) -> i64 {
+        self.pending + self.sending + self.delivered + self.failed
+    }
+    /// Rows not yet delivered or failed.
+    pub fn open(&self) -> i64 {
+        self.pending + self.sending
+    }
+}
+
+/// `key LIKE` pattern for `prefix`, which must hold no `%` or `_` (they would be wildcards).
+fn prefix_pattern(prefix: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !prefix.contains(['%', '_', '\\']),
+        "outbox key prefix `{prefix}` holds a LIKE wildcard"
+    );
+    Ok(format!("{prefix}%"))
+}
+
+const PROGRESS: &str = "SELECT state, COUNT(*) AS n FROM outbox WHERE key LIKE $1 GROUP BY state";
+
+fn progress_of(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<OutboxProgress> {
+    let mut p = OutboxProgress::default();
+    for r in rows {
+        let n: i64 = r.try_get("n")?;
+        match r.try_get::<String, _>("state")?.as_str() {
+            "pending" => p.pending = n,
+            "sending" => p.sending = n,
+            "delivered" => p.delivered = n,
+            _ => p.failed += n,
+        }
+    }
+    Ok(p)
+}
+
+/// [`Store::outbox_progress`] in the caller's transaction (without the failure example).
+pub async fn progress_tx(tx: &mut Tx, prefix: &str) -> anyhow::Result<OutboxProgress> {
+    let rows = sqlx::query(PROGRESS)
+        .bind(prefix_pattern(prefix)?)
+        .fetch_all(&mut **tx)
+        .await?;
+    progress_of(&rows)
+}
+
+impl Store {
+    /// Counts by state of the rows whose key starts with `prefix` (no `%` or `_` in it).
+    pub async fn outbox_progress(&self, prefix: &str) -> anyhow::Result<OutboxProgress> {
+        let pattern = prefix_pattern(prefix)?;
+        let rows = sqlx::query(PROGRESS)
+            .bind(pattern.clone())
+            .fetch_all(self.pool())
+            .await?;
+        let mut p = progress_of(&rows)?;
+        if p.failed > 0 {
+            p.failed_example = sqlx::query(
+                "SELECT last_error FROM outbox WHERE key LIKE $1 AND state = 'failed' \
+                 ORDER BY id LIMIT 1",
+            )
+            .bind(pattern)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| r.try_get::<Option<String>, _>("last_error"))
+            .transpose()?
+            .flatten();
+        }
+        Ok(p)
+    }
+}

@@ -1,10 +1,16 @@
 //! The outbox worker: claims due rows, delivers them concurrently through the channel's
 //! [`Deliverer`], and records each outcome (delivered, retry later with backoff, failed after
-//! the last attempt).
+//! the last attempt) as soon as it is known.
+//!
+//! A delivery holds its place among the `concurrency` in flight until its outcome is
+//! committed: outcomes that arrive while a commit runs go together in the next one (group
+//! commit), so at most `concurrency` rows are ever delivered but not yet recorded. That bounds
+//! what a crash can make a peer receive twice (see the outbox's invariant).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Deliverer, Delivery, Finish, OutboxStore, Outcome, backoff};
@@ -25,6 +31,9 @@ pub struct WorkerConfig {
     /// Pause when nothing was due.
     pub idle: Duration,
 }
+
+/// An outcome waiting to be committed, and whom to tell when it is.
+type Pending = ((i64, Finish), oneshot::Sender<()>);
 
 /// Delivers outbox rows until shut down.
 pub struct Worker {
@@ -47,31 +56,66 @@ impl Worker {
         }
     }
 
-    /// One round: claims a batch, delivers it, records the outcomes; returns how many rows
-    /// it handled.
+    /// One round: claims a batch, delivers it, records each outcome as it comes; returns how
+    /// many rows it handled.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let rows = self
             .store
             .claim(&self.cfg.owner, self.cfg.lease, self.cfg.batch)
             .await?;
         let n = rows.len();
-        let results: Vec<(i64, Finish)> = futures::stream::iter(rows)
-            .map(|d| async move {
-                let outcome = match self.deliverers.get(d.channel.as_str()) {
-                    Some(deliverer) => deliverer.deliver(&d).await,
-                    None => Outcome::Failed {
-                        error: format!("no deliverer for channel `{}`", d.channel),
-                    },
-                };
-                (d.id, self.finish_of(&d, outcome))
-            })
-            .buffer_unordered(self.cfg.concurrency.max(1))
-            .collect()
-            .await;
-        if !results.is_empty() {
-            self.store.finish(&self.cfg.owner, &results).await?;
+        if n == 0 {
+            return Ok(0);
         }
-        Ok(n)
+        let (tx, rx) = mpsc::unbounded_channel::<Pending>();
+        let concurrency = self.cfg.concurrency.max(1);
+        // Owns the sender, so `record` sees the channel close once every delivery is done.
+        let deliveries = async move {
+            futures::stream::iter(rows)
+                .map(|d| {
+                    let tx = tx.clone();
+                    async move {
+                        let outcome = match self.deliverers.get(d.channel.as_str()) {
+                            Some(deliverer) => deliverer.deliver(&d).await,
+                            None => Outcome::Failed {
+                                error: format!("no deliverer for channel `{}`", d.channel),
+                            },
+                        };
+                        let (done, recorded) = oneshot::channel();
+                        if tx.send(((d.id, self.finish_of(&d, outcome)), done)).is_ok() {
+                            // Keep this slot until the outcome is committed.
+                            let _ = recorded.await;
+                        }
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect::<()>()
+                .await;
+        };
+        let ((), recorded) = tokio::join!(deliveries, self.record(rx));
+        recorded.map(|()| n)
+    }
+
+    /// Commits outcomes as they arrive, each commit taking all that are waiting; returns the
+    /// first store error (the rows it concerned stay claimed and are re-delivered after the
+    /// lease).
+    async fn record(&self, mut rx: mpsc::UnboundedReceiver<Pending>) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                group.push(more);
+            }
+            let (results, acks): (Vec<(i64, Finish)>, Vec<oneshot::Sender<()>>) =
+                group.into_iter().unzip();
+            if let Err(e) = self.store.finish(&self.cfg.owner, &results).await {
+                first_error.get_or_insert(e);
+            }
+            for ack in acks {
+                let _ = ack.send(());
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     fn finish_of(&self, d: &Delivery, outcome: Outcome) -> Finish {

@@ -1,0 +1,179 @@
+//! Customer email from the outbox: one row per recipient (channel `email`) holding the
+//! rendered message ([`EmailPayload`]), sent through the pooled [`Mailer`] under the configured
+//! rate limit. A 4xx reply (or no connection) is a `Retry` with the configured backoff; a 5xx
+//! reply or an invalid message is `Failed` and recorded; after `max_attempts` a temporary
+//! failure is recorded as failed too.
+//!
+//! **Delivery contract (at least once, deduplicable):** SMTP cannot give exactly-once. The
+//! server may accept a message (queue it and answer 250) whose answer a crash of drbot loses;
+//! the row, still claimed by the dead process, is delivered again after its lease. Every
+//! attempt of a row carries the same `Message-ID` ([`message_id`], derived from the row's
+//! key), so receivers and their mail systems can drop the copy. The window is kept small: the
+//! outbox worker records each row as soon as its 250 arrives, and at most its `concurrency`
+//! rows are between "sent" and "recorded", which bounds the copies a crash can cause.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use notifier::{
+    email::{Mailer, OutgoingEmail, RateLimiter, SendError},
+    outbox::{Deliverer, Delivery, Outcome},
+};
+use serde::{Deserialize, Serialize};
+
+/// Outbox channel of customer email.
+pub const CHANNEL: &str = "email";
+
+/// The customer email templates `/dr notify customers <template>` can name. `dr-activated` is
+/// the built-in "Service Update - DR Activation" (`email_subject.txt`, `email_body.txt`,
+/// `email_body.html`, each replaceable from `templates_dir`).
+pub const TEMPLATES: &[&str] = &["dr-activated"];
+
+/// One rendered email to one recipient, as stored in its outbox row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailPayload {
+    /// The subscriber's id.
+    pub subscriber: i64,
+    /// Recipient, `addr` or `"Name" <addr>`.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text part.
+    pub text: String,
+    /// HTML part.
+    pub html: String,
+    /// The subscriber's one-click unsubscribe URL.
+    pub unsubscribe_url: String,
+    /// Message-ID (without domain: the sender's is added), the same for every attempt.
+    pub message_id: String,
+}
+
+impl EmailPayload {
+    fn email(&self) -> OutgoingEmail {
+        OutgoingEmail {
+            to: self.to.clone(),
+            subject: self.subject.clone(),
+            text: self.text.clone(),
+            html: Some(self.html.clone()),
+            unsubscribe_url: Some(self.unsubscribe_url.clone()),
+            unsubscribe_mailto: None,
+            message_id: self.message_id.clone(),
+        }
+    }
+}
+
+/// The Message-ID of the row with idempotency `key`: the key with every character outside
+/// letters, digits and `.-` turned into `.` (e.g. `email:run:7:step:1:sub:42` →
+/// `email.run.7.step.1.sub.42`), so it is the same for every attempt of that row.
+pub fn message_id(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+/// The `To` of a subscriber: `"Name" <addr>` when a name is known and valid, else the address.
+pub fn recipient(email: &str, name: Option<&str>) -> String {
+    let Ok(address) = email.parse::<lettre::Address>() else {
+        return email.to_string();
+    };
+    lettre::message::Mailbox::new(name.map(str::to_string), address).to_string()
+}
+
+/// Delivers `email` rows.
+pub struct EmailDeliverer {
+    mailer: Mailer,
+    limiter: Option<RateLimiter>,
+    max_attempts: u32,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl EmailDeliverer {
+    /// A deliverer for `[email]`'s settings. Must be called inside the Tokio runtime.
+    pub fn new(cfg: &crate::config::EmailConfig) -> anyhow::Result<Self> {
+        let c = cfg.mailer_config().map_err(anyhow::Error::msg)?;
+        let mailer = Mailer::new(&c)?;
+        Ok(Self {
+            mailer,
+            limiter: c.rate_limit.and_then(RateLimiter::new),
+            max_attempts: c.max_attempts,
+            backoff: c.retry_backoff,
+            max_backoff: c.max_backoff,
+        })
+    }
+
+    /// Wait before attempt `attempt + 1`: the backoff doubled per earlier retry, capped.
+    fn retry_after(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(20);
+        self.backoff
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_backoff)
+    }
+}
+
+#[async_trait]
+impl Deliverer for EmailDeliverer {
+    fn channel(&self) -> &'static str {
+        CHANNEL
+    }
+
+    async fn deliver(&self, d: &Delivery) -> Outcome {
+        let payload: EmailPayload = match serde_json::from_value(d.payload.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                return Outcome::Failed {
+                    error: format!("unreadable email payload: {e}"),
+                };
+            }
+        };
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
+        match self.mailer.send(&payload.email()).await {
+            Ok(()) => Outcome::Delivered {
+                receipt: Some(payload.message_id),
+            },
+            Err(e @ SendError::Temporary { .. }) if d.attempt >= self.max_attempts => {
+                Outcome::Failed {
+                    error: format!("gave up after {} attempts: {e}", d.attempt),
+                }
+            }
+            Err(e @ SendError::Temporary { .. }) => Outcome::Retry {
+                error: e.to_string(),
+                after: Some(self.retry_after(d.attempt)),
+            },
+            Err(e) => Outcome::Failed {
+                error: e.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_follow_the_key() {
+        assert_eq!(
+            message_id("email:run:7:step:1:sub:42"),
+            "email.run.7.step.1.sub.42"
+        );
+    }
+
+    #[test]
+    fn recipients_are_quoted_mailboxes() {
+        assert_eq!(recipient("ann@x.org", None), "ann@x.org");
+        assert_eq!(
+            recipient("ann@x.org", Some("Ann, Sales")),
+            "\"Ann, Sales\" <ann@x.org>"
+        );
+    }
+}

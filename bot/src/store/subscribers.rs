@@ -1,0 +1,256 @@
+//! Customer email subscribers: one row per (lower-cased) address with its unsubscribe token,
+//! the import behind `drbot subscribers import`, the reads behind `export`, `list`, `count` and
+//! the mass send, and the one-click unsubscribe.
+//!
+//! An unsubscribed row is kept with its time: importing the address again reports it and leaves
+//! it unsubscribed unless the import explicitly resubscribes. Unsubscribing is a single
+//! compare-and-set statement on the pool (like the outbox's bookkeeping, it touches no row the
+//! approval, audit or run invariants read), so a burst of clicks never waits for the global
+//! write lock.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, Tx, now_ms};
+
+/// One subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriberRow {
+    /// Row id.
+    pub id: i64,
+    /// Address, lower-cased.
+    pub email: String,
+    /// Display name, if known.
+    pub name: Option<String>,
+    /// Unsubscribe token (64 hex digits). Not serialized: listings and exports never show it.
+    #[serde(skip)]
+    pub token: String,
+    /// Subscribed, Unix ms.
+    pub created_at: i64,
+    /// Unsubscribed, Unix ms; `None` while active.
+    pub unsubscribed_at: Option<i64>,
+}
+
+/// A subscriber to add, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubscriber {
+    /// Address; lower-cased before it is stored.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Store a new address as already unsubscribed at this time (an export re-imported).
+    pub unsubscribed_at: Option<i64>,
+}
+
+/// What adding one address did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddOutcome {
+    /// A new subscriber row.
+    Added,
+    /// A new row, stored unsubscribed (the input said so).
+    AddedUnsubscribed,
+    /// The address is already subscribed; nothing changed.
+    AlreadyPresent,
+    /// The address unsubscribed earlier and stays unsubscribed (no `resubscribe`).
+    SkippedUnsubscribed,
+    /// The address had unsubscribed and is subscribed again (`resubscribe`).
+    Resubscribed,
+}
+
+/// Active and unsubscribed counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SubscriberCounts {
+    /// Receiving email.
+    pub active: i64,
+    /// Unsubscribed.
+    pub unsubscribed: i64,
+}
+
+/// The result of [`Store::unsubscribe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsubscribed {
+    /// The token named no subscriber.
+    Unknown,
+    /// Unsubscribed now.
+    Now(SubscriberRow),
+    /// Was already unsubscribed (the earlier time is kept).
+    Already(SubscriberRow),
+}
+
+/// A fresh unsubscribe token: 32 bytes from the operating system's CSPRNG, as 64 hex digits.
+pub fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no randomness for a subscriber token: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Whether `token` has the shape of a token (64 lower-case hex digits): anything else is
+/// refused before it reaches the database.
+pub fn token_shape_ok(token: &str) -> bool {
+    token.len() == 64
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The form every address is stored in.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// The columns every read selects, in [`row`]'s order.
+macro_rules! columns {
+    () => {
+        "id, email, name, token, created_at, unsubscribed_at"
+    };
+}
+
+fn row(r: &sqlx::any::AnyRow) -> anyhow::Result<SubscriberRow> {
+    Ok(SubscriberRow {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        name: r.try_get("name")?,
+        token: r.try_get("token")?,
+        created_at: r.try_get("created_at")?,
+        unsubscribed_at: r.try_get("unsubscribed_at")?,
+    })
+}
+
+/// Adds one subscriber in the caller's transaction (see [`AddOutcome`]).
+pub async fn add(
+    tx: &mut Tx,
+    new: &NewSubscriber,
+    resubscribe: bool,
+) -> anyhow::Result<AddOutcome> {
+    let email = normalize_email(&new.email);
+    let existing = sqlx::query("SELECT id, unsubscribed_at FROM subscribers WHERE email = $1")
+        .bind(email.clone())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(r) = existing {
+        let id: i64 = r.try_get("id")?;
+        let unsubscribed: Option<i64> = r.try_get("unsubscribed_at")?;
+        return Ok(match (unsubscribed, resubscribe) {
+            (None, _) => AddOutcome::AlreadyPresent,
+            (Some(_), false) => AddOutcome::SkippedUnsubscribed,
+            (Some(_), true) => {
+                sqlx::query("UPDATE subscribers SET unsubscribed_at = NULL WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                AddOutcome::Resubscribed
+            }
+        });
+    }
+    sqlx::query(
+        "INSERT INTO subscribers (email, name, token, created_at, unsubscribed_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(email)
+    .bind(new.name.clone())
+    .bind(new_token()?)
+    .bind(now_ms())
+    .bind(new.unsubscribed_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(if new.unsubscribed_at.is_some() {
+        AddOutcome::AddedUnsubscribed
+    } else {
+        AddOutcome::Added
+    })
+}
+
+/// Every active subscriber, by id, in the caller's transaction (what a mass send enqueues).
+pub async fn active_tx(tx: &mut Tx) -> anyhow::Result<Vec<SubscriberRow>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM subscribers WHERE unsubscribed_at IS NULL ORDER BY id"
+    ))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(row).collect()
+}
+
+impl Store {
+    /// Adds `entries` in one write transaction; one outcome per entry, in order.
+    pub async fn import_subscribers(
+        &self,
+        entries: &[NewSubscriber],
+        resubscribe: bool,
+    ) -> anyhow::Result<Vec<AddOutcome>> {
+        let mut tx = self.write().await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            out.push(add(&mut tx, e, resubscribe).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Every subscriber, active or not, by id.
+    pub async fn subscribers(&self) -> anyhow::Result<Vec<SubscriberRow>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM subscribers ORDER BY id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(row).collect()
+    }
+
+    /// How many subscribers are active and unsubscribed.
+    pub async fn subscriber_counts(&self) -> anyhow::Result<SubscriberCounts> {
+        let r = sqlx::query(
+            "SELECT COUNT(*) AS total, COUNT(unsubscribed_at) AS unsubscribed FROM subscribers",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        let total: i64 = r.try_get("total")?;
+        let unsubscribed: i64 = r.try_get("unsubscribed")?;
+        Ok(SubscriberCounts {
+            active: total - unsubscribed,
+            unsubscribed,
+        })
+    }
+
+    /// The subscriber holding `token`; `None` for an unknown or malformed token.
+    pub async fn subscriber_by_token(&self, token: &str) -> anyhow::Result<Option<SubscriberRow>> {
+        if !token_shape_ok(token) {
+            return Ok(None);
+        }
+        let r = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM subscribers WHERE token = $1"
+        ))
+        .bind(token.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        r.as_ref().map(row).transpose()
+    }
+
+    /// Unsubscribes the holder of `token`. Idempotent: a second call keeps the first time.
+    pub async fn unsubscribe(&self, token: &str) -> anyhow::Result<Unsubscribed> {
+        if !token_shape_ok(token) {
+            return Ok(Unsubscribed::Unknown);
+        }
+        let changed = sqlx::query(
+            "UPDATE subscribers SET unsubscribed_at = $1 \
+             WHERE token = $2 AND unsubscribed_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(token.to_string())
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(match self.subscriber_by_token(token).await? {
+            None => Unsubscribed::Unknown,
+            Some(s) if changed == 1 => Unsubscribed::Now(s),
+            Some(s) => Unsubscribed::Already(s),
+        })
+    }
+}

@@ -1,0 +1,311 @@
+//! The customer email step types on SQLite and on a real PostgreSQL: the built-in
+//! `notify-customers` runbook validates against drbot's registry (the recovery library's own
+//! lacks these kinds); `[email]` without `server.public_url` is refused; without `[email]` the
+//! steps send nothing and say so;
+//! `/dr notify customers` knows the templates; `email_preview` renders the subject and first
+//! lines for the open incident and counts the active subscribers; `email_customers` writes one
+//! outbox row per active subscriber (rendered for them, with their unsubscribe link and a
+//! Message-ID derived from the row key), follows the rows until delivered, and when run again
+//! adds no row and sends nothing twice.
+
+mod common;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use common::*;
+use drbot::{
+    app::App,
+    config::parse_str,
+    dispatch,
+    notify::email::EmailPayload,
+    reply::{Reply, UserError},
+    store::subscribers::NewSubscriber,
+};
+use notifier::outbox::{
+    Deliverer, Delivery, Outcome,
+    worker::{Worker, WorkerConfig},
+};
+use recovery::step::{ProgressSink, StepContext, StepError, StepOutput};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const PUBLIC: &str = "https://status.example.com";
+
+fn email_config(base: &str) -> String {
+    format!(
+        "builtin_runbooks = [\"notify-customers\"]\n\
+         [server]\npublic_url = \"{PUBLIC}\"\n\
+         [email]\nsmtp_url = \"smtp://127.0.0.1:1\"\nfrom = \"Example Status <status@example.com>\"\n\
+         {base}"
+    )
+}
+
+async fn email_env(b: Backend) -> Env {
+    let mut env = env(b).await;
+    let text = email_config(&config_text(&env.url, 1, "30m", 0, "m"));
+    env.app = reconfigure(&env, &text);
+    env
+}
+
+/// Records the email rows it is given, as a deliverer for channel `email`.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, EmailPayload)>>);
+
+#[async_trait]
+impl Deliverer for Recorder {
+    fn channel(&self) -> &'static str {
+        "email"
+    }
+    async fn deliver(&self, d: &Delivery) -> Outcome {
+        let p: EmailPayload = serde_json::from_value(d.payload.clone()).expect("email payload");
+        self.0.lock().unwrap().push((d.key.clone(), p));
+        Outcome::Delivered { receipt: None }
+    }
+}
+
+fn step_ctx(run: i64, idx: usize) -> StepContext {
+    StepContext {
+        run_id: run,
+        step_index: idx,
+        attempt: 1,
+        vars: Default::default(),
+        progress: ProgressSink::none(),
+        cancel: CancellationToken::new(),
+        ..Default::default()
+    }
+}
+
+async fn run_step(app: &App, kind: &str, run: i64, idx: usize) -> Result<StepOutput, StepError> {
+    let step = app
+        .settings
+        .registry
+        .get(kind)
+        .unwrap_or_else(|| panic!("{kind} is registered"))
+        .build(&json!({ "template": "dr-activated" }))
+        .unwrap();
+    step.run(&step_ctx(run, idx)).await
+}
+
+async fn say(app: &App, person: &str, text: &str) -> Reply {
+    dispatch::handle(app, &cli(app, person), text).await
+}
+
+async fn builtin_runbook_validates_and_needs_email(b: Backend) {
+    let env = email_env(b).await;
+    let s = &env.app.settings;
+    let rb = s.runbook_for("notify-customers").expect("built-in enabled");
+    let kinds: Vec<&str> = rb.steps.iter().map(|st| st.kind.as_str()).collect();
+    assert_eq!(kinds, ["email_preview", "email_customers"]);
+    let preview = s.registry.get("email_preview").unwrap().traits();
+    assert!(!preview.destructive && preview.idempotent);
+    let send = s.registry.get("email_customers").unwrap().traits();
+    assert!(send.destructive && send.idempotent);
+
+    // [email] without server.public_url is refused: unsubscribe links point there.
+    let text = email_config(&config_text(&env.url, 1, "30m", 0, "m"))
+        .replace(&format!("public_url = \"{PUBLIC}\""), "");
+    let parsed = parse_str(&text, std::path::Path::new("."), &|_| None).unwrap();
+    let problems = drbot::config::Settings::from_parsed(parsed, "t.toml".into())
+        .err()
+        .expect("refused")
+        .0;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("email: set `server.public_url`")),
+        "{problems:?}"
+    );
+
+    // The grammar knows the templates.
+    match say(&env.app, "bob", "/dr notify customers nope").await {
+        Reply::Refused(UserError::Parse { message }) => {
+            assert!(
+                message.contains("Known templates: dr-activated"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a parse refusal, got {other:?}"),
+    }
+}
+
+async fn preview_then_send_once(b: Backend) {
+    let env = email_env(b).await;
+    let app = &env.app;
+    app.store
+        .import_subscribers(
+            &[
+                NewSubscriber {
+                    email: "ann@customer.example".into(),
+                    name: Some("Ann".into()),
+                    unsubscribed_at: None,
+                },
+                NewSubscriber {
+                    email: "bob@customer.example".into(),
+                    name: None,
+                    unsubscribed_at: None,
+                },
+                NewSubscriber {
+                    email: "gone@customer.example".into(),
+                    name: None,
+                    unsubscribed_at: Some(1),
+                },
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    let run = match say(app, "bob", "/dr notify customers dr-activated").await {
+        Reply::Requested(v) => v.run.id,
+        other => panic!("expected a request, got {other:?}"),
+    };
+
+    // No open incident: the preview says what is missing.
+    let e = run_step(app, "email_preview", run, 0).await.unwrap_err();
+    assert!(e.message.contains("no open incident"), "{e:?}");
+    assert!(!e.retryable);
+
+    let r = say(
+        app,
+        "alice",
+        "/dr incident open --impact major Database outage",
+    )
+    .await;
+    assert!(matches!(r, Reply::Incident(_)), "{r:?}");
+    let out = run_step(app, "email_preview", run, 0).await.unwrap();
+    assert_eq!(
+        out.summary,
+        "Subject: \"Service Update - DR Activation\" · 2 recipients"
+    );
+    assert!(out.log.contains("Dear Customer,"), "{}", out.log);
+    assert!(out.log.contains("(1 unsubscribed)"), "{}", out.log);
+    assert!(
+        !out.log.contains("ann@customer.example"),
+        "the card shows no customer"
+    );
+    assert_eq!(out.data["recipients"], 2);
+
+    // The send: a worker delivers the rows while the step follows them.
+    let rec = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        Arc::new(app.store.clone()),
+        vec![rec.clone()],
+        WorkerConfig {
+            owner: "test".into(),
+            lease: Duration::from_secs(30),
+            batch: 8,
+            concurrency: 4,
+            max_attempts: 3,
+            idle: Duration::from_millis(20),
+        },
+    );
+    let worker = tokio::spawn(worker.run(shutdown.clone()));
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_step(app, "email_customers", run, 1),
+    )
+    .await
+    .expect("the send finishes")
+    .unwrap();
+    assert_eq!(out.summary, "Sent 2 emails");
+    assert_eq!(out.data["delivered"], 2);
+    assert_eq!(out.data["failed"], 0);
+    assert_eq!(out.data["resumed"], false);
+
+    let mut sent = rec.0.lock().unwrap().clone();
+    sent.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(sent.len(), 2);
+    let subs = app.store.subscribers().await.unwrap();
+    for (key, p) in &sent {
+        let sub = subs.iter().find(|s| s.id == p.subscriber).unwrap();
+        assert_eq!(key, &format!("email:run:{run}:step:1:sub:{}", sub.id));
+        assert_eq!(
+            p.message_id,
+            format!("email.run.{run}.step.1.sub.{}", sub.id)
+        );
+        assert_eq!(
+            p.unsubscribe_url,
+            format!("{PUBLIC}/unsubscribe?token={}", sub.token)
+        );
+        assert_eq!(p.subject, "Service Update - DR Activation");
+        assert!(p.text.contains(&p.unsubscribe_url), "{}", p.text);
+        assert!(p.html.contains(&p.unsubscribe_url), "{}", p.html);
+        assert!(p.text.contains("/status"), "status page link: {}", p.text);
+    }
+    let ann = sent.iter().find(|(_, p)| p.to.contains("ann@")).unwrap();
+    assert_eq!(ann.1.to, "Ann <ann@customer.example>");
+    assert!(ann.1.text.starts_with("Dear Ann,"), "{}", ann.1.text);
+    assert!(sent.iter().all(|(_, p)| !p.to.contains("gone@")));
+    let audit = app.store.audit_rows(Some(run), 100).await.unwrap();
+    let enqueued: Vec<_> = audit
+        .iter()
+        .filter(|r| r.action == "email.enqueued")
+        .collect();
+    assert_eq!(enqueued.len(), 1);
+    assert!(
+        enqueued[0].detail.contains("\"recipients\":2"),
+        "{}",
+        enqueued[0].detail
+    );
+
+    // Running the step again (a resume after a crash) adds no row and sends nothing twice,
+    // even with a new subscriber since.
+    app.store
+        .import_subscribers(
+            &[NewSubscriber {
+                email: "late@customer.example".into(),
+                name: None,
+                unsubscribed_at: None,
+            }],
+            false,
+        )
+        .await
+        .unwrap();
+    let again = run_step(app, "email_customers", run, 1).await.unwrap();
+    assert_eq!(again.data["delivered"], 2);
+    assert_eq!(again.data["resumed"], true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rec.0.lock().unwrap().len(), 2);
+    assert_eq!(app.store.outbox_rows(None, 100).await.unwrap().len(), 2);
+    shutdown.cancel();
+    worker.await.unwrap();
+}
+
+async fn without_email_nothing_is_sent(b: Backend) {
+    let mut env = env(b).await;
+    let text = format!(
+        "builtin_runbooks = [\"notify-customers\"]\n{}",
+        config_text(&env.url, 1, "30m", 0, "m")
+    );
+    env.app = reconfigure(&env, &text);
+    let app = &env.app;
+    app.store
+        .import_subscribers(
+            &[NewSubscriber {
+                email: "ann@customer.example".into(),
+                name: None,
+                unsubscribed_at: None,
+            }],
+            false,
+        )
+        .await
+        .unwrap();
+    let out = run_step(app, "email_preview", 1, 0).await.unwrap();
+    assert_eq!(
+        out.summary,
+        "No [email] configured: no customer email will be sent"
+    );
+    let out = run_step(app, "email_customers", 1, 1).await.unwrap();
+    assert_eq!(out.summary, "No [email] configured: no customer email sent");
+    assert!(app.store.outbox_rows(None, 10).await.unwrap().is_empty());
+}
+
+both_backends!(
+    builtin_runbook_validates_and_needs_email,
+    preview_then_send_once,
+    without_email_nothing_is_sent
+);
