@@ -96,6 +96,12 @@ impl Registry {
         )));
         r.register(Arc::new(crate::steps::k8s_scale::ScaleKind(resources.clone())));
         r.register(Arc::new(crate::steps::k8s_status::StatusKind(resources.clone())));
+        r.register(Arc::new(crate::steps::drill_disaster::DisasterKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(crate::steps::drill_measure::MeasureKind(
+            resources.clone(),
+        )));
         r.register(Arc::new(crate::steps::redis_check::RedisCheckKind(
             resources.clone(),
         )));

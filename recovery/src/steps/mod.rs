@@ -2,6 +2,8 @@
 
 pub mod backup_create;
 pub mod backup_fetch;
+pub mod drill_disaster;
+pub mod drill_measure;
 pub mod exec;
 pub mod http_check;
 pub mod k8s_scale;
