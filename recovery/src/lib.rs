@@ -8,12 +8,14 @@
 //! - [`resources`]: the PostgreSQL clusters and backup stores steps refer to by name.
 //! - [`k8s`]: Kubernetes clients for `[kubernetes.<name>]` entries; reading and scaling workloads.
 //! - [`drill`]: the measured drill's marker writer and its RPO/RTO arithmetic.
+//! - [`dns`]: DNS zones (Route53 or a record file) that `dns_switch`/`dns_check` act on.
 //! - [`step`]: the [`step::Step`] trait that providers implement.
 //! - [`engine`]: drives a plan step by step through a [`engine::Journal`] that persists every
 //!   transition before it is acted on, so a crash never runs a non-idempotent step twice.
 
 pub mod backup;
 pub mod builtin;
+pub mod dns;
 pub mod drill;
 pub mod engine;
 pub mod k8s;

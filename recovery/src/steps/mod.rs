@@ -2,6 +2,8 @@
 
 pub mod backup_create;
 pub mod backup_fetch;
+pub mod dns_check;
+pub mod dns_switch;
 pub mod drill_disaster;
 pub mod drill_measure;
 pub mod exec;
