@@ -9,6 +9,7 @@
 //! - [`child`]: process-group guard, output capture and errors of started tools.
 //! - [`owner`]: root detection, uid/gid lookup, [`owner_command`] for other programs.
 //! - [`sql`]: quoting, accepted table names, row counts.
+//! - [`local`]: PostgreSQL clusters run locally in a directory (`drbot demo`, the test kit).
 //!
 //! Passwords never leave this module except through [`urls::password`] into a child's
 //! `PGPASSWORD`: tools get a libpq conninfo without the password ([`urls::conninfo`]), and
@@ -16,6 +17,7 @@
 
 pub mod child;
 pub mod conn;
+pub mod local;
 pub mod lsn;
 pub mod owner;
 pub mod replication;
