@@ -270,16 +270,20 @@ fn verification(r: &FinishedRun) -> BackupVerification {
     }
 }
 
-/// RTO is the drill's duration; RPO the largest `rpo_seconds` a step recorded (0 if none).
+/// RTO is the measured `rto_seconds` a step recorded (`pg_drill_measure`: approval to health
+/// green), else the drill's duration; RPO the largest `rpo_seconds` a step recorded (0 if none).
 fn drill(r: &FinishedRun, (rto_target, rpo_target): (Duration, Duration)) -> Drill {
-    let rto = run_duration(r);
-    let rpo = r
-        .steps
-        .iter()
-        .filter_map(|(_, d)| d.as_ref()?["rpo_seconds"].as_f64())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .fold(0.0, f64::max);
-    let rpo = Duration::from_secs_f64(rpo);
+    let recorded = |key: &str| {
+        r.steps
+            .iter()
+            .filter_map(|(_, d)| d.as_ref()?[key].as_f64())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .reduce(f64::max)
+    };
+    let rto = recorded("rto_seconds")
+        .map(Duration::from_secs_f64)
+        .unwrap_or_else(|| run_duration(r));
+    let rpo = Duration::from_secs_f64(recorded("rpo_seconds").unwrap_or(0.0));
     Drill {
         at: time(r.finished_at),
         rto,
@@ -347,6 +351,17 @@ mod tests {
         );
         assert!(!drill(&r, targets).met);
         assert!(!drill(&run("failed", vec![]), targets).met);
+        // A measured RTO wins over the run's duration.
+        let r = run(
+            "succeeded",
+            vec![(
+                "pg_drill_measure",
+                Some(json!({ "rpo_seconds": 0.0, "rto_seconds": 2.5 })),
+            )],
+        );
+        let d = drill(&r, targets);
+        assert_eq!(d.rto, Duration::from_millis(2_500));
+        assert_eq!(d.rpo, Duration::ZERO);
     }
 
     #[test]
