@@ -10,13 +10,17 @@ use common::*;
 use drbot::{dispatch, reply::Reply};
 
 fn failover_config(store: &str, dir: &std::path::Path, dns_vars: bool) -> String {
+    // Without the common config's inline `failover` runbook, which would replace the built-in.
+    let base = config_text(store, 1, "30m", 0, "m");
+    let start = base.find("[[runbooks]]\nname = \"failover\"").unwrap();
+    let end = base.find("[[runbooks]]\nname = \"pitr\"").unwrap();
+    let base = format!("{}{}", &base[..start], &base[end..]);
     let dns = if dns_vars {
         r#", dns_zone = "main", dns_name = "api.example.com", dns_type = "A", dns_value = "10.0.2.10""#
     } else {
         ""
     };
-    config_text(store, 1, "30m", 0, "m")
-        .replace(
+    base.replace(
             "[regions.us-east-1]\nrole = \"primary\"\nvars = { marker = \"m-east\" }",
             "[regions.us-east-1]\nrole = \"primary\"\nhealth_url = \"http://127.0.0.1:9/health\"\nvars = { namespace = \"apex\" }",
         )
@@ -24,8 +28,6 @@ fn failover_config(store: &str, dir: &std::path::Path, dns_vars: bool) -> String
             "[regions.us-west-2]\nrole = \"secondary\"\nvars = { marker = \"m\" }",
             &format!("[regions.us-west-2]\nrole = \"secondary\"\nhealth_url = \"http://127.0.0.1:9/dr-health\"\nvars = {{ namespace = \"apex\"{dns} }}"),
         )
-        // The inline test runbook named failover would replace the built-in one.
-        .replace("name = \"failover\"\ncommand = \"failover\"", "name = \"test-failover\"\ncommand = \"drill\"")
         .replace(
             "[store]",
             &format!(
@@ -44,6 +46,9 @@ api_url = "http://127.0.0.1:9/west"
 [dns.main]
 provider = "file"
 path = "{}"
+[server]
+public_url = "https://status.example.com"
+
 [email]
 smtp_url = "smtp://127.0.0.1:9"
 from = "Status <status@example.com>"
@@ -65,7 +70,7 @@ async fn builtin_failover_plans_the_seed_order() {
     let Reply::Requested(v) = r else {
         panic!("{r:?}")
     };
-    let steps = &v.plan.steps;
+    let steps = &v.run.plan.steps;
     let kinds: Vec<&str> = steps.iter().map(|s| s.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -119,7 +124,7 @@ async fn builtin_failover_plans_the_seed_order() {
         touches(4)
     );
     // No secret reaches the plan.
-    let plan = serde_json::to_string(&v.plan).unwrap();
+    let plan = serde_json::to_string(&v.run.plan).unwrap();
     assert!(!plan.contains(":pw@"), "{plan}");
 }
 
@@ -132,7 +137,7 @@ fn missing_region_variables_are_named_at_check_config() {
         .err()
         .expect("refused")
         .to_string();
-    assert!(err.contains("failover"), "{err}");
+    assert!(err.contains("(region us-west-2)") && err.contains("Switch DNS"), "{err}");
     assert!(
         err.contains("region.dns_name") || err.contains("region.dns_zone"),
         "{err}"

@@ -365,7 +365,14 @@ fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
             continue;
         }
         // Resolve the plan for every region it could target, to catch bad placeholders now.
-        let regions: Vec<Option<&str>> = if matches!(rb.command.as_str(), "failover" | "failback") {
+        // A failover targets a region other than the primary; a failback may name any.
+        let regions: Vec<Option<&str>> = if rb.command == "failover" {
+            cfg.regions
+                .iter()
+                .filter(|(_, r)| r.role != "primary")
+                .map(|(n, _)| Some(n.as_str()))
+                .collect()
+        } else if rb.command == "failback" {
             cfg.regions.keys().map(|r| Some(r.as_str())).collect()
         } else {
             vec![None]
