@@ -96,6 +96,32 @@ pub async fn request(
     dry_run: bool,
     text: &str,
 ) -> Outcome<RunView> {
+    let prepared = prepare(app, actor, command, args, dry_run)?;
+    let mut tx = app.store.write().await?;
+    let run_id = insert_request(app, &mut tx, actor, &prepared, text).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    publish_requested(app, &prepared, run_id);
+    view_or_missing(&app.store, run_id).await
+}
+
+/// A request checked and its plan resolved, not yet written.
+pub struct Prepared {
+    /// The resolved plan.
+    pub plan: Plan,
+    /// Whether the run must wait for approval.
+    pub needs_approval: bool,
+}
+
+/// Checks that `actor` may request the runbook bound to `command` and resolves its plan.
+/// drbot itself (a `[[schedules]]` entry, platform `system`) needs no request role: the
+/// schedule was put in the config by whoever controls it, and approvals still apply.
+pub fn prepare(
+    app: &App,
+    actor: &Actor,
+    command: &str,
+    args: BTreeMap<String, String>,
+    dry_run: bool,
+) -> Outcome<Prepared> {
     let person = person_of(actor)?;
     let settings = &app.settings;
     let runbook = settings
@@ -103,9 +129,10 @@ pub async fn request(
         .ok_or_else(|| UserError::NoRunbook {
             command: command.to_string(),
         })?;
-    if !roles_of(app, person)
-        .iter()
-        .any(|r| runbook.request_roles.contains(r))
+    if actor.platform != crate::config::Platform::System
+        && !roles_of(app, person)
+            .iter()
+            .any(|r| runbook.request_roles.contains(r))
     {
         return Err(UserError::NotAllowedToRequest {
             runbook: runbook.name.clone(),
@@ -126,8 +153,26 @@ pub async fn request(
         message: e.to_string(),
     })?;
     let needs_approval = plan.is_destructive() && !dry_run;
-    let mut tx = app.store.write().await?;
-    if needs_approval && let Some(other) = runs::active_on_target(&mut tx, &plan.target).await? {
+    Ok(Prepared {
+        plan,
+        needs_approval,
+    })
+}
+
+/// Writes a prepared request inside `tx` (run, approval request, audit row); returns the run
+/// id. Call [`publish_requested`] after the commit.
+pub async fn insert_request(
+    app: &App,
+    tx: &mut Tx,
+    actor: &Actor,
+    prepared: &Prepared,
+    text: &str,
+) -> Outcome<i64> {
+    let person = person_of(actor)?;
+    let settings = &app.settings;
+    let plan = &prepared.plan;
+    let (needs_approval, dry_run) = (prepared.needs_approval, plan.dry_run);
+    if needs_approval && let Some(other) = runs::active_on_target(tx, &plan.target).await? {
         return Err(UserError::TargetBusy {
             target: plan.target.clone(),
             run: other,
@@ -140,9 +185,9 @@ pub async fn request(
         RunState::Queued
     };
     let run_id = runs::insert_run(
-        &mut tx,
+        tx,
         &NewRun {
-            plan: &plan,
+            plan,
             command: text,
             state,
             requested_by: person,
@@ -159,7 +204,7 @@ pub async fn request(
     if needs_approval {
         let expires = now_ms() + settings.expires_after.as_millis() as i64;
         let req = runs::insert_request(
-            &mut tx,
+            tx,
             run_id,
             RequestAction::Run,
             None,
@@ -172,14 +217,17 @@ pub async fn request(
         .await?;
         detail["request_id"] = json!(req);
     }
-    audit::append(&mut tx, actor, "run.requested", Some(run_id), detail).await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
+    audit::append(tx, actor, "run.requested", Some(run_id), detail).await?;
+    Ok(run_id)
+}
+
+/// Tells the front-ends (approval cards) and the driver about a committed request.
+pub fn publish_requested(app: &App, prepared: &Prepared, run_id: i64) {
     app.events.publish(Event::RunRequested {
         run_id,
-        runbook: plan.runbook.clone(),
-        needs_approval,
+        runbook: prepared.plan.runbook.clone(),
+        needs_approval: prepared.needs_approval,
     });
-    view_or_missing(&app.store, run_id).await
 }
 
 /// Loads a run and its open request inside `tx`, expiring the request if it is past due.

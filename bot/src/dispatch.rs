@@ -265,6 +265,7 @@ async fn status(app: &App) -> anyhow::Result<StatusView> {
             description: r.description.clone(),
         })
         .collect();
+    let schedules = crate::schedule::status(app, chrono::Utc::now()).await?;
     let generation = app.events.generation();
     if let Ok(cache) = app.status_cache.lock()
         && let Some(c) = cache.as_ref()
@@ -274,6 +275,7 @@ async fn status(app: &App) -> anyhow::Result<StatusView> {
         return Ok(StatusView {
             regions,
             active: c.active.clone(),
+            schedules,
         });
     }
     let active = app.store.runs(20, true).await?;
@@ -284,7 +286,11 @@ async fn status(app: &App) -> anyhow::Result<StatusView> {
             active: active.clone(),
         });
     }
-    Ok(StatusView { regions, active })
+    Ok(StatusView {
+        regions,
+        active,
+        schedules,
+    })
 }
 
 /// A click on the health monitor's "Start failover to <region>" button: exactly as if the

@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod notify;
 pub mod reminders;
 pub mod reply;
+pub mod schedule;
 pub mod server;
 pub mod slack;
 pub mod status_page;

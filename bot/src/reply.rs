@@ -170,6 +170,8 @@ pub struct StatusView {
     pub regions: Vec<RegionStatus>,
     /// Active runs, newest first.
     pub active: Vec<RunRow>,
+    /// `[[schedules]]`: each one's last result and next due time.
+    pub schedules: Vec<crate::schedule::ScheduleStatus>,
 }
 
 /// What happened to an incident.

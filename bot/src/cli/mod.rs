@@ -259,6 +259,7 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
     let driver = tokio::spawn(crate::driver::run(app.clone(), owner, shutdown.clone()));
     tokio::spawn(crate::reminders::run(app.clone(), shutdown.clone()));
     tokio::spawn(crate::monitor::run(app.clone(), shutdown.clone()));
+    tokio::spawn(crate::schedule::run(app.clone(), shutdown.clone()));
     if let Some(slack) = &app.slack {
         tokio::spawn(crate::slack::sync::run_loop(app.clone(), shutdown.clone()));
         if slack.socket_mode {

@@ -71,6 +71,19 @@ pub fn reply(r: &Reply, unknown_as: Option<&str>) -> String {
                 out.push_str("Active runs:\n");
                 out.push_str(&run_list(&s.active));
             }
+            if !s.schedules.is_empty() {
+                out.push_str("DR test schedules:\n");
+                for sc in &s.schedules {
+                    out.push_str(&format!(
+                        "  {:<28} {}: {}; next due {}{}\n",
+                        sc.name,
+                        sc.command,
+                        crate::slack::text::schedule_last(sc),
+                        sc.next_due.as_deref().unwrap_or("never"),
+                        if sc.overdue { "  OVERDUE" } else { "" }
+                    ));
+                }
+            }
             out
         }
         Reply::Runs { runs } => run_list(runs),

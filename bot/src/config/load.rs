@@ -87,6 +87,7 @@ pub fn parse_str(
                 .map(|p| cfg.runbooks_dir = Some(base.join(p))),
             "people" => array(v, "people", &mut problems).map(|p| cfg.people = p),
             "runbooks" => array(v, "runbooks", &mut problems).map(|r| cfg.runbooks = r),
+            "schedules" => array(v, "schedules", &mut problems).map(|r| cfg.schedules = r),
             "builtin_runbooks" => {
                 section(v, "builtin_runbooks", &mut problems).map(|b| cfg.builtin_runbooks = b)
             }

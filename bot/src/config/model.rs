@@ -481,6 +481,8 @@ pub struct Config {
     pub dns: BTreeMap<String, recovery::resources::DnsZoneDef>,
     /// `[redis.<name>]`: Redis servers steps act on (a region's is named after it).
     pub redis: BTreeMap<String, recovery::resources::RedisDef>,
+    /// `[[schedules]]`: DR tests drbot requests on a cron schedule (none by default).
+    pub schedules: Vec<ScheduleConfig>,
 }
 
 /// Top-level keys the file may hold.
@@ -508,4 +510,26 @@ pub const SECTIONS: &[&str] = &[
     "kubernetes",
     "dns",
     "redis",
+    "schedules",
 ];
+
+/// `[[schedules]]`: a DR test requested on a cron schedule, as if typed by the `scheduler`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Unique name, e.g. `weekly-backup-verification` (letters, digits, `-`, `_`).
+    pub name: String,
+    /// The `/dr` command run, e.g. `/dr verify-backup latest`; it must request a runbook.
+    pub runbook_command: String,
+    /// Cron expression (5 fields, or 6 with seconds first), e.g. `0 3 * * MON`.
+    pub cron: String,
+    /// IANA time zone the cron expression is read in, e.g. `Europe/Berlin`.
+    #[serde(default = "default_schedule_timezone")]
+    pub timezone: String,
+    /// Raise an overdue alert when no run of this runbook succeeded for this long, e.g. `8d`.
+    pub overdue_after: String,
+}
+
+fn default_schedule_timezone() -> String {
+    "UTC".into()
+}

@@ -62,6 +62,7 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
     }
     check_regions(&cfg.regions, &mut out);
     check_runbooks(cfg, registry, &mut out);
+    out.extend(crate::schedule::problems(cfg));
     check_postgres(cfg, registry, &mut out);
     // Every template renders with sample data; unknown variables and syntax errors are named.
     match notifier::templates::Templates::load(cfg.templates_dir.as_deref()) {

@@ -26,6 +26,19 @@ pub fn command_reply(r: &Reply) -> String {
                     ));
                 }
             }
+            if !s.schedules.is_empty() {
+                t.push_str("\n**DR test schedules**\n");
+                for sc in &s.schedules {
+                    t.push_str(&format!(
+                        "• `{}` `{}`: {}; next due {}{}\n",
+                        sc.name,
+                        sc.command,
+                        crate::slack::text::schedule_last(sc),
+                        sc.next_due.as_deref().unwrap_or("never"),
+                        if sc.overdue { " ⚠️ **overdue**" } else { "" }
+                    ));
+                }
+            }
             t
         }
         Reply::Runs { runs } if runs.is_empty() => "No runs yet.".into(),
@@ -320,4 +333,22 @@ pub fn incident_news(change: IncidentChange, i: &IncidentRow, u: &IncidentUpdate
         IncidentChange::Resolved => format!("**Incident {} resolved**", i.id),
     };
     truncate(&format!("{head}\n{}\n— {}", u.body, u.author), 2000)
+}
+
+/// The incident channel alert when a DR test schedule has had no passing run for too long
+/// (Discord markdown, at most 2000 characters).
+pub fn schedule_overdue(
+    name: &str,
+    command: &str,
+    last_success: Option<&str>,
+    overdue_after: &str,
+) -> String {
+    truncate(
+        &format!(
+            "⚠️ **DR test schedule `{name}` is overdue:** no passing `{command}` run in \
+             {overdue_after} (last success: {}). Run it: `{command}`",
+            last_success.unwrap_or("never")
+        ),
+        2000,
+    )
 }

@@ -310,6 +310,19 @@ pub fn command_reply(r: &Reply) -> Value {
                     ));
                 }
             }
+            if !s.schedules.is_empty() {
+                t.push_str("\n*DR test schedules*\n");
+                for sc in &s.schedules {
+                    t.push_str(&format!(
+                        "• `{}` `{}`: {}; next due {}{}\n",
+                        esc(&sc.name),
+                        esc(&sc.command),
+                        esc(&schedule_last(sc)),
+                        sc.next_due.as_deref().unwrap_or("never"),
+                        if sc.overdue { " :warning: *overdue*" } else { "" }
+                    ));
+                }
+            }
             t
         }
         Reply::Runs { runs } => {
@@ -466,4 +479,27 @@ pub fn incident_news(
         IncidentChange::Resolved => format!("Incident {} resolved", i.id),
     };
     format!("{head}\n{}\n— {}", u.body, u.author)
+}
+
+/// A schedule's last result in words (shared by the Slack, Discord and CLI status texts).
+pub fn schedule_last(s: &crate::schedule::ScheduleStatus) -> String {
+    match (&s.last_run, &s.last_error) {
+        (Some((id, state)), _) => format!("last run {id} {state}"),
+        (None, Some(e)) => format!("last fire refused ({e})"),
+        (None, None) => "not run yet".into(),
+    }
+}
+
+/// The incident channel alert when a DR test schedule has had no passing run for too long.
+pub fn schedule_overdue(
+    name: &str,
+    command: &str,
+    last_success: Option<&str>,
+    overdue_after: &str,
+) -> String {
+    format!(
+        ":warning: DR test schedule `{name}` is overdue: no passing `{command}` run in {overdue_after} \
+         (last success: {}). Run it: `{command}`",
+        last_success.unwrap_or("never")
+    )
 }
