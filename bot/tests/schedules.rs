@@ -396,10 +396,10 @@ fn config_errors() {
             "schedules[0].name: `weekly verify` must be",
         ),
     ] {
-        let mut s = format!(
+        let mut s =
             "\n[[schedules]]\nname = \"n\"\nrunbook_command = \"/dr verify-backup latest\"\n\
              cron = \"0 3 * * MON\"\ntimezone = \"UTC\"\noverdue_after = \"8d\"\n"
-        );
+                .to_string();
         let line = s
             .lines()
             .find(|l| l.starts_with(&format!("{field} =")))

@@ -35,7 +35,11 @@ pub fn command_reply(r: &Reply) -> String {
                         sc.command,
                         crate::slack::text::schedule_last(sc),
                         sc.next_due.as_deref().unwrap_or("never"),
-                        if sc.overdue { " ⚠️ **overdue**" } else { "" }
+                        if sc.overdue {
+                            " ⚠️ **overdue**"
+                        } else {
+                            ""
+                        }
                     ));
                 }
             }

@@ -319,7 +319,11 @@ pub fn command_reply(r: &Reply) -> Value {
                         esc(&sc.command),
                         esc(&schedule_last(sc)),
                         sc.next_due.as_deref().unwrap_or("never"),
-                        if sc.overdue { " :warning: *overdue*" } else { "" }
+                        if sc.overdue {
+                            " :warning: *overdue*"
+                        } else {
+                            ""
+                        }
                     ));
                 }
             }
