@@ -195,9 +195,12 @@ pub fn revision(cfg: &Config) -> String {
 
 /// Variables for runbook placeholders: `primary`, `secondary`, `regions.<name>.<field>`, the
 /// primary's and first secondary's fields as `primary.<field>` and `secondary.<field>`, and
-/// for a command naming a region, `region` plus `region.<field>`.
+/// for a command naming a region, `region` plus `region.<field>`; `targets.rto` and
+/// `targets.rpo` from `[targets]`.
 pub fn vars_for(cfg: &Config, region: Option<&str>) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
+    vars.insert("targets.rto".to_string(), cfg.targets.rto.clone());
+    vars.insert("targets.rpo".to_string(), cfg.targets.rpo.clone());
     for (name, r) in &cfg.regions {
         match r.role.as_str() {
             "primary" => {
