@@ -129,7 +129,11 @@ async fn audit_command(app: &App, actor: &Actor, text: &str, reply: &Reply) -> a
     // before the answer goes out.
     if matches!(
         reply,
-        Reply::Help { .. } | Reply::Status(_) | Reply::Runs { .. } | Reply::Run(_)
+        Reply::Help { .. }
+            | Reply::Status(_)
+            | Reply::Runs { .. }
+            | Reply::Run(_)
+            | Reply::Checklists { .. }
     ) {
         app.audit.queue(entry).await?;
     } else {
@@ -244,11 +248,21 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
             approvals::decide(app, actor, run.0, RequestAction::Abort).await?,
         ),
         Command::Incident(c) => Reply::Incident(crate::incidents::handle(app, actor, c).await?),
-        Command::Checklist { .. } => {
-            return Err(UserError::Unavailable {
-                feature: "checklists".into(),
-            }
-            .into());
+        Command::Checklist { name: None } => Reply::Checklists {
+            checklists: app.settings.config.checklists.clone(),
+        },
+        Command::Checklist { name: Some(name) } => {
+            let def = app
+                .settings
+                .config
+                .checklists
+                .iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("checklist `{name}` passed the grammar but is not configured")
+                })?;
+            let person = actor.person.as_deref().unwrap_or(&actor.account);
+            Reply::Checklist(app.store.create_checklist(def, person).await?)
         }
     })
 }

@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod app;
 pub mod approvals;
 pub mod cards;
+pub mod checklists;
 pub mod cli;
 pub mod config;
 pub mod discord;

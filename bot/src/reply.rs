@@ -59,6 +59,8 @@ pub enum UserError {
     NoOpenIncident,
     /// The incident cannot move from `from` to `to`.
     BadIncidentTransition { id: i64, from: String, to: String },
+    /// A checklist button names an item its checklist does not have.
+    UnknownChecklistItem { item: String },
 }
 
 /// The one rendering of user errors, shared by every front-end: one or two plain sentences.
@@ -130,6 +132,9 @@ impl std::fmt::Display for UserError {
         }
         Self::BadIncidentTransition { id, from, to } => {
             format!("Incident {id} cannot go from {from} to {to}.")
+        }
+        Self::UnknownChecklistItem { item } => {
+            format!("This checklist has no item `{item}`; nothing was changed.")
         }
         Self::Unavailable { feature } => {
             format!("{feature} are not available in this drbot build yet.")
@@ -241,6 +246,22 @@ pub enum Reply {
     DecisionRequested(RunView),
     /// An incident was opened, updated or resolved.
     Incident(IncidentView),
+    /// `/dr checklist <name>`: a new checklist instance, posted as an interactive message.
+    Checklist(crate::store::checklists::ChecklistView),
+    /// `/dr checklist`: the checklists that can be posted.
+    Checklists {
+        /// Config entries first, then the built-in ones they do not replace.
+        checklists: Vec<crate::config::ChecklistDef>,
+    },
+    /// A checklist item was ticked or unticked.
+    Ticked {
+        /// The checklist after the change.
+        view: crate::store::checklists::ChecklistView,
+        /// The item clicked.
+        item: String,
+        /// Whether it is now ticked.
+        ticked: bool,
+    },
     /// A refusal or user mistake.
     Refused(UserError),
     /// Something broke inside drbot; details are in the log under `reference`.

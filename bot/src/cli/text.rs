@@ -135,6 +135,19 @@ pub fn reply(r: &Reply, unknown_as: Option<&str>) -> String {
             )
         }
         Reply::Incident(v) => incident_view(v),
+        Reply::Checklist(v) | Reply::Ticked { view: v, .. } => checklist_view(v),
+        Reply::Checklists { checklists } => {
+            let mut t = String::from("Checklists (post one with `/dr checklist <name>`):\n");
+            for c in checklists {
+                t.push_str(&format!(
+                    "  {:<22} {} ({} items)\n",
+                    c.name,
+                    c.title,
+                    c.items.len()
+                ));
+            }
+            t
+        }
         Reply::Refused(UserError::UnknownAccount) if unknown_as.is_some() => format!(
             "`{}` is not in [[people]], so only help, status, runs and run are allowed.\n",
             unknown_as.unwrap_or_default()
@@ -454,4 +467,33 @@ pub fn subscriber_counts(c: &crate::store::subscribers::SubscriberCounts) -> Str
 /// `drbot subscribers export <file>` done.
 pub fn subscribers_exported(n: usize, file: &Path) -> String {
     format!("Exported {n} subscriber(s) to {}.", file.display())
+}
+
+/// A checklist instance: its items, ticked or not, and by whom. Ticking needs a chat button.
+fn checklist_view(v: &crate::store::checklists::ChecklistView) -> String {
+    let i = &v.instance;
+    let mut t = format!(
+        "Checklist #{} {} ({}): {}/{} done, posted by {} at {}\n",
+        i.id,
+        i.title,
+        i.name,
+        v.done(),
+        i.items.len(),
+        i.created_by,
+        time(i.created_at)
+    );
+    for item in &i.items {
+        match v.tick(&item.id) {
+            Some(tk) => t.push_str(&format!(
+                "  [x] {} ({}, ticked by {} at {})\n",
+                item.text,
+                item.id,
+                tk.ticked_by,
+                time(tk.ticked_at)
+            )),
+            None => t.push_str(&format!("  [ ] {} ({})\n", item.text, item.id)),
+        }
+    }
+    t.push_str("Tick items on the message drbot posts in Slack or Discord.\n");
+    t
 }

@@ -97,6 +97,7 @@ pub fn parse_str(
             "kubernetes" => named(v, "kubernetes", &mut problems).map(|m| cfg.kubernetes = m),
             "dns" => named(v, "dns", &mut problems).map(|m| cfg.dns = m),
             "redis" => named(v, "redis", &mut problems).map(|m| cfg.redis = m),
+            "checklists" => array(v, "checklists", &mut problems).map(|c| cfg.checklists = c),
             other => {
                 problems.push(format!(
                     "{other}: unknown key (expected one of: {})",
@@ -110,6 +111,7 @@ pub fn parse_str(
         read_runbook_dir(&dir, env, &mut cfg, &mut problems);
     }
     add_builtin_runbooks(&mut cfg, &mut problems);
+    crate::checklists::complete(&mut cfg.checklists, &mut problems);
     Ok(Parsed {
         config: cfg,
         problems,

@@ -124,7 +124,7 @@ impl Settings {
                     .iter()
                     .map(|t| t.to_string())
                     .collect(),
-                ..Default::default()
+                checklists: config.checklists.iter().map(|c| c.name.clone()).collect(),
             },
             config,
             revision,

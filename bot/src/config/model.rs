@@ -483,6 +483,8 @@ pub struct Config {
     pub redis: BTreeMap<String, recovery::resources::RedisDef>,
     /// `[[schedules]]`: DR tests drbot requests on a cron schedule (none by default).
     pub schedules: Vec<ScheduleConfig>,
+    /// `[[checklists]]` plus the built-in checklists they do not replace (by name).
+    pub checklists: Vec<ChecklistDef>,
 }
 
 /// Top-level keys the file may hold.
@@ -511,7 +513,31 @@ pub const SECTIONS: &[&str] = &[
     "dns",
     "redis",
     "schedules",
+    "checklists",
 ];
+
+/// `[[checklists]]`: a checklist people tick in chat (`/dr checklist <name>`). An entry with
+/// the name of a built-in checklist replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecklistDef {
+    /// Name used in `/dr checklist <name>` (`[a-z0-9][a-z0-9_-]*`, at most 64 bytes).
+    pub name: String,
+    /// Heading shown above the items.
+    pub title: String,
+    /// The items, in order (1 to 45; ids unique within the checklist).
+    pub items: Vec<ChecklistItemDef>,
+}
+
+/// One item of a checklist.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecklistItemDef {
+    /// Stable id (`[a-z0-9][a-z0-9_-]*`, at most 48 bytes), named by buttons and the audit log.
+    pub id: String,
+    /// What to do (at most 300 characters).
+    pub text: String,
+}
 
 /// `[[schedules]]`: a DR test requested on a cron schedule, as if typed by the `scheduler`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

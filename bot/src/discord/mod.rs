@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod broadcast;
+pub mod checklist;
 pub mod commands;
 pub mod followup;
 pub mod sync;
@@ -128,6 +129,7 @@ async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
     let actor = Actor::chat(&app.settings, Platform::Discord, user, &channel);
     let mut work = {
         let (app, origin) = (app.clone(), origin.clone());
+        let channel = channel.clone();
         tokio::spawn(async move {
             let reply = dispatch::handle(&app, &actor, &text).await;
             if let crate::reply::Reply::Requested(v) = &reply {
@@ -135,9 +137,14 @@ async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
                     d.origins.insert(v.run.id, o);
                 }
                 if v.request.as_ref().is_some_and(|r| r.state == "pending") && !channel.is_empty() {
-                    let (app2, run) = (app.clone(), v.run.id);
+                    let (app2, run, channel) = (app.clone(), v.run.id, channel.clone());
                     tokio::spawn(async move { sync::ensure_card(&app2, run, &channel).await });
                 }
+            }
+            if let crate::reply::Reply::Checklist(v) = &reply
+                && !channel.is_empty()
+            {
+                checklist::post(&app, v.instance.id, &channel).await;
             }
             text::command_reply(&reply)
         })
@@ -200,6 +207,12 @@ async fn component(app: &App, ix: &Value) -> Response {
         let reply = dispatch::propose_failover(app, &actor, region).await;
         return ephemeral(text::command_reply(&reply));
     }
+    if let Some(tick) = ix["data"]["custom_id"]
+        .as_str()
+        .and_then(crate::checklists::tick::TickClick::parse)
+    {
+        return tick_click(app, &actor, channel, message, &tick).await;
+    }
     let Some(click) = ix["data"]["custom_id"]
         .as_str()
         .and_then(dispatch::Click::parse)
@@ -225,6 +238,35 @@ async fn component(app: &App, ix: &Value) -> Response {
         Ok(Some(view)) => {
             Json(json!({ "type": UPDATE_MESSAGE, "data": text::card(&view) })).into_response()
         }
+        _ => ephemeral(text::command_reply(&reply)),
+    }
+}
+
+/// A checklist button: ticks through [`crate::checklists::tick`], then answers with the clicked
+/// message re-rendered (the other messages of the instance are edited in the background).
+async fn tick_click(
+    app: &App,
+    actor: &Actor,
+    channel: &str,
+    message: &str,
+    tick: &crate::checklists::tick::TickClick,
+) -> Response {
+    let reply = crate::checklists::tick::click(app, actor, "discord", channel, message, tick).await;
+    if !matches!(reply, crate::reply::Reply::Ticked { .. }) {
+        return ephemeral(text::command_reply(&reply));
+    }
+    let part = match app
+        .store
+        .checklist_message("discord", channel, message)
+        .await
+    {
+        Ok(Some(m)) => m.part,
+        _ => 0,
+    };
+    let (app2, id, skip) = (app.clone(), tick.instance, message.to_string());
+    tokio::spawn(async move { checklist::refresh_others(&app2, id, &skip).await });
+    match checklist::part_body(app, tick.instance, part).await {
+        Ok(Some(body)) => Json(json!({ "type": UPDATE_MESSAGE, "data": body })).into_response(),
         _ => ephemeral(text::command_reply(&reply)),
     }
 }

@@ -100,6 +100,26 @@ pub fn command_reply(r: &Reply) -> String {
             }
             t
         }
+        Reply::Checklist(v) => format!(
+            "Posted checklist **{}** ({} items) in this channel; anyone in drbot's people list can tick its items.",
+            v.instance.title,
+            v.instance.items.len()
+        ),
+        Reply::Checklists { checklists } => {
+            let mut t = String::from("**Checklists** (post one with `/dr checklist <name>`)\n");
+            for c in checklists {
+                t.push_str(&format!(
+                    "- `{}` {} ({} items)\n",
+                    c.name,
+                    c.title,
+                    c.items.len()
+                ));
+            }
+            t
+        }
+        Reply::Ticked { item, ticked, .. } => {
+            format!("{} `{item}`.", if *ticked { "Ticked" } else { "Unticked" })
+        }
         Reply::Refused(e) => e.to_string(),
         Reply::Internal { reference } => {
             format!("Something went wrong inside drbot (reference `{reference}`).")
@@ -337,6 +357,82 @@ pub fn incident_news(change: IncidentChange, i: &IncidentRow, u: &IncidentUpdate
         IncidentChange::Resolved => format!("**Incident {} resolved**", i.id),
     };
     truncate(&format!("{head}\n{}\n— {}", u.body, u.author), 2000)
+}
+
+/// Buttons per action row and rows per message (Discord's limits).
+const BUTTONS_PER_ROW: usize = 5;
+const ROWS_PER_MESSAGE: usize = 5;
+/// Items one checklist message holds.
+pub const CHECKLIST_ITEMS_PER_MESSAGE: usize = BUTTONS_PER_ROW * ROWS_PER_MESSAGE;
+
+/// A checklist as Discord message bodies, one per [`CHECKLIST_ITEMS_PER_MESSAGE`] items
+/// (part `k` is element `k`): the items with who ticked them, and a button per item
+/// (custom_id `tick:<instance>:<item>`, green once ticked).
+pub fn checklist_parts(v: &crate::store::checklists::ChecklistView) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let i = &v.instance;
+    let chunks: Vec<_> = i.items.chunks(CHECKLIST_ITEMS_PER_MESSAGE).collect();
+    let parts = chunks.len();
+    let mut out = Vec::with_capacity(parts);
+    for (k, chunk) in chunks.into_iter().enumerate() {
+        let first = k * CHECKLIST_ITEMS_PER_MESSAGE;
+        let mut content = format!(
+            "**Checklist: {}** (`{}`, #{}) — {}/{} done",
+            i.title,
+            i.name,
+            i.id,
+            v.done(),
+            i.items.len()
+        );
+        if parts > 1 {
+            content.push_str(&format!(" · part {}/{parts}", k + 1));
+        }
+        content.push('\n');
+        for (n, item) in chunk.iter().enumerate() {
+            match v.tick(&item.id) {
+                Some(t) => content.push_str(&format!(
+                    "✅ {}. ~~{}~~ — {} <t:{}:t>\n",
+                    first + n + 1,
+                    item.text,
+                    t.ticked_by,
+                    t.ticked_at / 1000
+                )),
+                None => content.push_str(&format!("⬜ {}. {}\n", first + n + 1, item.text)),
+            }
+        }
+        let rows: Vec<serde_json::Value> = chunk
+            .chunks(BUTTONS_PER_ROW)
+            .enumerate()
+            .map(|(r, row)| {
+                let buttons: Vec<serde_json::Value> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(n, item)| {
+                        let ticked = v.tick(&item.id).is_some();
+                        let label = format!(
+                            "{} {}. {}",
+                            if ticked { "✓" } else { "☐" },
+                            first + r * BUTTONS_PER_ROW + n + 1,
+                            item.text
+                        );
+                        json!({
+                            "type": 2,
+                            "style": if ticked { 3 } else { 2 },
+                            "label": truncate(&label, 80),
+                            "custom_id": crate::checklists::tick::TickClick::value(i.id, &item.id),
+                        })
+                    })
+                    .collect();
+                json!({ "type": 1, "components": buttons })
+            })
+            .collect();
+        out.push(json!({
+            "content": truncate(&content, 2000),
+            "components": rows,
+            "allowed_mentions": { "parse": [] },
+        }));
+    }
+    out
 }
 
 /// The incident channel alert when a DR test schedule has had no passing run for too long

@@ -4,6 +4,7 @@
 //! [`sync`].
 
 pub mod api;
+pub mod checklist;
 pub mod socket;
 pub mod sync;
 pub mod text;
@@ -132,6 +133,10 @@ pub async fn command(app: &App, cmd: SlackCommandEvent) -> serde_json::Value {
         let (app2, run, channel) = (app.clone(), v.run.id, cmd.channel_id.0.clone());
         tokio::spawn(async move { sync::ensure_cards(&app2, run, Some(&channel)).await });
     }
+    if let Reply::Checklist(v) = &reply {
+        let (app2, id, channel) = (app.clone(), v.instance.id, cmd.channel_id.0.clone());
+        tokio::spawn(async move { checklist::post(&app2, id, &channel).await });
+    }
     text::command_reply(&reply)
 }
 
@@ -222,6 +227,29 @@ pub async fn block_actions(app: &App, slack: &Slack, ev: SlackInteractionBlockAc
         });
         return;
     }
+    if let Some(tick) = action
+        .value
+        .as_deref()
+        .and_then(crate::checklists::tick::TickClick::parse)
+    {
+        let reply = crate::checklists::tick::click(
+            app,
+            &actor,
+            "slack",
+            &channel,
+            &container.message_ts.0,
+            &tick,
+        )
+        .await;
+        let note = text::click_refused(&reply);
+        if note.is_empty() {
+            let app2 = app.clone();
+            tokio::spawn(async move { checklist::refresh(&app2, tick.instance).await });
+        } else {
+            tell(slack, &user.id.0, &channel, ev.response_url.as_ref(), note);
+        }
+        return;
+    }
     let Some(click) = action.value.as_deref().and_then(Click::parse) else {
         tracing::warn!("malformed Slack button value");
         return;
@@ -257,4 +285,31 @@ pub async fn block_actions(app: &App, slack: &Slack, ev: SlackInteractionBlockAc
         let (app2, run) = (app.clone(), click.run);
         tokio::spawn(async move { sync::refresh(&app2, run).await });
     }
+}
+
+/// Tells `user` why their click was refused, through the interaction's `response_url` (else
+/// an ephemeral message).
+fn tell(
+    slack: &Slack,
+    user: &str,
+    channel: &str,
+    url: Option<&slack_morphism::prelude::SlackResponseUrl>,
+    note: String,
+) {
+    let (api, user, channel, url) = (
+        slack.api.clone(),
+        user.to_string(),
+        channel.to_string(),
+        url.cloned(),
+    );
+    tokio::spawn(async move {
+        let body = json!({ "response_type": "ephemeral", "replace_original": false, "text": note });
+        let sent = match url {
+            Some(u) => api.respond(u.0.as_ref(), &body).await,
+            None => api.post_ephemeral(&channel, &user, &note).await,
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "could not tell a Slack user why their click was refused");
+        }
+    });
 }

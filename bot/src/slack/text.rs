@@ -381,6 +381,28 @@ pub fn command_reply(r: &Reply) -> Value {
             v.run.id
         ),
         Reply::Incident(v) => incident_reply(v),
+        Reply::Checklist(v) => format!(
+            "Posted checklist *{}* ({} items) in this channel; anyone in drbot's people list can tick its items.",
+            esc(&v.instance.title),
+            v.instance.items.len()
+        ),
+        Reply::Checklists { checklists } => {
+            let mut t = String::from("*Checklists* (post one with `/dr checklist <name>`)\n");
+            for c in checklists {
+                t.push_str(&format!(
+                    "• `{}` {} ({} items)\n",
+                    c.name,
+                    esc(&c.title),
+                    c.items.len()
+                ));
+            }
+            t
+        }
+        Reply::Ticked { item, ticked, .. } => format!(
+            "{} `{}`.",
+            if *ticked { "Ticked" } else { "Unticked" },
+            esc(item)
+        ),
         Reply::Refused(e) => esc(&e.to_string()),
         Reply::Internal { reference } => format!(
             "Something went wrong inside drbot (reference `{reference}`); the on-call engineer can find it in drbot's log."
@@ -483,6 +505,64 @@ pub fn incident_news(
         IncidentChange::Resolved => format!("Incident {} resolved", i.id),
     };
     format!("{head}\n{}\n— {}", u.body, u.author)
+}
+
+/// The notification text of a checklist message.
+pub fn checklist_text(v: &crate::store::checklists::ChecklistView) -> String {
+    format!(
+        "Checklist {}: {}/{} done",
+        v.instance.title,
+        v.done(),
+        v.instance.items.len()
+    )
+}
+
+/// A checklist as Block Kit: a header, one section per item with a Tick/Untick button
+/// (value `tick:<instance>:<item>`), and who ticked it when.
+pub fn checklist(v: &crate::store::checklists::ChecklistView) -> Value {
+    let i = &v.instance;
+    let mut blocks = vec![json!({
+        "type": "section",
+        "text": { "type": "mrkdwn", "text": format!(
+            "*Checklist: {}* (`{}`, #{}) — {}/{} done",
+            esc(&i.title), i.name, i.id, v.done(), i.items.len()
+        )}
+    })];
+    for item in &i.items {
+        let tick = v.tick(&item.id);
+        let line = match tick {
+            Some(t) => format!(
+                ":white_check_mark: ~{}~\n_ticked by {} {}_",
+                esc(&item.text),
+                esc(&t.ticked_by),
+                when(t.ticked_at)
+            ),
+            None => format!(":white_large_square: {}", esc(&item.text)),
+        };
+        let mut button = json!({
+            "type": "button",
+            "action_id": format!("tick-{}", item.id),
+            "text": { "type": "plain_text", "text": if tick.is_some() { "Untick" } else { "Tick" } },
+            "value": crate::checklists::tick::TickClick::value(i.id, &item.id),
+        });
+        if tick.is_none() {
+            button["style"] = json!("primary");
+        }
+        blocks.push(json!({
+            "type": "section",
+            "block_id": format!("item-{}", item.id),
+            "text": { "type": "mrkdwn", "text": line },
+            "accessory": button,
+        }));
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{ "type": "mrkdwn", "text": format!(
+            "Posted by {} {}. Ticks are recorded in drbot's audit log.",
+            esc(&i.created_by), when(i.created_at)
+        )}]
+    }));
+    Value::Array(blocks)
 }
 
 /// A schedule's last result in words (shared by the Slack, Discord and CLI status texts).

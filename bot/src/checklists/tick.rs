@@ -1,0 +1,147 @@
+//! A click on a checklist item button (`tick:<instance>:<item>`), from any platform. It is
+//! never trusted by its value alone: the clicker must be in `[[people]]`, and the message
+//! clicked must be one drbot posted for the instance the button names.
+
+use serde_json::json;
+
+use crate::{
+    actor::Actor,
+    app::App,
+    dispatch::internal,
+    reply::{Reply, UserError},
+    store::{audit, checklists::Toggle},
+};
+
+/// A parsed button value `tick:<instance>:<item>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickClick {
+    /// The instance the button names.
+    pub instance: i64,
+    /// The item the button names.
+    pub item: String,
+}
+
+impl TickClick {
+    /// Reads a button value; `None` when it is not a well-formed tick.
+    pub fn parse(value: &str) -> Option<TickClick> {
+        let rest = value.strip_prefix("tick:")?;
+        let (instance, item) = rest.split_once(':')?;
+        let instance = instance.parse().ok().filter(|i: &i64| *i > 0)?;
+        if item.is_empty() || item.len() > super::MAX_ITEM_ID || item.contains(':') {
+            return None;
+        }
+        Some(TickClick {
+            instance,
+            item: item.to_string(),
+        })
+    }
+
+    /// The button value naming `item` of `instance`.
+    pub fn value(instance: i64, item: &str) -> String {
+        format!("tick:{instance}:{item}")
+    }
+}
+
+/// Handles a tick click on message `message` in `channel` on `platform`: toggles the item
+/// (auditing `checklist.tick` with who and when) or refuses (auditing the refusal).
+pub async fn click(
+    app: &App,
+    actor: &Actor,
+    platform: &str,
+    channel: &str,
+    message: &str,
+    c: &TickClick,
+) -> Reply {
+    let reply = match decide(app, actor, platform, channel, message, c).await {
+        Ok(r) => r,
+        Err(e) => internal(e, "ticking a checklist item"),
+    };
+    if let Reply::Refused(e) = &reply {
+        let entry = audit::Entry {
+            actor: actor.clone(),
+            action: "checklist.tick_refused".into(),
+            run_id: None,
+            detail: json!({
+                "instance": c.instance, "item": c.item, "message": message,
+                "refusal": serde_json::to_value(e).unwrap_or_default(),
+            }),
+        };
+        if let Err(e) = app.audit.append(entry).await {
+            tracing::error!(error = format!("{e:#}"), "auditing a refused tick failed");
+        }
+    }
+    reply
+}
+
+async fn decide(
+    app: &App,
+    actor: &Actor,
+    platform: &str,
+    channel: &str,
+    message: &str,
+    c: &TickClick,
+) -> anyhow::Result<Reply> {
+    if actor.person.is_none() {
+        return Ok(Reply::Refused(UserError::UnknownAccount));
+    }
+    match app
+        .store
+        .checklist_message(platform, channel, message)
+        .await?
+    {
+        Some(m) if m.instance == c.instance => {}
+        _ => return Ok(Reply::Refused(UserError::ForeignButton)),
+    }
+    let toggle = app.store.toggle_tick(c.instance, &c.item, actor).await?;
+    let ticked = match toggle {
+        Toggle::Ticked => true,
+        Toggle::Unticked => false,
+        Toggle::UnknownInstance | Toggle::UnknownItem => {
+            return Ok(Reply::Refused(UserError::UnknownChecklistItem {
+                item: c.item.clone(),
+            }));
+        }
+    };
+    let view = app
+        .store
+        .checklist(c.instance)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("checklist {} vanished", c.instance))?;
+    Ok(Reply::Ticked {
+        view,
+        item: c.item.clone(),
+        ticked,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_well_formed_ticks() {
+        assert_eq!(
+            TickClick::parse("tick:12:stop-writes"),
+            Some(TickClick {
+                instance: 12,
+                item: "stop-writes".into()
+            })
+        );
+        assert_eq!(
+            TickClick::parse(&TickClick::value(3, "a_b")).unwrap().item,
+            "a_b"
+        );
+        for bad in [
+            "tick:0:a",
+            "tick:-1:a",
+            "tick:x:a",
+            "tick:1:",
+            "tick:1",
+            "tick:1:a:b",
+            "approve:1:2",
+            &format!("tick:1:{}", "a".repeat(49)),
+        ] {
+            assert_eq!(TickClick::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Checklists in Slack: posts a new instance as a Block Kit message with a button per item in
+//! the channel `/dr checklist` was typed in, records the message so clicks can be matched to
+//! it, and re-renders every message of an instance after a tick.
+
+use super::text;
+use crate::{app::App, store::checklists::ChecklistMessage};
+
+/// Posts instance `id` to `channel` (once: the post carries the key `checklist:<id>:<channel>`
+/// in its metadata) and records the message.
+pub async fn post(app: &App, id: i64, channel: &str) {
+    let res = async {
+        let Some(slack) = app.slack.clone() else {
+            return Ok(());
+        };
+        let Some(view) = app.store.checklist(id).await? else {
+            return Ok(());
+        };
+        let key = format!("checklist:{id}:{channel}");
+        let ts = slack
+            .api
+            .post_message(
+                channel,
+                &text::checklist_text(&view),
+                &text::checklist(&view),
+                None,
+                &key,
+            )
+            .await?;
+        app.store
+            .record_checklist_message(
+                "slack",
+                &ChecklistMessage {
+                    channel: channel.to_string(),
+                    message_id: ts,
+                    instance: id,
+                    part: 0,
+                },
+            )
+            .await
+    };
+    if let Err(e) = res.await {
+        tracing::warn!(
+            checklist = id,
+            error = format!("{e:#}"),
+            "posting a Slack checklist failed"
+        );
+    }
+}
+
+/// Re-renders every Slack message of instance `id`.
+pub async fn refresh(app: &App, id: i64) {
+    let res = async {
+        let Some(slack) = app.slack.clone() else {
+            return Ok(());
+        };
+        let Some(view) = app.store.checklist(id).await? else {
+            return Ok(());
+        };
+        let (txt, blocks) = (text::checklist_text(&view), text::checklist(&view));
+        for m in app.store.checklist_messages("slack", id).await? {
+            slack
+                .api
+                .update_message(&m.channel, &m.message_id, &txt, &blocks)
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = res.await {
+        tracing::warn!(
+            checklist = id,
+            error = format!("{e:#}"),
+            "updating a Slack checklist failed"
+        );
+    }
+}
