@@ -143,8 +143,11 @@ fn check_line(
     })
 }
 
+/// The lines of a file: checked subscribers by line number, and the refused lines.
+type ReadLines = (Vec<(u64, NewSubscriber)>, Vec<ImportLine>);
+
 /// Reads `file` into checked lines; `Err` when the file cannot be used at all.
-fn read_file(file: &Path) -> Result<(Vec<(u64, NewSubscriber)>, Vec<ImportLine>), String> {
+fn read_file(file: &Path) -> Result<ReadLines, String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
