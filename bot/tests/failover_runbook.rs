@@ -137,7 +137,10 @@ fn missing_region_variables_are_named_at_check_config() {
         .err()
         .expect("refused")
         .to_string();
-    assert!(err.contains("(region us-west-2)") && err.contains("Switch DNS"), "{err}");
+    assert!(
+        err.contains("(region us-west-2)") && err.contains("Switch DNS"),
+        "{err}"
+    );
     assert!(
         err.contains("region.dns_name") || err.contains("region.dns_zone"),
         "{err}"

@@ -100,8 +100,12 @@ impl Registry {
         r.register(Arc::new(crate::steps::dns_check::DnsCheckKind(
             resources.clone(),
         )));
-        r.register(Arc::new(crate::steps::k8s_scale::ScaleKind(resources.clone())));
-        r.register(Arc::new(crate::steps::k8s_status::StatusKind(resources.clone())));
+        r.register(Arc::new(crate::steps::k8s_scale::ScaleKind(
+            resources.clone(),
+        )));
+        r.register(Arc::new(crate::steps::k8s_status::StatusKind(
+            resources.clone(),
+        )));
         r.register(Arc::new(crate::steps::drill_disaster::DisasterKind(
             resources.clone(),
         )));

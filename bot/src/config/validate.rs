@@ -227,7 +227,10 @@ fn check_people(cfg: &Config, out: &mut Vec<String>) {
 
 /// `[monitor]`: durations, thresholds, and something to watch.
 fn check_monitor(cfg: &Config, m: &super::MonitorConfig, out: &mut Vec<String>) {
-    for (key, value) in [("monitor.interval", &m.interval), ("monitor.timeout", &m.timeout)] {
+    for (key, value) in [
+        ("monitor.interval", &m.interval),
+        ("monitor.timeout", &m.timeout),
+    ] {
         match humantime::parse_duration(value) {
             Ok(d) if d.is_zero() => out.push(format!("{key}: must be more than zero")),
             Ok(_) => {}

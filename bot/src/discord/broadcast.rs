@@ -16,8 +16,11 @@ impl notifier::chat::ChatBroadcast for DiscordBroadcast {
     }
 
     async fn post_status(&self, key: &str, text: &str) -> anyhow::Result<String> {
-        self.post(key, json!({ "content": text, "allowed_mentions": { "parse": [] } }))
-            .await
+        self.post(
+            key,
+            json!({ "content": text, "allowed_mentions": { "parse": [] } }),
+        )
+        .await
     }
 
     async fn post_alert(

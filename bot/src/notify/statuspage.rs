@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use notifier::{
     outbox::{Deliverer, Delivery, Outcome},
     statuspage::{
-        ComponentStatus, Impact, IncidentStatus, IncidentUpdate, NewIncident, StatuspageClient, StatuspageError,
+        ComponentStatus, Impact, IncidentStatus, IncidentUpdate, NewIncident, StatuspageClient,
+        StatuspageError,
     },
 };
 use serde::Deserialize;

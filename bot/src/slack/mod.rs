@@ -204,7 +204,11 @@ pub async fn block_actions(app: &App, slack: &Slack, ev: SlackInteractionBlockAc
         .or_else(|| ev.channel.as_ref().map(|c| c.id.0.clone()))
         .unwrap_or_default();
     let actor = Actor::chat(&app.settings, Platform::Slack, &user.id.0, &channel);
-    if let Some(region) = action.value.as_deref().and_then(crate::monitor::parse_proposal) {
+    if let Some(region) = action
+        .value
+        .as_deref()
+        .and_then(crate::monitor::parse_proposal)
+    {
         let reply = dispatch::propose_failover(app, &actor, region).await;
         let mut body = text::command_reply(&reply);
         body["replace_original"] = json!(false);
