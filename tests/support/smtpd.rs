@@ -34,7 +34,8 @@ pub fn python() -> PathBuf {
 }
 
 /// The handler: every accepted message goes to the Maildir. With `tempfail`, the first DATA
-/// of each recipient set is answered `451` (and logged to `tempfail.log`), later ones accepted.
+/// of each recipient set is answered `451` (and logged to `tempfail.log`), later ones accepted;
+/// with `reject`, recipients whose address starts with `unknown` get `550` at RCPT.
 const HANDLER: &str = r#"
 import mailbox, os
 
@@ -48,6 +49,12 @@ class Handler:
     @classmethod
     def from_cli(cls, parser, *args):
         return cls(*args)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if "reject" in self.mode and address.startswith("unknown"):
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         key = ",".join(envelope.rcpt_tos)
@@ -78,7 +85,8 @@ impl Drop for Smtpd {
 }
 
 impl Smtpd {
-    /// Starts aiosmtpd in `dir` with the handler in `mode` (`accept` or `tempfail`).
+    /// Starts aiosmtpd in `dir` with the handler in `mode`: `accept`, or a comma-separated
+    /// set of `tempfail` and `reject`.
     pub fn start(dir: &Path, mode: &str) -> Smtpd {
         let maildir = dir.join("maildir");
         std::fs::write(dir.join("drbot_e2e_smtp.py"), HANDLER).expect("handler file");

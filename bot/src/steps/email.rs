@@ -10,7 +10,8 @@
 //! retry) enqueues nothing new once its rows exist and only follows them: it is idempotent,
 //! and the outbox delivers each row at least once with a fixed Message-ID (see
 //! [`crate::notify::email`] for what a crash can duplicate). Rows already enqueued still go out
-//! when the run is cancelled while it follows them.
+//! when the run is cancelled while it follows them, and a subscriber who unsubscribes during a
+//! send may still get the message already queued for them; the next send leaves them out.
 
 use std::time::Duration;
 
