@@ -9,6 +9,7 @@ pub mod cards;
 pub mod checklists;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod discord;
 pub mod dispatch;
 pub mod driver;

@@ -111,6 +111,12 @@ async fn respond(
 /// The page as it stands in the store.
 pub async fn model(app: &App) -> anyhow::Result<PageModel> {
     let store = &app.store;
+    // Evidence is found by the runbook bound to the command (its name if none is).
+    let runbook = |command: &str| {
+        app.settings
+            .runbook_for(command)
+            .map_or_else(|| command.to_string(), |r| r.name.clone())
+    };
     let open = match store.open_incident().await? {
         Some(i) => {
             let updates = store.incident_updates(i.id).await?;
@@ -152,11 +158,11 @@ pub async fn model(app: &App) -> anyhow::Result<PageModel> {
         history,
         evidence: Evidence {
             last_backup_verification: store
-                .last_finished_run("verify-backup")
+                .last_finished_run(&runbook("verify-backup"))
                 .await?
                 .map(|r| verification(&r)),
             last_drill: store
-                .last_finished_run("drill")
+                .last_finished_run(&runbook("drill"))
                 .await?
                 .map(|r| drill(&r, targets)),
         },

@@ -21,14 +21,16 @@ pub struct FinishedRun {
 }
 
 impl Store {
-    /// The last run of `command` that finished (succeeded or failed), dry runs excluded.
-    pub async fn last_finished_run(&self, command: &str) -> anyhow::Result<Option<FinishedRun>> {
+    /// The last run of runbook `runbook` that finished (succeeded or failed), dry runs
+    /// excluded. (By runbook, not by the stored command text, which is as typed: `/dr drill`
+    /// from the CLI, `drill` from Slack.)
+    pub async fn last_finished_run(&self, runbook: &str) -> anyhow::Result<Option<FinishedRun>> {
         let Some(r) = sqlx::query(
-            "SELECT id, state, started_at, finished_at FROM runs WHERE command = $1 \
+            "SELECT id, state, started_at, finished_at FROM runs WHERE runbook = $1 \
              AND dry_run = 0 AND state IN ('succeeded', 'failed') AND finished_at IS NOT NULL \
              ORDER BY finished_at DESC, id DESC LIMIT 1",
         )
-        .bind(command.to_string())
+        .bind(runbook.to_string())
         .fetch_optional(self.pool())
         .await?
         else {
