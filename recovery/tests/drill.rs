@@ -144,7 +144,7 @@ async fn disaster_kills_the_primary_mid_write_and_the_promoted_replica_is_measur
     assert_eq!(m.data["rpo_rows"], missing, "{}", m.data);
     assert!(m.data["rpo_rows"].as_i64().unwrap() >= 0);
     let rpo_s = m.data["rpo_seconds"].as_f64().unwrap();
-    assert!(rpo_s >= 0.0 && rpo_s < 5.0, "{rpo_s}");
+    assert!((0.0..5.0).contains(&rpo_s), "{rpo_s}");
     assert_eq!(rpo_s == 0.0, missing == 0);
     // RTO: approval to the health check's end, which the test set to `green`.
     let rto = m.data["rto_seconds"].as_f64().unwrap();
