@@ -127,14 +127,12 @@ impl Drop for RootGuard {
     }
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = anyhow::Result<T>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| anyhow::anyhow!("a setup task panicked: {e}"))?
-    }
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow::anyhow!("a setup task panicked: {e}"))?
 }
 
 /// Builds the environment; the apex-api services stop when `shutdown` fires.

@@ -179,9 +179,7 @@ async fn demo(
         Err(_) => false,
     };
     where_to_look(out, &env, opts.keep).await;
-    if let Err(e) = result {
-        return Err(e);
-    }
+    result?;
     if opts.keep {
         report.lock().unwrap_or_else(|p| p.into_inner()).ok = ok;
         out.line(format!(
