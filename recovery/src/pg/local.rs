@@ -168,7 +168,7 @@ impl LocalCluster {
         let archive_mode = if opts.archive { "on" } else { "off" };
         let settings = [
             ("listen_addresses", HOST),
-            ("max_connections", "40"),
+            ("max_connections", "200"),
             ("shared_buffers", "32MB"),
             ("fsync", "off"),
             ("full_page_writes", "on"),
