@@ -345,7 +345,7 @@ async fn follow(
             if matches!(s.state.as_str(), "succeeded" | "failed" | "skipped")
                 && printed.insert(s.idx)
             {
-                out.line(report::step_text(&step_line(&s)));
+                out.line(report::step_text(&step_line(&run, &s)));
             }
         }
         let preflight_done = || async {
@@ -377,13 +377,19 @@ async fn follow(
     }
 }
 
-fn step_line(s: &crate::store::runs::StepRow) -> StepLine {
+fn step_line(run: &RunRow, s: &crate::store::runs::StepRow) -> StepLine {
+    let wait = run
+        .plan
+        .steps
+        .get(s.idx as usize)
+        .map_or(Duration::ZERO, report::step_wait);
     StepLine {
         n: s.idx as usize + 1,
         name: s.name.clone(),
         kind: s.kind.clone(),
         state: s.state.as_str().to_string(),
         duration_ms: s.duration_ms.unwrap_or(0),
+        configured_wait_ms: wait.as_millis() as i64,
         summary: s
             .error
             .clone()
@@ -402,7 +408,7 @@ async fn run_report(app: &App, run: &RunRow) -> anyhow::Result<RunReport> {
             }
             _ => run.state.as_str().to_string(),
         },
-        steps: steps.iter().map(step_line).collect(),
+        steps: steps.iter().map(|s| step_line(run, s)).collect(),
     })
 }
 

@@ -20,6 +20,8 @@ pub struct StepLine {
     pub state: String,
     /// Wall time of the last attempt, ms.
     pub duration_ms: i64,
+    /// Of that, the wait its parameters configure ([`step_wait`]), ms.
+    pub configured_wait_ms: i64,
     /// The step's one-line summary.
     pub summary: String,
 }
@@ -102,27 +104,28 @@ fn seconds(v: &Value) -> Option<Duration> {
         .and_then(|s| humantime::parse_duration(s.trim()).ok())
 }
 
-/// Waits a drill plan configures between approval and health green: the disaster's warmup
-/// and, for `until` health checks, the intervals between the passes they need.
-pub fn configured_waits(plan: &recovery::plan::Plan) -> Duration {
-    let mut total = Duration::ZERO;
-    for s in &plan.steps {
-        match s.kind.as_str() {
-            "pg_drill_disaster" => {
-                total += seconds(&s.params["warmup"]).unwrap_or(Duration::from_secs(2));
-            }
-            "http_check" if s.params["mode"] == "until" => {
-                let count = s.params["count"].as_u64().unwrap_or(1).max(1) as u32;
-                let interval = seconds(&s.params["interval"]).unwrap_or(Duration::from_secs(5));
-                total += interval * (count - 1);
-            }
-            _ => {}
+/// The wait a step's parameters configure: a disaster's warmup; for an `until` health check,
+/// the intervals between the passes it needs.
+pub fn step_wait(s: &recovery::plan::PlannedStep) -> Duration {
+    match s.kind.as_str() {
+        "pg_drill_disaster" => seconds(&s.params["warmup"]).unwrap_or(Duration::from_secs(2)),
+        "http_check" if s.params["mode"] == "until" => {
+            let count = s.params["count"].as_u64().unwrap_or(1).max(1) as u32;
+            let interval = seconds(&s.params["interval"]).unwrap_or(Duration::from_secs(5));
+            interval * (count - 1)
         }
-        if s.kind == "pg_drill_measure" {
-            break;
-        }
+        _ => Duration::ZERO,
     }
-    total
+}
+
+/// Waits a drill plan configures between approval and health green (the steps before its
+/// measurement).
+pub fn configured_waits(plan: &recovery::plan::Plan) -> Duration {
+    plan.steps
+        .iter()
+        .take_while(|s| s.kind != "pg_drill_measure")
+        .map(step_wait)
+        .sum()
 }
 
 /// The figures from the measurement step's data and the plan's waits.
