@@ -181,6 +181,9 @@ pub async fn apply(
     for d in &deliveries {
         enqueue(&mut tx, d).await?;
     }
+    if change_kind == IncidentChange::Resolved {
+        crate::report::link::enqueue_tx(&mut tx, app, &incident).await?;
+    }
     let action = match change_kind {
         IncidentChange::Opened => "incident.opened",
         IncidentChange::Updated => "incident.updated",

@@ -21,6 +21,7 @@ pub mod monitor;
 pub mod notify;
 pub mod reminders;
 pub mod reply;
+pub mod report;
 pub mod schedule;
 pub mod server;
 pub mod slack;

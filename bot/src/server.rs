@@ -1,6 +1,7 @@
 //! The HTTP server (axum): health, readiness, metrics, the public status page
-//! (`crate::status_page`) and the email unsubscribe endpoint (`crate::unsubscribe`); front-ends
-//! add their routes here.
+//! (`crate::status_page`), the email unsubscribe endpoint (`crate::unsubscribe`) and, when
+//! `[server] reports = true`, the report pages (`crate::report::http`); front-ends add their
+//! routes here.
 
 use axum::{
     Router,
@@ -20,6 +21,9 @@ pub fn router(app: App) -> Router {
     }
     if app.slack.as_ref().is_some_and(|s| !s.socket_mode) {
         router = router.merge(crate::slack::routes());
+    }
+    if app.settings.config.server.reports {
+        router = router.merge(crate::report::http::routes());
     }
     router
         .route("/healthz", get(healthz))

@@ -276,16 +276,20 @@ fn verification(r: &FinishedRun) -> BackupVerification {
     }
 }
 
+/// The largest finite, non-negative number any step recorded under `key` (e.g. the drill's
+/// `rto_seconds` and `rpo_seconds`, from `pg_drill_measure`); reports use it too.
+pub fn recorded(steps: &[(String, Option<serde_json::Value>)], key: &str) -> Option<f64> {
+    steps
+        .iter()
+        .filter_map(|(_, d)| d.as_ref()?[key].as_f64())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .reduce(f64::max)
+}
+
 /// RTO is the measured `rto_seconds` a step recorded (`pg_drill_measure`: approval to health
 /// green), else the drill's duration; RPO the largest `rpo_seconds` a step recorded (0 if none).
 fn drill(r: &FinishedRun, (rto_target, rpo_target): (Duration, Duration)) -> Drill {
-    let recorded = |key: &str| {
-        r.steps
-            .iter()
-            .filter_map(|(_, d)| d.as_ref()?[key].as_f64())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .reduce(f64::max)
-    };
+    let recorded = |key: &str| recorded(&r.steps, key);
     let rto = recorded("rto_seconds")
         .map(Duration::from_secs_f64)
         .unwrap_or_else(|| run_duration(r));

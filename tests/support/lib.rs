@@ -250,6 +250,7 @@ pub fn wait_lines(path: &Path, n: usize, secs: u64) {
     }
 }
 
+pub mod chromium;
 pub mod fake_discord;
 pub mod fake_slack;
 pub mod fake_statuspage;

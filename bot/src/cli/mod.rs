@@ -1,6 +1,8 @@
 //! The `drbot` command line: `serve`, `check-config`, `migrate`, `runs`, `show`, `audit`,
-//! `outbox`, `subscribers`, `notify`, `demo` and the break-glass `cmd --as <person> '/dr …'`.
+//! `outbox`, `subscribers`, `notify`, `demo`, `report`, `timeline` and the break-glass
+//! `cmd --as <person> '/dr …'`.
 
+pub mod report;
 pub mod subscribers;
 pub mod text;
 
@@ -23,7 +25,7 @@ pub struct Cli {
         env = "DRBOT_CONFIG"
     )]
     pub config: PathBuf,
-    /// Print JSON instead of text (runs, show, audit, cmd, check-config).
+    /// Print JSON instead of text (runs, show, audit, cmd, check-config, timeline).
     #[arg(long, global = true)]
     pub json: bool,
     /// What to do.
@@ -105,6 +107,23 @@ pub enum Cmd {
         /// Keep serving (status page, environment) until Ctrl-C and keep the directory.
         #[arg(long)]
         keep: bool,
+    },
+    /// Write the post-incident report on `incident:<id>` or `run:<id>`: `<subject>.md` and a
+    /// self-contained `<subject>.html` (summary, timeline, RTO breakdown, RTO/RPO against
+    /// `[targets]`, steps, approvals, notifications, checklists, lessons learned).
+    Report {
+        /// `incident:<id>` or `run:<id>`.
+        subject: String,
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Print the timeline of `incident:<id>` or `run:<id>`: every event in order, and the
+    /// milestones detection → declaration → approval → recovery → verification with the time
+    /// between them (`--json` for the model).
+    Timeline {
+        /// `incident:<id>` or `run:<id>`.
+        subject: String,
     },
     /// Break-glass: run a `/dr …` command as a person from `[[people]]`, with the same
     /// grammar, approval rules and audit as chat (recorded as platform `cli`).
@@ -238,6 +257,8 @@ async fn run(cli: Cli) -> ExitCode {
             limit,
             retry,
         } => outbox(&app, state, limit, retry, cli.json).await,
+        Cmd::Report { subject, out } => report::write(&app, &subject, &out).await,
+        Cmd::Timeline { subject } => report::timeline(&app, &subject, cli.json).await,
         Cmd::Cmd { as_person, text } => cmd(&app, &as_person, &text.join(" "), cli.json).await,
         Cmd::Subscribers { action } => subscribers::run(&app, action, cli.json).await,
         Cmd::Notify {

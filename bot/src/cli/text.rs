@@ -497,3 +497,68 @@ fn checklist_view(v: &crate::store::checklists::ChecklistView) -> String {
     t.push_str("Tick items on the message drbot posts in Slack or Discord.\n");
     t
 }
+
+/// `drbot report`/`timeline` with a subject that is not `incident:<id>` or `run:<id>`.
+pub fn report_subject_usage(given: &str) -> String {
+    format!(
+        "`{given}` is not a report subject: use incident:<id> or run:<id>, e.g. \
+         `drbot report incident:12`"
+    )
+}
+
+/// No such incident or run.
+pub fn report_not_found(subject: crate::report::Subject) -> String {
+    match subject {
+        crate::report::Subject::Incident(id) => format!("No incident {id}."),
+        crate::report::Subject::Run(id) => format!("No run {id}."),
+    }
+}
+
+/// The report files written.
+pub fn report_written(md: &Path, html: &Path) -> String {
+    format!(
+        "Wrote {} and {} (fill in \"Lessons learned\" in the Markdown).",
+        md.display(),
+        html.display()
+    )
+}
+
+/// `drbot timeline`: milestones, the time between them, then every event.
+pub fn timeline(title: &str, t: &crate::report::timeline::Timeline) -> String {
+    use crate::report::duration;
+    let mut out = format!("{title}\n\nMilestones:\n");
+    for m in &t.milestones {
+        out.push_str(&format!(
+            "  {:<13} {:<24} {}\n",
+            m.milestone.label(),
+            opt_time(m.at),
+            m.source
+        ));
+    }
+    out.push_str("Between them:\n");
+    for s in &t.segments {
+        let d = match (s.ms, s.reversed) {
+            (Some(ms), _) => duration(ms),
+            (None, true) => format!("- ({} came first)", s.to.label().to_lowercase()),
+            (None, false) => "-".into(),
+        };
+        out.push_str(&format!(
+            "  {:<13} {:<29} {d}\n",
+            s.phase,
+            format!("{} → {}", s.from.label(), s.to.label())
+        ));
+    }
+    out.push_str(&format!(
+        "  Detection → verification: {}\n\nEvents:\n",
+        t.total_ms.map(duration).unwrap_or_else(|| "-".into())
+    ));
+    for e in &t.events {
+        out.push_str(&format!(
+            "  {}  {:<10} {}\n",
+            time(e.at),
+            e.who.as_deref().unwrap_or("drbot"),
+            e.text
+        ));
+    }
+    out
+}

@@ -19,6 +19,12 @@ pub struct ServerConfig {
     /// Log format: `text` (default) or `json`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// Serve incident and run reports at `/reports/incidents/<id>` and `/reports/runs/<id>`
+    /// (default false). Reports name the people who requested, approved and ticked: enable
+    /// only when this listener is reachable by your staff alone (VPN, or a proxy that keeps
+    /// `/reports/` internal). With `public_url`, the link posted on resolve points there.
+    #[serde(default)]
+    pub reports: bool,
 }
 
 impl Default for ServerConfig {
@@ -27,6 +33,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             public_url: None,
             log_format: default_log_format(),
+            reports: false,
         }
     }
 }

@@ -359,6 +359,24 @@ pub fn incident_news(change: IncidentChange, i: &IncidentRow, u: &IncidentUpdate
     truncate(&format!("{head}\n{}\n— {}", u.body, u.author), 2000)
 }
 
+/// The post-incident report's link, posted once when incident `id` is resolved: the page on
+/// drbot's server (`url`), else the command that writes it.
+pub fn report_link(id: i64, name: &str, url: Option<&str>) -> String {
+    let head = format!("**Incident {id} report** ({name})");
+    let text = match url {
+        Some(u) => format!(
+            "{head}: {u}\nTimeline, RTO/RPO against targets, approvals, notifications and \
+             checklists. Fill in the lessons learned in the Markdown copy: \
+             `drbot report incident:{id}`"
+        ),
+        None => format!(
+            "{head}: write it with `drbot report incident:{id}` (Markdown and HTML), then \
+             fill in the lessons learned."
+        ),
+    };
+    truncate(&text, 2000)
+}
+
 /// Buttons per action row and rows per message (Discord's limits).
 const BUTTONS_PER_ROW: usize = 5;
 const ROWS_PER_MESSAGE: usize = 5;

@@ -507,6 +507,23 @@ pub fn incident_news(
     format!("{head}\n{}\n— {}", u.body, u.author)
 }
 
+/// The post-incident report's link, posted once when incident `id` is resolved: the page on
+/// drbot's server (`url`), else the command that writes it.
+pub fn report_link(id: i64, name: &str, url: Option<&str>) -> String {
+    let head = format!("Incident {id} report ({name})");
+    match url {
+        Some(u) => format!(
+            "{head}: {u}\nTimeline, RTO/RPO against targets, approvals, notifications and \
+             checklists. Fill in the lessons learned in the Markdown copy: \
+             `drbot report incident:{id}`"
+        ),
+        None => format!(
+            "{head}: write it with `drbot report incident:{id}` (Markdown and HTML), then \
+             fill in the lessons learned."
+        ),
+    }
+}
+
 /// The notification text of a checklist message.
 pub fn checklist_text(v: &crate::store::checklists::ChecklistView) -> String {
     format!(

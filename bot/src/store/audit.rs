@@ -288,7 +288,7 @@ impl AuditWriter {
     }
 }
 
-fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {
+pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {
     Ok(AuditRow {
         seq: r.try_get("seq")?,
         at: r.try_get("at")?,

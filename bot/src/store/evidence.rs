@@ -37,19 +37,7 @@ impl Store {
             return Ok(None);
         };
         let id: i64 = r.try_get("id")?;
-        let steps = sqlx::query("SELECT kind, data FROM run_steps WHERE run_id = $1 ORDER BY idx")
-            .bind(id)
-            .fetch_all(self.pool())
-            .await?
-            .into_iter()
-            .map(|s| {
-                let data: Option<String> = s.try_get("data")?;
-                Ok((
-                    s.try_get("kind")?,
-                    data.and_then(|d| serde_json::from_str(&d).ok()),
-                ))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let steps = self.step_records(id).await?;
         Ok(Some(FinishedRun {
             id,
             state: r.try_get("state")?,

@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod incidents;
 pub mod messages;
 pub mod outbox;
+pub mod report;
 pub mod runs;
 pub mod subscribers;
 

@@ -282,7 +282,7 @@ fn run_from(r: &AnyRow) -> anyhow::Result<RunRow> {
     })
 }
 
-fn step_from(r: &AnyRow) -> anyhow::Result<StepRow> {
+pub(crate) fn step_from(r: &AnyRow) -> anyhow::Result<StepRow> {
     let state: String = r.try_get("state")?;
     Ok(StepRow {
         idx: r.try_get("idx")?,
@@ -304,7 +304,7 @@ fn step_from(r: &AnyRow) -> anyhow::Result<StepRow> {
     })
 }
 
-fn request_from(r: &AnyRow) -> anyhow::Result<RequestRow> {
+pub(crate) fn request_from(r: &AnyRow) -> anyhow::Result<RequestRow> {
     Ok(RequestRow {
         id: r.try_get("id")?,
         run_id: r.try_get("run_id")?,
