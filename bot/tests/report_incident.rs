@@ -219,7 +219,7 @@ async fn scripted_incident_report() {
     let profile = tempfile::tempdir().unwrap();
     let dom = tokio::task::spawn_blocking({
         let (profile, page) = (profile.path().to_path_buf(), page.clone());
-        move || chromium::run(&profile, &["--dump-dom", &page])
+        move || chromium::run(&profile, &["--dump-dom", page.as_str()])
     })
     .await
     .unwrap();

@@ -111,7 +111,7 @@ pub async fn build(app: &App, subject: Subject) -> anyhow::Result<Option<Report>
     let outbox = notices(app, incident_id, &run_ids, &audit).await?;
     let recovery_run = recovery_run(&runs, incident.as_ref().and_then(|(i, _)| i.run_id));
     let timeline = timeline::build(&Input {
-        audit,
+        audit: audit.clone(),
         declared_at: incident.as_ref().map(|(i, _)| i.created_at),
         recovery_run,
         steps,

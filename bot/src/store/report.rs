@@ -88,7 +88,7 @@ impl Store {
         .bind(format!("run:{run}:step:%"))
         .fetch_optional(self.pool())
         .await?;
-        Ok(r.map(|r| r.try_get("id")).transpose()?)
+        Ok(r.map(|r| r.try_get::<i64, _>("id")).transpose()?)
     }
 
     /// Outbox rows whose key starts with one of `prefixes`, oldest first, each once.
