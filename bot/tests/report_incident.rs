@@ -204,12 +204,13 @@ async fn scripted_incident_report() {
     )));
     insta::with_settings!({
         filters => vec![
-            (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC", "[time]"),
-            (r"\d+ h \d{2} min|\d+ min \d{2} s|\d+\.\d s|\d+ ms", "[duration]"),
-            (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),
+            (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)? UTC", "[time]"),
+            (r"\b\d{2}:\d{2}:\d{2}\.\d{3}\b", "[clock]"),
+            (r"\d+ h \d{2} min|\d+ min \d{2} s|\d+\.\d+ ?s\b|\d+ ms\b", "[duration]"),
+            (r"127\.0\.0\.\d+:\d+", "[host:port]"),
             (r"/tmp/[^\s|)]+", "[path]"),
-            (r"\b[0-9A-F]+/[0-9A-F]+\b", "[lsn]"),
-            (r"\b\d+ (rows?|markers?|acknowledged|unacknowledged)\b", "[n] $1"),
+            (r"#\d+", "#[n]"),
+            (r"\b\d+ (B|rows?|acknowledged|checks)\b", "[n] $1"),
         ],
     }, {
         insta::assert_snapshot!("incident_report_markdown", md);

@@ -1,8 +1,8 @@
 //! Reads a report's [`Report`] from the store. An incident's scope: the runs it names (opened
 //! by one, written to by one's steps) and every other run requested while it was open; the
 //! audit rows of those runs; the commands, checklist ticks and incident changes made while it
-//! was open; monitor alerts up to [`DETECTION_LOOKBACK_MS`] before it; its outbox rows; the
-//! checklists posted while it was open. A run's scope: the run, its incident's changes and the
+//! was open (and up to [`TAIL_MS`] after); monitor alerts up to [`DETECTION_LOOKBACK_MS`]
+//! before it; its outbox rows; the checklists posted while it was open. A run's scope: the run, its incident's changes and the
 //! ticks made while it ran.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +20,9 @@ use crate::{
 
 /// How long before an incident a monitor alert still counts as its detection.
 pub const DETECTION_LOOKBACK_MS: i64 = 3_600_000;
+/// How long after the end of the scope (the incident's resolve, the run's end) rows still
+/// count: the resolve's own audit row and command are written just after its timestamp.
+pub const TAIL_MS: i64 = 60_000;
 /// Failed notifications whose errors a report lists, per channel.
 const ERRORS_SHOWN: usize = 3;
 
@@ -99,7 +102,7 @@ pub async fn build(app: &App, subject: Subject) -> anyhow::Result<Option<Report>
         audit.extend(store.audit_of_run(*id).await?.into_iter().map(|r| (r.seq, r)));
     }
     let around = store
-        .audit_between(from - DETECTION_LOOKBACK_MS, to)
+        .audit_between(from - DETECTION_LOOKBACK_MS, to + TAIL_MS)
         .await?;
     let by_incident = matches!(subject, Subject::Incident(_));
     for r in around {
@@ -127,7 +130,7 @@ pub async fn build(app: &App, subject: Subject) -> anyhow::Result<Option<Report>
             .collect(),
     });
     let figures = figures(app, &records, &timeline);
-    let checklists = store.checklists_between(from, to).await?;
+    let checklists = store.checklists_between(from, to + TAIL_MS).await?;
     let title = match (&incident, subject) {
         (Some((i, _)), Subject::Incident(_)) => format!("Incident {}: {}", i.id, i.name),
         (_, Subject::Run(id)) => match runs.first() {

@@ -16,7 +16,7 @@ h3{font-size:1.05rem;margin:1.25rem 0 .5rem}\
 .table{overflow-x:auto}\
 table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem;font-size:.93rem}\
 caption{text-align:left;font-weight:600;padding:.25rem 0;color:#57606a}\
-th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
+th,td{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top;overflow-wrap:break-word}td:last-child{overflow-wrap:anywhere}\
 th{background:#f6f8fa}\
 tr:nth-child(even) td{background:#fafbfc}\
 ul.checks{list-style:none;padding-left:.5rem}\

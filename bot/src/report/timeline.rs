@@ -378,7 +378,7 @@ fn event(r: &AuditRow) -> Option<Event> {
         "approve" => (
             EventKind::Approval,
             format!(
-                "approved {run} ({} {}/{}, as {})",
+                "approved the {} request of {run} ({} of {}, as {})",
                 s("action"),
                 d["approvals"].as_i64().unwrap_or(0),
                 d["required"].as_i64().unwrap_or(0),
@@ -387,7 +387,7 @@ fn event(r: &AuditRow) -> Option<Event> {
         ),
         "request.approved" => (
             EventKind::Approval,
-            format!("quorum reached: {run} {} approved", s("action")),
+            format!("quorum reached: the {} request of {run} is approved", s("action")),
         ),
         "deny" => (
             EventKind::Approval,
