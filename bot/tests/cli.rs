@@ -256,3 +256,61 @@ fn notify_preview_and_template_checks() {
     let (_, out, _) = drbot(&cfg, &["notify", "preview", "email_subject"]);
     assert!(out.starts_with("Our update: "), "{out}");
 }
+
+#[test]
+fn report_and_timeline_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "bob", "/dr incident open DB down"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "bob", "/dr drill"]);
+    assert_eq!(code, 0, "{out}");
+
+    // Requested, not approved: detection and declaration happened, the rest did not.
+    let (code, out, err) = drbot(&cfg, &["timeline", "incident:1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("Incident 1: DB down\n\nMilestones:\n"),
+        "{out}"
+    );
+    assert!(out.contains("  Approval      -"), "{out}");
+    assert!(out.contains("not reached"), "{out}");
+    assert!(out.contains("  Detection → verification: -\n"), "{out}");
+    assert!(out.contains("run 1 requested: drill"), "{out}");
+    assert!(out.contains("`/dr drill` (ok)"), "{out}");
+    let json = |subject: &str| {
+        let (code, out, _) = drbot(&cfg, &["--json", "timeline", subject]);
+        assert_eq!(code, 0);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let t = json("incident:1");
+    assert_eq!(t["milestones"][1]["milestone"], "declaration");
+    assert!(t["milestones"][1]["at"].is_i64(), "{t}");
+    assert!(t["milestones"][2]["at"].is_null(), "{t}");
+    assert!(t["total_ms"].is_null());
+    // The run alone: no step of it wrote to the incident, so it has none.
+    let t = json("run:1");
+    assert!(t["milestones"][1]["at"].is_null(), "{t}");
+    assert_eq!(t["milestones"][1]["source"], "no incident");
+    assert_eq!(t["events"].as_array().unwrap().len(), 2, "{t}");
+
+    let out_dir = dir.path().join("reports");
+    let (code, out, err) = drbot(
+        &cfg,
+        &["report", "run:1", "--out", out_dir.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("Wrote "), "{out}");
+    let md = std::fs::read_to_string(out_dir.join("run-1.md")).unwrap();
+    assert!(md.starts_with("# Run 1: drill\n"), "{md}");
+    assert!(md.contains("| 1 | run | bob |"), "{md}");
+    assert!(md.contains("\n## Lessons learned\n"), "{md}");
+    let html = std::fs::read_to_string(out_dir.join("run-1.html")).unwrap();
+    assert!(html.contains("<h1>Run 1: drill</h1>"));
+
+    let (code, _, err) = drbot(&cfg, &["report", "incident:9"]);
+    assert_eq!((code, err.as_str()), (2, "No incident 9.\n"));
+    let (code, _, err) = drbot(&cfg, &["timeline", "job:1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`job:1` is not a report subject"), "{err}");
+}

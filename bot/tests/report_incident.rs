@@ -73,7 +73,8 @@ async fn wait_for(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
 
 async fn outbox_drained(app: &App) -> bool {
     let rows = app.store.outbox_rows(None, 1000).await.unwrap();
-    rows.iter().all(|r| r.state == "delivered" || r.state == "failed")
+    rows.iter()
+        .all(|r| r.state == "delivered" || r.state == "failed")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +109,12 @@ async fn scripted_incident_report() {
 
     // The incident. The driver runs only between people's commands, so that the audit order
     // (and the snapshot) does not depend on when its poll wakes up.
-    let r = say(&app, "alice", "/dr incident open Primary database unreachable").await;
+    let r = say(
+        &app,
+        "alice",
+        "/dr incident open Primary database unreachable",
+    )
+    .await;
     let Reply::Incident(v) = r else {
         panic!("{r:?}")
     };
@@ -137,12 +143,21 @@ async fn scripted_incident_report() {
     let end = common::wait_state(
         &app,
         run,
-        &[RunState::Succeeded, RunState::Failed, RunState::NeedsAttention],
+        &[
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::NeedsAttention,
+        ],
         300,
     )
     .await;
     driver.stop().await;
-    assert_eq!(end, RunState::Succeeded, "{:#?}", app.store.steps(run).await);
+    assert_eq!(
+        end,
+        RunState::Succeeded,
+        "{:#?}",
+        app.store.steps(run).await
+    );
 
     let r = say(&app, "alice", "/dr checklist post-failover").await;
     let Reply::Checklist(list) = r else {
@@ -180,7 +195,10 @@ async fn scripted_incident_report() {
     assert_eq!(again, 0, "the link is queued once");
     let r = say(&app, "alice", "/dr incident resolve again").await;
     assert!(matches!(r, Reply::Refused(_)), "{r:?}");
-    wait_for("the outbox to drain", 60, async || outbox_drained(&app).await).await;
+    wait_for("the outbox to drain", 60, async || {
+        outbox_drained(&app).await
+    })
+    .await;
     assert_eq!(links(), 1, "{:#?}", slack.messages("CINC"));
 
     // `drbot report incident:<id>` writes both files.
@@ -193,7 +211,10 @@ async fn scripted_incident_report() {
     let html =
         std::fs::read_to_string(out.path().join(format!("incident-{incident}.html"))).unwrap();
     assert!(!html.contains("<script"), "escaped");
-    assert!(!html.contains(" src=") && !html.contains("<link"), "self-contained");
+    assert!(
+        !html.contains(" src=") && !html.contains("<link"),
+        "self-contained"
+    );
 
     // The RTO the drill measured, as the report prints it.
     let records = app.store.step_records(run).await.unwrap();
@@ -241,7 +262,10 @@ async fn scripted_incident_report() {
         "Checklists",
         "Lessons learned",
     ] {
-        assert!(dom.contains(&format!("\">{h}</h2>")), "no heading {h}\n{dom}");
+        assert!(
+            dom.contains(&format!("\">{h}</h2>")),
+            "no heading {h}\n{dom}"
+        );
     }
     assert!(
         dom.contains(&format!(
@@ -271,7 +295,10 @@ async fn scripted_incident_report() {
     };
     let (status, body) = get(Subject::Run(run).path()).await.unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains(&format!("<h1>Run {run}: drill</h1>")), "{body}");
+    assert!(
+        body.contains(&format!("<h1>Run {run}: drill</h1>")),
+        "{body}"
+    );
     let (status, _) = get("/reports/runs/999".into()).await.unwrap();
     assert_eq!(status, 404);
 

@@ -98,7 +98,13 @@ pub fn artifact_dir() -> PathBuf {
 
 /// Screenshots `url` at `width`×`height` into `png` and checks it is a PNG of that size
 /// holding more than a blank page would (`min_bytes`); returns its size in bytes.
-pub fn screenshot(profile: &Path, url: &str, png: &Path, (width, height): (u32, u32), min_bytes: usize) -> usize {
+pub fn screenshot(
+    profile: &Path,
+    url: &str,
+    png: &Path,
+    (width, height): (u32, u32),
+    min_bytes: usize,
+) -> usize {
     let _ = std::fs::remove_file(png);
     run(
         profile,

@@ -29,8 +29,7 @@ pub async fn write(app: &App, subject: &str, out: &Path) -> anyhow::Result<ExitC
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    std::fs::create_dir_all(out)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("creating {}: {e}", out.display()))?;
     let stem = r.subject.file_stem();
     let md = out.join(format!("{stem}.md"));
     let html = out.join(format!("{stem}.html"));

@@ -38,7 +38,11 @@ pub async fn build(app: &App, subject: Subject) -> anyhow::Result<Option<Report>
             let updates = store.incident_updates(id).await?;
             let to = i.resolved_at.unwrap_or(now);
             let mut runs: BTreeSet<i64> = i.run_id.into_iter().collect();
-            runs.extend(updates.iter().filter_map(|u| source_run(u.source.as_deref())));
+            runs.extend(
+                updates
+                    .iter()
+                    .filter_map(|u| source_run(u.source.as_deref())),
+            );
             runs.extend(store.runs_created_between(i.created_at, to).await?);
             (Some((i, updates)), runs, None, to)
         }
@@ -99,7 +103,13 @@ pub async fn build(app: &App, subject: Subject) -> anyhow::Result<Option<Report>
     let incident_id = incident.as_ref().map(|(i, _)| i.id);
     let mut audit: BTreeMap<i64, AuditRow> = BTreeMap::new();
     for id in &run_ids {
-        audit.extend(store.audit_of_run(*id).await?.into_iter().map(|r| (r.seq, r)));
+        audit.extend(
+            store
+                .audit_of_run(*id)
+                .await?
+                .into_iter()
+                .map(|r| (r.seq, r)),
+        );
     }
     let around = store
         .audit_between(from - DETECTION_LOOKBACK_MS, to + TAIL_MS)
@@ -160,7 +170,8 @@ fn anchor(key: &str, updates: Option<&[IncidentUpdateRow]>, audit: &[AuditRow]) 
     let detail = |r: &AuditRow| serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null);
     let parts: Vec<&str> = key.split(':').collect();
     match parts.as_slice() {
-        ["chat", _, "incident", id, "update", uid] | ["statuspage", "incident", id, "update", uid] => {
+        ["chat", _, "incident", id, "update", uid]
+        | ["statuspage", "incident", id, "update", uid] => {
             let (id, uid): (i64, i64) = (id.parse().ok()?, uid.parse().ok()?);
             let k = updates?.iter().position(|u| u.id == uid)?;
             audit
@@ -191,7 +202,12 @@ fn anchor(key: &str, updates: Option<&[IncidentUpdateRow]>, audit: &[AuditRow]) 
 
 /// The run of a timeline entry's source `run:<id>:step:<index>`.
 fn source_run(source: Option<&str>) -> Option<i64> {
-    source?.strip_prefix("run:")?.split(':').next()?.parse().ok()
+    source?
+        .strip_prefix("run:")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn in_scope(
@@ -279,8 +295,11 @@ fn counts(rows: &[OutboxRow]) -> Vec<NoticeCount> {
             "failed" => {
                 c.failed += 1;
                 if c.errors.len() < ERRORS_SHOWN {
-                    c.errors
-                        .push(o.last_error.clone().unwrap_or_else(|| "no error kept".into()));
+                    c.errors.push(
+                        o.last_error
+                            .clone()
+                            .unwrap_or_else(|| "no error kept".into()),
+                    );
                 }
             }
             _ => c.open += 1,
@@ -291,11 +310,7 @@ fn counts(rows: &[OutboxRow]) -> Vec<NoticeCount> {
 
 /// RTO as the drill measured it (approval to health green) and as the timeline shows it
 /// (detection to verification); RPO as a step recorded it. Each against `[targets]`.
-fn figures(
-    app: &App,
-    records: &[(String, Option<Value>)],
-    t: &timeline::Timeline,
-) -> Vec<Figure> {
+fn figures(app: &App, records: &[(String, Option<Value>)], t: &timeline::Timeline) -> Vec<Figure> {
     let targets = &app.settings.config.targets;
     let secs = |s: &str| {
         humantime::parse_duration(s)

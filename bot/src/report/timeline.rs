@@ -186,12 +186,16 @@ pub fn build(input: &Input) -> Timeline {
         .iter()
         .filter_map(|r| Some(((r.at, r.seq, 0), event(r)?)))
         .collect();
-    keyed.extend(notice_events(&input.notices).into_iter().map(|(anchor, e)| {
-        let key = anchor
-            .and_then(|seq| audit.iter().find(|r| r.seq == seq))
-            .map_or((e.at, i64::MAX, 1), |r| (r.at, r.seq, 1));
-        (key, e)
-    }));
+    keyed.extend(
+        notice_events(&input.notices)
+            .into_iter()
+            .map(|(anchor, e)| {
+                let key = anchor
+                    .and_then(|seq| audit.iter().find(|r| r.seq == seq))
+                    .map_or((e.at, i64::MAX, 1), |r| (r.at, r.seq, 1));
+                (key, e)
+            }),
+    );
     keyed.sort_by_key(|(k, _)| *k);
     let events: Vec<Event> = keyed.into_iter().map(|(_, e)| e).collect();
     let milestones = milestones(input, &audit, events.first().map(|e| e.at));
@@ -272,17 +276,18 @@ fn milestones(input: &Input, audit: &[AuditRow], first: Option<i64>) -> Vec<Mile
         .iter()
         .filter(of_run)
         .find(|r| r.action == "request.approved" && detail(r)["action"] == "run")
-        .map(|r| (Some(r.at), format!("run {} approved", r.run_id.unwrap_or(0))));
-    let succeeded = |r: &&AuditRow| r.action == "step.finished" && detail(r)["state"] == "succeeded";
-    let recovery = audit
-        .iter()
-        .filter(of_run)
-        .filter(succeeded)
-        .filter(|r| {
-            step_of(input, r.run_id, &detail(r))
-                .is_some_and(|s| s.destructive && !COMMUNICATION_KINDS.contains(&s.kind.as_str()))
-        })
-        .last();
+        .map(|r| {
+            (
+                Some(r.at),
+                format!("run {} approved", r.run_id.unwrap_or(0)),
+            )
+        });
+    let succeeded =
+        |r: &&AuditRow| r.action == "step.finished" && detail(r)["state"] == "succeeded";
+    let recovery = audit.iter().filter(of_run).filter(succeeded).rfind(|r| {
+        step_of(input, r.run_id, &detail(r))
+            .is_some_and(|s| s.destructive && !COMMUNICATION_KINDS.contains(&s.kind.as_str()))
+    });
     let recovery_idx = recovery.and_then(|r| detail(r)["step"].as_i64());
     let after_at = recovery
         .map(|r| r.at)
@@ -372,7 +377,11 @@ fn event(r: &AuditRow) -> Option<Event> {
             format!(
                 "{run} requested: {}{}",
                 s("runbook"),
-                if d["dry_run"] == true { " (dry run)" } else { "" }
+                if d["dry_run"] == true {
+                    " (dry run)"
+                } else {
+                    ""
+                }
             ),
         ),
         "approve" => (
@@ -387,7 +396,10 @@ fn event(r: &AuditRow) -> Option<Event> {
         ),
         "request.approved" => (
             EventKind::Approval,
-            format!("quorum reached: the {} request of {run} is approved", s("action")),
+            format!(
+                "quorum reached: the {} request of {run} is approved",
+                s("action")
+            ),
         ),
         "deny" => (
             EventKind::Approval,
@@ -404,7 +416,10 @@ fn event(r: &AuditRow) -> Option<Event> {
         ),
         "gate.requested" => (
             EventKind::Approval,
-            format!("{run} step {} waits for its gate", d["step"].as_i64().unwrap_or(0) + 1),
+            format!(
+                "{run} step {} waits for its gate",
+                d["step"].as_i64().unwrap_or(0) + 1
+            ),
         ),
         "decision.requested" => (
             EventKind::Approval,

@@ -92,10 +92,16 @@ impl Store {
     }
 
     /// Outbox rows whose key starts with one of `prefixes`, oldest first, each once.
-    pub async fn outbox_with_prefixes(&self, prefixes: &[String]) -> anyhow::Result<Vec<OutboxRow>> {
+    pub async fn outbox_with_prefixes(
+        &self,
+        prefixes: &[String],
+    ) -> anyhow::Result<Vec<OutboxRow>> {
         let mut out: Vec<OutboxRow> = Vec::new();
         for p in prefixes {
-            let escaped = p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = p
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             let rows = sqlx::query(
                 "SELECT id, key, channel, state, attempts, last_error, created_at FROM outbox \
                  WHERE key LIKE $1 ESCAPE '\\' ORDER BY id",

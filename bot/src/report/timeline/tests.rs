@@ -62,10 +62,34 @@ fn input(audit: Vec<AuditRow>) -> Input {
 
 fn full() -> Vec<AuditRow> {
     vec![
-        row(1, 1_000, "monitor.down", None, json!({ "region": "us-east-1", "episode": 1 })),
-        row(2, 61_000, "incident.opened", None, json!({ "incident": 1, "status": "investigating" })),
-        row(3, 70_000, "run.requested", Some(7), json!({ "runbook": "failover" })),
-        row(4, 181_000, "request.approved", Some(7), json!({ "action": "run" })),
+        row(
+            1,
+            1_000,
+            "monitor.down",
+            None,
+            json!({ "region": "us-east-1", "episode": 1 }),
+        ),
+        row(
+            2,
+            61_000,
+            "incident.opened",
+            None,
+            json!({ "incident": 1, "status": "investigating" }),
+        ),
+        row(
+            3,
+            70_000,
+            "run.requested",
+            Some(7),
+            json!({ "runbook": "failover" }),
+        ),
+        row(
+            4,
+            181_000,
+            "request.approved",
+            Some(7),
+            json!({ "action": "run" }),
+        ),
         finished(5, 182_000, 0, "succeeded"),
         finished(6, 183_000, 1, "succeeded"),
         finished(7, 200_000, 2, "succeeded"),
@@ -84,12 +108,24 @@ fn full_breakdown() {
     let t = build(&input(full()));
     assert_eq!(
         ats(&t),
-        [Some(1_000), Some(61_000), Some(181_000), Some(241_000), Some(301_000)]
+        [
+            Some(1_000),
+            Some(61_000),
+            Some(181_000),
+            Some(241_000),
+            Some(301_000)
+        ]
     );
     let ms: Vec<Option<i64>> = t.segments.iter().map(|s| s.ms).collect();
-    assert_eq!(ms, [Some(60_000), Some(120_000), Some(60_000), Some(60_000)]);
+    assert_eq!(
+        ms,
+        [Some(60_000), Some(120_000), Some(60_000), Some(60_000)]
+    );
     let phases: Vec<&str> = t.segments.iter().map(|s| s.phase).collect();
-    assert_eq!(phases, ["Detection", "Assessment", "Recovery", "Verification"]);
+    assert_eq!(
+        phases,
+        ["Detection", "Assessment", "Recovery", "Verification"]
+    );
     assert_eq!(t.total_ms, Some(300_000));
     assert_eq!(t.milestones[0].source, "monitor alert: us-east-1 down");
     // Recovery is the DNS switch (the last destructive step that is not an incident update);
@@ -135,7 +171,13 @@ fn missing_milestones_leave_their_durations_empty() {
 
     // No run at all, no incident: only detection (the first event).
     let t = build(&Input {
-        audit: vec![row(1, 5, "checklist.tick", None, json!({ "item": "a", "ticked": true }))],
+        audit: vec![row(
+            1,
+            5,
+            "checklist.tick",
+            None,
+            json!({ "item": "a", "ticked": true }),
+        )],
         ..Input::default()
     });
     assert_eq!(ats(&t), [Some(5), None, None, None, None]);
@@ -166,7 +208,13 @@ fn incident_opened_after_approval_is_reported_reversed() {
     // A drill: requested and approved first, its own step opens the incident.
     let mut audit = full();
     audit.remove(0);
-    audit[0] = row(2, 190_000, "incident.opened", None, json!({ "incident": 1 }));
+    audit[0] = row(
+        2,
+        190_000,
+        "incident.opened",
+        None,
+        json!({ "incident": 1 }),
+    );
     audit[0].seq = 30;
     let t = build(&input(audit));
     assert_eq!(t.at(Milestone::Declaration), Some(190_000));
@@ -234,8 +282,20 @@ fn a_notification_follows_the_row_of_its_transaction() {
     // still listed right after the incident row.
     let audit = vec![
         row(1, 100, "incident.opened", None, json!({ "incident": 1 })),
-        row(2, 100, "command", None, json!({ "text": "/dr incident open x" })),
-        row(3, 101, "checklist.tick", None, json!({ "item": "a", "ticked": true })),
+        row(
+            2,
+            100,
+            "command",
+            None,
+            json!({ "text": "/dr incident open x" }),
+        ),
+        row(
+            3,
+            101,
+            "checklist.tick",
+            None,
+            json!({ "item": "a", "ticked": true }),
+        ),
     ];
     let notice = |at, anchor| Notice {
         at,
