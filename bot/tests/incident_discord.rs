@@ -56,19 +56,27 @@ async fn incident_changes_reach_the_discord_channel_once() {
             .await
             .unwrap()
             .len()
-            == 2
+            == 3
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let msgs = fake.messages(CHANNEL);
-    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
     let first = msgs[0].body["content"].as_str().unwrap();
     assert!(first.contains("DB @everyone down"), "{first}");
     // The text may hold mentions; none of them pings.
     assert_eq!(msgs[0].body["allowed_mentions"], json!({ "parse": [] }));
     assert!(msgs[1].body["content"].as_str().unwrap().contains("Fixed"));
+    // The resolve also posted the report link, after the resolve message.
+    let link = msgs[2].body["content"].as_str().unwrap();
+    assert!(
+        link.starts_with("**Incident 1 report** (DB @everyone down)"),
+        "{link}"
+    );
+    assert!(link.contains("`drbot report incident:1`"), "{link}");
+    assert_eq!(msgs[2].body["allowed_mentions"], json!({ "parse": [] }));
 
     // The same delivery again (its row re-claimed after a crash): no second message.
     let rows = app.store.outbox_rows(None, 10).await.unwrap();
@@ -86,5 +94,5 @@ async fn incident_changes_reach_the_discord_channel_once() {
         })
         .await;
     assert!(matches!(again, Outcome::Delivered { .. }), "{again:?}");
-    assert_eq!(fake.messages(CHANNEL).len(), 2);
+    assert_eq!(fake.messages(CHANNEL).len(), 3);
 }

@@ -128,7 +128,25 @@ async fn lifecycle(b: Backend) {
     );
 
     let rows = outbox(&env).await;
-    assert_eq!(rows.len(), 8);
+    assert_eq!(rows.len(), 9);
+    // The resolve also queues the report link to the chat channel, once, after the resolve
+    // message (no `public_url` and `server.reports` here: it names the command).
+    let (key, channel, ordering, payload) = rows.last().unwrap();
+    assert_eq!(
+        (key.as_str(), channel.as_str(), ordering.as_deref()),
+        (
+            format!("report:slack:incident:{id}").as_str(),
+            "slack",
+            Some(format!("chat:slack:incident:{id}").as_str())
+        )
+    );
+    assert!(
+        payload["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("`drbot report incident:{id}`")),
+        "{payload}"
+    );
     let ops: Vec<&str> = rows
         .iter()
         .filter(|r| r.1 == "statuspage")

@@ -268,18 +268,20 @@ with = {{ command = "true" }}
     assert_eq!(reqs.iter().filter(|r| r.status == 429).count(), 1);
 
     slack.wait(30, "all Slack broadcasts", |s| {
-        s.messages("CINC").len() == 4
+        s.messages("CINC").len() == 5
     });
     let texts: Vec<String> = slack.messages("CINC").into_iter().map(|m| m.text).collect();
     assert!(texts[1].contains("identified"), "{texts:?}");
     assert!(texts[2].contains("monitoring"), "{texts:?}");
     assert!(texts[3].contains("resolved"), "{texts:?}");
+    // Then the report link, once.
+    assert!(texts[4].contains("report incident:1"), "{texts:?}");
 
     // Every delivery done, none failed.
     let out = drbot(&cfg, &["--json", "outbox"]);
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 8);
+    assert_eq!(rows.len(), 9);
     assert!(rows.iter().all(|r| r["state"] == "delivered"), "{rows:?}");
     // The API key never reached the log.
     assert!(!server.log_text().contains(SP_KEY));
