@@ -270,6 +270,85 @@ pub async fn wait_for_master(
     }
 }
 
+/// Polls `INFO replication` until the replica follows `master` (`host:port`) with its link up
+/// and no full sync in progress, for at most `within`. The timeout is retryable and says how
+/// far it got (a link that never comes up usually means a missing `masterauth`).
+pub async fn wait_for_link(
+    conn: &mut RedisConn,
+    master: &str,
+    within: Duration,
+    ctx: &StepContext,
+) -> Result<ReplicationInfo, StepError> {
+    let start = Instant::now();
+    let wanted = normalize_addr(master);
+    loop {
+        let info = or_cancel(ctx, conn.replication()).await?;
+        let follows = info.role == Role::Replica
+            && info.master_addr().map(|a| normalize_addr(&a)) == Some(wanted.clone());
+        if follows
+            && info.master_link_status.as_deref() == Some("up")
+            && !info.master_sync_in_progress
+        {
+            return Ok(info);
+        }
+        if start.elapsed() >= within {
+            let state = if !follows {
+                format!(
+                    "it is a {} following {}",
+                    info.role,
+                    info.master_addr().unwrap_or_else(|| "nothing".into())
+                )
+            } else if info.master_sync_in_progress {
+                "the full sync from the master is still running".to_string()
+            } else {
+                format!(
+                    "its link to the master is {} (does it have `masterauth` for the master's \
+                     password, and can it reach {wanted}?)",
+                    info.master_link_status.as_deref().unwrap_or("unknown")
+                )
+            };
+            return Err(StepError::retryable(format!(
+                "redis {}: not replicating from {wanted} {} s after REPLICAOF: {state}",
+                conn.label,
+                within.as_secs()
+            )));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = ctx.cancel.cancelled() => return Err(StepError::retryable("cancelled")),
+        }
+    }
+}
+
+/// `host:port` of a `redis://` URL (default port 6379), for `REPLICAOF`; `None` when the URL
+/// has no host.
+pub fn url_addr(url: &str) -> Option<(String, u16)> {
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), u.port().unwrap_or(6379)))
+}
+
+/// Splits `host:port` (port required; `[v6]:port` accepted).
+pub fn split_addr(addr: &str) -> Result<(String, u16), String> {
+    let (host, port) = addr
+        .trim()
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{addr}` is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("`{addr}`: the port is not a number from 1 to 65535"))?;
+    if host.is_empty() {
+        return Err(format!("`{addr}` has no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
 /// A server's replication role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -484,6 +563,15 @@ mod tests {
         );
         assert!(!msg.contains("s3cr"), "{msg}");
         assert_eq!(bytes(0), "0 bytes");
+        assert_eq!(
+            url_addr("redis://:pw@10.0.1.5:6380/2"),
+            Some(("10.0.1.5".into(), 6380))
+        );
+        assert_eq!(url_addr("redis://db"), Some(("db".into(), 6379)));
+        assert_eq!(split_addr("10.0.1.5:6379"), Ok(("10.0.1.5".into(), 6379)));
+        assert_eq!(split_addr("[::1]:7000"), Ok(("::1".into(), 7000)));
+        assert!(split_addr("db").is_err());
+        assert!(split_addr("db:0").is_err());
         assert_eq!(bytes(2048), "2.0 KiB");
     }
 }

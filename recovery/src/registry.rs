@@ -118,6 +118,9 @@ impl Registry {
         r.register(Arc::new(crate::steps::redis_promote::RedisPromoteKind(
             resources.clone(),
         )));
+        r.register(Arc::new(crate::steps::redis_replicate::RedisReplicateKind(
+            resources.clone(),
+        )));
         r
     }
     /// Adds (or replaces) a step type.

@@ -25,6 +25,7 @@ async fn fake() -> FakeKube {
     FakeKube::start_with(FakeKubeOptions {
         tick: Duration::from_millis(50),
         token: Some(TOKEN.into()),
+        ..Default::default()
     })
     .await
 }
@@ -664,6 +665,7 @@ async fn kubeconfig_files_pick_the_named_context() {
     let opts = |token: &str| FakeKubeOptions {
         tick: Duration::from_millis(50),
         token: Some(token.into()),
+        ..Default::default()
     };
     let dr = FakeKube::start_with(opts("dr-token")).await;
     let main = FakeKube::start_with(opts("main-token")).await;

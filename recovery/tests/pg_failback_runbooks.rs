@@ -1,4 +1,4 @@
-//! The built-in `failback` and `promote-db` runbooks parse, pass `RunbookDef::problems`, and
+//! The built-in `failback-db` and `promote-db` runbooks parse, pass `RunbookDef::problems`, and
 //! resolve into plans whose steps name the region clusters and gate the risky step.
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
@@ -39,15 +39,15 @@ fn vars(region: Option<&str>) -> BTreeMap<String, String> {
 }
 
 #[test]
-fn failback_parses_validates_and_gates_the_switchover() {
-    let rb = builtin::get("failback")
-        .expect("failback.toml is built in")
+fn failback_db_parses_validates_and_gates_the_switchover() {
+    let rb = builtin::get("failback-db")
+        .expect("failback-db.toml is built in")
         .unwrap();
     assert_eq!(rb.command, "failback");
-    let problems = rb.problems(&registry(), "failback");
+    let problems = rb.problems(&registry(), "failback-db");
     assert!(problems.is_empty(), "{problems:?}");
     // Placeholders are fine without any cluster configured, too.
-    assert!(rb.problems(&Registry::builtin(), "failback").is_empty());
+    assert!(rb.problems(&Registry::builtin(), "failback-db").is_empty());
 
     let plan = Plan::resolve(&registry(), &rb, BTreeMap::new(), vars(None), "rev", false).unwrap();
     let kinds: Vec<&str> = plan.steps.iter().map(|s| s.kind.as_str()).collect();

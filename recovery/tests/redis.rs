@@ -1,5 +1,6 @@
-//! `redis_check` and `redis_promote` against real `redis-server` processes (a password-protected
-//! master and its replica), built through the step registry as a runbook would.
+//! `redis_check`, `redis_promote` and `redis_replicate` against real `redis-server` processes (a
+//! password-protected master and its replica), built through the step registry as a runbook
+//! would.
 
 use std::{sync::Arc, time::Duration};
 
@@ -393,4 +394,159 @@ fn validate_errors_and_traits() {
             .unwrap_err(),
         "redis: unknown Redis server `dr` (no [redis.<name>] is configured)"
     );
+}
+
+/// A failover then a failback with the Redis steps: the old master, still up and holding stale
+/// data, syncs from the promoted DR server (`redis_replicate`), is promoted back, and the DR
+/// server follows it again; re-runs change nothing, and following a replica is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicate_swaps_roles_back_after_a_failover() {
+    let m = master();
+    let r = RedisServer::start_replica_of(&m).unwrap();
+    m.cmd::<String>(&["SET", "a", "1"]).unwrap();
+    r.wait_caught_up(&m, Duration::from_secs(10)).unwrap();
+    let reg = registry(&[("main", &m), ("dr", &r)]);
+
+    // Failover: the DR server is promoted and takes writes; the old master (cut off, still
+    // up) takes a write the DR side never sees.
+    run(&reg, "redis_promote", json!({"redis": "dr"}))
+        .await
+        .unwrap();
+    r.cmd::<String>(&["SET", "b", "2"]).unwrap();
+    m.cmd::<String>(&["SET", "stale", "x"]).unwrap();
+    assert_eq!(m.role().unwrap(), "master");
+
+    // "Sync data from secondary": the old master follows the DR server.
+    let out = run(
+        &reg,
+        "redis_replicate",
+        json!({"redis": "main", "master": "dr", "wait": "20s"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.data["changed"], true);
+    assert_eq!(out.data["previous_role"], "master");
+    assert_eq!(out.data["master_address"], r.addr());
+    assert!(
+        out.summary.starts_with(&format!(
+            "redis main: now a replica of dr ({}), link up, synced at offset ",
+            r.addr()
+        )),
+        "{}",
+        out.summary
+    );
+    assert!(!out.log.contains(PASSWORD));
+    assert_eq!(m.role().unwrap(), "slave");
+    assert_eq!(m.cmd::<String>(&["GET", "b"]).unwrap(), "2");
+    let stale: Option<String> = m.cmd(&["GET", "stale"]).unwrap();
+    assert_eq!(stale, None, "the old master's own data is replaced");
+
+    // A re-run finds it following `dr` and changes nothing.
+    let out = run(
+        &reg,
+        "redis_replicate",
+        json!({"redis": "main", "master": "dr"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.data["changed"], false);
+    assert_eq!(
+        out.summary,
+        format!(
+            "redis main: already a replica of dr ({}), link up",
+            r.addr()
+        )
+    );
+
+    // Following a replica would build a loop: refused, and `dr` stays a master.
+    let err = run(
+        &reg,
+        "redis_replicate",
+        json!({"redis": "dr", "master": "main"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(!err.retryable);
+    assert!(
+        err.message.starts_with(&format!(
+            "redis main ({}) is a replica of {}, not a master: promote it first",
+            m.addr(),
+            r.addr()
+        )),
+        "{}",
+        err.message
+    );
+    assert_eq!(r.role().unwrap(), "master");
+
+    // Failback: promote `main`, then `dr` follows it; writes on `main` reach `dr`.
+    run(&reg, "redis_promote", json!({"redis": "main"}))
+        .await
+        .unwrap();
+    let out = run(
+        &reg,
+        "redis_replicate",
+        json!({"redis": "dr", "master": "main", "wait": "20s"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.data["changed"], true);
+    assert_eq!(out.data["after"]["master_link_status"], "up");
+    assert_eq!(m.role().unwrap(), "master");
+    assert_eq!(r.role().unwrap(), "slave");
+    m.cmd::<String>(&["SET", "c", "3"]).unwrap();
+    r.wait_caught_up(&m, Duration::from_secs(10)).unwrap();
+    assert_eq!(r.cmd::<String>(&["GET", "c"]).unwrap(), "3");
+    assert_eq!(r.cmd::<String>(&["GET", "b"]).unwrap(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicate_validates_and_times_out_clearly() {
+    let m = master();
+    let other = master();
+    let reg = registry(&[("main", &m), ("other", &other)]);
+    let kind = reg.get("redis_replicate").unwrap();
+    assert!(!kind.traits().overridable && kind.traits().destructive && kind.traits().idempotent);
+    assert_eq!(
+        kind.validate(&json!({"redis": "main", "master": "main"}))
+            .unwrap_err(),
+        "master: `main` cannot be a replica of itself"
+    );
+    assert!(
+        kind.validate(&json!({"redis": "main", "master": "nope"}))
+            .unwrap_err()
+            .starts_with("master: unknown Redis server `nope` (known: main, other)")
+    );
+    assert!(
+        kind.validate(&json!({"redis": "main", "master": "other", "master_address": "db"}))
+            .unwrap_err()
+            .starts_with("master_address: ")
+    );
+    assert!(
+        kind.validate(&json!({"redis": "{primary}", "master": "{secondary}"}))
+            .is_ok()
+    );
+
+    // The replica is told an address where no master answers: the link never comes up, and
+    // the error says so (and what to look at) without the password.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let err = run(
+        &reg,
+        "redis_replicate",
+        json!({"redis": "main", "master": "other", "master_address": dead_addr, "wait": "1s"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.retryable);
+    assert!(
+        err.message.starts_with(&format!(
+            "redis {}: not replicating from {dead_addr} 1 s after REPLICAOF: its link to the \
+             master is down",
+            m.addr()
+        )) && err.message.contains("masterauth"),
+        "{}",
+        err.message
+    );
+    assert!(!err.message.contains(PASSWORD));
 }

@@ -389,11 +389,45 @@ fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
                     Some(r) => format!("{at} (region {r})"),
                     None => at.clone(),
                 };
-                let msg = format!("{at}: {e}");
+                let mut msg = format!("{at}: {e}");
+                if let Some(hint) = database_only_hint(cfg, rb, &msg) {
+                    msg.push_str(hint);
+                }
                 if !out.contains(&msg) {
                     out.push(msg);
                 }
             }
         }
+    }
+}
+
+/// For the built-in `failover` and `failback` on a config without the Kubernetes, Redis or DNS
+/// entries they need: point at their database-only built-ins.
+fn database_only_hint(
+    cfg: &Config,
+    rb: &recovery::runbook::RunbookDef,
+    msg: &str,
+) -> Option<&'static str> {
+    let missing_infra = [
+        "no [kubernetes.",
+        "no [redis.",
+        "no [dns.",
+        "unknown Kubernetes cluster",
+        "unknown Redis server",
+        "unknown DNS zone",
+    ]
+    .iter()
+    .any(|m| msg.contains(m));
+    if !missing_infra || !cfg.builtin_runbooks.contains(&rb.name) {
+        return None;
+    }
+    match rb.name.as_str() {
+        "failover" => Some(
+            " (only the database configured? enable the built-in `promote-db` instead of `failover`)",
+        ),
+        "failback" => Some(
+            " (only the database configured? enable the built-in `failback-db` instead of `failback`)",
+        ),
+        _ => None,
     }
 }

@@ -2,8 +2,19 @@
 //! the pod's service account when `in_cluster`, else a kubeconfig file (`kubeconfig`, or
 //! `$KUBECONFIG` / `~/.kube/config`) with `context` or its current context. The token is held
 //! as a secret by `kube` and never appears in errors or logs.
+//!
+//! In-cluster, the config is built here rather than by `kube::Config::incluster`, so that the
+//! service account directory can be configured (`service_account_dir`) and a missing piece is
+//! named in the error: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, the CA
+//! bundle `ca.crt` (re-read by `kube` as it rotates), the token file `token` (re-read by
+//! `kube` as it rotates; its content never appears in an error), and `namespace` if present.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -27,12 +38,7 @@ pub async fn config(name: &str, def: &KubeClusterDef) -> Result<kube::Config, St
         }
         cfg
     } else if def.in_cluster {
-        kube::Config::incluster().map_err(|e| {
-            format!(
-                "Kubernetes cluster {name}: no in-cluster service account ({e}); is drbot \
-                 running in a pod of this cluster?"
-            )
-        })?
+        in_cluster(name, def, &|key| std::env::var(key).ok())?
     } else {
         let options = KubeConfigOptions {
             context: def.context.clone(),
@@ -66,6 +72,107 @@ pub async fn config(name: &str, def: &KubeClusterDef) -> Result<kube::Config, St
     Ok(cfg)
 }
 
+/// Where Kubernetes mounts a pod's service account.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The in-cluster configuration of cluster `name`: API server from `env`'s
+/// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`, token and CA from the service
+/// account directory. Each missing or unusable piece is named; the token is never read into
+/// an error.
+pub fn in_cluster(
+    name: &str,
+    def: &KubeClusterDef,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<kube::Config, String> {
+    let not_in_pod = "is drbot running in a pod of this cluster?";
+    let var = |key: &str| {
+        env(key)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let (host, port) = match (
+        var("KUBERNETES_SERVICE_HOST"),
+        var("KUBERNETES_SERVICE_PORT"),
+    ) {
+        (Some(h), Some(p)) => (h, p),
+        _ => {
+            return Err(format!(
+                "Kubernetes cluster {name}: in_cluster, but KUBERNETES_SERVICE_HOST and \
+                 KUBERNETES_SERVICE_PORT are not both set ({not_in_pod})"
+            ));
+        }
+    };
+    let port: u16 = port.parse().map_err(|_| {
+        format!("Kubernetes cluster {name}: KUBERNETES_SERVICE_PORT `{port}` is not a port number")
+    })?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("https://{host}:{port}");
+    let uri = url.parse().map_err(|e| {
+        format!("Kubernetes cluster {name}: in-cluster API server `{url}` is not a valid URL: {e}")
+    })?;
+    let dir: PathBuf = def
+        .service_account_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR));
+    let token_file = dir.join("token");
+    // Read only to check it: `kube` reads the file itself (and again as it rotates) and sends
+    // it byte for byte, so a stray newline would break every request.
+    let problem = match std::fs::read(&token_file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing".to_string()),
+        Err(e) => Some(format!("unreadable ({})", e.kind())),
+        Ok(t) if t.is_empty() => Some("empty".to_string()),
+        Ok(t) if t.iter().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) => Some(
+            "not usable as a bearer token: it holds spaces or line breaks (a trailing newline?)"
+                .to_string(),
+        ),
+        Ok(_) => None,
+    };
+    if let Some(problem) = problem {
+        return Err(format!(
+            "Kubernetes cluster {name}: in_cluster, but the service account token {} is \
+             {problem} ({not_in_pod})",
+            token_file.display()
+        ));
+    }
+    let ca_file = dir.join("ca.crt");
+    let roots = read_ca(&ca_file).map_err(|e| {
+        format!("Kubernetes cluster {name}: in_cluster, but the CA bundle {e} ({not_in_pod})")
+    })?;
+    let mut cfg = kube::Config::new(uri);
+    cfg.root_cert = Some(roots);
+    cfg.root_cert_file = Some(ca_file);
+    cfg.auth_info.token_file = Some(token_file.display().to_string());
+    if let Ok(ns) = std::fs::read_to_string(dir.join("namespace"))
+        && !ns.trim().is_empty()
+    {
+        cfg.default_namespace = ns.trim().to_string();
+    }
+    Ok(cfg)
+}
+
+/// The DER certificates of a PEM bundle; the error starts with the path.
+fn read_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("{} is missing", path.display())
+        } else {
+            format!("{} is unreadable ({})", path.display(), e.kind())
+        }
+    })?;
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} is not PEM ({e})", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 /// A client for cluster `name`. Failures are fatal: they come from the configuration.
 pub async fn client(name: &str, def: &KubeClusterDef) -> Result<kube::Client, StepError> {
     let cfg = config(name, def).await.map_err(StepError::fatal)?;
@@ -77,4 +184,117 @@ pub async fn client(name: &str, def: &KubeClusterDef) -> Result<kube::Client, St
             "Kubernetes cluster {name}: cannot build a client: {e}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(dir: &Path) -> KubeClusterDef {
+        KubeClusterDef {
+            in_cluster: true,
+            service_account_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    const POD_ENV: &[(&str, &str)] = &[
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+    ];
+
+    #[test]
+    fn in_cluster_names_what_is_missing_without_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = def(dir.path());
+        // Outside a pod: no service environment.
+        let err = in_cluster("dr", &d, &env_of(&[])).unwrap_err();
+        assert!(
+            err.starts_with("Kubernetes cluster dr: in_cluster, but KUBERNETES_SERVICE_HOST"),
+            "{err}"
+        );
+        assert!(err.contains("running in a pod"), "{err}");
+        let err = in_cluster(
+            "dr",
+            &d,
+            &env_of(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")]),
+        )
+        .unwrap_err();
+        assert!(err.contains("not both set"), "{err}");
+        let err = in_cluster(
+            "dr",
+            &d,
+            &env_of(&[
+                ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+                ("KUBERNETES_SERVICE_PORT", "https"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.contains("`https` is not a port number"), "{err}");
+
+        // No token file, then an empty one.
+        let err = in_cluster("dr", &d, &env_of(POD_ENV)).unwrap_err();
+        let token = dir.path().join("token");
+        assert!(
+            err.contains(&format!("token {} is missing", token.display())),
+            "{err}"
+        );
+        std::fs::write(&token, "").unwrap();
+        let err = in_cluster("dr", &d, &env_of(POD_ENV)).unwrap_err();
+        assert!(err.contains("is empty"), "{err}");
+
+        // A token with a trailing newline cannot be sent as a header: said, never shown.
+        let secret = "eyJhbGciOiJSUzI1NiJ9.sa-token-never-shown";
+        std::fs::write(&token, format!("{secret}\n")).unwrap();
+        let err = in_cluster("dr", &d, &env_of(POD_ENV)).unwrap_err();
+        assert!(err.contains("a trailing newline?"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+
+        // A token but no CA bundle, then one that is not PEM: the token is never shown.
+        std::fs::write(&token, secret).unwrap();
+        let err = in_cluster("dr", &d, &env_of(POD_ENV)).unwrap_err();
+        assert!(err.contains("ca.crt is missing"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+        std::fs::write(dir.path().join("ca.crt"), "not a certificate").unwrap();
+        let err = in_cluster("dr", &d, &env_of(POD_ENV)).unwrap_err();
+        assert!(err.contains("holds no certificate"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+
+        // Complete: HTTPS to the service address, the token as a file, the pod's namespace.
+        std::fs::write(
+            dir.path().join("ca.crt"),
+            include_str!("../testkit/tls/ca.pem"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("namespace"), "apex\n").unwrap();
+        let cfg = in_cluster("dr", &d, &env_of(POD_ENV)).unwrap();
+        assert_eq!(cfg.cluster_url.to_string(), "https://10.96.0.1:443/");
+        assert_eq!(cfg.default_namespace, "apex");
+        assert_eq!(
+            cfg.auth_info.token_file.as_deref(),
+            Some(token.display().to_string().as_str())
+        );
+        assert!(cfg.auth_info.token.is_none());
+        assert_eq!(cfg.root_cert.as_ref().map(Vec::len), Some(1));
+        assert!(!format!("{cfg:?}").contains(secret));
+        let v6 = in_cluster(
+            "dr",
+            &d,
+            &env_of(&[
+                ("KUBERNETES_SERVICE_HOST", "fd00::1"),
+                ("KUBERNETES_SERVICE_PORT", "6443"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(v6.cluster_url.to_string(), "https://[fd00::1]:6443/");
+    }
 }

@@ -20,9 +20,16 @@ pub struct KubeClusterDef {
     #[serde(default)]
     pub context: Option<String>,
     /// Use the pod's service account (drbot running inside this cluster) instead of a
-    /// kubeconfig.
+    /// kubeconfig: the API server from `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`
+    /// (HTTPS), the bearer token from `<service_account_dir>/token` (re-read as it rotates),
+    /// the CA from `<service_account_dir>/ca.crt`.
     #[serde(default)]
     pub in_cluster: bool,
+    /// With `in_cluster`: the directory holding the service account's `token`, `ca.crt` and
+    /// `namespace`. Default `/var/run/secrets/kubernetes.io/serviceaccount`, where Kubernetes
+    /// mounts it.
+    #[serde(default)]
+    pub service_account_dir: Option<PathBuf>,
     /// API server URL, bypassing kubeconfig (API proxies, tests).
     #[serde(default)]
     pub api_url: Option<String>,

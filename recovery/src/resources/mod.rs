@@ -105,7 +105,7 @@ impl Resources {
         {
             out.push(format!("dns {name} ({})", def.display()));
         }
-        for key in ["redis", "primary_redis"] {
+        for key in ["redis", "primary_redis", "master"] {
             if let Some(name) = params.get(key).and_then(|v| v.as_str())
                 && let Some(def) = self.redis.get(name)
             {

@@ -21,6 +21,7 @@ pub mod pg_switchover;
 pub mod pg_verify;
 pub mod redis_check;
 pub mod redis_promote;
+pub mod redis_replicate;
 pub(crate) mod values;
 pub mod verify_backup;
 pub mod wal_archive_check;

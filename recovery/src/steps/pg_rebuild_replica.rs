@@ -6,7 +6,9 @@
 //! in `PGPASSWORD`, never in argv). If the rewind fails (or `force_basebackup = true`), the data
 //! directory is emptied and refilled with `pg_basebackup -R -X stream -c fast`. Both write
 //! `primary_conninfo` and `standby.signal` (PostgreSQL 12+). Files named in `keep_files`
-//! (this host's own configuration) are put back afterwards, since both tools copy the source's.
+//! (this host's own configuration), and the files in the data directory they `include` or
+//! `include_if_exists` by plain name, are put back afterwards, since both tools copy the
+//! source's.
 //! Then `pg_ctl start`, and wait until the replica streams and has replayed up to the source's
 //! flushed WAL, with progress lines.
 
@@ -50,6 +52,40 @@ fn default_keep() -> Vec<String> {
     ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"]
         .map(String::from)
         .to_vec()
+}
+
+/// Plain file names (no `/`) that a PostgreSQL configuration file pulls in with `include` or
+/// `include_if_exists` (`include_dir` is left alone).
+pub(crate) fn included_files(conf: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in conf.lines() {
+        let line = line.trim();
+        let rest = if let Some(r) = line.strip_prefix("include_if_exists") {
+            r
+        } else if let Some(r) = line.strip_prefix("include") {
+            if r.starts_with("_dir") {
+                continue;
+            }
+            r
+        } else {
+            continue;
+        };
+        if !(rest.starts_with(char::is_whitespace) || rest.starts_with('=')) {
+            continue;
+        }
+        let rest = rest.trim_start().trim_start_matches('=').trim_start();
+        let name = match rest.strip_prefix('\'') {
+            Some(quoted) => quoted.split('\'').next().unwrap_or(""),
+            None => rest
+                .split(|c: char| c.is_whitespace() || c == '#')
+                .next()
+                .unwrap_or(""),
+        };
+        if !name.is_empty() && !name.contains('/') && name != "." && name != ".." {
+            out.push(name.to_string());
+        }
+    }
+    out
 }
 
 fn default_catch_up() -> u32 {
@@ -172,11 +208,28 @@ pub(crate) async fn rebuild(
     let (was_running, stop_log) = super::pg_fence::stop_server(def, ctx).await?;
     log.push(stop_log);
 
-    let saved: Vec<(String, Option<String>)> = opts
+    let mut saved: Vec<(String, Option<String>)> = opts
         .keep_files
         .iter()
         .map(|f| (f.clone(), std::fs::read_to_string(data_dir.join(f)).ok()))
         .collect();
+    // Files the kept configuration includes (per-host settings such as the port) are this
+    // host's too.
+    let mut i = 0;
+    while i < saved.len() {
+        let included = saved[i]
+            .1
+            .as_deref()
+            .map(included_files)
+            .unwrap_or_default();
+        for f in included {
+            if !saved.iter().any(|(k, _)| *k == f) {
+                let text = std::fs::read_to_string(data_dir.join(&f)).ok();
+                saved.push((f, text));
+            }
+        }
+        i += 1;
+    }
 
     let mut method = "pg_rewind";
     let mut rewind_error: Option<String> = None;
@@ -391,5 +444,27 @@ impl Step for RebuildReplica {
         };
         let (data, summary, log) = rebuild(&p.cluster, def, &p.source, source, &opts, ctx).await?;
         Ok(StepOutput { summary, log, data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::included_files;
+
+    #[test]
+    fn finds_plain_included_files_only() {
+        let conf = "port = 5432\n\
+            include_if_exists 'drbot-local.conf'\n\
+            include = 'host.conf'   # this host\n\
+            include_dir 'conf.d'\n\
+            include '/etc/postgresql/shared.conf'\n\
+            # include 'commented.conf'\n\
+            included_setting = on\n\
+            include bare.conf\n";
+        assert_eq!(
+            included_files(conf),
+            ["drbot-local.conf", "host.conf", "bare.conf"]
+        );
+        assert!(included_files("").is_empty());
     }
 }

@@ -6,6 +6,10 @@
 //! 415 and 422. Objects live in memory; a controller tick moves each one's `readyReplicas` one
 //! step toward `spec.replicas`. Every request is recorded, a bearer token is checked when
 //! configured, and a name can be made to answer 403 or to never become ready.
+//!
+//! With `tls`, it serves HTTPS as a real API server does, with a certificate for `127.0.0.1`
+//! signed by a test-only CA ([`FakeKube::ca_pem`], what a pod finds in its service account's
+//! `ca.crt`). The certificate and key in `testkit/tls/` exist for this fake only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -29,6 +33,8 @@ pub struct FakeKubeOptions {
     pub tick: Duration,
     /// The bearer token every request must carry (default: none checked).
     pub token: Option<String>,
+    /// Serve HTTPS with the test CA's certificate for `127.0.0.1` (default: plain HTTP).
+    pub tls: bool,
 }
 
 impl Default for FakeKubeOptions {
@@ -36,8 +42,60 @@ impl Default for FakeKubeOptions {
         Self {
             tick: Duration::from_millis(100),
             token: None,
+            tls: false,
         }
     }
+}
+
+/// The test-only CA that signed the TLS fake's certificate (PEM).
+const TEST_CA_PEM: &str = include_str!("tls/ca.pem");
+const TEST_CERT_PEM: &str = include_str!("tls/server.pem");
+const TEST_KEY_PEM: &str = include_str!("tls/server.key");
+
+/// A TCP listener that completes a TLS handshake for each connection (failed handshakes are
+/// dropped), so `axum::serve` speaks HTTPS.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(TEST_CERT_PEM.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(TEST_KEY_PEM.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// One request as the fake saw it.
@@ -98,6 +156,7 @@ type Shared = Arc<Mutex<Inner>>;
 /// The running fake; stops when dropped.
 pub struct FakeKube {
     addr: SocketAddr,
+    tls: bool,
     state: Shared,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -129,9 +188,19 @@ impl FakeKube {
             next_version: 1000,
         }));
         let app = Router::new().fallback(handle).with_state(state.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let server = if options.tls {
+            let listener = TlsListener {
+                tcp: listener,
+                acceptor: tls_acceptor(),
+            };
+            tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            })
+        } else {
+            tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            })
+        };
         let ticker_state = state.clone();
         let tick = options.tick;
         let ticker = tokio::spawn(async move {
@@ -144,6 +213,7 @@ impl FakeKube {
         });
         FakeKube {
             addr,
+            tls: options.tls,
             state,
             tasks: vec![server, ticker],
         }
@@ -151,7 +221,18 @@ impl FakeKube {
 
     /// The API server URL to configure as `api_url` or a kubeconfig's `server`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The loopback address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// PEM of the CA that signed the TLS fake's certificate (a service account's `ca.crt`).
+    pub fn ca_pem() -> &'static str {
+        TEST_CA_PEM
     }
 
     /// Adds a Deployment with `replicas`, all ready.
