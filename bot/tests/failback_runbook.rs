@@ -27,7 +27,11 @@ fn failback_config(
     infra: Infra,
     primary_dns: bool,
 ) -> String {
+    // Without the common config's inline `failover` runbook (its steps use other variables).
     let base = config_text(store, 1, "30m", 0, "m");
+    let start = base.find("[[runbooks]]\nname = \"failover\"").unwrap();
+    let end = base.find("[[runbooks]]\nname = \"pitr\"").unwrap();
+    let base = format!("{}{}", &base[..start], &base[end..]);
     let dns = if primary_dns {
         r#", dns_zone = "main", dns_name = "api.example.com", dns_type = "A", dns_value = "10.0.1.10""#
     } else {
