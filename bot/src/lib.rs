@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod discord;
 pub mod dispatch;
+pub mod drill_history;
 pub mod driver;
 pub mod events;
 pub mod grammar;

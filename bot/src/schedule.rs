@@ -439,8 +439,13 @@ pub struct ScheduleStatus {
     pub name: String,
     /// The command it runs.
     pub command: String,
+    /// The runbook bound to that command (its name).
+    pub runbook: String,
     /// The newest fired run (id and state), if any.
     pub last_run: Option<(i64, String)>,
+    /// When the newest fire's run finished (else last changed), or when a refused fire
+    /// happened; `None` if it never fired.
+    pub last_at: Option<DateTime<Utc>>,
     /// Why the newest fire requested no run, if it was refused.
     pub last_error: Option<String>,
     /// When it next comes due (RFC 3339, UTC).
@@ -454,25 +459,36 @@ pub async fn status(app: &App, now: DateTime<Utc>) -> anyhow::Result<Vec<Schedul
     let mut out = Vec::new();
     for s in schedules(app) {
         let row = sqlx::query(
-            "SELECT f.run_id, f.error, r.state FROM schedule_fires f \
+            "SELECT f.run_id, f.error, f.fired_at, r.state, \
+             COALESCE(r.finished_at, r.updated_at) AS run_at FROM schedule_fires f \
              LEFT JOIN runs r ON r.id = f.run_id WHERE f.schedule = $1 \
              ORDER BY f.due_at DESC LIMIT 1",
         )
         .bind(s.name.clone())
         .fetch_optional(app.store.pool())
         .await?;
-        let (last_run, last_error) = match row {
+        let (last_run, last_error, last_at) = match row {
             Some(r) => {
                 let id: Option<i64> = r.try_get("run_id")?;
                 let state: Option<String> = r.try_get("state")?;
-                (id.zip(state), r.try_get("error")?)
+                let run_at: Option<i64> = r.try_get("run_at")?;
+                let fired_at: i64 = r.try_get("fired_at")?;
+                let at = Utc
+                    .timestamp_millis_opt(run_at.unwrap_or(fired_at))
+                    .single();
+                (id.zip(state), r.try_get("error")?, at)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         out.push(ScheduleStatus {
             name: s.name.clone(),
             command: s.text.clone(),
+            runbook: app
+                .settings
+                .runbook_for(s.command)
+                .map_or_else(|| s.command.to_string(), |r| r.name.clone()),
             last_run,
+            last_at,
             last_error,
             next_due: s
                 .next_due(now)

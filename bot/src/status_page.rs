@@ -6,7 +6,8 @@
 //! Components come from `[[status_page.components]]`: each is operational, or while an
 //! incident is open takes the status its impact maps to (none → operational, minor → degraded
 //! performance, major → partial outage, critical → major outage). Evidence: the last finished
-//! `verify-backup` and `drill` runs (dry runs excluded).
+//! `verify-backup` and `drill` runs (dry runs excluded) and each `[[schedules]]` entry's last
+//! result and next due date. The drill history page is `drill_history`.
 
 use std::time::Duration;
 
@@ -20,14 +21,16 @@ use axum::{
 use chrono::{DateTime, Utc};
 use notifier::page::{
     self, BackupVerification, Component, ComponentStatus, Drill, Evidence, Impact, Incident,
-    IncidentStatus, PageModel, Update,
+    IncidentStatus, PageModel, ScheduleEvidence, ScheduleResult, Update,
 };
 
 use crate::{
     app::App,
+    schedule::ScheduleStatus,
     store::{
         evidence::FinishedRun,
         incidents::{IncidentRow, IncidentState, IncidentUpdateRow},
+        runs::RunState,
     },
 };
 
@@ -40,6 +43,7 @@ pub fn routes() -> Router<App> {
         .route(page::PAGE_PATH, get(html))
         .route(page::JSON_PATH, get(json))
         .route(page::FEED_PATH, get(atom))
+        .merge(crate::drill_history::routes())
 }
 
 async fn html(State(app): State<App>) -> Response {
@@ -146,13 +150,16 @@ pub async fn model(app: &App) -> anyhow::Result<PageModel> {
             description: c.description.clone(),
         })
         .collect();
-    let targets = (
-        humantime::parse_duration(&cfg.targets.rto).unwrap_or_default(),
-        humantime::parse_duration(&cfg.targets.rpo).unwrap_or_default(),
-    );
+    let targets = targets(app);
+    let now = Utc::now();
+    let schedules = crate::schedule::status(app, now)
+        .await?
+        .iter()
+        .map(schedule_evidence)
+        .collect();
     Ok(PageModel {
         title: cfg.status_page.title.clone(),
-        generated_at: Utc::now(),
+        generated_at: now,
         components,
         current,
         history,
@@ -165,8 +172,58 @@ pub async fn model(app: &App) -> anyhow::Result<PageModel> {
                 .last_finished_run(&runbook("drill"))
                 .await?
                 .map(|r| drill(&r, targets)),
+            schedules,
         },
     })
+}
+
+/// `[targets]`: (RTO, RPO).
+pub fn targets(app: &App) -> (Duration, Duration) {
+    let t = &app.settings.config.targets;
+    (
+        humantime::parse_duration(&t.rto).unwrap_or_default(),
+        humantime::parse_duration(&t.rpo).unwrap_or_default(),
+    )
+}
+
+/// A schedule's line of `/dr status` as page evidence: the newest fire's run state as a
+/// result (a refused fire failed), without run ids or links.
+pub fn schedule_evidence(s: &ScheduleStatus) -> ScheduleEvidence {
+    let last_result = match (&s.last_run, &s.last_error) {
+        (Some((_, state)), _) => match RunState::parse(state) {
+            Ok(RunState::Succeeded) => ScheduleResult::Passed,
+            Ok(
+                RunState::AwaitingApproval
+                | RunState::Queued
+                | RunState::Running
+                | RunState::AwaitingGate
+                | RunState::NeedsAttention,
+            ) => ScheduleResult::Pending,
+            Ok(
+                RunState::Failed
+                | RunState::Cancelled
+                | RunState::Denied
+                | RunState::Expired
+                | RunState::Void
+                | RunState::Aborted,
+            )
+            | Err(_) => ScheduleResult::Failed,
+        },
+        (None, Some(_)) => ScheduleResult::Failed,
+        (None, None) => ScheduleResult::None,
+    };
+    ScheduleEvidence {
+        name: s.name.clone(),
+        runbook: s.runbook.clone(),
+        last_result,
+        last_at: s.last_at,
+        next_due: s
+            .next_due
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        overdue: s.overdue,
+    }
 }
 
 /// Each `[[status_page.components]]` entry's status, in order: operational unless `open` is an
@@ -204,7 +261,7 @@ pub fn component_status(impact: Impact) -> ComponentStatus {
     }
 }
 
-fn time(ms: i64) -> DateTime<Utc> {
+pub(crate) fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
@@ -245,13 +302,13 @@ fn incident(i: &IncidentRow, updates: &[IncidentUpdateRow]) -> Incident {
     }
 }
 
-fn run_duration(r: &FinishedRun) -> Duration {
+pub(crate) fn run_duration(r: &FinishedRun) -> Duration {
     let ms = r.finished_at - r.started_at.unwrap_or(r.finished_at);
     Duration::from_millis(ms.max(0) as u64)
 }
 
 /// The verify step's report (`passed`, `duration_seconds`, `tables`), else the run's outcome.
-fn verification(r: &FinishedRun) -> BackupVerification {
+pub(crate) fn verification(r: &FinishedRun) -> BackupVerification {
     let report = r
         .steps
         .iter()

@@ -2,7 +2,8 @@
 //! fires once (also from a new App on the same store, and from two Apps ticking concurrently),
 //! a process that was down fires only the most recent missed due time, the overdue alert is
 //! raised once per period, a scheduled run needing approval expires like any other, `/dr status`
-//! shows each schedule; and the config errors of `[[schedules]]`.
+//! shows each schedule, and so does the status page's DR evidence (`/status.json`, `/status`,
+//! through the real router); and the config errors of `[[schedules]]`.
 
 mod common;
 
@@ -320,12 +321,160 @@ async fn scheduled_run_needing_approval_expires(b: Backend) {
     assert!(t.fired[0].1.is_some(), "{t:?}");
 }
 
+/// Ends run `id` in `state` at `finished` (Unix ms), as the driver would have.
+async fn finish(store: &Store, id: i64, state: &str, finished: i64) {
+    sqlx::query(
+        "UPDATE runs SET state = $1, started_at = $2, finished_at = $3, updated_at = $3 \
+         WHERE id = $4",
+    )
+    .bind(state.to_string())
+    .bind(finished - 30_000)
+    .bind(finished)
+    .bind(id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+/// The text of every element below `node`, whitespace-collapsed.
+fn text_of(node: roxmltree::Node) -> String {
+    node.descendants()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The status page's DR evidence, served by the real router: `/status.json` and `/status`
+/// show each schedule with its runbook, last result and when, next due date and overdue flag.
+/// A passing weekly verification, a failed failover test that is overdue, a schedule that
+/// never came due.
+async fn status_page_shows_schedules(b: Backend) {
+    let scheds = format!(
+        "{}{}{}",
+        daily("weekly-verify", "/dr verify-backup latest", "8d"),
+        daily("failover-test", "/dr failover us-west-2", "1h"),
+        daily("spare-verify", "/dr verify-backup latest", "8d"),
+    );
+    let env = sched_env(b, "30m", &scheds).await;
+    let now = Utc::now();
+    let fired_at = now - chrono::Duration::hours(2);
+    let all = schedule::schedules(&env.app);
+    let mut runs = Vec::new();
+    for s in &all[..2] {
+        let fired = schedule::fire_due(&env.app, s, fired_at).await.unwrap();
+        runs.push(fired.flatten().expect("a run was requested"));
+    }
+    let passed_at = (now - chrono::Duration::minutes(1)).timestamp_millis() / 1000 * 1000;
+    let failed_at = (now - chrono::Duration::minutes(90)).timestamp_millis() / 1000 * 1000;
+    finish(&env.app.store, runs[0], "succeeded", passed_at).await;
+    finish(&env.app.store, runs[1], "failed", failed_at).await;
+    let iso = |ms: i64| {
+        Utc.timestamp_millis_opt(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    // Daily at 03:00 UTC: the first 03:00 after now.
+    let mut next = now.date_naive().and_hms_opt(3, 0, 0).unwrap().and_utc();
+    if next <= now {
+        next += chrono::Duration::days(1);
+    }
+    let next = next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    let addr = serve(&env.app).await;
+    let (code, ctype, body) = http_get(addr, "/status.json").await;
+    assert_eq!((code, ctype.as_str()), (200, "application/json"), "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        doc["evidence"]["schedules"],
+        serde_json::json!([
+            { "name": "weekly-verify", "runbook": "verify-backup", "last_result": "passed",
+              "last_at": iso(passed_at), "next_due": next, "overdue": false },
+            { "name": "failover-test", "runbook": "failover", "last_result": "failed",
+              "last_at": iso(failed_at), "next_due": next, "overdue": true },
+            { "name": "spare-verify", "runbook": "verify-backup", "last_result": "none",
+              "last_at": null, "next_due": next, "overdue": false },
+        ]),
+        "{doc:#}"
+    );
+
+    let (code, ctype, page) = http_get(addr, "/status").await;
+    assert_eq!((code, ctype.as_str()), (200, "text/html; charset=utf-8"));
+    let html = roxmltree::Document::parse_with_options(
+        &page,
+        roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("/status is not well-formed: {e}\n{page}"));
+    let table = html
+        .descendants()
+        .find(|n| n.has_tag_name("table") && n.attribute("class") == Some("schedules"))
+        .unwrap_or_else(|| panic!("no schedules table in\n{page}"));
+    let headers: Vec<String> = table
+        .descendants()
+        .filter(|n| n.has_tag_name("th") && n.attribute("scope") == Some("col"))
+        .map(text_of)
+        .collect();
+    assert_eq!(
+        headers,
+        ["Schedule", "Runbook", "Last result", "Next due", "Overdue?"]
+    );
+    let rows: Vec<String> = table
+        .descendants()
+        .filter(|n| n.has_tag_name("tr") && n.parent().is_some_and(|p| p.has_tag_name("tbody")))
+        .map(text_of)
+        .collect();
+    let human = |ms: i64| {
+        Utc.timestamp_millis_opt(ms)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M UTC")
+            .to_string()
+    };
+    let next_human = DateTime::parse_from_rfc3339(&next)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M UTC")
+        .to_string();
+    assert_eq!(
+        rows,
+        [
+            format!(
+                "weekly-verify verify-backup Passed {} {next_human} On time",
+                human(passed_at)
+            ),
+            format!(
+                "failover-test failover Failed {} {next_human} Overdue",
+                human(failed_at)
+            ),
+            format!("spare-verify verify-backup Not run yet {next_human} On time"),
+        ]
+    );
+    // Each time is machine-readable too, and the page links to the drill history.
+    let times: Vec<&str> = table
+        .descendants()
+        .filter(|n| n.has_tag_name("time"))
+        .filter_map(|n| n.attribute("datetime"))
+        .collect();
+    assert!(times.contains(&iso(passed_at).as_str()), "{times:?}");
+    assert!(times.contains(&next.as_str()), "{times:?}");
+    assert!(
+        html.descendants()
+            .any(|n| n.has_tag_name("a") && n.attribute("href") == Some("status/history")),
+        "no link to the drill history"
+    );
+}
+
 both_backends!(
     due_runs_fire_once,
     missed_fires_fire_once,
     concurrent_processes_fire_once,
     overdue_alert_once_per_period,
     scheduled_run_needing_approval_expires,
+    status_page_shows_schedules,
 );
 
 fn problems(extra: &str) -> String {

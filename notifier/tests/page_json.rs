@@ -173,11 +173,24 @@ fn sample_document_has_the_documented_values() {
     assert_eq!(ev["last_drill"]["rto_seconds"], 580.0);
     assert_eq!(ev["last_drill"]["rpo_target_seconds"], 60.0);
     assert_eq!(ev["last_drill"]["met"], true);
+    assert_eq!(
+        ev["schedules"],
+        json!([
+            { "name": "weekly-verify", "runbook": "verify-backup", "last_result": "passed",
+              "last_at": "2026-11-26T08:05:00Z", "next_due": "2026-12-03T08:05:00Z",
+              "overdue": false },
+            { "name": "monthly-failover-test", "runbook": "failover", "last_result": "failed",
+              "last_at": "2026-10-17T14:05:00Z", "next_due": "2026-12-17T14:05:00Z",
+              "overdue": true },
+            { "name": "quarterly-drill", "runbook": "drill", "last_result": "none",
+              "last_at": null, "next_due": "2026-12-16T14:05:00Z", "overdue": false },
+        ])
+    );
     let empty = render_json(&empty_model());
     assert_eq!(empty["current"], Value::Null);
     assert_eq!(
         empty["evidence"],
-        json!({"last_backup_verification": null, "last_drill": null})
+        json!({"last_backup_verification": null, "last_drill": null, "schedules": []})
     );
 }
 
@@ -197,7 +210,7 @@ fn user_text_round_trips_verbatim() {
 fn validator_catches_violations() {
     let good = render_json(&sample_model(now()));
     type Breaker = (&'static str, fn(&mut Value));
-    let broken: [Breaker; 9] = [
+    let broken: [Breaker; 11] = [
         ("missing key", |d| {
             d.as_object_mut().unwrap().remove("evidence");
         }),
@@ -218,6 +231,15 @@ fn validator_catches_violations() {
             d["evidence"]["last_backup_verification"]["duration_seconds"] = json!(-1)
         }),
         ("bad version", |d| d["schema_version"] = json!(2)),
+        ("bad schedule result", |d| {
+            d["evidence"]["schedules"][0]["last_result"] = json!("ok")
+        }),
+        ("schedule without overdue", |d| {
+            d["evidence"]["schedules"][1]
+                .as_object_mut()
+                .unwrap()
+                .remove("overdue");
+        }),
         ("null history", |d| d["history"] = Value::Null),
     ];
     for (what, break_it) in broken {

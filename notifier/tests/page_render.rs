@@ -5,7 +5,8 @@ mod page_support;
 
 use chrono::DateTime;
 use notifier::page::{
-    ComponentStatus, FEED_HREF, JSON_HREF, PageModel, render_atom, render_html, sample_model,
+    ComponentStatus, FEED_HREF, HISTORY_HREF, JSON_HREF, PageModel, render_atom, render_html,
+    sample_model,
 };
 use page_support::{HOSTILE, empty_model, hostile_model, now, odd_model};
 
@@ -62,7 +63,8 @@ fn check_page(page: &str) -> String {
             );
             if a.name() == "href" || a.name() == "src" {
                 assert!(
-                    a.value().starts_with('#') || [FEED_HREF, JSON_HREF].contains(&a.value()),
+                    a.value().starts_with('#')
+                        || [FEED_HREF, JSON_HREF, HISTORY_HREF].contains(&a.value()),
                     "external or unexpected link {}",
                     a.value()
                 );
@@ -135,6 +137,32 @@ fn sample_page_shows_everything_as_text() {
     let identified = text.find("Traffic is moving").unwrap();
     let investigating = text.find("We are experiencing").unwrap();
     assert!(identified < investigating);
+    // The DR testing schedule: one table row per schedule, result and overdue as text.
+    for row in [
+        "weekly-verify verify-backup Passed 2026-11-26 08:05 UTC 2026-12-03 08:05 UTC On time",
+        "monthly-failover-test failover Failed 2026-10-17 14:05 UTC 2026-12-17 14:05 UTC Overdue",
+        "quarterly-drill drill Not run yet 2026-12-16 14:05 UTC On time",
+    ] {
+        assert!(collapsed(&text).contains(row), "missing {row:?} in\n{text}");
+    }
+    assert!(
+        text.contains("Each scheduled disaster-recovery test"),
+        "a caption"
+    );
+    assert!(page.contains("<th scope=\"row\" role=\"rowheader\">weekly-verify</th>"));
+    let doc = roxmltree::Document::parse_with_options(
+        &page,
+        roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        doc.descendants()
+            .any(|n| n.attribute("href") == Some(HISTORY_HREF)),
+        "links to the drill history"
+    );
     // Every component status has styling and a label.
     for s in ComponentStatus::ALL {
         assert!(page.contains(&format!(".s-{} {{", s.as_str())), "{s:?}");
@@ -180,12 +208,18 @@ fn empty_and_odd_pages_render() {
         "No backup verification recorded yet.",
         "No recovery drill recorded yet.",
         "No past incidents.",
+        "No DR tests are scheduled.",
     ] {
         assert!(text.contains(needle), "missing {needle:?}");
     }
     let text = check_page(&html(&odd_model()));
     assert!(text.contains("Incident in progress: Investigating"));
     assert!(text.contains("Just opened"));
+}
+
+/// `s` with every run of whitespace as one space.
+fn collapsed(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 struct Entry {

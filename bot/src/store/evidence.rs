@@ -1,5 +1,5 @@
-//! Disaster-recovery evidence for the public status page: the last finished (not dry) run of a
-//! command, with the data its steps recorded.
+//! Disaster-recovery evidence for the public status page and the drill history: the finished
+//! (not dry) runs of a runbook, with the data their steps recorded.
 
 use sqlx::Row;
 
@@ -20,30 +20,43 @@ pub struct FinishedRun {
     pub steps: Vec<(String, Option<serde_json::Value>)>,
 }
 
+/// The columns [`Store::last_finished_run`] and [`Store::finished_runs`] select: finished
+/// (succeeded or failed), not dry runs of one runbook.
+const FINISHED: &str = "SELECT id, state, started_at, finished_at FROM runs WHERE runbook = $1 \
+     AND dry_run = 0 AND state IN ('succeeded', 'failed') AND finished_at IS NOT NULL \
+     ORDER BY finished_at DESC, id DESC LIMIT $2";
+
 impl Store {
     /// The last run of runbook `runbook` that finished (succeeded or failed), dry runs
     /// excluded. (By runbook, not by the stored command text, which is as typed: `/dr drill`
     /// from the CLI, `drill` from Slack.)
     pub async fn last_finished_run(&self, runbook: &str) -> anyhow::Result<Option<FinishedRun>> {
-        let Some(r) = sqlx::query(
-            "SELECT id, state, started_at, finished_at FROM runs WHERE runbook = $1 \
-             AND dry_run = 0 AND state IN ('succeeded', 'failed') AND finished_at IS NOT NULL \
-             ORDER BY finished_at DESC, id DESC LIMIT 1",
-        )
-        .bind(runbook.to_string())
-        .fetch_optional(self.pool())
-        .await?
-        else {
-            return Ok(None);
-        };
-        let id: i64 = r.try_get("id")?;
-        let steps = self.step_records(id).await?;
-        Ok(Some(FinishedRun {
-            id,
-            state: r.try_get("state")?,
-            started_at: r.try_get("started_at")?,
-            finished_at: r.try_get("finished_at")?,
-            steps,
-        }))
+        Ok(self.finished_runs(runbook, 1).await?.pop())
+    }
+
+    /// The newest `limit` finished runs of runbook `runbook` (as [`Store::last_finished_run`]),
+    /// returned oldest first, each with its steps' data.
+    pub async fn finished_runs(
+        &self,
+        runbook: &str,
+        limit: i64,
+    ) -> anyhow::Result<Vec<FinishedRun>> {
+        let rows = sqlx::query(FINISHED)
+            .bind(runbook.to_string())
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows.into_iter().rev() {
+            let id: i64 = r.try_get("id")?;
+            out.push(FinishedRun {
+                id,
+                state: r.try_get("state")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                steps: self.step_records(id).await?,
+            });
+        }
+        Ok(out)
     }
 }

@@ -226,3 +226,31 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// Serves `app`'s real router (`drbot::server::router`) on a loopback port until the test's
+/// runtime ends; returns its address.
+pub async fn serve(app: &App) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().unwrap();
+    let router = drbot::server::router(app.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// GET `http://addr{path}`: (status, content type, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let r = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    let ctype = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, ctype, r.text().await.unwrap())
+}

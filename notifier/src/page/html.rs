@@ -8,8 +8,10 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use super::format::{clean, human_duration, human_time, rfc3339};
-use super::model::{ComponentStatus, Incident, IncidentStatus, PageModel};
-use super::{FEED_HREF, JSON_HREF, PageError};
+use super::model::{
+    ComponentStatus, Incident, IncidentStatus, PageModel, ScheduleEvidence, ScheduleResult,
+};
+use super::{FEED_HREF, HISTORY_HREF, JSON_HREF, PageError};
 
 /// The template source, compiled into the binary.
 pub const TEMPLATE: &str = include_str!("../../templates/page/status.html");
@@ -122,8 +124,10 @@ struct View {
     history: Vec<IncidentView>,
     backup: Option<BackupView>,
     drill: Option<DrillView>,
+    schedules: Vec<ScheduleView>,
     json_href: &'static str,
     feed_href: &'static str,
+    history_href: &'static str,
 }
 
 #[derive(Serialize)]
@@ -178,6 +182,34 @@ struct DrillView {
     rpo_target: String,
 }
 
+#[derive(Serialize)]
+struct ScheduleView {
+    name: String,
+    runbook: String,
+    result_class: &'static str,
+    result_label: &'static str,
+    last_at: Option<Time>,
+    next_due: Option<Time>,
+    overdue: bool,
+}
+
+fn schedule(s: &ScheduleEvidence) -> ScheduleView {
+    ScheduleView {
+        name: clean(&s.name),
+        runbook: clean(&s.runbook),
+        result_class: match s.last_result {
+            ScheduleResult::Passed => "operational",
+            ScheduleResult::Failed => "major_outage",
+            ScheduleResult::Pending => "under_maintenance",
+            ScheduleResult::None => "muted",
+        },
+        result_label: s.last_result.label(),
+        last_at: s.last_at.as_ref().map(Time::new),
+        next_due: s.next_due.as_ref().map(Time::new),
+        overdue: s.overdue,
+    }
+}
+
 impl View {
     fn new(m: &PageModel) -> View {
         View {
@@ -215,8 +247,10 @@ impl View {
                 rto_target: human_duration(d.rto_target),
                 rpo_target: human_duration(d.rpo_target),
             }),
+            schedules: m.evidence.schedules.iter().map(schedule).collect(),
             json_href: JSON_HREF,
             feed_href: FEED_HREF,
+            history_href: HISTORY_HREF,
         }
     }
 }

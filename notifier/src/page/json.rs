@@ -16,7 +16,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// Renders the page as JSON. Times are RFC 3339 UTC strings (`…Z`), durations are seconds as
 /// numbers, enums are the snake_case wire names (as on Atlassian Statuspage); `overall_status`
 /// is the worst component status (`operational` when there are no components). Incident
-/// updates are oldest first; `history` is newest first.
+/// updates are oldest first; `history` is newest first; `evidence.schedules` in config order.
 pub fn render_json(model: &PageModel) -> Value {
     let overall = model
         .components
@@ -52,6 +52,14 @@ pub fn render_json(model: &PageModel) -> Value {
                 "rpo_target_seconds": d.rpo_target.as_secs_f64(),
                 "met": d.met,
             })),
+            "schedules": ev.schedules.iter().map(|s| json!({
+                "name": s.name,
+                "runbook": s.runbook,
+                "last_result": s.last_result.as_str(),
+                "last_at": s.last_at.as_ref().map(rfc3339),
+                "next_due": s.next_due.as_ref().map(rfc3339),
+                "overdue": s.overdue,
+            })).collect::<Vec<_>>(),
         },
     })
 }

@@ -1,10 +1,12 @@
 //! drbot's own public status page: the [`PageModel`] and three pure renderers, HTML
-//! ([`render_html`]), JSON ([`render_json`]) and Atom ([`render_atom`]). No I/O: the caller
+//! ([`render_html`]), JSON ([`render_json`]) and Atom ([`render_atom`]); and the drill history
+//! page with its SVG charts ([`history`]). No I/O: the caller
 //! builds the model from drbot's own store (so the page keeps working when the primary region
 //! is gone) and serves the strings at [`PAGE_PATH`], [`JSON_PATH`] and [`FEED_PATH`].
 
 mod atom;
 mod format;
+pub mod history;
 mod html;
 mod json;
 mod model;
@@ -15,7 +17,7 @@ pub use html::{PALETTE, Swatch, TEMPLATE, render_html};
 pub use json::{SCHEMA, SCHEMA_VERSION, render_json};
 pub use model::{
     BackupVerification, Component, ComponentStatus, Drill, Evidence, Impact, Incident,
-    IncidentStatus, PageModel, Update,
+    IncidentStatus, PageModel, ScheduleEvidence, ScheduleResult, Update,
 };
 pub use sample::sample_model;
 
@@ -25,10 +27,13 @@ pub const PAGE_PATH: &str = "/status";
 pub const JSON_PATH: &str = "/status.json";
 /// Where the Atom feed is served.
 pub const FEED_PATH: &str = "/status/feed.atom";
+pub use history::HISTORY_PATH;
 /// [`JSON_PATH`] relative to [`PAGE_PATH`], as the page links it.
 pub const JSON_HREF: &str = "status.json";
 /// [`FEED_PATH`] relative to [`PAGE_PATH`], as the page links it.
 pub const FEED_HREF: &str = "status/feed.atom";
+/// [`HISTORY_PATH`] relative to [`PAGE_PATH`], as the page links it.
+pub const HISTORY_HREF: &str = "status/history";
 
 /// Why a page could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -36,4 +41,7 @@ pub enum PageError {
     /// The built-in HTML template failed to compile or render (a bug in drbot).
     #[error("status page template: {0}")]
     Template(String),
+    /// A history chart could not be drawn (a bug in drbot).
+    #[error("history chart: {0}")]
+    Chart(String),
 }

@@ -216,6 +216,71 @@ pub struct Evidence {
     pub last_backup_verification: Option<BackupVerification>,
     /// The most recent DR drill, if any ran.
     pub last_drill: Option<Drill>,
+    /// Each configured DR testing schedule's last result and next due date, in config order.
+    pub schedules: Vec<ScheduleEvidence>,
+}
+
+/// One DR testing schedule (`[[schedules]]`) as evidence: what it last produced and when it is
+/// next due.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduleEvidence {
+    /// Schedule name, e.g. `weekly-verify`.
+    pub name: String,
+    /// The runbook it runs, e.g. `verify-backup`.
+    pub runbook: String,
+    /// The outcome of its most recent due time.
+    pub last_result: ScheduleResult,
+    /// When that outcome happened (the run finished, else it was requested); `None` if it
+    /// never came due.
+    pub last_at: Option<DateTime<Utc>>,
+    /// When it next comes due; `None` if its cron expression never fires again.
+    pub next_due: Option<DateTime<Utc>>,
+    /// Whether no run of its runbook passed within its `overdue_after`.
+    pub overdue: bool,
+}
+
+/// What a schedule's most recent due time produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleResult {
+    /// It never came due.
+    None,
+    /// Its run is still waiting for approval or running.
+    Pending,
+    /// Its run succeeded.
+    Passed,
+    /// Its run failed, was refused, denied, expired or cancelled.
+    Failed,
+}
+
+impl ScheduleResult {
+    /// Every result, for exhaustive tests and documentation.
+    pub const ALL: [ScheduleResult; 4] = [
+        ScheduleResult::None,
+        ScheduleResult::Pending,
+        ScheduleResult::Passed,
+        ScheduleResult::Failed,
+    ];
+
+    /// The wire name, e.g. `passed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleResult::None => "none",
+            ScheduleResult::Pending => "pending",
+            ScheduleResult::Passed => "passed",
+            ScheduleResult::Failed => "failed",
+        }
+    }
+
+    /// The human label, e.g. `Passed`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ScheduleResult::None => "Not run yet",
+            ScheduleResult::Pending => "In progress",
+            ScheduleResult::Passed => "Passed",
+            ScheduleResult::Failed => "Failed",
+        }
+    }
 }
 
 /// The result of the last backup verification (restore into scratch and check).

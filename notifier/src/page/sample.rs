@@ -7,12 +7,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::model::{
     BackupVerification, Component, ComponentStatus, Drill, Evidence, Impact, Incident,
-    IncidentStatus, PageModel, Update,
+    IncidentStatus, PageModel, ScheduleEvidence, ScheduleResult, Update,
 };
 
 /// A sample page as of `now`: components in several states, the seed plan's "Service
 /// Degradation - DR Activated" incident with two updates, one resolved incident from last
-/// week, and passing backup and drill evidence.
+/// week, passing backup and drill evidence, and three DR testing schedules (one passed, one
+/// failed and overdue, one not due yet).
 pub fn sample_model(now: DateTime<Utc>) -> PageModel {
     let ago = |minutes: i64| now - TimeDelta::minutes(minutes);
     let component = |name: &str, status, description: &str| Component {
@@ -96,6 +97,32 @@ pub fn sample_model(now: DateTime<Utc>) -> PageModel {
                 rpo_target: Duration::from_secs(60),
                 met: true,
             }),
+            schedules: vec![
+                ScheduleEvidence {
+                    name: "weekly-verify".into(),
+                    runbook: "verify-backup".into(),
+                    last_result: ScheduleResult::Passed,
+                    last_at: Some(ago(6 * 60)),
+                    next_due: Some(ago(6 * 60) + TimeDelta::days(7)),
+                    overdue: false,
+                },
+                ScheduleEvidence {
+                    name: "monthly-failover-test".into(),
+                    runbook: "failover".into(),
+                    last_result: ScheduleResult::Failed,
+                    last_at: Some(ago(40 * 24 * 60)),
+                    next_due: Some(ago(40 * 24 * 60) + TimeDelta::days(61)),
+                    overdue: true,
+                },
+                ScheduleEvidence {
+                    name: "quarterly-drill".into(),
+                    runbook: "drill".into(),
+                    last_result: ScheduleResult::None,
+                    last_at: None,
+                    next_due: Some(ago(-(20 * 24 * 60))),
+                    overdue: false,
+                },
+            ],
         },
     }
 }
