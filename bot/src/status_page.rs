@@ -302,7 +302,7 @@ fn incident(i: &IncidentRow, updates: &[IncidentUpdateRow]) -> Incident {
     }
 }
 
-pub(crate) fn run_duration(r: &FinishedRun) -> Duration {
+fn run_duration(r: &FinishedRun) -> Duration {
     let ms = r.finished_at - r.started_at.unwrap_or(r.finished_at);
     Duration::from_millis(ms.max(0) as u64)
 }
@@ -429,6 +429,42 @@ mod tests {
         let d = drill(&r, targets);
         assert_eq!(d.rto, Duration::from_millis(2_500));
         assert_eq!(d.rpo, Duration::ZERO);
+    }
+
+    #[test]
+    fn schedule_results_from_the_newest_fire() {
+        let status = |run: Option<&str>, error: Option<&str>| ScheduleStatus {
+            name: "weekly".into(),
+            command: "/dr verify-backup latest".into(),
+            runbook: "verify-backup".into(),
+            last_run: run.map(|s| (3, s.to_string())),
+            last_at: Some(time(61_000)),
+            last_error: error.map(str::to_string),
+            next_due: Some("2030-01-07T03:00:00Z".into()),
+            overdue: true,
+        };
+        let cases = [
+            (Some("succeeded"), None, ScheduleResult::Passed),
+            (Some("awaiting_approval"), None, ScheduleResult::Pending),
+            (Some("running"), None, ScheduleResult::Pending),
+            (Some("failed"), None, ScheduleResult::Failed),
+            (Some("expired"), None, ScheduleResult::Failed),
+            (Some("denied"), None, ScheduleResult::Failed),
+            (None, Some("{\"NoSuchRunbook\":{}}"), ScheduleResult::Failed),
+            (None, None, ScheduleResult::None),
+        ];
+        for (run, error, want) in cases {
+            let e = schedule_evidence(&status(run, error));
+            assert_eq!(e.last_result, want, "{run:?} {error:?}");
+        }
+        let e = schedule_evidence(&status(Some("succeeded"), None));
+        assert_eq!(e.runbook, "verify-backup");
+        assert_eq!(e.last_at, Some(time(61_000)));
+        assert_eq!(
+            e.next_due.unwrap().to_rfc3339(),
+            "2030-01-07T03:00:00+00:00"
+        );
+        assert!(e.overdue);
     }
 
     #[test]

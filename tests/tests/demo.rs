@@ -2,8 +2,9 @@
 //! (real PostgreSQL primary and replica, apex-api services, file DNS), verifies a backup and
 //! runs the measured drill with two simulated people. Its printed RPO and RTO are parsed and
 //! checked for sanity, it exits 0, and afterwards its directory and PostgreSQL servers are gone.
-//! With `--keep` it serves the status page (showing the drill's evidence) and a valid audit
-//! chain until SIGINT, then stops PostgreSQL and leaves the directory.
+//! With `--keep` it serves the status page (showing the drill's evidence; the drill history
+//! charts its drill and verification) and a valid audit chain until SIGINT, then stops
+//! PostgreSQL and leaves the directory.
 
 use std::{
     io::{BufRead, BufReader},
@@ -156,6 +157,15 @@ fn demo_keep_serves_the_evidence_until_sigint() {
     assert_eq!(drill["met"], true, "{page}");
     assert_eq!(page["evidence"]["last_backup_verification"]["passed"], true);
     assert_eq!(page["current"]["status"], "monitoring", "{page}");
+    // The drill history charts the demo's real drill and verification: one point each.
+    for slug in ["rto", "rpo", "verification"] {
+        let (code, svg) = http_get(port, &format!("/status/history/{slug}.svg")).unwrap();
+        assert_eq!(code, 200, "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 1, "{slug}: {svg}");
+    }
+    let (code, history) = http_get(port, "/status/history").unwrap();
+    assert_eq!(code, 200, "{history}");
+    assert_eq!(history.matches("<svg").count(), 3, "{history}");
     // The same store through the CLI: the audit chain verifies.
     let audit = Command::new(drbot_bin())
         .args(["audit", "--verify", "--config"])

@@ -15,6 +15,9 @@ use super::model::HistoryModel;
 /// Width and height of every chart (the SVG scales to its container).
 pub const SIZE: (u32, u32) = (420, 280);
 
+/// One point of a chart: when the run finished, the value, whether the run passed.
+pub(crate) type Point = (DateTime<Utc>, Duration, bool);
+
 /// The charts of the history page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Chart {
@@ -62,10 +65,7 @@ impl Chart {
     }
 
     /// The measured points (finish time, value, passed), oldest first, and the target.
-    pub(crate) fn series(
-        self,
-        m: &HistoryModel,
-    ) -> (Vec<(DateTime<Utc>, Duration, bool)>, Option<Duration>) {
+    pub(crate) fn series(self, m: &HistoryModel) -> (Vec<Point>, Option<Duration>) {
         match self {
             Chart::Rto => (
                 m.drills
@@ -166,11 +166,7 @@ pub fn render_chart(model: &HistoryModel, chart: Chart) -> Result<String, PageEr
 }
 
 /// A one-sentence summary for screen readers: how many points, the latest, the target.
-fn describe(
-    chart: Chart,
-    points: &[(DateTime<Utc>, Duration, bool)],
-    t: Option<Duration>,
-) -> String {
+fn describe(chart: Chart, points: &[Point], t: Option<Duration>) -> String {
     let Some((at, v, _)) = points.last() else {
         return chart.empty_message().into();
     };
@@ -203,10 +199,7 @@ fn message_body(text: &str) -> String {
 }
 
 /// The plot itself: plotters' SVG without its own `<svg>` wrapper.
-fn plot(
-    points: &[(DateTime<Utc>, Duration, bool)],
-    target: Option<Duration>,
-) -> Result<String, PageError> {
+fn plot(points: &[Point], target: Option<Duration>) -> Result<String, PageError> {
     let max = points
         .iter()
         .map(|p| p.1.as_secs_f64())
