@@ -197,6 +197,19 @@ pub async fn insert_request(
         },
     )
     .await?;
+    let defs = plan
+        .checklists
+        .iter()
+        .map(|name| {
+            settings
+                .config
+                .checklists
+                .iter()
+                .find(|c| &c.name == name)
+                .ok_or_else(|| anyhow::anyhow!("runbook checklist `{name}` is not configured"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opened = crate::store::checklists::open_for_run(tx, run_id, &defs, person).await?;
     let mut detail = json!({
         "runbook": plan.runbook, "version": plan.version, "args": plan.args,
         "fingerprint": plan.fingerprint, "dry_run": dry_run, "needs_approval": needs_approval,
@@ -216,6 +229,9 @@ pub async fn insert_request(
         )
         .await?;
         detail["request_id"] = json!(req);
+    }
+    if !opened.is_empty() {
+        detail["checklists"] = json!(opened);
     }
     audit::append(tx, actor, "run.requested", Some(run_id), detail).await?;
     Ok(run_id)
@@ -615,7 +631,8 @@ pub async fn decide(
     let step = steps
         .iter()
         .find(|s| s.state == recovery::engine::StepState::Running)
-        .map(|s| s.idx);
+        .map(|s| s.idx)
+        .or(run.held_step);
     let expires = now_ms() + app.settings.expires_after.as_millis() as i64;
     let req = runs::insert_request(
         &mut tx,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use recovery::{
     engine::{
         Driven, Engine, Finish, Journal, JournalError, RunSnapshot, StepRecord, StepResult,
-        StepStatus,
+        StepState, StepStatus,
     },
     step::StepError,
 };
@@ -27,7 +27,7 @@ use crate::{
     approvals,
     events::Event,
     store::{
-        Store, Tx, audit, now_ms,
+        Store, Tx, audit, checklists, now_ms,
         runs::{self, RequestAction, RunState},
     },
 };
@@ -422,6 +422,16 @@ impl Journal for StoreJournal {
             .into_iter()
             .find(|s| s.idx == idx as i64);
         let (name, kind) = step.map(|s| (s.name, s.kind)).unwrap_or_default();
+        if result.state == StepState::Succeeded {
+            let run = Store::run_tx(&mut tx, run_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished"))?;
+            if let Some(ticks) = run.plan.steps.get(idx).map(|s| &s.ticks)
+                && !ticks.is_empty()
+            {
+                checklists::tick_for_step(&mut tx, run_id, idx, ticks).await?;
+            }
+        }
         audit::append(
             &mut tx,
             &system(),
@@ -500,6 +510,61 @@ impl Journal for StoreJournal {
             action: "gate".into(),
         });
         Ok(())
+    }
+
+    async fn hold_for(
+        &self,
+        run_id: i64,
+        idx: usize,
+        requires: &[String],
+    ) -> Result<Option<String>, JournalError> {
+        // The check and the hold share one write transaction, serialised with ticks: a tick
+        // either commits before (and is seen here) or after (and finds the run held, and
+        // queues it again). No tick is lost between the two.
+        let mut tx = self.fenced(run_id).await?;
+        let views = checklists::run_checklists_in(&mut *tx, run_id).await?;
+        let missing = checklists::unticked(&views, requires);
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        let name = Store::steps_tx(&mut tx, run_id)
+            .await?
+            .into_iter()
+            .find(|s| s.idx == idx as i64)
+            .map(|s| s.name)
+            .unwrap_or_default();
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(req, text)| format!("{text} (`{req}`)"))
+            .collect();
+        let reason = format!(
+            "step {} `{name}` waits for checklist items to be ticked: {}",
+            idx + 1,
+            list.join("; ")
+        );
+        runs::set_run_state(&mut tx, run_id, RunState::NeedsAttention, Some(&reason)).await?;
+        sqlx::query("UPDATE runs SET held_step = $1 WHERE id = $2")
+            .bind(idx as i64)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let unticked: Vec<&str> = missing.iter().map(|(r, _)| r.as_str()).collect();
+        audit::append(
+            &mut tx,
+            &system(),
+            "run.held",
+            Some(run_id),
+            json!({ "step": idx, "name": name, "unticked": unticked }),
+        )
+        .await?;
+        Self::commit(tx).await?;
+        self.app.events.publish(Event::RunStateChanged {
+            run_id,
+            state: "needs_attention".into(),
+            detail: Some(reason.clone()),
+        });
+        Ok(Some(reason))
     }
 
     async fn needs_attention(

@@ -180,6 +180,16 @@ pub trait Journal: Send + Sync {
     async fn preflight_done(&self, run_id: i64) -> Result<(), JournalError>;
     /// Pauses the run before gated step `idx` and asks for its approval.
     async fn await_gate(&self, run_id: i64, idx: usize) -> Result<(), JournalError>;
+    /// Step `idx` names checklist items in `requires` and is about to run (or to ask for its
+    /// gate). The journal checks them; when some are not ticked it pauses the run (recording
+    /// why, in the same transaction as the check) and returns the reason. `None`: go on.
+    /// There is deliberately no default: a journal that cannot check must refuse.
+    async fn hold_for(
+        &self,
+        run_id: i64,
+        idx: usize,
+        requires: &[String],
+    ) -> Result<Option<String>, JournalError>;
     /// Pauses the run: step `idx` was interrupted and is not idempotent.
     async fn needs_attention(
         &self,
@@ -202,6 +212,8 @@ pub enum Driven {
     AwaitingGate(usize),
     /// Paused: a non-idempotent step was interrupted.
     NeedsAttention(usize),
+    /// Paused before a step whose required checklist items are not all ticked.
+    Held(usize),
     /// Shutdown interrupted the run; it stays `running` for the next process to resume.
     Interrupted,
     /// Another process took the run over.
@@ -294,7 +306,10 @@ impl Engine {
                 journal.finish(run_id, &Finish::Cancelled).await?;
                 return Ok(Driven::Finished(Finish::Cancelled));
             }
-            if step.destructive && !snap.approved && !plan.dry_run {
+            // A step that requires checklist items ends preflight like a destructive one: the
+            // run waits for its approval before anything is checked or held.
+            if (step.destructive || !step.requires.is_empty()) && !snap.approved && !plan.dry_run
+            {
                 journal.preflight_done(run_id).await?;
                 return Ok(Driven::AwaitingApproval(idx));
             }
@@ -310,6 +325,13 @@ impl Engine {
                 journal.step_finished(run_id, idx, &result).await?;
                 record(&mut earlier[idx], &result);
                 continue;
+            }
+            // Checked before the gate is asked for and again after it is approved (every drive
+            // passes here), so neither approval can stand in for the ticks.
+            if !step.requires.is_empty()
+                && journal.hold_for(run_id, idx, &step.requires).await?.is_some()
+            {
+                return Ok(Driven::Held(idx));
             }
             if step.gate && !status.gate_approved && !plan.dry_run {
                 journal.await_gate(run_id, idx).await?;

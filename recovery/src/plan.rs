@@ -30,6 +30,9 @@ pub struct Plan {
     pub dry_run: bool,
     /// Revision of the configuration the plan was resolved from.
     pub config_revision: String,
+    /// Checklists opened for the run (the runbook's `checklists`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checklists: Vec<String>,
     /// Steps with parameters resolved.
     pub steps: Vec<PlannedStep>,
     /// Hex SHA-256 over all of the above.
@@ -62,6 +65,12 @@ pub struct PlannedStep {
     /// What the step acts on (clusters, backup stores), shown in plan previews.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub touches: Vec<String>,
+    /// Checklist items ticked for the run when the step succeeds (`"<checklist>:<item>"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ticks: Vec<String>,
+    /// Checklist items that must be ticked before the step runs (`"<checklist>:<item>"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
 }
 
 impl PlannedStep {
@@ -140,6 +149,8 @@ impl Plan {
                 backoff_ms: def.backoff.unwrap_or(DEFAULT_BACKOFF).as_millis() as u64,
                 on_failure: def.on_failure,
                 touches: registry.resources().describe(&params),
+                ticks: def.ticks.clone(),
+                requires: def.requires.clone(),
             });
         }
         let default_target = match args.get("region") {
@@ -159,6 +170,7 @@ impl Plan {
             target,
             dry_run,
             config_revision: config_revision.to_string(),
+            checklists: runbook.checklists.clone(),
             steps,
             fingerprint: String::new(),
         };

@@ -30,6 +30,10 @@ pub struct RunbookDef {
     /// Default: `{region}` when the command names a region, else the runbook name.
     #[serde(default)]
     pub target: Option<String>,
+    /// Checklists opened for each run of this runbook (opaque names: the bot resolves and
+    /// checks them). Steps refer to their items with `ticks` and `requires`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checklists: Vec<String>,
     /// The steps, run in order.
     pub steps: Vec<StepDef>,
 }
@@ -82,6 +86,14 @@ pub struct StepDef {
     /// `abort` (default) or `continue`.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// Checklist items (`"<checklist>:<item>"`, opaque here) ticked for the run when this step
+    /// succeeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ticks: Vec<String>,
+    /// Checklist items (`"<checklist>:<item>"`, opaque here) that must be ticked before this
+    /// step runs; the engine asks the journal ([`crate::engine::Journal::hold_for`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
 }
 
 fn empty_table() -> serde_json::Value {

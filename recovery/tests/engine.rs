@@ -1,7 +1,8 @@
 //! The engine against an in-memory journal (a test double of drbot's store journal, which is
 //! tested end to end elsewhere): step order, retries with backoff, timeouts that kill the
-//! process group, `on_failure`, cancel before the next step, dry runs, gates, preflight, and
-//! the resume rules for interrupted steps. `http_check` runs against a real local HTTP server.
+//! process group, `on_failure`, cancel before the next step, dry runs, gates, checklist holds
+//! (`requires`), preflight, and the resume rules for interrupted steps. `http_check` runs
+//! against a real local HTTP server.
 
 use std::{
     collections::BTreeMap,
@@ -26,6 +27,8 @@ struct Mem {
     approved: bool,
     approved_at_ms: Option<i64>,
     records: Vec<StepRecord>,
+    /// Checklist items ticked (what `hold_for` checks).
+    ticked: Vec<String>,
 }
 
 struct MemJournal {
@@ -123,6 +126,24 @@ impl Journal for MemJournal {
     async fn await_gate(&self, _: i64, idx: usize) -> Result<(), JournalError> {
         self.log(format!("gate {idx}"));
         Ok(())
+    }
+    async fn hold_for(
+        &self,
+        _: i64,
+        idx: usize,
+        requires: &[String],
+    ) -> Result<Option<String>, JournalError> {
+        let mut m = self.mem.lock().unwrap();
+        let missing: Vec<String> = requires
+            .iter()
+            .filter(|r| !m.ticked.contains(r))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        m.events.push(format!("held {idx} {}", missing.join(",")));
+        Ok(Some(missing.join(", ")))
     }
     async fn needs_attention(&self, _: i64, idx: usize, _: &str) -> Result<(), JournalError> {
         self.log(format!("attention {idx}"));
@@ -364,6 +385,51 @@ async fn gates_pause_until_approved() {
             .count(),
         1
     );
+}
+
+#[tokio::test]
+async fn required_checklist_items_hold_the_step_whatever_was_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("promoted");
+    let p = plan(
+        &(exec("look", "true", "destructive = false")
+            + &exec(
+                "promote",
+                &format!("echo x >> {}", f.display()),
+                "gate = true\nrequires = [\"pre:a\", \"pre:b\"]",
+            )),
+        false,
+    );
+    // Not approved yet: a step with `requires` ends preflight; nothing is checked or held.
+    let j = MemJournal::new(p.clone(), false);
+    assert_eq!(drive(&j).await, Driven::AwaitingApproval(1));
+    assert!(!j.events().iter().any(|e| e.starts_with("held")));
+    // Approved, gate approved too, one item ticked: held, the step never starts.
+    let j = MemJournal::new(p, true);
+    {
+        let mut m = j.mem.lock().unwrap();
+        m.steps[1].gate_approved = true;
+        m.ticked = vec!["pre:a".into()];
+    }
+    assert_eq!(drive(&j).await, Driven::Held(1));
+    assert_eq!(drive(&j).await, Driven::Held(1));
+    assert!(!f.exists(), "a held step did not run");
+    assert!(j.events().contains(&"held 1 pre:b".to_string()));
+    assert!(!j.events().iter().any(|e| e.starts_with("start 1")));
+    // Both ticked: it runs once.
+    j.mem.lock().unwrap().ticked.push("pre:b".into());
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "x\n");
+    // Gate not approved yet: held before the gate is even asked for, then the gate.
+    let p = plan(
+        &exec("promote", "true", "gate = true\nrequires = [\"pre:a\"]"),
+        false,
+    );
+    let j = MemJournal::new(p, true);
+    assert_eq!(drive(&j).await, Driven::Held(0));
+    assert!(!j.events().iter().any(|e| e.starts_with("gate")));
+    j.mem.lock().unwrap().ticked.push("pre:a".into());
+    assert_eq!(drive(&j).await, Driven::AwaitingGate(0));
 }
 
 #[tokio::test]

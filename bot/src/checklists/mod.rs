@@ -1,9 +1,13 @@
 //! Checklists people tick in chat: the built-in ones ([`builtin`]) merged with `[[checklists]]`
-//! and checked at load time ([`complete`]), and the one path a tick click takes whatever the
-//! platform ([`tick`]).
+//! and checked at load time ([`complete`]), runbooks' references to them checked
+//! ([`runbook_problems`]), the one path a tick click takes whatever the platform ([`tick`]), and
+//! the checklists of runs in chat ([`runs`]).
 
 pub mod builtin;
+pub mod runs;
 pub mod tick;
+
+use recovery::runbook::RunbookDef;
 
 use crate::config::ChecklistDef;
 
@@ -91,6 +95,54 @@ pub fn complete(list: &mut Vec<ChecklistDef>, problems_out: &mut Vec<String>) {
                 problems_out.push(format!("checklists: built-in `{name}` is broken: {e}"))
             }
             None => {}
+        }
+    }
+}
+
+/// The problems of runbook `rb`'s checklist references (at `at`): every name in `checklists`
+/// is a configured checklist, once; every `ticks` and `requires` entry of a step is
+/// `<checklist>:<item>` naming an item of a checklist the runbook attaches.
+pub fn runbook_problems(rb: &RunbookDef, all: &[ChecklistDef], at: &str, out: &mut Vec<String>) {
+    for (i, name) in rb.checklists.iter().enumerate() {
+        if !all.iter().any(|c| &c.name == name) {
+            let mut known: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+            known.sort();
+            out.push(format!(
+                "{at}.checklists[{i}]: no checklist `{name}` (known: {})",
+                known.join(", ")
+            ));
+        } else if rb.checklists[..i].contains(name) {
+            out.push(format!("{at}.checklists[{i}]: `{name}` is attached twice"));
+        }
+    }
+    for (j, step) in rb.steps.iter().enumerate() {
+        for (key, list) in [("ticks", &step.ticks), ("requires", &step.requires)] {
+            for (k, entry) in list.iter().enumerate() {
+                let at = format!("{at}.steps[{j}].{key}[{k}]");
+                let Some((name, item)) = entry.split_once(':') else {
+                    out.push(format!(
+                        "{at}: `{entry}` is not `<checklist>:<item>` (e.g. `pre-failover:notify-ic`)"
+                    ));
+                    continue;
+                };
+                if !rb.checklists.iter().any(|c| c == name) {
+                    out.push(format!(
+                        "{at}: checklist `{name}` is not attached to this runbook (add it to \
+                         the runbook's `checklists`)"
+                    ));
+                    continue;
+                }
+                let Some(def) = all.iter().find(|c| c.name == name) else {
+                    continue;
+                };
+                if !def.items.iter().any(|i| i.id == item) {
+                    let ids: Vec<&str> = def.items.iter().map(|i| i.id.as_str()).collect();
+                    out.push(format!(
+                        "{at}: checklist `{name}` has no item `{item}` (items: {})",
+                        ids.join(", ")
+                    ));
+                }
+            }
         }
     }
 }

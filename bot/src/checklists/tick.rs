@@ -56,6 +56,13 @@ pub async fn click(
         Ok(r) => r,
         Err(e) => internal(e, "ticking a checklist item"),
     };
+    if let Reply::Ticked { view, .. } = &reply
+        && view.instance.run.is_some()
+    {
+        // A run's checklist is shown on every platform: bring the others up to date.
+        let (app, id, platform) = (app.clone(), view.instance.id, platform.to_string());
+        tokio::spawn(async move { super::runs::refresh(&app, id, Some(&platform)).await });
+    }
     if let Reply::Refused(e) = &reply {
         let entry = audit::Entry {
             actor: actor.clone(),

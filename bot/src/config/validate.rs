@@ -365,6 +365,7 @@ fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
                 cfg.approvals.required
             ));
         }
+        crate::checklists::runbook_problems(rb, &cfg.checklists, &at, out);
         if !well_formed {
             continue;
         }

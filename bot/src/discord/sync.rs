@@ -109,6 +109,28 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
+    post_checklists(app, run).await
+}
+
+/// Posts each checklist opened for run `run` (a runbook's `checklists`) in each channel that
+/// has the run's card, once per instance and channel (Discord's enforced nonce backs this).
+async fn post_checklists(app: &App, run: i64) -> anyhow::Result<()> {
+    if app.discord.is_none() {
+        return Ok(());
+    }
+    let views = app.store.run_checklists(run).await?;
+    if views.is_empty() {
+        return Ok(());
+    }
+    let cards = cards_of(app, run).await?;
+    for v in &views {
+        let have = app.store.checklist_messages("discord", v.instance.id).await?;
+        for (ch, _) in &cards {
+            if !have.iter().any(|m| &m.channel == ch) {
+                super::checklist::post(app, v.instance.id, ch).await;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -153,6 +175,19 @@ pub async fn run_loop(app: App, shutdown: CancellationToken) {
                         error = format!("{e:#}"),
                         "posting Discord step details failed"
                     );
+                }
+                // The step may have ticked checklist items (`ticks`).
+                match app.store.run_checklists(run_id).await {
+                    Ok(views) => {
+                        for v in views {
+                            super::checklist::refresh_others(&app, v.instance.id, "").await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        run = run_id,
+                        error = format!("{e:#}"),
+                        "reading the run's checklists failed"
+                    ),
                 }
             });
         }

@@ -149,6 +149,9 @@ pub fn card(v: &crate::reply::RunView) -> serde_json::Value {
     let (what, color) = match r.state {
         RunState::AwaitingApproval => ("Approval needed", 0xE0A800),
         RunState::AwaitingGate => ("Approval needed before a gated step", 0xE0A800),
+        RunState::NeedsAttention if r.held_step.is_some() => {
+            ("Waiting for checklist items", 0xE0A800)
+        }
         RunState::NeedsAttention => ("Needs attention", 0xD9480F),
         RunState::Queued => ("Approved, starting", 0x1C7ED6),
         RunState::Running => ("Running", 0x1C7ED6),
@@ -201,6 +204,10 @@ pub fn card(v: &crate::reply::RunView) -> serde_json::Value {
         json!({ "name": "Arguments", "value": if args.is_empty() { "none".into() } else { args.join(", ") }, "inline": true }),
         json!({ "name": "Fingerprint", "value": format!("`{}`", &r.fingerprint[..12.min(r.fingerprint.len())]), "inline": true }),
     ];
+    if let Some(held) = r.held_step.and(r.detail.as_deref()) {
+        // Why the run waits: the unticked checklist items its next step requires.
+        fields.push(json!({ "name": "Waiting for", "value": truncate(held, 1000) }));
+    }
     let mut components = Vec::new();
     if let Some(req) = &v.request {
         let mut line = format!(
@@ -281,6 +288,9 @@ pub fn outcome(v: &crate::reply::RunView, mention: Option<&str>) -> String {
     let what = match r.state {
         RunState::Succeeded => "succeeded",
         RunState::Failed => "failed",
+        RunState::NeedsAttention if r.held_step.is_some() => {
+            "is waiting for checklist items to be ticked"
+        }
         RunState::NeedsAttention => "needs attention: a person must retry, skip or abort a step",
         RunState::AwaitingGate => "is waiting for approval of a gated step",
         RunState::Cancelled => "was cancelled",

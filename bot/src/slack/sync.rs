@@ -14,7 +14,7 @@ use crate::{
     app::App,
     approvals,
     events::Event,
-    store::{now_ms, runs::RunState},
+    store::{checklists::ChecklistMessage, now_ms, runs::RunState},
 };
 
 /// The run whose card is message `id` in `channel`, if it is one of drbot's cards.
@@ -131,6 +131,7 @@ async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow
         .context("recording the card")?;
     }
     if posted {
+        post_checklists(app, run).await?;
         // Steps that finished before the card existed (preflight) get their details too.
         let steps = app.store.steps(run).await?;
         for s in steps
@@ -139,6 +140,51 @@ async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow
         {
             step_details(app, run, s.idx as usize).await?;
         }
+    }
+    Ok(())
+}
+
+/// Posts each checklist opened for run `run` (a runbook's `checklists`) in each channel that
+/// has the run's card, once per instance and channel (claimed in `outbound` like a card).
+async fn post_checklists(app: &App, run: i64) -> anyhow::Result<()> {
+    let Some(slack) = app.slack.clone() else {
+        return Ok(());
+    };
+    let views = app.store.run_checklists(run).await?;
+    if views.is_empty() {
+        return Ok(());
+    }
+    let cards = cards_of(app, run).await?;
+    for v in &views {
+        let have = app.store.checklist_messages("slack", v.instance.id).await?;
+        for (ch, _) in &cards {
+            if have.iter().any(|m| &m.channel == ch) {
+                continue;
+            }
+            let key = format!("checklist:{}:{ch}", v.instance.id);
+            let (txt, blocks) = (text::checklist_text(v), text::checklist(v));
+            if let Some(ts) = post_once(app, &slack, &key, ch, None, &txt, &blocks).await? {
+                app.store
+                    .record_checklist_message(
+                        "slack",
+                        &ChecklistMessage {
+                            channel: ch.clone(),
+                            message_id: ts,
+                            instance: v.instance.id,
+                            part: 0,
+                        },
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Re-renders the Slack messages of every checklist opened for run `run`.
+async fn refresh_checklists(app: &App, run: i64) -> anyhow::Result<()> {
+    for v in app.store.run_checklists(run).await? {
+        super::checklist::refresh(app, v.instance.id).await;
     }
     Ok(())
 }
@@ -217,6 +263,14 @@ pub async fn run_loop(app: App, shutdown: CancellationToken) {
                         "posting step details to Slack failed"
                     );
                 }
+                // The step may have ticked checklist items (`ticks`).
+                if let Err(e) = refresh_checklists(&app, run_id).await {
+                    tracing::warn!(
+                        run = run_id,
+                        error = format!("{e:#}"),
+                        "updating the run's Slack checklists failed"
+                    );
+                }
             });
         }
     };
@@ -238,6 +292,13 @@ async fn sync_run(app: &App, run: i64) {
         ensure_cards(app, run, None).await;
     }
     refresh(app, run).await;
+    if let Err(e) = post_checklists(app, run).await {
+        tracing::warn!(
+            run,
+            error = format!("{e:#}"),
+            "posting the run's Slack checklists failed"
+        );
+    }
 }
 
 /// Status updates to the incident channel, for the notifier.

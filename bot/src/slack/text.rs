@@ -46,6 +46,7 @@ fn run_headline(v: &RunView) -> String {
     let what = match r.state {
         RunState::AwaitingApproval => "Approval needed",
         RunState::AwaitingGate => "Approval needed before a gated step",
+        RunState::NeedsAttention if r.held_step.is_some() => "Waiting for checklist items",
         RunState::NeedsAttention => "Needs attention",
         RunState::Queued => "Approved, starting",
         RunState::Running => "Running",

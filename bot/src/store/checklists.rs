@@ -1,11 +1,13 @@
-//! Checklist instances (`/dr checklist <name>`), their ticks, and the chat messages showing
-//! them. A tick toggles inside one write transaction that also appends its `checklist.tick`
-//! audit row, so the log holds exactly the ticks that happened, with who and when.
+//! Checklist instances (`/dr checklist <name>`, or opened for a run of a runbook with
+//! `checklists`), their ticks, and the chat messages showing them. A tick toggles inside one
+//! write transaction that also appends its `checklist.tick` audit row, so the log holds exactly
+//! the ticks that happened, with who and when. A tick on a run's checklist also queues the run
+//! again if it is held for checklist items, in that same transaction.
 
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 
-use super::{Store, audit, now_ms};
+use super::{Store, Tx, audit, now_ms};
 use crate::{
     actor::Actor,
     config::{ChecklistDef, ChecklistItemDef},
@@ -26,6 +28,8 @@ pub struct ChecklistInstance {
     pub created_by: String,
     /// When (ms since the epoch).
     pub created_at: i64,
+    /// The run it was opened for (a runbook's `checklists`); `None` for `/dr checklist`.
+    pub run: Option<i64>,
 }
 
 /// An item that is ticked.
@@ -99,6 +103,7 @@ fn instance_from(r: &AnyRow) -> anyhow::Result<ChecklistInstance> {
         items: serde_json::from_str(&items)?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
+        run: r.try_get("run_id")?,
     })
 }
 
@@ -109,6 +114,184 @@ fn message_from(r: &AnyRow) -> anyhow::Result<ChecklistMessage> {
         instance: r.try_get("instance_id")?,
         part: r.try_get("part")?,
     })
+}
+
+async fn ticks_of<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    ex: E,
+    id: i64,
+) -> anyhow::Result<Vec<TickRow>> {
+    sqlx::query("SELECT item_id, ticked_by, ticked_at FROM checklist_ticks WHERE instance_id = $1")
+        .bind(id)
+        .fetch_all(ex)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TickRow {
+                item_id: r.try_get("item_id")?,
+                ticked_by: r.try_get("ticked_by")?,
+                ticked_at: r.try_get("ticked_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The checklists opened for run `run`, with their ticks, read on `conn` (a transaction's
+/// connection when the caller must act on what it read).
+pub async fn run_checklists_in(
+    conn: &mut sqlx::AnyConnection,
+    run: i64,
+) -> anyhow::Result<Vec<ChecklistView>> {
+    let rows = sqlx::query("SELECT * FROM checklist_instances WHERE run_id = $1 ORDER BY id")
+        .bind(run)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let instance = instance_from(r)?;
+        let ticks = ticks_of(&mut *conn, instance.id).await?;
+        out.push(ChecklistView { instance, ticks });
+    }
+    Ok(out)
+}
+
+/// Opens an instance of each of `defs` for run `run` (requested by `person`), in the caller's
+/// transaction (the one inserting the run).
+pub async fn open_for_run(
+    tx: &mut Tx,
+    run: i64,
+    defs: &[&ChecklistDef],
+    person: &str,
+) -> anyhow::Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(defs.len());
+    for def in defs {
+        let row = sqlx::query(
+            "INSERT INTO checklist_instances (name, title, items, created_by, created_at, run_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(def.name.clone())
+        .bind(def.title.clone())
+        .bind(serde_json::to_string(&def.items)?)
+        .bind(person.to_string())
+        .bind(now_ms())
+        .bind(run)
+        .fetch_one(&mut **tx)
+        .await?;
+        ids.push(row.try_get("id")?);
+    }
+    Ok(ids)
+}
+
+/// Ticks `items` (`"<checklist>:<item>"`) of run `run`'s checklists as drbot, because step
+/// `step` succeeded: each item not ticked yet gets a tick by `drbot` and a `checklist.tick`
+/// audit row (system actor), in the caller's transaction. Returns the instances changed.
+pub async fn tick_for_step(
+    tx: &mut Tx,
+    run: i64,
+    step: usize,
+    items: &[String],
+) -> anyhow::Result<Vec<i64>> {
+    let views = run_checklists_in(&mut **tx, run).await?;
+    let mut changed = Vec::new();
+    for want in items {
+        let Some((name, item)) = want.split_once(':') else {
+            continue;
+        };
+        let Some(v) = views.iter().find(|v| v.instance.name == name) else {
+            continue;
+        };
+        if v.tick(item).is_some() || !v.instance.items.iter().any(|i| i.id == item) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO checklist_ticks (instance_id, item_id, ticked_by, ticked_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(v.instance.id)
+        .bind(item.to_string())
+        .bind(SYSTEM_TICKER)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        audit::append(
+            tx,
+            &Actor::system(),
+            "checklist.tick",
+            Some(run),
+            serde_json::json!({
+                "checklist": name,
+                "instance": v.instance.id,
+                "item": item,
+                "ticked": true,
+                "by": SYSTEM_TICKER,
+                "step": step,
+            }),
+        )
+        .await?;
+        if !changed.contains(&v.instance.id) {
+            changed.push(v.instance.id);
+        }
+    }
+    Ok(changed)
+}
+
+/// Who ticks an item when a step finishes.
+pub const SYSTEM_TICKER: &str = "drbot";
+
+/// The items of `requires` (`"<checklist>:<item>"`) not ticked in `views`, each as
+/// `(requirement, item text)`; an item of a checklist the run lacks counts as not ticked.
+pub fn unticked(views: &[ChecklistView], requires: &[String]) -> Vec<(String, String)> {
+    requires
+        .iter()
+        .filter_map(|req| {
+            let (name, item) = req.split_once(':').unwrap_or((req.as_str(), ""));
+            let view = views.iter().find(|v| v.instance.name == name);
+            let text = view
+                .and_then(|v| v.instance.items.iter().find(|i| i.id == item))
+                .map(|i| i.text.clone());
+            match (view, text) {
+                (Some(v), Some(_)) if v.tick(item).is_some() => None,
+                (Some(v), Some(t)) => Some((req.clone(), format!("{}: {t}", v.instance.title))),
+                _ => Some((req.clone(), "(not a checklist of this run)".to_string())),
+            }
+        })
+        .collect()
+}
+
+/// Run `run` waits for checklist items: queue it again (its pending decision request, if any,
+/// is cancelled) so the engine checks once more. A no-op for a run not held.
+async fn requeue_held(tx: &mut Tx, run: i64, instance: i64) -> anyhow::Result<()> {
+    let held = sqlx::query(
+        "SELECT held_step FROM runs WHERE id = $1 AND state = 'needs_attention' \
+         AND held_step IS NOT NULL",
+    )
+    .bind(run)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(held) = held else {
+        return Ok(());
+    };
+    let step: i64 = held.try_get("held_step")?;
+    if let Some(req) = Store::pending_request_tx(tx, run).await? {
+        super::runs::close_request(tx, req.id, "cancelled", None, Some("checklist ticked"))
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE runs SET state = 'queued', held_step = NULL, detail = NULL, updated_at = $1 \
+         WHERE id = $2",
+    )
+    .bind(now_ms())
+    .bind(run)
+    .execute(&mut **tx)
+    .await?;
+    audit::append(
+        tx,
+        &Actor::system(),
+        "run.requeued",
+        Some(run),
+        serde_json::json!({ "step": step, "instance": instance, "reason": "checklist ticked" }),
+    )
+    .await?;
+    Ok(())
 }
 
 impl Store {
@@ -141,6 +324,7 @@ impl Store {
                 items: def.items.clone(),
                 created_by: person.to_string(),
                 created_at: now,
+                run: None,
             },
             ticks: Vec::new(),
         })
@@ -156,22 +340,14 @@ impl Store {
             return Ok(None);
         };
         let instance = instance_from(&r)?;
-        let ticks = sqlx::query(
-            "SELECT item_id, ticked_by, ticked_at FROM checklist_ticks WHERE instance_id = $1",
-        )
-        .bind(id)
-        .fetch_all(self.pool())
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(TickRow {
-                item_id: r.try_get("item_id")?,
-                ticked_by: r.try_get("ticked_by")?,
-                ticked_at: r.try_get("ticked_at")?,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+        let ticks = ticks_of(self.pool(), id).await?;
         Ok(Some(ChecklistView { instance, ticks }))
+    }
+
+    /// The checklists opened for run `run`, by id.
+    pub async fn run_checklists(&self, run: i64) -> anyhow::Result<Vec<ChecklistView>> {
+        let mut conn = self.pool().acquire().await?;
+        run_checklists_in(&mut conn, run).await
     }
 
     /// Toggles item `item` of instance `id` for `actor` (who must be a person) and appends
@@ -229,6 +405,9 @@ impl Store {
             }),
         )
         .await?;
+        if let Some(run) = instance.run {
+            requeue_held(&mut tx, run, id).await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }

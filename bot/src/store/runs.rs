@@ -160,6 +160,8 @@ pub struct RunRow {
     pub lease_owner: Option<String>,
     /// Why it ended or paused.
     pub detail: Option<String>,
+    /// While it waits (`needs_attention`) for checklist items a step requires: that step.
+    pub held_step: Option<i64>,
     /// Times, ms since the epoch.
     pub created_at: i64,
     /// Last change.
@@ -275,6 +277,7 @@ fn run_from(r: &AnyRow) -> anyhow::Result<RunRow> {
         cancel_requested: flag(r, "cancel_requested")?,
         lease_owner: r.try_get("lease_owner")?,
         detail: r.try_get("detail")?,
+        held_step: r.try_get("held_step")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         started_at: r.try_get("started_at")?,
@@ -350,7 +353,7 @@ async fn rows<'e, E: Executor<'e, Database = Any>>(
 
 const RUN_COLS: &str = "id, runbook, command, plan, fingerprint, target, destructive, dry_run, state, \
      requested_by, requested_account, platform, channel, cancel_requested, lease_owner, detail, \
-     created_at, updated_at, started_at, finished_at";
+     held_step, created_at, updated_at, started_at, finished_at";
 
 /// The run holding `target`, if one is active and destructive.
 pub async fn active_on_target(tx: &mut Tx, target: &str) -> anyhow::Result<Option<i64>> {
@@ -419,6 +422,7 @@ pub async fn set_run_state(
     let ended = !state.is_active();
     sqlx::query(
         "UPDATE runs SET state = $1, updated_at = $2, detail = COALESCE($3, detail), \
+         held_step = CASE WHEN $1 = 'needs_attention' THEN held_step ELSE NULL END, \
          active_target = CASE WHEN $4 = 1 THEN NULL ELSE active_target END, \
          finished_at = CASE WHEN $4 = 1 THEN $2 ELSE finished_at END, \
          lease_owner = CASE WHEN $4 = 1 THEN NULL ELSE lease_owner END \
@@ -525,7 +529,8 @@ pub async fn mark_gate_approved(tx: &mut Tx, run_id: i64, idx: i64) -> anyhow::R
     Ok(())
 }
 
-/// Resets an interrupted step so it runs again, or marks it skipped.
+/// Resets an interrupted step so it runs again, or marks it (interrupted, or held for
+/// checklist items) skipped: a skipped step never runs.
 pub async fn resolve_interrupted_step(
     tx: &mut Tx,
     run_id: i64,
@@ -540,7 +545,7 @@ pub async fn resolve_interrupted_step(
     sqlx::query(
         "UPDATE run_steps SET state = $1, summary = COALESCE($2, summary), \
          finished_at = CASE WHEN $1 = 'skipped' THEN $3 ELSE finished_at END \
-         WHERE run_id = $4 AND idx = $5 AND state = 'running'",
+         WHERE run_id = $4 AND idx = $5 AND state IN ('running', 'pending')",
     )
     .bind(state)
     .bind(summary)
