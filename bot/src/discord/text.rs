@@ -405,10 +405,11 @@ pub fn checklist_parts(v: &crate::store::checklists::ChecklistView) -> Vec<serde
     for (k, chunk) in chunks.into_iter().enumerate() {
         let first = k * CHECKLIST_ITEMS_PER_MESSAGE;
         let mut content = format!(
-            "**Checklist: {}** (`{}`, #{}) — {}/{} done",
+            "**Checklist: {}** (`{}`, #{}{}) — {}/{} done",
             i.title,
             i.name,
             i.id,
+            i.run.map(|r| format!(", run {r}")).unwrap_or_default(),
             v.done(),
             i.items.len()
         );

@@ -542,8 +542,10 @@ pub fn checklist(v: &crate::store::checklists::ChecklistView) -> Value {
     let mut blocks = vec![json!({
         "type": "section",
         "text": { "type": "mrkdwn", "text": format!(
-            "*Checklist: {}* (`{}`, #{}) — {}/{} done",
-            esc(&i.title), i.name, i.id, v.done(), i.items.len()
+            "*Checklist: {}* (`{}`, #{}{}) — {}/{} done",
+            esc(&i.title), i.name, i.id,
+            i.run.map(|r| format!(", run {r}")).unwrap_or_default(),
+            v.done(), i.items.len()
         )}
     })];
     for item in &i.items {
