@@ -522,7 +522,7 @@ impl Journal for StoreJournal {
         // either commits before (and is seen here) or after (and finds the run held, and
         // queues it again). No tick is lost between the two.
         let mut tx = self.fenced(run_id).await?;
-        let views = checklists::run_checklists_in(&mut *tx, run_id).await?;
+        let views = checklists::run_checklists_in(&mut tx, run_id).await?;
         let missing = checklists::unticked(&views, requires);
         if missing.is_empty() {
             return Ok(None);

@@ -9,9 +9,10 @@ mod common;
 use common::*;
 use drbot::{
     app::App,
-    approvals, dispatch,
-    reply::Reply,
+    approvals,
     config::Settings,
+    dispatch,
+    reply::Reply,
     store::{
         checklists::Toggle,
         runs::{RequestAction, RunState},
@@ -115,7 +116,8 @@ async fn attached_checklists_tick_and_hold(b: Backend) {
     let detail = held(&app, id).await;
     assert!(
         detail.contains("step 3 `switch` waits for checklist items to be ticked")
-            && detail.contains("Pre-Failover: Notify incident commander (`pre-failover:notify-ic`)")
+            && detail
+                .contains("Pre-Failover: Notify incident commander (`pre-failover:notify-ic`)")
             && detail.contains("Activate DR team (`pre-failover:activate-dr-team`)"),
         "{detail}"
     );
@@ -185,7 +187,11 @@ async fn attached_checklists_tick_and_hold(b: Backend) {
         wait_state(&app, id, &[RunState::Succeeded], 20).await,
         RunState::Succeeded
     );
-    assert_eq!(lines(&marker), ["promote us-west-2", "switch"], "exactly once");
+    assert_eq!(
+        lines(&marker),
+        ["promote us-west-2", "switch"],
+        "exactly once"
+    );
     stop.cancel();
     driver.await.unwrap();
 
@@ -229,7 +235,11 @@ fn checklist_references_are_checked() {
             "ticks = [\"pre-failover:nope\", \"post-failover:verify\", \"pre-failover\"]",
             1,
         )
-        .replacen("\"pre-failover:notify-ic\"", "\"during-failover:stop-writes\"", 1);
+        .replacen(
+            "\"pre-failover:notify-ic\"",
+            "\"during-failover:stop-writes\"",
+            1,
+        );
     let parsed = drbot::config::parse_str(&bad, std::path::Path::new("."), &|_| None).unwrap();
     let Err(problems) = Settings::from_parsed(parsed, "t.toml".into()) else {
         panic!("a bad config validated");

@@ -308,8 +308,7 @@ impl Engine {
             }
             // A step that requires checklist items ends preflight like a destructive one: the
             // run waits for its approval before anything is checked or held.
-            if (step.destructive || !step.requires.is_empty()) && !snap.approved && !plan.dry_run
-            {
+            if (step.destructive || !step.requires.is_empty()) && !snap.approved && !plan.dry_run {
                 journal.preflight_done(run_id).await?;
                 return Ok(Driven::AwaitingApproval(idx));
             }
@@ -329,7 +328,10 @@ impl Engine {
             // Checked before the gate is asked for and again after it is approved (every drive
             // passes here), so neither approval can stand in for the ticks.
             if !step.requires.is_empty()
-                && journal.hold_for(run_id, idx, &step.requires).await?.is_some()
+                && journal
+                    .hold_for(run_id, idx, &step.requires)
+                    .await?
+                    .is_some()
             {
                 return Ok(Driven::Held(idx));
             }

@@ -225,13 +225,15 @@ fn the_gate_refuses_until_the_required_items_are_ticked_in_slack_and_discord() {
 
     // The checklist is posted next to the run's card in Slack, with drbot's tick of the item
     // the read-only step ticked; the card says why the run waits.
-    env.slack.wait(20, "the run's Slack checklist with drbot's tick", |_| {
-        slack_checklist(&env).is_some_and(|m| m.blocks.to_string().contains("ticked by drbot"))
-    });
+    env.slack
+        .wait(20, "the run's Slack checklist with drbot's tick", |_| {
+            slack_checklist(&env).is_some_and(|m| m.blocks.to_string().contains("ticked by drbot"))
+        });
     env.slack.wait(20, "the card naming the hold", |s| {
-        s.messages("CINCIDENT")
-            .iter()
-            .any(|m| m.text.starts_with("Waiting for checklist items: failover (run 1)"))
+        s.messages("CINCIDENT").iter().any(|m| {
+            m.text
+                .starts_with("Waiting for checklist items: failover (run 1)")
+        })
     });
     let m = slack_checklist(&env).unwrap();
     let value = |item: &str| {
@@ -245,7 +247,14 @@ fn the_gate_refuses_until_the_required_items_are_ticked_in_slack_and_discord() {
             .to_string()
     };
     // bob ticks one item in Slack: the run is checked again and held for the other only.
-    slack_click(&env, "UBOB", "CINCIDENT", &m.ts, &value("notify-ic"), "t-g1");
+    slack_click(
+        &env,
+        "UBOB",
+        "CINCIDENT",
+        &m.ts,
+        &value("notify-ic"),
+        "t-g1",
+    );
     let v = wait_run(&env.cfg, 1, 30, "the hold for the last item", |v| {
         state(v) == "needs_attention"
             && detail(v).contains("activate-dr-team")
@@ -290,7 +299,9 @@ fn the_gate_refuses_until_the_required_items_are_ticked_in_slack_and_discord() {
     assert!(!env.promoted.exists(), "the gate is not approved yet");
     let o = cmd(&env.cfg, "carol", "/dr approve 1");
     assert!(o.status.success(), "{}", stderr(&o));
-    wait_run(&env.cfg, 1, 30, "the run's end", |v| state(v) == "succeeded");
+    wait_run(&env.cfg, 1, 30, "the run's end", |v| {
+        state(v) == "succeeded"
+    });
     assert_eq!(lines(&env.promoted), ["promoted"], "ran exactly once");
 
     // The audit log: drbot's tick for the step, bob's from Slack, alice's from Discord.

@@ -124,7 +124,10 @@ async fn post_checklists(app: &App, run: i64) -> anyhow::Result<()> {
     }
     let cards = cards_of(app, run).await?;
     for v in &views {
-        let have = app.store.checklist_messages("discord", v.instance.id).await?;
+        let have = app
+            .store
+            .checklist_messages("discord", v.instance.id)
+            .await?;
         for (ch, _) in &cards {
             if !have.iter().any(|m| &m.channel == ch) {
                 super::checklist::post(app, v.instance.id, ch).await;

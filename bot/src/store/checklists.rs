@@ -190,7 +190,7 @@ pub async fn tick_for_step(
     step: usize,
     items: &[String],
 ) -> anyhow::Result<Vec<i64>> {
-    let views = run_checklists_in(&mut **tx, run).await?;
+    let views = run_checklists_in(tx, run).await?;
     let mut changed = Vec::new();
     for want in items {
         let Some((name, item)) = want.split_once(':') else {
@@ -272,8 +272,7 @@ async fn requeue_held(tx: &mut Tx, run: i64, instance: i64) -> anyhow::Result<()
     };
     let step: i64 = held.try_get("held_step")?;
     if let Some(req) = Store::pending_request_tx(tx, run).await? {
-        super::runs::close_request(tx, req.id, "cancelled", None, Some("checklist ticked"))
-            .await?;
+        super::runs::close_request(tx, req.id, "cancelled", None, Some("checklist ticked")).await?;
     }
     sqlx::query(
         "UPDATE runs SET state = 'queued', held_step = NULL, detail = NULL, updated_at = $1 \
