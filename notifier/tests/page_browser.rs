@@ -2,42 +2,18 @@
 //! the browser built it has the incident and its timeline (and no script from hostile input),
 //! and a phone-sized screenshot is saved to `target/test-artifacts/status-page.png`.
 
+#[path = "../../tests/support/chromium.rs"]
+mod chromium;
 mod page_support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::TimeDelta;
 use notifier::page::{IncidentStatus, PAGE_PATH, Update, render_html, sample_model};
 use page_support::now;
-
-const BROWSERS: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
-const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// `DRBOT_CHROMIUM` if set, else the first of [`BROWSERS`] on `PATH`.
-fn chromium() -> PathBuf {
-    if let Some(p) = std::env::var_os("DRBOT_CHROMIUM") {
-        return PathBuf::from(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for name in BROWSERS {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "headless Chromium not found (looked for {} on PATH, or DRBOT_CHROMIUM): run `bash .ci/test`, \
-         which installs Debian's chromium",
-        BROWSERS.join(", ")
-    );
-}
 
 /// Serves `html` at [`PAGE_PATH`] (404 elsewhere) on a loopback port, recording request paths.
 fn serve(html: String) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
@@ -84,62 +60,6 @@ fn respond(conn: TcpStream, html: &str, log: &Mutex<Vec<String>>) -> std::io::Re
     conn.flush()
 }
 
-/// Runs headless Chromium with `args` after the common flags; returns stdout. Fails on a
-/// non-zero exit or after [`TIMEOUT`].
-fn run_chromium(profile: &Path, args: &[&str]) -> String {
-    let bin = chromium();
-    let mut child = Command::new(&bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}; run `bash .ci/test`", bin.display()));
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium {args:?} took longer than {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(
-        status.success(),
-        "chromium {args:?} failed with {status}:\n{err}"
-    );
-    out
-}
-
-fn artifact_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("test-artifacts")
-}
-
 #[test]
 fn status_page_renders_in_headless_chromium() {
     let mut model = sample_model(now());
@@ -155,7 +75,7 @@ fn status_page_renders_in_headless_chromium() {
     let url = format!("http://{addr}{PAGE_PATH}");
     let profile = tempfile::tempdir().unwrap();
 
-    let dom = run_chromium(profile.path(), &["--dump-dom", &url]);
+    let dom = chromium::run(profile.path(), &["--dump-dom", &url]);
     assert!(
         seen.lock().unwrap().contains(&PAGE_PATH.to_owned()),
         "Chromium fetched the page"
@@ -210,31 +130,9 @@ fn status_page_renders_in_headless_chromium() {
     assert!(dom.contains("<h3>Elevated API error rates</h3>"));
     assert!(dom.contains("Targets met"));
 
-    // A phone-sized screenshot, kept as a test artifact.
-    let dir = artifact_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let png = dir.join("status-page.png");
-    let _ = std::fs::remove_file(&png);
-    run_chromium(
-        profile.path(),
-        &[
-            &format!("--screenshot={}", png.display()),
-            "--window-size=390,844",
-            &url,
-        ],
-    );
-    let bytes = std::fs::read(&png)
-        .unwrap_or_else(|e| panic!("Chromium wrote no screenshot at {}: {e}", png.display()));
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
-    assert_eq!(&bytes[12..16], b"IHDR");
-    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
-    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
-    assert_eq!((width, height), (390, 844), "phone-sized");
-    // A blank 390×844 PNG compresses to a few kB; a page full of text does not.
-    assert!(
-        bytes.len() > 20_000,
-        "screenshot is only {} bytes: blank page?",
-        bytes.len()
-    );
-    eprintln!("screenshot: {} ({} bytes)", png.display(), bytes.len());
+    // A phone-sized screenshot, kept as a test artifact. A blank 390×844 PNG compresses to a
+    // few kB; a page full of text does not.
+    let png = chromium::artifact_dir().join("status-page.png");
+    let bytes = chromium::screenshot(profile.path(), &url, &png, (390, 844), 20_000);
+    eprintln!("screenshot: {} ({bytes} bytes)", png.display());
 }

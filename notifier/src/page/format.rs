@@ -5,6 +5,23 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+/// A timestamp as the HTML templates show it: machine-readable for `<time datetime>` and as
+/// text for people.
+#[derive(serde::Serialize)]
+pub(crate) struct Time {
+    iso: String,
+    human: String,
+}
+
+impl Time {
+    pub(crate) fn new(t: &DateTime<Utc>) -> Time {
+        Time {
+            iso: rfc3339(t),
+            human: human_time(t),
+        }
+    }
+}
+
 /// RFC 3339 in UTC with a `Z` and whole seconds, e.g. `2026-11-26T14:05:00Z`.
 pub(crate) fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)

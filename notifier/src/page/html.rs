@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use super::format::{clean, human_duration, human_time, rfc3339};
+use super::format::{Time, clean, human_duration};
 use super::model::{
     ComponentStatus, Incident, IncidentStatus, PageModel, ScheduleEvidence, ScheduleResult,
 };
@@ -96,21 +96,6 @@ pub fn render_html(model: &PageModel) -> Result<String, PageError> {
     template
         .render(minijinja::value::Serde(View::new(model)))
         .map_err(|e| PageError::Template(format!("{e:#}")))
-}
-
-#[derive(Serialize)]
-struct Time {
-    iso: String,
-    human: String,
-}
-
-impl Time {
-    fn new(t: &chrono::DateTime<chrono::Utc>) -> Time {
-        Time {
-            iso: rfc3339(t),
-            human: human_time(t),
-        }
-    }
 }
 
 #[derive(Serialize)]

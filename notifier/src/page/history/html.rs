@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use super::super::format::{clean, human_duration, human_time, rfc3339};
+use super::super::format::{Time, clean, human_duration};
 use super::super::{PALETTE, PageError, Swatch};
 use super::STATUS_HREF;
 use super::chart::{Chart, render_chart};
@@ -40,21 +40,6 @@ pub fn render_history_html(model: &HistoryModel) -> Result<String, PageError> {
     template
         .render(minijinja::value::Serde(view))
         .map_err(|e| PageError::Template(format!("{e:#}")))
-}
-
-#[derive(Serialize)]
-struct Time {
-    iso: String,
-    human: String,
-}
-
-impl Time {
-    fn new(t: &chrono::DateTime<chrono::Utc>) -> Time {
-        Time {
-            iso: rfc3339(t),
-            human: human_time(t),
-        }
-    }
 }
 
 #[derive(Serialize)]
