@@ -38,6 +38,8 @@ pub struct App {
     pub discord: Option<Arc<crate::discord::Discord>>,
     /// The Slack front-end, when `[slack]` is configured.
     pub slack: Option<Arc<crate::slack::Slack>>,
+    /// Per-run locks around card edits (see [`crate::cards::CardLocks`]).
+    pub card_locks: Arc<crate::cards::CardLocks>,
 }
 
 impl App {
@@ -55,6 +57,7 @@ impl App {
     pub fn new(settings: Settings, store: Store) -> App {
         let app = App {
             status_cache: Arc::default(),
+            card_locks: Arc::default(),
             audit: crate::store::audit::AuditWriter::spawn(store.clone()),
             discord: settings
                 .config

@@ -8,6 +8,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{app::App, events::Event, store::now_ms};
 
+/// How many locks [`CardLocks`] stripes runs over.
+const STRIPES: usize = 64;
+
+/// Serialises the card edits of one run within this process, so two concurrent refreshes
+/// (a click's and the event loop's) never both re-post a deleted card or leave a stale one
+/// last. Runs share a lock when their ids are equal modulo [`STRIPES`]; that only costs a wait.
+pub struct CardLocks([tokio::sync::Mutex<()>; STRIPES]);
+
+impl Default for CardLocks {
+    fn default() -> Self {
+        CardLocks(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl CardLocks {
+    /// Holds run `run`'s card lock until the guard drops.
+    pub async fn lock(&self, run: i64) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0[run.rem_euclid(STRIPES as i64) as usize].lock().await
+    }
+}
+
 /// Calls `sync` for every run that changed, batched every 300 ms, until `shutdown`. Changes are
 /// seen from this process's events at once and from the store (other processes) within 2 s.
 /// `on_event` sees every event first (e.g. to post step details).

@@ -9,7 +9,8 @@
 //! `pg_restore -j 2` has table loads and index builds to run side by side.
 //!
 //! `DRBOT_BENCH_MB` sets the size of the generated SQL (default 1000 MB of plain SQL);
-//! `DRBOT_BENCH_ROUNDS` repeats (a) and (b) alternately (default 1). Run with `bench/run.sh`.
+//! `DRBOT_BENCH_ROUNDS` repeats (a) and (b) (default 2; odd rounds time (a) first, even rounds
+//! (b) first, and the server is settled before each timing). Run with `bench/run.sh`.
 
 use std::{
     collections::BTreeMap,
@@ -170,10 +171,32 @@ async fn watch_restore(url: String, prefix: &str, stop: CancellationToken) -> Wa
     }
 }
 
+/// Brings the server to the same quiet state before each timed measurement: dirty pages
+/// written (`CHECKPOINT`), the kernel's dirty pages flushed (`sync`), no autovacuum worker
+/// busy (up to 2 minutes), then a short pause.
+async fn settle(pg: &PgCluster) {
+    pg.psql("postgres", "CHECKPOINT").expect("checkpoint");
+    let _ = Command::new("sync").status();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let busy = pg
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+            )
+            .expect("pg_stat_activity");
+        if busy.trim() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let target_mb = env_u64("DRBOT_BENCH_MB", 1000);
-    let rounds = env_u64("DRBOT_BENCH_ROUNDS", 1).max(1);
+    let rounds = env_u64("DRBOT_BENCH_ROUNDS", 2).max(1);
     let third = target_mb * 1_000_000 / 3;
     let (projects, payloads, events) = (
         third / PROJECT_BYTES,
@@ -303,35 +326,49 @@ async fn main() {
     let mut b_restore = Vec::new();
     let mut sql_bytes = 0;
     for round in 1..=rounds {
-        let cpu = cpu_jiffies();
-        let a = baseline(&pg, &dump, &format!("bench_baseline_{round}"));
-        println!(
-            "round {round}: (a) gunzip | psql            {:7.2}s ({:.2} cores busy)",
-            a.as_secs_f64(),
-            cores_busy(cpu)
-        );
-        a_times.push(a.as_secs_f64());
-
-        let cpu = cpu_jiffies();
-        let t = Instant::now();
-        let out = step(
-            &reg,
-            "verify_backup",
-            json!({ "cluster": "bench", "backup": plain_name, "prefix": "benchb" }),
-        )
-        .await;
-        let b = t.elapsed().as_secs_f64();
-        sql_bytes = out.data["sql_bytes"].as_u64().unwrap_or(0);
-        println!(
-            "round {round}: (b) verify_backup sql_gzip   {b:7.2}s (restore {:.2}s, {:.1} MB/s of \
-             gzip, {:.2} cores busy)",
-            out.data["restore_seconds"],
-            out.data["throughput_mb_s"],
-            cores_busy(cpu)
-        );
-        b_times.push(b);
-        b_restore.push(out.data["restore_seconds"].as_f64().unwrap_or(0.0));
+        // Odd rounds run (a) first, even rounds (b) first, so that neither always inherits
+        // the other's after-effects (dirty pages, autovacuum of what was just loaded).
+        let order: [bool; 2] = if round % 2 == 1 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_a in order {
+            settle(&pg).await;
+            let cpu = cpu_jiffies();
+            if is_a {
+                let a = baseline(&pg, &dump, &format!("bench_baseline_{round}"));
+                println!(
+                    "round {round}: (a) gunzip | psql            {:7.2}s ({:.2} cores busy)",
+                    a.as_secs_f64(),
+                    cores_busy(cpu)
+                );
+                a_times.push(a.as_secs_f64());
+                continue;
+            }
+            let t = Instant::now();
+            let out = step(
+                &reg,
+                "verify_backup",
+                json!({ "cluster": "bench", "backup": plain_name, "prefix": "benchb" }),
+            )
+            .await;
+            let b = t.elapsed().as_secs_f64();
+            sql_bytes = out.data["sql_bytes"].as_u64().unwrap_or(0);
+            println!(
+                "round {round}: (b) verify_backup sql_gzip   {b:7.2}s (restore {:.2}s, {:.1} MB/s \
+                 of gzip, {:.2} cores busy)",
+                out.data["restore_seconds"],
+                out.data["throughput_mb_s"],
+                cores_busy(cpu)
+            );
+            b_times.push(b);
+            b_restore.push(out.data["restore_seconds"].as_f64().unwrap_or(0.0));
+        }
+        let (a, b) = (a_times[a_times.len() - 1], b_times[b_times.len() - 1]);
+        println!("round {round}: b/a = {:.3}", b / a);
     }
+    settle(&pg).await;
     let stop = CancellationToken::new();
     let watcher = tokio::spawn(watch_restore(pg.url("postgres"), "benchc", stop.clone()));
     let cpu = cpu_jiffies();

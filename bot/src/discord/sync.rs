@@ -40,6 +40,7 @@ pub async fn ensure_card(app: &App, run: i64, channel: &str) {
         let Some(discord) = app.discord.clone() else {
             return Ok(());
         };
+        let _serial = app.card_locks.lock(run).await;
         if cards_of(app, run).await?.iter().any(|(c, _)| c == channel) {
             return Ok(());
         }
@@ -78,6 +79,7 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
+    let _serial = app.card_locks.lock(run).await;
     let Some(view) = approvals::view(&app.store, run).await? else {
         return Ok(());
     };
@@ -102,7 +104,7 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
             Err(DiscordError::Gone) => {
                 let new_id = discord
                     .api
-                    .post_message(&ch, body.clone(), &format!("card:{run}:{ch}:{}", now_ms()))
+                    .post_message(&ch, body.clone(), &format!("card:{run}:{ch}:{id}"))
                     .await?;
                 app.store.replace_card("discord", &ch, &id, &new_id).await?;
             }

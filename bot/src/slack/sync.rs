@@ -99,6 +99,7 @@ async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow
     let Some(slack) = app.slack.clone() else {
         return Ok(());
     };
+    let _serial = app.card_locks.lock(run).await;
     let Some(view) = approvals::view(&app.store, run).await? else {
         return Ok(());
     };
@@ -204,6 +205,7 @@ async fn refresh_inner(app: &App, run: i64) -> anyhow::Result<()> {
     let Some(slack) = app.slack.clone() else {
         return Ok(());
     };
+    let _serial = app.card_locks.lock(run).await;
     let Some(view) = approvals::view(&app.store, run).await? else {
         return Ok(());
     };
@@ -213,7 +215,8 @@ async fn refresh_inner(app: &App, run: i64) -> anyhow::Result<()> {
             Ok(()) => {}
             Err(e) if e.cannot_update() => {
                 tracing::warn!(run, error = %e, "card cannot be updated: posting a new one");
-                let key = format!("card:{run}:{ch}:{}", now_ms());
+                // Keyed by the card it replaces: a retry or restart re-uses the same replacement.
+                let key = format!("card:{run}:{ch}:{ts}");
                 if let Some(new_ts) = post_once(app, &slack, &key, &ch, None, &txt, &blocks).await?
                 {
                     app.store.replace_card("slack", &ch, &ts, &new_ts).await?;
