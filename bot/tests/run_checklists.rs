@@ -217,7 +217,79 @@ async fn attached_checklists_tick_and_hold(b: Backend) {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
-both_backends!(attached_checklists_tick_and_hold);
+/// A report takes the checklists linked to its runs and the standalone ones posted in its
+/// window, never another run's checklists posted at the same time.
+async fn report_checklists_follow_the_run_link(b: Backend) {
+    let env = env(b).await;
+    let app = reconfigure(
+        &env,
+        &with_checklists(&config_text(
+            &env.url,
+            1,
+            "30m",
+            0,
+            &env.dir.path().join("marker").display().to_string(),
+        )),
+    );
+    let from = drbot::store::now_ms();
+    let mut runs = Vec::new();
+    for who in ["bob", "alice"] {
+        match dispatch::handle(&app, &cli(&app, who), "/dr failover us-west-2").await {
+            Reply::Requested(v) => runs.push(v.run.id),
+            other => panic!("{other:?}"),
+        }
+        // One run per target at a time: cancel it so the next can be requested.
+        let id = runs.last().unwrap();
+        let r = dispatch::handle(&app, &cli(&app, who), &format!("/dr cancel {id}")).await;
+        assert!(!matches!(r, Reply::Refused(_)), "{r:?}");
+    }
+    let standalone =
+        match dispatch::handle(&app, &cli(&app, "alice"), "/dr checklist post-failover").await {
+            Reply::Checklist(v) => v.instance.id,
+            other => panic!("{other:?}"),
+        };
+    let to = drbot::store::now_ms();
+    let of = |views: Vec<drbot::store::checklists::ChecklistView>| -> Vec<(Option<i64>, String)> {
+        views
+            .into_iter()
+            .map(|v| (v.instance.run, v.instance.name))
+            .collect()
+    };
+    let first = of(app
+        .store
+        .report_checklists(from, to, &runs[..1])
+        .await
+        .unwrap());
+    assert_eq!(
+        first,
+        [
+            (Some(runs[0]), "pre-failover".to_string()),
+            (Some(runs[0]), "during-failover".to_string()),
+            (None, "post-failover".to_string()),
+        ]
+    );
+    // Outside the window only the linked ones remain; with no runs, only standalone ones.
+    let later = of(app
+        .store
+        .report_checklists(to + 1, to + 2, &runs[1..])
+        .await
+        .unwrap());
+    assert_eq!(
+        later,
+        [
+            (Some(runs[1]), "pre-failover".to_string()),
+            (Some(runs[1]), "during-failover".to_string()),
+        ]
+    );
+    let alone = app.store.report_checklists(from, to, &[]).await.unwrap();
+    assert_eq!(alone.len(), 1);
+    assert_eq!(alone[0].instance.id, standalone);
+}
+
+both_backends!(
+    attached_checklists_tick_and_hold,
+    report_checklists_follow_the_run_link
+);
 
 #[test]
 fn checklist_references_are_checked() {

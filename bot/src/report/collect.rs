@@ -2,8 +2,9 @@
 //! by one, written to by one's steps) and every other run requested while it was open; the
 //! audit rows of those runs; the commands, checklist ticks and incident changes made while it
 //! was open (and up to [`TAIL_MS`] after); monitor alerts up to [`DETECTION_LOOKBACK_MS`]
-//! before it; its outbox rows; the checklists posted while it was open. A run's scope: the run, its incident's changes and the
-//! ticks made while it ran.
+//! before it; its outbox rows; the checklists of its runs and those posted on their own while it was open.
+//! A run's scope: the run, its incident's changes, the ticks made while it ran and its
+//! checklists.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -140,7 +141,10 @@ pub async fn build(app: &App, subject: Subject) -> anyhow::Result<Option<Report>
             .collect(),
     });
     let figures = figures(app, &records, &timeline);
-    let checklists = store.checklists_between(from, to + TAIL_MS).await?;
+    let run_list: Vec<i64> = run_ids.iter().copied().collect();
+    let checklists = store
+        .report_checklists(from, to + TAIL_MS, &run_list)
+        .await?;
     let title = match (&incident, subject) {
         (Some((i, _)), Subject::Incident(_)) => format!("Incident {}: {}", i.id, i.name),
         (_, Subject::Run(id)) => match runs.first() {

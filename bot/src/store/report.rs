@@ -128,23 +128,36 @@ impl Store {
         Ok(out)
     }
 
-    /// Checklists posted with `from <= created_at <= to`, with their ticks, oldest first.
-    pub async fn checklists_between(
+    /// A report's checklists, oldest first, with their ticks: those opened for one of `runs`
+    /// (linked by `run_id`, whenever they were posted), and the standalone ones (`/dr
+    /// checklist`, no run) posted with `from <= created_at <= to`. Another run's checklists
+    /// are left out even when posted in the window.
+    pub async fn report_checklists(
         &self,
         from: i64,
         to: i64,
+        runs: &[i64],
     ) -> anyhow::Result<Vec<ChecklistView>> {
-        let ids: Vec<i64> = sqlx::query(
-            "SELECT id FROM checklist_instances WHERE created_at >= $1 AND created_at <= $2 \
-             ORDER BY id",
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_all(self.pool())
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
+        // Run ids are integers from the store, so they are inlined (the Any driver has no
+        // array binds).
+        let linked = if runs.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = runs.iter().map(i64::to_string).collect();
+            format!("run_id IN ({}) OR ", list.join(", "))
+        };
+        let sql = format!(
+            "SELECT id FROM checklist_instances WHERE {linked}(run_id IS NULL AND \
+             created_at >= $1 AND created_at <= $2) ORDER BY id"
+        );
+        let ids: Vec<i64> = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
         for id in ids {
             if let Some(v) = self.checklist(id).await? {
