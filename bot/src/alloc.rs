@@ -1,6 +1,7 @@
 //! Allocator tuning for the `drbot` binary (mimalloc): give freed memory back to the OS at
 //! once and commit arena memory on demand, which keeps the resident set close to what is in
-//! use under bursts of requests (about 30 MB instead of about 50 MB in the Slack benchmark).
+//! use under bursts of requests (about 30 MB instead of about 50 MB in the Slack benchmark);
+//! and cap glibc's per-thread arenas, which C libraries (SQLite) allocate from.
 
 /// `mi_option_arena_eager_commit` in mimalloc's `mi_option_e` (default 2).
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
@@ -13,6 +14,9 @@ pub fn tune() {
     unsafe {
         libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
         libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        // C libraries (SQLite) allocate through glibc's malloc, which otherwise keeps an arena
+        // per thread that ever allocated; two are plenty for the store's few connections.
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -5,6 +5,7 @@
 # same machine. Prints requests/s, p50, p99 and peak RSS of each server.
 #
 # Usage: bot/bench/slack/run.sh [seconds per run, default 5]
+# DRBOT_BENCH_PEERS=0 skips the Bolt peers (drbot's own figures only, for quick iterations).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -19,9 +20,14 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 echo "== building drbot (release)" >&2
 (cd "$root" && cargo build --release -q -p drbot)
 echo "== installing Bolt for JavaScript and Bolt for Python into $work" >&2
-(cd "$work" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund @slack/bolt@4 >/dev/null)
+peers=${DRBOT_BENCH_PEERS:-1}
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q slack_bolt aiohttp fastapi "uvicorn[standard]" cryptography
+if [ "$peers" = 1 ]; then
+  (cd "$work" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund @slack/bolt@4 >/dev/null)
+  "$work/venv/bin/pip" install -q slack_bolt aiohttp fastapi "uvicorn[standard]" cryptography
+else
+  "$work/venv/bin/pip" install -q cryptography
+fi
 cp "$here/bolt_app.js" "$here/bolt_app.py" "$work/"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -96,6 +102,7 @@ start_drbot
 r=$(load "$port" 64 "$work/req-discord.txt" discord); record "drbot (Discord interactions)" 64 "$r" "$(peak_rss_mb "$dpid")"
 stop_drbot
 
+if [ "$peers" = 1 ]; then
 sign "$count" "$work/req-peers.txt"
 # Bolt for JavaScript
 port=$(free_port)
@@ -116,6 +123,7 @@ for c in 16 64; do
   record "Bolt Python (uvicorn x2)" "$c" "$r" "$(peak_rss_mb $upids)"
 done
 pkill -f "uvicorn bolt_app:api" || true
+fi
 
 echo
 printf '%-28s %5s %10s %9s %9s %9s %8s\n' server conns req/s p50_ms p99_ms rss_MB errors

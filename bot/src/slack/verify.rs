@@ -3,7 +3,7 @@
 //! signature, and no second execution of a request Slack retried.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashSet, VecDeque},
     sync::Mutex,
 };
 
@@ -54,17 +54,84 @@ pub enum Seen {
 }
 
 /// Requests seen recently, keyed by their identity (trigger id, action time), each with its
-/// signature, forgotten after twice the replay window. Keys and signatures are kept as 64-bit
-/// keyed hashes, one entry per request, so memory stays small at high request rates.
+/// signature, remembered for at least twice the replay window. Each request is one 8-byte
+/// entry (48-bit keyed hash of the identity, 16-bit keyed hash of the signature) in a hash set
+/// per minute of arrival; a whole minute is forgotten at once, so there is no per-entry expiry
+/// to store. About 9 bytes per remembered request, so memory stays small at high rates.
 pub struct Memory {
     hasher: std::collections::hash_map::RandomState,
-    inner: Mutex<MemoryMap>,
+    inner: Mutex<Generations>,
 }
 
-/// Identity hash → (32-bit signature hash, expiry), plus identities in expiry order for
-/// eviction. 32 bits of the signature suffice: a replay carries the very same signature, and
-/// a retry mistaken for a replay (1 in 4 billion) is only answered 401 instead of 200.
-type MemoryMap = (HashMap<u64, (u32, u32)>, VecDeque<(u32, u64)>);
+/// Seconds of arrivals each generation holds.
+const GENERATION_SECS: u32 = 60;
+
+/// One remembered request: identity hash in the high 48 bits, signature hash in the low 16.
+/// Hashing and equality look at the identity only, so a lookup by identity finds the entry
+/// and its signature. 48 bits of identity make a false "already seen" vanishingly rare (about
+/// 1 in 280,000 even with a full memory of 2 million); 16 bits of signature only tell a replay
+/// (same signature: 401) from a Slack retry (new signature: acknowledged), and mistaking one
+/// retry in 65,536 for a replay only answers it 401, which Slack retries again.
+#[derive(Clone, Copy)]
+struct Entry(u64);
+
+impl Entry {
+    fn new(identity: u64, signature: u64) -> Self {
+        Entry((identity & !0xffff) | (signature & 0xffff))
+    }
+    fn signature(self) -> u64 {
+        self.0 & 0xffff
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 >> 16 == other.0 >> 16
+    }
+}
+
+impl Eq for Entry {}
+
+impl std::hash::Hash for Entry {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0 >> 16);
+    }
+}
+
+/// Identity hashes are already uniformly random (keyed SipHash): the set uses them as they are.
+#[derive(Default, Clone, Copy)]
+struct Identity;
+
+impl std::hash::BuildHasher for Identity {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        // Spread the 48 bits over all 64 (hashbrown takes control bits from the top).
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Generations, oldest first: (first second of arrivals, entries), and the entry count.
+#[derive(Default)]
+struct Generations {
+    gens: VecDeque<(u32, HashSet<Entry, Identity>)>,
+    len: usize,
+}
 
 impl Default for Memory {
     fn default() -> Self {
@@ -79,33 +146,42 @@ impl Memory {
     /// Records request `identity` signed with `signature` at `now` (Unix seconds).
     pub fn record(&self, identity: &str, signature: &str, now: i64) -> Seen {
         use std::hash::BuildHasher;
-        let id = self.hasher.hash_one(identity);
-        let sig = self.hasher.hash_one(signature) as u32;
+        let entry = Entry::new(
+            self.hasher.hash_one(identity),
+            self.hasher.hash_one(signature),
+        );
         let now = now.max(0) as u32;
         let Ok(mut g) = self.inner.lock() else {
             return Seen::Replay;
         };
-        let (map, order) = &mut *g;
-        while order
-            .front()
-            .is_some_and(|(exp, _)| *exp <= now || map.len() >= CAPACITY)
-        {
-            if let Some((exp, k)) = order.pop_front()
-                && map.get(&k).is_some_and(|(_, e)| *e == exp)
-            {
-                map.remove(&k);
+        let g = &mut *g;
+        // Forget generations whose newest arrival is older than twice the window, and the
+        // oldest ones while the memory is full.
+        let keep = 2 * WINDOW_SECS as u32;
+        while let Some((start, set)) = g.gens.front() {
+            let expired = start.saturating_add(GENERATION_SECS + keep) <= now;
+            if !(expired || g.len >= CAPACITY) {
+                break;
             }
+            g.len -= set.len();
+            g.gens.pop_front();
         }
-        match map.get(&id) {
-            Some((s, _)) if *s == sig => Seen::Replay,
-            Some(_) => Seen::Retry,
-            None => {
-                let exp = now + 2 * WINDOW_SECS as u32;
-                map.insert(id, (sig, exp));
-                order.push_back((exp, id));
-                Seen::New
-            }
+        if let Some(seen) = g.gens.iter().find_map(|(_, set)| set.get(&entry)) {
+            return if seen.signature() == entry.signature() {
+                Seen::Replay
+            } else {
+                Seen::Retry
+            };
         }
+        let current = now - now % GENERATION_SECS;
+        if g.gens.back().is_none_or(|(start, _)| *start < current) {
+            g.gens.push_back((current, HashSet::default()));
+        }
+        if let Some((_, set)) = g.gens.back_mut() {
+            set.insert(entry);
+            g.len += 1;
+        }
+        Seen::New
     }
 }
 
@@ -151,9 +227,67 @@ mod tests {
         assert_eq!(m.record("t1", "v0=aa", 1001), Seen::Replay);
         assert_eq!(m.record("t1", "v0=bb", 1002), Seen::Retry);
         assert_eq!(m.record("t2", "v0=aa", 1002), Seen::New);
+        // Still remembered at twice the window, forgotten a generation later.
         assert_eq!(
-            m.record("t1", "v0=aa", 1000 + 2 * WINDOW_SECS + 1),
+            m.record("t1", "v0=aa", 1000 + 2 * WINDOW_SECS),
+            Seen::Replay
+        );
+        assert_eq!(
+            m.record(
+                "t1",
+                "v0=aa",
+                1000 + 2 * WINDOW_SECS + GENERATION_SECS as i64
+            ),
             Seen::New
         );
+    }
+
+    proptest::proptest! {
+        /// Against a plain map of full strings: a request is told apart exactly (new, replay,
+        /// retry) for twice the window after it arrived, and forgotten a generation later,
+        /// whatever the order and timing.
+        #[test]
+        fn memory_matches_a_reference(
+            ops in proptest::collection::vec((0u8..40, 0u8..3, 0i64..40), 1..400)
+        ) {
+            let m = Memory::default();
+            let mut reference: std::collections::HashMap<String, (String, i64)> = Default::default();
+            let mut now = 1_000_000;
+            let keep = 2 * WINDOW_SECS;
+            for (id, sig, dt) in ops {
+                now += dt;
+                let (id, sig) = (format!("trigger-{id}"), format!("v0={sig}"));
+                let got = m.record(&id, &sig, now);
+                match reference.get(&id) {
+                    Some((s, at)) if now - at < keep => {
+                        let expected = if *s == sig { Seen::Replay } else { Seen::Retry };
+                        proptest::prop_assert_eq!(got, expected);
+                    }
+                    Some((_, at)) if now - at < keep + GENERATION_SECS as i64 => {
+                        // Either still remembered or just forgotten.
+                        if got == Seen::New {
+                            reference.insert(id, (sig, now));
+                        }
+                    }
+                    _ => {
+                        proptest::prop_assert_eq!(got, Seen::New);
+                        reference.insert(id, (sig, now));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn memory_is_capped() {
+        let m = Memory::default();
+        for i in 0..(CAPACITY + 10) {
+            // Spread over generations so the oldest can be dropped.
+            let now = 1_000 + (i / 100_000) as i64 * GENERATION_SECS as i64;
+            m.record(&format!("t{i}"), "v0=aa", now);
+        }
+        let g = m.inner.lock().unwrap();
+        assert!(g.len <= CAPACITY, "{} entries", g.len);
+        assert_eq!(g.len, g.gens.iter().map(|(_, s)| s.len()).sum::<usize>());
     }
 }
