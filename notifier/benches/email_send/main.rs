@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("sink") => sink::main(),
+        Some("sink") => sink::main(&args[1..]),
         Some("raw") => raw::main(&args[1..]),
         Some("drbot") => drbot_sender(&args[1..]),
         Some("build") => build_cost(),
@@ -24,7 +24,8 @@ fn main() {
     }
 }
 
-/// `--messages N` and `--connections C` (cargo adds `--bench`, which is ignored).
+/// `--messages N` and `--connections C` (cargo adds `--bench`, which is ignored; `--data`,
+/// a flag, makes the sink leave CHUNKING out).
 fn option(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
         .position(|a| a == name)
@@ -44,9 +45,10 @@ struct Sink {
 }
 
 impl Sink {
-    fn start() -> Sink {
+    fn start(data_only: bool) -> Sink {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .arg("sink")
+            .args(data_only.then_some("data"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -125,19 +127,26 @@ fn get(out: &[(String, String)], key: &str) -> String {
 fn orchestrate(args: &[String]) {
     let messages = option(args, "--messages", 100_000);
     let connections = option(args, "--connections", 16);
-    let mut sink = Sink::start();
+    let data_only = args.iter().any(|a| a == "--data");
+    let mut sink = Sink::start(data_only);
     println!("email bulk send benchmark: {messages} messages, {connections} connections");
     println!(
-        "sink: single-threaded Rust tokio SMTP sink on 127.0.0.1:{} (PIPELINING)",
-        sink.port
+        "sink: single-threaded Rust tokio SMTP sink on 127.0.0.1:{} ({})",
+        sink.port,
+        if data_only {
+            "PIPELINING"
+        } else {
+            "PIPELINING, CHUNKING"
+        }
     );
 
     let raw = run_sender("raw", sink.port, messages, connections);
     let (raw_n, raw_unique, raw_dups, raw_secs) = sink.take_stats();
     let raw_rate = raw_n as f64 / raw_secs;
     println!(
-        "minimal pipelined sender: sink got {raw_n} ({raw_unique} unique, {raw_dups} duplicates) \
+        "minimal pipelined sender ({}): sink got {raw_n} ({raw_unique} unique, {raw_dups} duplicates) \
          in {raw_secs:.2} s = {raw_rate:.0} msg/s (sink maximum); sender elapsed {} s, peak RSS {} kB",
+        get(&raw, "mode"),
         get(&raw, "elapsed"),
         get(&raw, "vmhwm_kb")
     );
@@ -147,8 +156,9 @@ fn orchestrate(args: &[String]) {
     let rate = n as f64 / secs;
     let hwm_kb: f64 = get(&drbot, "vmhwm_kb").parse().unwrap_or(f64::NAN);
     println!(
-        "drbot send_many: sink got {n} ({unique} unique, {dups} duplicates) in {secs:.2} s = \
+        "drbot send_many ({}): sink got {n} ({unique} unique, {dups} duplicates) in {secs:.2} s = \
          {rate:.0} msg/s; sender elapsed {} s, delivered {}, failed {}, peak RSS {:.1} MB",
+        if data_only { "data" } else { "bdat" },
         get(&drbot, "elapsed"),
         get(&drbot, "ok"),
         get(&drbot, "failed"),

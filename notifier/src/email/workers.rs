@@ -15,7 +15,7 @@ use super::error::SendError;
 use super::mailer::Mailer;
 use super::message::OutgoingEmail;
 use super::rate::RateLimiter;
-use super::smtp::{Connection, Prepared};
+use super::smtp::{Connection, Outcome, Prepared};
 
 /// One email on its way, with what is kept across its attempts.
 struct Job {
@@ -52,7 +52,7 @@ pub(super) fn start<S>(
 where
     S: Stream<Item = OutgoingEmail> + Send + 'static,
 {
-    let (job_tx, job_rx) = mpsc::channel(workers);
+    let (job_tx, job_rx) = mpsc::channel(workers * WINDOW);
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = fmpsc::channel(workers);
     let limiter = options.rate_limit.and_then(RateLimiter::new);
@@ -68,9 +68,9 @@ where
     }
     let backoff = shared.options.retry_backoff;
     drop(shared);
-    // Emails taken from the input and not yet reported: twice the workers, so each worker has
-    // its next email at hand while retries wait.
-    let cap = workers * 2;
+    // Emails taken from the input and not yet reported: two windows per worker, so each
+    // worker has its next window at hand while retries wait.
+    let cap = workers * WINDOW * 2;
     tokio::spawn(dispatch(emails, job_tx, event_rx, out_tx, cap, backoff));
     out_rx
 }
@@ -120,41 +120,59 @@ async fn dispatch<S>(
     // Dropping `jobs` lets the workers finish and QUIT.
 }
 
+/// Messages one worker sends as one window when its server offers CHUNKING and PIPELINING.
+pub(super) const WINDOW: usize = 32;
+
 async fn worker(shared: Arc<Shared>) {
     let mut conn: Option<Connection> = None;
+    // One message at a time until a connection shows it takes windows.
+    let mut window = 1;
     loop {
-        let next = shared.jobs.lock().await.recv().await;
-        let Some(mut job) = next else { break };
-        let prepared = match job.prepared.take() {
-            Some(p) => Ok(p),
-            None => shared.mailer.message(&job.email).map(|m| Prepared::new(&m)),
-        };
-        let prepared = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                report(&shared, job, Err(e));
-                continue;
-            }
-        };
-        job.attempts += 1;
-        if let Some(l) = &shared.limiter {
-            l.acquire().await;
+        let jobs = take(&shared, window).await;
+        if jobs.is_empty() {
+            break;
         }
-        let result = attempt(&shared, &mut conn, &prepared).await;
-        match result {
-            Err(e) if e.is_temporary() && job.attempts < shared.options.max_attempts => {
-                tracing::debug!(message_id = %job.email.message_id, attempts = job.attempts,
-                    error = %e, "email retry");
-                let wait = job.backoff;
-                job.backoff = (job.backoff * 2).min(shared.options.max_backoff);
-                job.prepared = Some(prepared);
-                let events = shared.events.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let _ = events.send(Event::Retry(job));
-                });
+        let mut ready = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            let prepared = match job.prepared.take() {
+                Some(p) => Ok(p),
+                None => shared.mailer.message(&job.email).map(|m| Prepared::new(&m)),
+            };
+            match prepared {
+                Ok(p) => {
+                    job.attempts += 1;
+                    if let Some(l) = &shared.limiter {
+                        l.acquire().await;
+                    }
+                    ready.push((job, p));
+                }
+                Err(e) => report(&shared, job, Err(e)),
             }
-            result => report(&shared, job, result),
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        let messages: Vec<&Prepared> = ready.iter().map(|(_, p)| p).collect();
+        let results = attempt(&shared, &mut conn, &messages).await;
+        if let Some(c) = &conn {
+            window = if c.windowed() { WINDOW } else { 1 };
+        }
+        for ((mut job, prepared), result) in ready.into_iter().zip(results) {
+            match result {
+                Err(e) if e.is_temporary() && job.attempts < shared.options.max_attempts => {
+                    tracing::debug!(message_id = %job.email.message_id, attempts = job.attempts,
+                        error = %e, "email retry");
+                    let wait = job.backoff;
+                    job.backoff = (job.backoff * 2).min(shared.options.max_backoff);
+                    job.prepared = Some(prepared);
+                    let events = shared.events.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = events.send(Event::Retry(job));
+                    });
+                }
+                result => report(&shared, job, result),
+            }
         }
     }
     if let Some(c) = conn {
@@ -162,37 +180,102 @@ async fn worker(shared: Arc<Shared>) {
     }
 }
 
-/// One attempt on the worker's connection, opening it when needed. A connection that broke
-/// before any content was written is replaced and the message sent again at once, as part of
-/// the same attempt (the server cannot have it).
+/// The next job, waiting for it, and up to `n - 1` more that are already queued; none when
+/// the dispatcher is done.
+async fn take(shared: &Shared, n: usize) -> Vec<Job> {
+    let mut jobs = shared.jobs.lock().await;
+    let Some(first) = jobs.recv().await else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(n);
+    out.push(first);
+    while out.len() < n {
+        match jobs.try_recv() {
+            Ok(job) => out.push(job),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// One attempt of each message on the worker's connection, opening it when needed: one
+/// pipelined window when the server offers CHUNKING, else one transaction after another.
+/// Messages that a broken connection left surely not taken (nothing of theirs written, or
+/// nothing answered on a reused connection that the server had closed) are sent again at
+/// once on a new connection, as part of the same attempt.
 async fn attempt(
     shared: &Shared,
     conn: &mut Option<Connection>,
-    prepared: &Prepared,
-) -> Result<(), SendError> {
+    messages: &[&Prepared],
+) -> Vec<Result<(), SendError>> {
     let target = shared.mailer.target();
     let mut reused = conn.is_some();
-    loop {
+    let mut results: Vec<Option<Result<(), SendError>>> = messages.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..messages.len()).collect();
+    while !pending.is_empty() {
         let c = match conn {
             Some(c) => c,
             None => match Connection::connect(target).await {
                 Ok(c) => conn.insert(c),
-                Err(e) => return Err(shared.mailer.scrub(e)),
+                Err(e) => {
+                    let e = shared.mailer.scrub(e);
+                    for i in pending {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                    break;
+                }
             },
         };
-        let outcome = c.send(prepared).await;
-        if !outcome.reusable {
+        let mut again = Vec::new();
+        let mut usable = true;
+        if c.windowed() {
+            let list: Vec<&Prepared> = pending.iter().map(|&i| messages[i]).collect();
+            let window = c.send_window(&list).await;
+            usable = window.reusable;
+            for (&i, outcome) in pending.iter().zip(window.outcomes) {
+                settle(shared, &mut results[i], &mut again, i, outcome, reused);
+            }
+        } else {
+            for &i in &pending {
+                if !usable {
+                    again.push(i); // not tried: the connection broke before it
+                    continue;
+                }
+                let outcome = c.send(messages[i]).await;
+                usable = outcome.reusable;
+                settle(shared, &mut results[i], &mut again, i, outcome, reused);
+            }
+        }
+        if !usable {
             *conn = None;
         }
-        let broken = matches!(
-            &outcome.result,
-            Err(SendError::Temporary { code: None, .. })
-        );
-        if reused && broken && outcome.before_content && !outcome.reusable {
-            reused = false;
-            continue;
-        }
-        return outcome.result.map_err(|e| shared.mailer.scrub(e));
+        reused = false;
+        pending = again;
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every message has a result"))
+        .collect()
+}
+
+/// Records `outcome` as message `i`'s result, or queues it in `again` when a reused
+/// connection broke before the server could take it.
+fn settle(
+    shared: &Shared,
+    result: &mut Option<Result<(), SendError>>,
+    again: &mut Vec<usize>,
+    i: usize,
+    outcome: Outcome,
+    reused: bool,
+) {
+    let broken = matches!(
+        &outcome.result,
+        Err(SendError::Temporary { code: None, .. })
+    );
+    if reused && broken && outcome.before_content && !outcome.reusable {
+        again.push(i);
+    } else {
+        *result = Some(outcome.result.map_err(|e| shared.mailer.scrub(e)));
     }
 }
 

@@ -1,7 +1,10 @@
 //! Shared by the email tests: starts a real aiosmtpd SMTP server on loopback (from the venv
-//! that `.ci/test` prepares) and reads the Maildir it writes.
+//! that `.ci/test` prepares) and reads the Maildir it writes; `postfix` starts a private
+//! Postfix (CHUNKING).
 
 #![allow(dead_code)]
+
+pub mod postfix;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! One SMTP client connection: connect (TCP_NODELAY, implicit TLS or STARTTLS, EHLO, AUTH),
-//! then transactions one after another on it, pipelined when the server allows, with RSET
-//! after a failed one and QUIT at the end.
+//! then transactions one after another on it with DATA, pipelined when the server allows, with
+//! RSET after a failed one and QUIT at the end. Windows of BDAT transactions, for servers with
+//! CHUNKING, are in `window.rs`.
 
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use super::target::Target;
 
 /// How a step failed.
 #[derive(Debug)]
-enum Fail {
+pub(super) enum Fail {
     /// The connection broke or timed out.
     Io(String),
     /// The server answered with an error.
@@ -31,8 +32,17 @@ enum Fail {
     Refused(String),
 }
 
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Io(m) | Fail::Protocol(m) | Fail::Refused(m) => f.write_str(m),
+            Fail::Reply(r) => f.write_str(&r.text()),
+        }
+    }
+}
+
 impl Fail {
-    fn into_error(self) -> SendError {
+    pub(super) fn into_error(self) -> SendError {
         match self {
             Fail::Io(message) | Fail::Protocol(message) => SendError::Temporary {
                 code: None,
@@ -66,6 +76,21 @@ pub(crate) struct Outcome {
     pub(crate) before_content: bool,
 }
 
+impl Outcome {
+    /// A message whose transaction the broken connection cut short: temporary; `not_sent`
+    /// when the server cannot have taken it.
+    pub(super) fn broken(message: &str, not_sent: bool) -> Outcome {
+        Outcome {
+            result: Err(SendError::Temporary {
+                code: None,
+                message: message.to_string(),
+            }),
+            reusable: false,
+            before_content: not_sent,
+        }
+    }
+}
+
 /// An open, greeted (and, as configured, encrypted and authenticated) SMTP connection.
 pub(crate) struct Connection {
     stream: Stream,
@@ -73,9 +98,11 @@ pub(crate) struct Connection {
     start: usize,
     timeout: Duration,
     pipelining: bool,
+    /// The server offers CHUNKING (RFC 3030): BDAT instead of DATA.
+    chunking: bool,
     eight_bit_mime: bool,
     smtputf8: bool,
-    wbuf: Vec<u8>,
+    pub(super) wbuf: Vec<u8>,
 }
 
 async fn within<T>(
@@ -113,6 +140,7 @@ impl Connection {
             start: 0,
             timeout: target.timeout,
             pipelining: false,
+            chunking: false,
             eight_bit_mime: false,
             smtputf8: false,
             wbuf: Vec::with_capacity(4096),
@@ -211,6 +239,7 @@ impl Connection {
             })
         };
         self.pipelining = keywords().any(|k| k == "PIPELINING");
+        self.chunking = keywords().any(|k| k == "CHUNKING");
         let response: Response = reply
             .raw()
             .parse()
@@ -231,7 +260,12 @@ impl Connection {
         .await
     }
 
-    async fn write_wbuf(&mut self) -> Result<(), Fail> {
+    /// PIPELINING and CHUNKING are both offered: `send_window` pipelines whole transactions.
+    pub(crate) fn windowed(&self) -> bool {
+        self.pipelining && self.chunking
+    }
+
+    pub(super) async fn write_wbuf(&mut self) -> Result<(), Fail> {
         let bytes = std::mem::take(&mut self.wbuf);
         let result = self.write(&bytes).await;
         self.wbuf = bytes;
@@ -239,7 +273,7 @@ impl Connection {
         result
     }
 
-    async fn read_reply(&mut self) -> Result<Reply, Fail> {
+    pub(super) async fn read_reply(&mut self) -> Result<Reply, Fail> {
         loop {
             match reply::parse(&self.buf[self.start..]) {
                 Parse::Done(reply, used) => {
@@ -294,31 +328,10 @@ impl Connection {
             reusable: false,
             before_content,
         };
-        if message.eight_bit && !self.eight_bit_mime {
-            return self
-                .refused(Fail::Refused(
-                    "the message has 8-bit content and the server does not offer 8BITMIME".into(),
-                ))
-                .await;
+        if let Some(fail) = self.unsupported(message) {
+            return self.refused(fail).await;
         }
-        if message.utf8_addresses && !self.smtputf8 {
-            return self
-                .refused(Fail::Refused(
-                    "an address is not ASCII and the server does not offer SMTPUTF8".into(),
-                ))
-                .await;
-        }
-        let mut params = Vec::new();
-        if message.utf8_addresses {
-            params.push(MailParameter::SmtpUtfEight);
-        }
-        if message.eight_bit {
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-        }
-        let mut commands = vec![Mail::new(message.from.clone(), params).to_string()];
-        for to in &message.to {
-            commands.push(Rcpt::new(to.clone(), vec![]).to_string());
-        }
+        let mut commands = self.envelope(message);
         commands.push("DATA\r\n".to_string());
         let data_reply = if self.pipelining {
             for c in &commands {
@@ -371,7 +384,8 @@ impl Connection {
             };
             return self.refused(fail).await;
         }
-        if let Err(f) = self.write(&message.data).await {
+        super::prepared::stuff(&message.content, &mut self.wbuf);
+        if let Err(f) = self.write_wbuf().await {
             return unusable(f, false);
         }
         match self.read_reply().await {
@@ -387,6 +401,38 @@ impl Connection {
             },
             Err(f) => unusable(f, false),
         }
+    }
+
+    /// Why `message` cannot go to this server at all (8-bit content or UTF-8 addresses that
+    /// it does not accept), if so.
+    pub(super) fn unsupported(&self, message: &Prepared) -> Option<Fail> {
+        if message.eight_bit && !self.eight_bit_mime {
+            return Some(Fail::Refused(
+                "the message has 8-bit content and the server does not offer 8BITMIME".into(),
+            ));
+        }
+        if message.utf8_addresses && !self.smtputf8 {
+            return Some(Fail::Refused(
+                "an address is not ASCII and the server does not offer SMTPUTF8".into(),
+            ));
+        }
+        None
+    }
+
+    /// MAIL FROM (with SMTPUTF8 and BODY=8BITMIME as needed) and one RCPT TO per recipient.
+    pub(super) fn envelope(&self, message: &Prepared) -> Vec<String> {
+        let mut params = Vec::new();
+        if message.utf8_addresses {
+            params.push(MailParameter::SmtpUtfEight);
+        }
+        if message.eight_bit {
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let mut commands = vec![Mail::new(message.from.clone(), params).to_string()];
+        for to in &message.to {
+            commands.push(Rcpt::new(to.clone(), vec![]).to_string());
+        }
+        commands
     }
 
     /// A refused transaction, before any content: RSET so the connection can go on (unless

@@ -8,7 +8,8 @@ mod prepared;
 mod reply;
 mod stream;
 mod target;
+mod window;
 
-pub(crate) use conn::Connection;
+pub(crate) use conn::{Connection, Outcome};
 pub(crate) use prepared::Prepared;
 pub(crate) use target::Target;

@@ -1,5 +1,6 @@
-//! A message ready for the wire: envelope addresses and the DATA bytes, dot-stuffed and
-//! terminated, computed once per email and kept across retries (same Message-ID and Date).
+//! A message ready for the wire: envelope addresses and the content with CRLF line ends,
+//! computed once per email and kept across retries (same Message-ID and Date). BDAT sends the
+//! content as it is; DATA dot-stuffs and terminates it (`stuff`) as it writes.
 
 use lettre::Message;
 
@@ -7,8 +8,8 @@ use lettre::Message;
 pub(crate) struct Prepared {
     pub(super) from: Option<lettre::Address>,
     pub(super) to: Vec<lettre::Address>,
-    /// Dot-stuffed content ending with `\r\n.\r\n`.
-    pub(super) data: Vec<u8>,
+    /// The RFC 5322 message, every line ending in CRLF (the last one too).
+    pub(super) content: Vec<u8>,
     /// The content has non-ASCII bytes (needs 8BITMIME).
     pub(super) eight_bit: bool,
     /// An address has non-ASCII characters (needs SMTPUTF8).
@@ -29,48 +30,80 @@ impl Prepared {
                 .into_iter()
                 .chain(envelope.to())
                 .any(|a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii()),
-            data: stuff(&formatted),
+            content: crlf(formatted),
         }
     }
 }
 
-/// RFC 5321 §4.5.2 transparency: a `.` starting a line is doubled; bare LF becomes CRLF; the
-/// content ends with CRLF and then `.` CRLF.
-pub(super) fn stuff(content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + content.len() / 64 + 8);
+/// `content` with every bare LF made CRLF and a final CRLF added when missing; lettre's output
+/// is normally CRLF already, and is then returned as it is, without a copy.
+pub(super) fn crlf(content: Vec<u8>) -> Vec<u8> {
+    let bare_lf = content
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || content[i - 1] != b'\r'));
+    let mut out = if bare_lf {
+        let mut out = Vec::with_capacity(content.len() + content.len() / 32 + 2);
+        let mut prev = 0u8;
+        for &b in &content {
+            if b == b'\n' && prev != b'\r' {
+                out.push(b'\r');
+            }
+            out.push(b);
+            prev = b;
+        }
+        out
+    } else {
+        content
+    };
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// RFC 5321 §4.5.2 transparency for DATA: appends `content` (CRLF lines) to `out` with a `.`
+/// starting a line doubled, then the terminating `.` CRLF.
+pub(super) fn stuff(content: &[u8], out: &mut Vec<u8>) {
+    out.reserve(content.len() + content.len() / 64 + 8);
     let mut line_start = true;
-    let mut prev = 0u8;
     for &b in content {
         if line_start && b == b'.' {
             out.push(b'.');
         }
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
         out.push(b);
         line_start = b == b'\n';
-        prev = b;
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::stuff;
+    use super::{crlf, stuff};
+
+    fn stuffed(content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        stuff(&crlf(content.to_vec()), &mut out);
+        out
+    }
 
     #[test]
     fn dots_are_doubled_and_the_end_marked() {
         assert_eq!(
-            stuff(b".a\r\nb\r\n.\r\n..c"),
+            stuffed(b".a\r\nb\r\n.\r\n..c"),
             b"..a\r\nb\r\n..\r\n...c\r\n.\r\n"
         );
-        assert_eq!(stuff(b"a\nb"), b"a\r\nb\r\n.\r\n");
-        assert_eq!(stuff(b"a\r\n"), b"a\r\n.\r\n");
-        assert_eq!(stuff(b""), b".\r\n");
-        assert_eq!(stuff(b"x.y\r\n"), b"x.y\r\n.\r\n");
+        assert_eq!(stuffed(b"a\nb"), b"a\r\nb\r\n.\r\n");
+        assert_eq!(stuffed(b"a\r\n"), b"a\r\n.\r\n");
+        assert_eq!(stuffed(b""), b".\r\n");
+        assert_eq!(stuffed(b"x.y\r\n"), b"x.y\r\n.\r\n");
+    }
+
+    #[test]
+    fn content_gets_crlf_line_ends_and_no_stuffing() {
+        assert_eq!(crlf(b".a\nb".to_vec()), b".a\r\nb\r\n");
+        assert_eq!(crlf(b"\n.\r\n".to_vec()), b"\r\n.\r\n");
+        assert_eq!(crlf(b"a\r\n".to_vec()), b"a\r\n");
+        assert_eq!(crlf(Vec::new()), b"");
     }
 }

@@ -1,0 +1,186 @@
+//! `send_many` against a real Postfix, which offers PIPELINING and CHUNKING: the messages go
+//! as pipelined windows of BDAT transactions (Postfix's log counts BDAT commands and no DATA),
+//! each delivered message arrives once and exactly as `Mailer::format` builds it (no
+//! dot-stuffing, same headers), and a recipient refused in the middle of a window (550) or
+//! greylisted (450, retried then given up) fails alone while the transactions around it go
+//! through.
+
+mod email_common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use email_common::header;
+use email_common::postfix::Postfix;
+use futures::StreamExt;
+use mailparse::parse_mail;
+use notifier::email::{BulkOptions, EmailConfig, Mailer, OutgoingEmail, SendError, SmtpUrl};
+
+const N: usize = 300;
+
+fn local(i: usize) -> String {
+    if i % 25 == 7 {
+        format!("unknown{i}")
+    } else if i % 40 == 11 {
+        format!("greylist{i}")
+    } else {
+        format!("user{i}")
+    }
+}
+
+fn email(i: usize) -> OutgoingEmail {
+    OutgoingEmail {
+        to: format!("{}@customer.example", local(i)),
+        subject: format!("Service Update {i} - DR Activation"),
+        text: format!(
+            "Dear Customer {i},\n.\n..two dots\n.leading dot\nFrom the team\nR\u{e9}gion \
+             primaire indisponible.\n"
+        ),
+        html: Some(format!("<p>Dear Customer {i}</p>\n.<p>dot</p>")),
+        unsubscribe_url: Some(format!("https://status.example.com/unsubscribe?token=t{i}")),
+        unsubscribe_mailto: None,
+        message_id: format!("pf-{i}"),
+    }
+}
+
+/// `text` with CRLF made LF (Postfix's Maildir uses LF), the Date line and the MIME boundary
+/// replaced by fixed strings (both differ between two builds of one email).
+fn normalize(text: &str) -> String {
+    let text = text.replace("\r\n", "\n");
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("Date: ") {
+            out.push_str("Date: X\n");
+        } else {
+            out.push_str(line);
+        }
+    }
+    match out.split_once("boundary=\"") {
+        Some((_, rest)) => {
+            let boundary = rest.split('"').next().unwrap().to_string();
+            out.replace(&boundary, "BOUNDARY")
+        }
+        None => out,
+    }
+}
+
+#[tokio::test]
+async fn bdat_windows_through_postfix_deliver_each_message_once_and_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let postfix = Postfix::start(dir.path());
+    let mut cfg = EmailConfig::new(
+        SmtpUrl::parse(&postfix.url()).unwrap(),
+        "Status <status@example.com>",
+    );
+    cfg.max_connections = 4;
+    cfg.retry_backoff = Duration::from_millis(20);
+    let mailer = Mailer::new(&cfg).unwrap();
+    let options = BulkOptions {
+        max_attempts: 2,
+        ..mailer.bulk_options()
+    };
+    let deliveries: Vec<_> = mailer
+        .send_many(futures::stream::iter((0..N).map(email)), options)
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(deliveries.len(), N);
+
+    let mut expected_ok = 0;
+    for d in &deliveries {
+        if d.to.starts_with("unknown") {
+            assert_eq!(d.attempts, 1, "{d:?}");
+            let Err(SendError::Permanent {
+                code: Some(550),
+                message,
+            }) = &d.result
+            else {
+                panic!("expected a permanent 550: {d:?}");
+            };
+            assert!(message.contains("User unknown"), "{message}");
+        } else if d.to.starts_with("greylist") {
+            assert_eq!(d.attempts, 2, "{d:?}");
+            let Err(SendError::Temporary {
+                code: Some(450),
+                message,
+            }) = &d.result
+            else {
+                panic!("expected a temporary 450: {d:?}");
+            };
+            assert!(message.contains("Greylisted"), "{message}");
+        } else {
+            expected_ok += 1;
+            assert_eq!(d.result, Ok(()), "{d:?}");
+            assert_eq!(d.attempts, 1, "{d:?}");
+        }
+    }
+    assert!(expected_ok > 250 && expected_ok < N, "{expected_ok}");
+
+    // Each accepted message arrives once, as built: Postfix only adds its trace headers above.
+    let messages = postfix.wait_for_messages(expected_ok);
+    assert_eq!(messages.len(), expected_ok);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for raw in &messages {
+        let mail = parse_mail(raw).unwrap();
+        let id = header(&mail, "Message-ID");
+        let i: usize = id
+            .trim_start_matches("<pf-")
+            .split('@')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        *seen.entry(id.clone()).or_default() += 1;
+        assert_eq!(
+            header(&mail, "Delivered-To"),
+            format!("user{i}@customer.example")
+        );
+        let delivered = normalize(std::str::from_utf8(raw).unwrap());
+        let built = normalize(&String::from_utf8(mailer.format(&email(i)).unwrap()).unwrap());
+        let Some(added) = delivered.strip_suffix(&built) else {
+            panic!("message {i} differs from what was built:\n{delivered}\n---\n{built}");
+        };
+        for line in added.lines() {
+            assert!(
+                [
+                    "Return-Path:",
+                    "X-Original-To:",
+                    "Delivered-To:",
+                    "Received:",
+                    "\t"
+                ]
+                .iter()
+                .any(|p| line.starts_with(p)),
+                "unexpected line added above message {i}: {line}"
+            );
+        }
+        let body = mail.subparts[0].get_body().unwrap().replace("\r\n", "\n");
+        assert!(body.contains("\n.\n..two dots\n.leading dot\n"), "{body:?}");
+    }
+    assert_eq!(seen.len(), expected_ok);
+    assert!(seen.values().all(|&c| c == 1), "{seen:?}");
+
+    // Postfix's own count: every transaction was a BDAT one, none used DATA. Its
+    // `disconnect` lines read e.g. `ehlo=1 mail=40 rcpt=38/40 bdat=38/40 quit=1`.
+    let log = postfix.log();
+    let (mut bdat_ok, mut bdat_all, mut mails) = (0, 0, 0);
+    for line in log.lines().filter(|l| l.contains(" disconnect from ")) {
+        assert!(!line.contains(" data="), "{line}");
+        for word in line.split_whitespace() {
+            if let Some(v) = word.strip_prefix("bdat=") {
+                let (ok, all) = v.split_once('/').unwrap_or((v, v));
+                bdat_ok += ok.parse::<usize>().unwrap();
+                bdat_all += all.parse::<usize>().unwrap();
+            } else if let Some(v) = word.strip_prefix("mail=") {
+                mails += v.split('/').next().unwrap().parse::<usize>().unwrap();
+            }
+        }
+    }
+    let greylisted = deliveries
+        .iter()
+        .filter(|d| d.to.starts_with("greylist"))
+        .count();
+    assert_eq!(bdat_ok, expected_ok, "{log}");
+    assert_eq!(bdat_all, N + greylisted, "{log}");
+    assert_eq!(mails, N + greylisted, "{log}");
+}
