@@ -19,7 +19,8 @@ fn main() {
         Some("sink") => sink::main(&args[1..]),
         Some("raw") => raw::main(&args[1..]),
         Some("drbot") => drbot_sender(&args[1..]),
-        Some("build") => build_cost(),
+        Some("build") => build_cost(args.get(1).map(String::as_str)),
+        Some("show") => show(),
         _ => orchestrate(&args),
     }
 }
@@ -222,8 +223,10 @@ pub fn vm_hwm_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// `build`: how long `Mailer::format` takes per sample email (message building alone).
-fn build_cost() {
+/// `build`: how long building one sample email takes, with lettre (`Mailer::format`) and as
+/// `send_many` does (`Mailer::format_bulk`); `build lettre` or `build bulk` only one of them
+/// (for profiling).
+fn build_cost(only: Option<&str>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let url = notifier::email::SmtpUrl::parse("smtp://127.0.0.1:25").unwrap();
@@ -231,16 +234,44 @@ fn build_cost() {
             notifier::email::Mailer::new(&notifier::email::EmailConfig::new(url, sample::FROM))
                 .unwrap();
         let n = 20_000;
-        let start = std::time::Instant::now();
-        let mut bytes = 0;
-        for i in 0..n {
-            bytes += mailer.format(&sample::email(i)).unwrap().len();
+        for (name, bulk) in [
+            ("lettre (format)", false),
+            ("send_many (format_bulk)", true),
+        ] {
+            if only.is_some_and(|o| o != if bulk { "bulk" } else { "lettre" }) {
+                continue;
+            }
+            let start = std::time::Instant::now();
+            let mut bytes = 0;
+            for i in 0..n {
+                let email = sample::email(i);
+                bytes += if bulk {
+                    mailer.format_bulk(&email)
+                } else {
+                    mailer.format(&email)
+                }
+                .unwrap()
+                .len();
+            }
+            let per = start.elapsed().as_secs_f64() / n as f64;
+            println!(
+                "build {name}: {:.2} us per message, {} bytes each",
+                per * 1e6,
+                bytes / n
+            );
         }
-        let per = start.elapsed().as_secs_f64() / n as f64;
-        println!(
-            "build {:.2} us per message, {} bytes each",
-            per * 1e6,
-            bytes / n
-        );
+    });
+}
+
+/// `show`: prints the sample message 0 as `Mailer::format` builds it.
+fn show() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = notifier::email::SmtpUrl::parse("smtp://127.0.0.1:25").unwrap();
+        let mailer =
+            notifier::email::Mailer::new(&notifier::email::EmailConfig::new(url, sample::FROM))
+                .unwrap();
+        let bytes = mailer.format(&sample::email(0)).unwrap();
+        print!("{}", String::from_utf8_lossy(&bytes));
     });
 }

@@ -16,7 +16,7 @@ use super::config::EmailConfig;
 use super::error::{ConfigError, SendError};
 use super::message::{OutgoingEmail, build};
 use super::redact::Redactor;
-use super::smtp::Target;
+use super::smtp::{Prepared, Target};
 use super::url::{Security, SmtpUrl};
 
 /// Sends email through one SMTP server over a shared connection pool. Cheap to clone; clones
@@ -30,6 +30,8 @@ struct Inner {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     /// The same server for the bulk path's own connections.
     target: Target,
+    /// The bulk path's fast message writer (`None` when the sender's address is not ASCII).
+    wire: Option<super::wire::Writer>,
     from: Mailbox,
     domain: String,
     redactor: Redactor,
@@ -113,6 +115,7 @@ impl Mailer {
             inner: Arc::new(Inner {
                 transport: builder.build(),
                 target: Target::new(url, config.timeout)?,
+                wire: super::wire::Writer::new(&from, &domain),
                 from,
                 domain,
                 redactor: Redactor::new(url.user(), url.password()),
@@ -135,6 +138,22 @@ impl Mailer {
 
     pub(crate) fn message(&self, email: &OutgoingEmail) -> Result<Message, SendError> {
         build(&self.inner.from, &self.inner.domain, email)
+    }
+
+    /// `email` as `send_many` sends it: written by the bulk path's own writer when it applies
+    /// (the same bytes lettre writes), else built by lettre.
+    pub(crate) fn prepare(&self, email: &OutgoingEmail) -> Result<Prepared, SendError> {
+        if let Some(prepared) = self.inner.wire.as_ref().and_then(|w| w.prepare(email)) {
+            return Ok(prepared);
+        }
+        self.message(email).map(|m| Prepared::new(&m))
+    }
+
+    /// The exact bytes (RFC 5322, CRLF lines) that `send_many` transmits for `email`, apart
+    /// from `Date` and the MIME boundary: the same as `format`'s, written several times faster
+    /// for the common email (see `wire.rs`).
+    pub fn format_bulk(&self, email: &OutgoingEmail) -> Result<Vec<u8>, SendError> {
+        self.prepare(email).map(|p| p.content().to_vec())
     }
 
     /// Sends `email` once, without retrying. A `Temporary` error may be retried by the caller

@@ -60,7 +60,11 @@ pub(crate) fn message_id_header(id: &str, domain: &str) -> Result<String, SendEr
 }
 
 /// `<url>` after checking it is an absolute http(s) URL that needs no quoting.
-fn unsubscribe_entry(url: &str, scheme_ok: &[&str], what: &str) -> Result<String, SendError> {
+pub(crate) fn unsubscribe_entry(
+    url: &str,
+    scheme_ok: &[&str],
+    what: &str,
+) -> Result<String, SendError> {
     let parsed = url::Url::parse(url)
         .map_err(|e| SendError::Invalid(format!("{what} `{url}` is not a URL: {e}")))?;
     if !scheme_ok.contains(&parsed.scheme()) {

@@ -11,6 +11,7 @@ mod rate;
 mod redact;
 mod smtp;
 mod url;
+mod wire;
 mod workers;
 
 pub use bulk::{BulkOptions, Delivery};

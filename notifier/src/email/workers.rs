@@ -136,7 +136,7 @@ async fn worker(shared: Arc<Shared>) {
         for mut job in jobs {
             let prepared = match job.prepared.take() {
                 Some(p) => Ok(p),
-                None => shared.mailer.message(&job.email).map(|m| Prepared::new(&m)),
+                None => shared.mailer.prepare(&job.email),
             };
             match prepared {
                 Ok(p) => {

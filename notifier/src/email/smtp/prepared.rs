@@ -35,6 +35,26 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// From envelope addresses and content already in CRLF lines, the last one too (the bulk
+    /// path's own message writer).
+    pub(crate) fn from_parts(from: lettre::Address, to: lettre::Address, content: Vec<u8>) -> Self {
+        Self {
+            utf8_addresses: !AsRef::<str>::as_ref(&from).is_ascii()
+                || !AsRef::<str>::as_ref(&to).is_ascii(),
+            eight_bit: !content.is_ascii(),
+            from: Some(from),
+            to: vec![to],
+            content,
+        }
+    }
+
+    /// The content as sent with BDAT.
+    pub(crate) fn content(&self) -> &[u8] {
+        &self.content
+    }
+}
+
 /// `content` with every bare LF made CRLF and a final CRLF added when missing; lettre's output
 /// is normally CRLF already, and is then returned as it is, without a copy.
 pub(super) fn crlf(content: Vec<u8>) -> Vec<u8> {

@@ -58,8 +58,24 @@ impl Connection {
                 });
                 continue;
             }
-            for command in self.envelope(message) {
-                self.wbuf.extend_from_slice(command.as_bytes());
+            if message.eight_bit || message.utf8_addresses {
+                for command in self.envelope(message) {
+                    self.wbuf.extend_from_slice(command.as_bytes());
+                }
+            } else {
+                // The same commands as `envelope` writes, without their allocations.
+                self.wbuf.extend_from_slice(b"MAIL FROM:<");
+                if let Some(from) = &message.from {
+                    self.wbuf
+                        .extend_from_slice(AsRef::<str>::as_ref(from).as_bytes());
+                }
+                self.wbuf.extend_from_slice(b">\r\n");
+                for to in &message.to {
+                    self.wbuf.extend_from_slice(b"RCPT TO:<");
+                    self.wbuf
+                        .extend_from_slice(AsRef::<str>::as_ref(to).as_bytes());
+                    self.wbuf.extend_from_slice(b">\r\n");
+                }
             }
             let size = message.content.len().to_string();
             self.wbuf.extend_from_slice(b"BDAT ");
