@@ -58,15 +58,12 @@ impl Writer {
     /// `email` ready for the wire, or `None` when lettre must build it (anything outside the
     /// common case, including every invalid email, so that errors stay lettre's).
     pub(crate) fn prepare(&self, email: &OutgoingEmail) -> Option<Prepared> {
-        let content = self.write(email, &date_now(), &boundary())?;
-        Some(Prepared::from_parts(
-            self.from.clone(),
-            plain_address(&email.to)?,
-            content,
-        ))
+        let to = plain_address(&email.to)?;
+        let content = with_date_now(|date| self.write(email, date, &boundary()))?;
+        Some(Prepared::from_parts(self.from.clone(), to, content))
     }
 
-    /// The message bytes with the given Date value and boundary.
+    /// The message bytes with the given Date value and boundary (`None` as for `prepare`).
     fn write(&self, email: &OutgoingEmail, date: &str, boundary: &str) -> Option<Vec<u8>> {
         plain_address(&email.to)?;
         let id = message_id_header(&email.message_id, &self.domain).ok()?;
@@ -89,8 +86,10 @@ impl Writer {
         header(&mut out, "Subject", &email.subject)?;
         header(&mut out, "Message-ID", &id)?;
         header(&mut out, "Date", date)?;
-        if !unsubscribe.is_empty() {
-            header(&mut out, "List-Unsubscribe", &unsubscribe.join(", "))?;
+        match unsubscribe.as_slice() {
+            [] => {}
+            [one] => header(&mut out, "List-Unsubscribe", one)?,
+            many => header(&mut out, "List-Unsubscribe", &many.join(", "))?,
         }
         if email.unsubscribe_url.is_some() {
             out.extend_from_slice(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
@@ -318,8 +317,8 @@ thread_local! {
     static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-/// `Date` as lettre writes it for now (`httpdate`, with `GMT` as `+0000`).
-fn date_now() -> String {
+/// `f` of the `Date` value for now, as lettre writes it (`httpdate`, with `GMT` as `+0000`).
+fn with_date_now<T>(f: impl FnOnce(&str) -> T) -> T {
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with(|cell| {
@@ -327,7 +326,7 @@ fn date_now() -> String {
         if cached.0 != secs {
             *cached = (secs, date(now));
         }
-        cached.1.clone()
+        f(&cached.1)
     })
 }
 
@@ -395,13 +394,12 @@ mod tests {
         let (date, boundary) = ("Thu, 26 Nov 2026 23:00:40 +0000", "B0undary");
         let ours = writer.write(email, date, boundary);
         let theirs = lettre_bytes(email, date, boundary);
-        match &ours {
-            Some(o) => assert_eq!(
+        if let Some(o) = &ours {
+            assert_eq!(
                 String::from_utf8_lossy(o),
                 String::from_utf8_lossy(theirs.as_ref().expect("lettre refused it")),
                 "{email:?}"
-            ),
-            None => {}
+            );
         }
         ours.is_some()
     }
@@ -510,9 +508,9 @@ mod tests {
         for i in 0..3000 {
             let mut e = sample(i);
             e.text = g.text(200);
-            e.html = (g.next() % 3 != 0).then(|| g.text(300));
+            e.html = (!g.next().is_multiple_of(3)).then(|| g.text(300));
             e.subject = g.text(12).replace(['\r', '\n'], "");
-            if g.next() % 4 == 0 {
+            if g.next().is_multiple_of(4) {
                 e.unsubscribe_url = None;
             }
             if check(&e) {
@@ -555,6 +553,6 @@ mod tests {
             text.contains(&format!("\r\nDate: {}\r\n", date(at))),
             "{text}"
         );
-        assert!(date_now().ends_with(" +0000"));
+        assert!(with_date_now(|d| d.ends_with(" +0000")));
     }
 }

@@ -52,7 +52,11 @@ pub(super) fn start<S>(
 where
     S: Stream<Item = OutgoingEmail> + Send + 'static,
 {
-    let (job_tx, job_rx) = mpsc::channel(workers * WINDOW);
+    // Emails taken from the input and not yet reported: two windows per worker, so each
+    // worker has its next window at hand while retries wait; with very many workers, fewer
+    // (a few thousand emails in memory at most).
+    let cap = (workers * WINDOW * 2).min(workers * 2 + 4096);
+    let (job_tx, job_rx) = mpsc::channel(cap);
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = fmpsc::channel(workers);
     let limiter = options.rate_limit.and_then(RateLimiter::new);
@@ -68,9 +72,6 @@ where
     }
     let backoff = shared.options.retry_backoff;
     drop(shared);
-    // Emails taken from the input and not yet reported: two windows per worker, so each
-    // worker has its next window at hand while retries wait.
-    let cap = workers * WINDOW * 2;
     tokio::spawn(dispatch(emails, job_tx, event_rx, out_tx, cap, backoff));
     out_rx
 }

@@ -1,7 +1,8 @@
 //! drbot's own small SMTP client for bulk sends: one connection per worker, opened with
-//! `TCP_NODELAY`, STARTTLS or implicit TLS (rustls) and AUTH, reused for many messages, with
-//! MAIL/RCPT/DATA sent in one write when the server advertises PIPELINING (RFC 2920).
-//! lettre still builds the messages and sends single emails.
+//! `TCP_NODELAY`, STARTTLS or implicit TLS (rustls) and AUTH, reused for many messages: windows
+//! of pipelined BDAT transactions when the server offers CHUNKING and PIPELINING (RFC 3030,
+//! `window.rs`), else DATA with MAIL/RCPT/DATA in one write when it offers PIPELINING (RFC
+//! 2920). lettre sends single emails and builds the messages `wire.rs` does not write.
 
 mod conn;
 mod prepared;
