@@ -10,13 +10,7 @@
 
 use std::time::Duration;
 
-use axum::{
-    Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::get,
-};
+use axum::{Router, extract::State, response::Response, routing::get};
 use chrono::Utc;
 use notifier::page::history::{
     Chart, DrillRecord, HISTORY_PATH, HistoryModel, VerificationRecord, render_chart,
@@ -66,29 +60,11 @@ async fn respond(
     content_type: &'static str,
     render: impl FnOnce(&HistoryModel) -> anyhow::Result<String>,
 ) -> Response {
-    match model(app).await.and_then(|m| render(&m)) {
-        Ok(body) => (
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, content_type),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "building the drill history failed"
-            );
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "drill history temporarily unavailable\n",
-            )
-                .into_response()
-        }
-    }
+    crate::status_page::page_response(
+        model(app).await.and_then(|m| render(&m)),
+        content_type,
+        "drill history",
+    )
 }
 
 /// The history as it stands in the store.

@@ -90,7 +90,22 @@ async fn respond(
     content_type: &'static str,
     render: impl FnOnce(&PageModel) -> anyhow::Result<String>,
 ) -> Response {
-    match model(app).await.and_then(|m| render(&m)) {
+    page_response(
+        model(app).await.and_then(|m| render(&m)),
+        content_type,
+        "status page",
+    )
+}
+
+/// A rendered public page (`body`) as a no-cache response of `content_type`; a failure is
+/// logged with its context and answered 503 "<what> temporarily unavailable". Shared by the
+/// status page and the drill history.
+pub(crate) fn page_response(
+    body: anyhow::Result<String>,
+    content_type: &'static str,
+    what: &str,
+) -> Response {
+    match body {
         Ok(body) => (
             StatusCode::OK,
             [
@@ -101,11 +116,11 @@ async fn respond(
         )
             .into_response(),
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "building the status page failed");
+            tracing::error!(error = format!("{e:#}"), "building the {what} failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "status page temporarily unavailable\n",
+                format!("{what} temporarily unavailable\n"),
             )
                 .into_response()
         }

@@ -58,6 +58,7 @@ pub enum Seen {
 /// entry (48-bit keyed hash of the identity, 16-bit keyed hash of the signature) in a hash set
 /// per minute of arrival; a whole minute is forgotten at once, so there is no per-entry expiry
 /// to store. About 9 bytes per remembered request, so memory stays small at high rates.
+#[derive(Default)]
 pub struct Memory {
     hasher: std::collections::hash_map::RandomState,
     inner: Mutex<Generations>,
@@ -131,15 +132,6 @@ impl std::hash::Hasher for IdentityHasher {
 struct Generations {
     gens: VecDeque<(u32, HashSet<Entry, Identity>)>,
     len: usize,
-}
-
-impl Default for Memory {
-    fn default() -> Self {
-        Self {
-            hasher: Default::default(),
-            inner: Mutex::new(Default::default()),
-        }
-    }
 }
 
 impl Memory {

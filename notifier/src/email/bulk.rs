@@ -77,10 +77,11 @@ impl Mailer {
     /// windows of up to 32 messages as pipelined BDAT transactions and reports each message
     /// by its own replies; otherwise one DATA transaction at a time (MAIL, RCPT and DATA in
     /// one write with PIPELINING, RSET after a refused one). Each message is built once, so
-    /// its retries carry the same Message-ID and Date. At most 64 × `concurrency` emails (and at most
-    /// 2 × `concurrency` + 4096) are taken from the input and held at once, so it may be an arbitrarily long lazy stream
-    /// (wrap an iterator with `futures::stream::iter`). Must be called inside a Tokio runtime; dropping the stream
-    /// stops the send after the messages in flight.
+    /// its retries carry the same Message-ID and Date. At most 64 × `concurrency` emails (and
+    /// at most 2 × `concurrency` + 4096) are taken from the input and held at once, so it may
+    /// be an arbitrarily long lazy stream (wrap an iterator with `futures::stream::iter`). Must
+    /// be called inside a Tokio runtime; dropping the stream stops the send after the messages
+    /// in flight.
     pub fn send_many<S>(
         &self,
         emails: S,
