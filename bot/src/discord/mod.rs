@@ -3,6 +3,7 @@
 //! `drbot discord register` for the `/dr` application command.
 
 pub mod api;
+pub mod batch;
 pub mod broadcast;
 pub mod checklist;
 pub mod commands;
@@ -43,7 +44,9 @@ pub const EPHEMERAL: u64 = 64;
 
 /// Discord's state in the app.
 pub struct Discord {
-    key: ed25519_dalek::VerifyingKey,
+    key: batch::Key,
+    /// Verifies signatures in batches; started on the first request (inside the runtime).
+    verifier: std::sync::OnceLock<batch::Verifier>,
     /// API prefix.
     pub api_base_url: String,
     /// Application id.
@@ -64,7 +67,8 @@ impl Discord {
     /// From `[discord]` (already validated by `check-config`).
     pub fn new(cfg: &DiscordConfig) -> Option<Arc<Discord>> {
         Some(Arc::new(Discord {
-            key: verify::public_key(&cfg.public_key)?,
+            key: batch::Key::new(verify::public_key(&cfg.public_key)?)?,
+            verifier: std::sync::OnceLock::new(),
             api_base_url: cfg.api_base_url.trim_end_matches('/').to_string(),
             application_id: cfg.application_id.clone(),
             bot_token: cfg.bot_token.clone(),
@@ -90,12 +94,7 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     let Some(discord) = app.discord.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Err(why) = verify::check(
-        &discord.key,
-        &headers,
-        &body,
-        chrono::Utc::now().timestamp(),
-    ) {
+    if let Err(why) = check(&discord, &headers, &body).await {
         tracing::warn!(reason = why.as_str(), "refused a Discord interaction");
         return (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response();
     }
@@ -108,6 +107,22 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
         Some(MESSAGE_COMPONENT) => component(&app, &ix).await,
         _ => ephemeral(text::MALFORMED.into()),
     }
+}
+
+/// Signature first (so a forged request is told nothing more), then the timestamp.
+async fn check(
+    discord: &Discord,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), verify::Rejection> {
+    let signed = verify::signed(headers, body)?;
+    let verifier = discord
+        .verifier
+        .get_or_init(|| batch::Verifier::start(discord.key.clone()));
+    if !verifier.verify(signed.msg, signed.sig).await {
+        return Err(verify::Rejection::BadSignature);
+    }
+    verify::fresh(signed.ts, chrono::Utc::now().timestamp())
 }
 
 /// `/dr …`: answered at once when the work is quick, else with a deferred response whose
@@ -127,10 +142,10 @@ async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
         user: user.to_string(),
     });
     let actor = Actor::chat(&app.settings, Platform::Discord, user, &channel);
-    let mut work = {
+    let work = {
         let (app, origin) = (app.clone(), origin.clone());
         let channel = channel.clone();
-        tokio::spawn(async move {
+        async move {
             let reply = dispatch::handle(&app, &actor, &text).await;
             if let crate::reply::Reply::Requested(v) = &reply {
                 if let (Some(d), Some(o)) = (&app.discord, origin) {
@@ -147,8 +162,19 @@ async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
                 checklist::post(&app, v.instance.id, &channel).await;
             }
             text::command_reply(&reply)
-        })
+        }
     };
+    let mut work = Box::pin(work);
+    // Quick commands (help, status, errors) finish on their first poll: answered here, with
+    // no task to spawn. `defer_after = "0s"` defers every command.
+    if !discord.defer_after.is_zero()
+        && let std::task::Poll::Ready(content) = futures::poll!(&mut work)
+    {
+        return ephemeral(content);
+    }
+    // Otherwise the work runs in its own task (no await between the poll and the spawn, so
+    // a dropped connection cannot cut it short) and is answered in time or deferred.
+    let mut work = tokio::spawn(work);
     let answer = |r: Result<String, tokio::task::JoinError>| {
         r.unwrap_or_else(|e| {
             tracing::error!(error = %e, "a Discord command's handler failed");
@@ -158,7 +184,6 @@ async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
             ))
         })
     };
-    // `defer_after = "0s"` defers every command (no race with a quick handler).
     if !discord.defer_after.is_zero()
         && let Ok(done) = tokio::time::timeout(discord.defer_after, &mut work).await
     {

@@ -3,7 +3,7 @@
 //! within 5 minutes (Discord probes endpoints with bad signatures; they must get 401).
 
 use axum::http::HeaderMap;
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 
 /// Requests older or newer than this are refused.
 pub const WINDOW_SECS: i64 = 300;
@@ -36,13 +36,18 @@ pub fn public_key(hex_key: &str) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&bytes).ok()
 }
 
-/// Checks a request at `now` (Unix seconds).
-pub fn check(
-    key: &VerifyingKey,
-    headers: &HeaderMap,
-    body: &[u8],
-    now: i64,
-) -> Result<(), Rejection> {
+/// A request's signed bytes and signature, read from its headers.
+pub struct Signed {
+    /// `X-Signature-Timestamp` followed by the raw body: what Discord signed.
+    pub msg: Vec<u8>,
+    /// `X-Signature-Ed25519`, decoded.
+    pub sig: [u8; 64],
+    /// The timestamp, Unix seconds.
+    pub ts: i64,
+}
+
+/// Reads the signature headers (the signature itself is checked by [`super::batch`]).
+pub fn signed(headers: &HeaderMap, body: &[u8]) -> Result<Signed, Rejection> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(sig), Some(ts)) = (
         header("x-signature-ed25519"),
@@ -58,9 +63,16 @@ pub fn check(
     let mut msg = Vec::with_capacity(ts.len() + body.len());
     msg.extend_from_slice(ts.as_bytes());
     msg.extend_from_slice(body);
-    key.verify_strict(&msg, &Signature::from_bytes(&sig))
-        .map_err(|_| Rejection::BadSignature)?;
-    if (now - ts_num).abs() > WINDOW_SECS {
+    Ok(Signed {
+        msg,
+        sig,
+        ts: ts_num,
+    })
+}
+
+/// Refuses a (validly signed) timestamp more than [`WINDOW_SECS`] from `now`.
+pub fn fresh(ts: i64, now: i64) -> Result<(), Rejection> {
+    if (now - ts).abs() > WINDOW_SECS {
         return Err(Rejection::Stale);
     }
     Ok(())

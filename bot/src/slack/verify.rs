@@ -55,9 +55,12 @@ pub enum Seen {
 
 /// Requests seen recently, keyed by their identity (trigger id, action time), each with its
 /// signature, remembered for at least twice the replay window. Each request is one 8-byte
-/// entry (48-bit keyed hash of the identity, 16-bit keyed hash of the signature) in a hash set
-/// per minute of arrival; a whole minute is forgotten at once, so there is no per-entry expiry
-/// to store. About 9 bytes per remembered request, so memory stays small at high rates.
+/// entry (48-bit keyed hash of the identity, 16-bit keyed hash of the signature) in a chunk: a
+/// hash set of fixed capacity ([`CHUNK`]) holding arrivals of one minute. A whole minute is
+/// forgotten at once, so there is no per-entry expiry to store. Chunks are allocated full-size
+/// and never grow, so memory is about 9 bytes per remembered request with no doubling and no
+/// resize copies (a single set would hold twice its entries' size, and three times while it
+/// grows).
 #[derive(Default)]
 pub struct Memory {
     hasher: std::collections::hash_map::RandomState,
@@ -66,6 +69,9 @@ pub struct Memory {
 
 /// Seconds of arrivals each generation holds.
 const GENERATION_SECS: u32 = 60;
+
+/// Entries per chunk: 7/8 of 2^16, the most a set of 2^16 buckets holds without growing.
+const CHUNK: usize = 57_344;
 
 /// One remembered request: identity hash in the high 48 bits, signature hash in the low 16.
 /// Hashing and equality look at the identity only, so a lookup by identity finds the entry
@@ -127,7 +133,7 @@ impl std::hash::Hasher for IdentityHasher {
     }
 }
 
-/// Generations, oldest first: (first second of arrivals, entries), and the entry count.
+/// Chunks, oldest first: (first second of their generation, entries), and the entry count.
 #[derive(Default)]
 struct Generations {
     gens: VecDeque<(u32, HashSet<Entry, Identity>)>,
@@ -158,7 +164,7 @@ impl Memory {
             g.len -= set.len();
             g.gens.pop_front();
         }
-        if let Some(seen) = g.gens.iter().find_map(|(_, set)| set.get(&entry)) {
+        if let Some(seen) = g.gens.iter().rev().find_map(|(_, set)| set.get(&entry)) {
             return if seen.signature() == entry.signature() {
                 Seen::Replay
             } else {
@@ -166,8 +172,12 @@ impl Memory {
             };
         }
         let current = now - now % GENERATION_SECS;
-        if g.gens.back().is_none_or(|(start, _)| *start < current) {
-            g.gens.push_back((current, HashSet::default()));
+        if g.gens
+            .back()
+            .is_none_or(|(start, set)| *start < current || set.len() >= CHUNK)
+        {
+            let set = HashSet::with_capacity_and_hasher(CHUNK, Identity);
+            g.gens.push_back((current, set));
         }
         if let Some((_, set)) = g.gens.back_mut() {
             set.insert(entry);
@@ -281,5 +291,26 @@ mod tests {
         let g = m.inner.lock().unwrap();
         assert!(g.len <= CAPACITY, "{} entries", g.len);
         assert_eq!(g.len, g.gens.iter().map(|(_, s)| s.len()).sum::<usize>());
+        // Chunks were allocated once at full size and never grew.
+        let full = HashSet::<Entry, Identity>::with_capacity_and_hasher(CHUNK, Identity).capacity();
+        assert!(
+            g.gens
+                .iter()
+                .all(|(_, s)| s.len() <= CHUNK && s.capacity() == full)
+        );
+    }
+
+    #[test]
+    fn a_busy_minute_spans_chunks_and_all_of_them_are_searched() {
+        let m = Memory::default();
+        let n = 2 * CHUNK + 5;
+        for i in 0..n {
+            assert_eq!(m.record(&format!("t{i}"), "v0=aa", 5_000), Seen::New);
+        }
+        assert_eq!(m.inner.lock().unwrap().gens.len(), 3);
+        for i in [0, CHUNK - 1, CHUNK, 2 * CHUNK, n - 1] {
+            assert_eq!(m.record(&format!("t{i}"), "v0=aa", 5_001), Seen::Replay);
+            assert_eq!(m.record(&format!("t{i}"), "v0=bb", 5_002), Seen::Retry);
+        }
     }
 }
