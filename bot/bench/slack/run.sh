@@ -32,7 +32,7 @@ cp "$here/bolt_app.js" "$here/bolt_app.py" "$work/"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-peak_rss_mb() { local total=0; for p in "$@"; do local kb; kb=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0); total=$((total + kb)); done; echo $((total / 1024)); }
+peak_rss_mb() { local total=0; for p in "$@"; do local kb; kb=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0); total=$((total + kb)); done; awk -v kb="$total" 'BEGIN { printf "%.1f", kb / 1024 }'; }
 sign() { python3 "$here/sign_requests.py" "$secret" "$1" "$2"; }
 load() { # port conns file [mode] -> RESULT line
   MODE="${4:-slack}" WRK_THREADS=2 REQUESTS_FILE="$3" wrk -t2 -c"$2" -d"${secs}s" --timeout 5s -s "$here/requests.lua" "http://127.0.0.1:$1" | grep '^RESULT'

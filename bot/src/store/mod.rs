@@ -77,7 +77,7 @@ impl Store {
                     if backend == Backend::Sqlite {
                         conn.execute(
                             "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
-                             PRAGMA synchronous = NORMAL; PRAGMA cache_size = -1024; \
+                             PRAGMA synchronous = NORMAL; PRAGMA cache_size = -256; \
                              PRAGMA wal_autocheckpoint = 0;",
                         )
                         .await?;
