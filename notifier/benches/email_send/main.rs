@@ -223,16 +223,19 @@ pub fn vm_hwm_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// A mailer for formatting only (its server is never contacted); call inside a runtime.
+fn offline_mailer() -> notifier::email::Mailer {
+    let url = notifier::email::SmtpUrl::parse("smtp://127.0.0.1:25").unwrap();
+    notifier::email::Mailer::new(&notifier::email::EmailConfig::new(url, sample::FROM)).unwrap()
+}
+
 /// `build`: how long building one sample email takes, with lettre (`Mailer::format`) and as
 /// `send_many` does (`Mailer::format_bulk`); `build lettre` or `build bulk` only one of them
 /// (for profiling).
 fn build_cost(only: Option<&str>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let url = notifier::email::SmtpUrl::parse("smtp://127.0.0.1:25").unwrap();
-        let mailer =
-            notifier::email::Mailer::new(&notifier::email::EmailConfig::new(url, sample::FROM))
-                .unwrap();
+        let mailer = offline_mailer();
         let n = 20_000;
         for (name, bulk) in [
             ("lettre (format)", false),
@@ -267,10 +270,7 @@ fn build_cost(only: Option<&str>) {
 fn show() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let url = notifier::email::SmtpUrl::parse("smtp://127.0.0.1:25").unwrap();
-        let mailer =
-            notifier::email::Mailer::new(&notifier::email::EmailConfig::new(url, sample::FROM))
-                .unwrap();
+        let mailer = offline_mailer();
         let bytes = mailer.format(&sample::email(0)).unwrap();
         print!("{}", String::from_utf8_lossy(&bytes));
     });

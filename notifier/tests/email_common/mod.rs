@@ -35,6 +35,28 @@ pub fn python() -> PathBuf {
     candidate
 }
 
+/// Waits up to 20 s for a test server `name` to accept connections on 127.0.0.1:`port`.
+/// `exited` tells why the server is gone (fails at once); `log` is shown on a timeout.
+pub fn wait_listening(
+    port: u16,
+    name: &str,
+    mut exited: impl FnMut() -> Option<String>,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(why) = exited() {
+            panic!("{name} exited before listening: {why}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not listen on {port} within 20 s:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A running aiosmtpd, killed on drop.
 pub struct Smtpd {
     child: Child,
@@ -157,17 +179,12 @@ impl Smtpd {
             port,
             maildir: maildir.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = smtpd.child.try_wait().unwrap() {
-                panic!("aiosmtpd exited before listening: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen on {port} within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(
+            port,
+            "aiosmtpd",
+            || smtpd.child.try_wait().unwrap().map(|s| s.to_string()),
+            String::new,
+        );
         smtpd
     }
 
@@ -208,4 +225,22 @@ pub fn header(mail: &mailparse::ParsedMail<'_>, name: &str) -> String {
 /// A free port where nothing listens (for connection-refused tests).
 pub fn closed_port() -> u16 {
     free_port()
+}
+
+/// Asserts that `d` ended in a refusal: permanent or temporary as `permanent` says, with SMTP
+/// `code` and a server text containing `text`.
+pub fn assert_refused(d: &notifier::email::Delivery, permanent: bool, code: u16, text: &str) {
+    use notifier::email::SendError;
+    let (was_permanent, got, message) = match &d.result {
+        Err(SendError::Permanent { code, message }) => (true, code, message),
+        Err(SendError::Temporary { code, message }) => (false, code, message),
+        _ => panic!("expected an SMTP refusal: {d:?}"),
+    };
+    let kind = if permanent { "permanent" } else { "temporary" };
+    assert_eq!(
+        (was_permanent, *got),
+        (permanent, Some(code)),
+        "expected a {kind} {code}: {d:?}"
+    );
+    assert!(message.contains(text), "{message}");
 }

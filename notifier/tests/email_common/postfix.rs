@@ -137,15 +137,7 @@ maillog_file = {d}/maillog
             String::from_utf8_lossy(&out.stderr),
             postfix.log()
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "postfix did not listen on {port} within 20 s:\n{}",
-                postfix.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_listening(port, "postfix", || None, || postfix.log());
         postfix
     }
 
