@@ -3,7 +3,8 @@
 //! each delivered message arrives once and exactly as `Mailer::format` builds it (no
 //! dot-stuffing, same headers), and a recipient refused in the middle of a window (550) or
 //! greylisted (450, retried then given up) fails alone while the transactions around it go
-//! through.
+//! through. A campaign (`send_campaign`) goes the same way: each accepted recipient gets one
+//! message, byte for byte the one `format_campaign` writes for them.
 
 mod email_common;
 
@@ -14,7 +15,9 @@ use email_common::header;
 use email_common::postfix::Postfix;
 use futures::StreamExt;
 use mailparse::parse_mail;
-use notifier::email::{BulkOptions, EmailConfig, Mailer, OutgoingEmail, SmtpUrl};
+use notifier::email::{
+    BulkOptions, CampaignContent, EmailConfig, Mailer, OutgoingEmail, Recipient, SmtpUrl,
+};
 
 const N: usize = 300;
 
@@ -169,4 +172,107 @@ async fn bdat_windows_through_postfix_deliver_each_message_once_and_intact() {
     assert_eq!(bdat_ok, expected_ok, "{log}");
     assert_eq!(bdat_all, N + greylisted, "{log}");
     assert_eq!(mails, N + greylisted, "{log}");
+}
+
+fn recipient(i: usize) -> Recipient {
+    Recipient {
+        to: format!("{}@customer.example", local(i)),
+        message_id: format!("cp-{i}"),
+        unsubscribe_token: Some(format!("t{i}")),
+        values: vec![i.to_string(), format!("Zo\u{eb} & <{i}>")],
+    }
+}
+
+#[tokio::test]
+async fn a_campaign_through_postfix_reaches_each_accepted_recipient_once_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let postfix = Postfix::start(dir.path());
+    let mut cfg = EmailConfig::new(
+        SmtpUrl::parse(&postfix.url()).unwrap(),
+        "Status <status@example.com>",
+    );
+    cfg.max_connections = 3;
+    cfg.retry_backoff = Duration::from_millis(20);
+    let mailer = Mailer::new(&cfg).unwrap();
+    let campaign = mailer
+        .campaign(CampaignContent {
+            subject: "Service Update - DR Activation".into(),
+            text: "Dear Customer {{n}} ({{name}}),\n.\n..two dots\nR\u{e9}gion primaire \
+                   indisponible.\n"
+                .into(),
+            html: Some("<p>Dear {{name}}</p>\n.<p>customer {{n}}</p>".into()),
+            slots: vec!["{{n}}".into(), "{{name}}".into()],
+            unsubscribe_prefix: Some("https://status.example.com/unsubscribe?token=".into()),
+        })
+        .unwrap();
+    let options = BulkOptions {
+        max_attempts: 2,
+        ..mailer.bulk_options()
+    };
+    let n = 200;
+    let mut bad = recipient(n);
+    bad.values.pop();
+    let list: Vec<Recipient> = (0..n).map(recipient).chain([bad]).collect();
+    let deliveries: Vec<_> = mailer
+        .send_campaign(campaign.clone(), futures::stream::iter(list), options)
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(deliveries.len(), n + 1);
+    let mut expected_ok = 0;
+    for d in &deliveries {
+        if d.message_id == format!("cp-{n}") {
+            assert_eq!(d.attempts, 0, "{d:?}");
+            assert!(
+                matches!(&d.result, Err(notifier::email::SendError::Invalid(m)) if m.contains("1 values for 2 slots")),
+                "{d:?}"
+            );
+        } else if d.to.starts_with("unknown") {
+            email_common::assert_refused(d, true, 550, "User unknown");
+        } else if d.to.starts_with("greylist") {
+            assert_eq!(d.attempts, 2, "{d:?}");
+            email_common::assert_refused(d, false, 450, "Greylisted");
+        } else {
+            expected_ok += 1;
+            assert_eq!((&d.result, d.attempts), (&Ok(()), 1), "{d:?}");
+        }
+    }
+    assert!(expected_ok > 170 && expected_ok < n, "{expected_ok}");
+
+    let messages = postfix.wait_for_messages(expected_ok);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for raw in &messages {
+        let mail = parse_mail(raw).unwrap();
+        let id = header(&mail, "Message-ID");
+        let i: usize = id
+            .trim_start_matches("<cp-")
+            .split('@')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        *seen.entry(id.clone()).or_default() += 1;
+        let delivered = normalize(std::str::from_utf8(raw).unwrap());
+        let written = mailer.format_campaign(&campaign, &recipient(i)).unwrap();
+        let written = normalize(std::str::from_utf8(&written).unwrap());
+        assert!(
+            delivered.ends_with(&written),
+            "message {i} differs from what was written:\n{delivered}\n---\n{written}"
+        );
+        let text = mail.subparts[0].get_body().unwrap().replace("\r\n", "\n");
+        assert_eq!(
+            text,
+            format!(
+                "Dear Customer {i} (Zo\u{eb} & <{i}>),\n.\n..two dots\nR\u{e9}gion primaire \
+                 indisponible.\n"
+            )
+        );
+        let html = mail.subparts[1].get_body().unwrap().replace("\r\n", "\n");
+        assert_eq!(
+            html,
+            format!("<p>Dear Zo\u{eb} &amp; &lt;{i}&gt;</p>\n.<p>customer {i}</p>")
+        );
+    }
+    assert_eq!(seen.len(), expected_ok);
+    assert!(seen.values().all(|&c| c == 1), "{seen:?}");
 }

@@ -1,6 +1,6 @@
 //! The benchmark's sample email: about the size of the seed's DR activation notice.
 
-use notifier::email::OutgoingEmail;
+use notifier::email::{CampaignContent, OutgoingEmail, Recipient};
 
 /// The sender of every message.
 pub const FROM: &str = "Example Status <status@example.com>";
@@ -32,5 +32,27 @@ pub fn email(i: usize) -> OutgoingEmail {
         )),
         unsubscribe_mailto: None,
         message_id: format!("bench-{i}"),
+    }
+}
+
+/// The same notice as a campaign: rendered once, the customer number in slot `{{n}}`.
+pub fn campaign() -> CampaignContent {
+    let email = email(0);
+    CampaignContent {
+        subject: email.subject,
+        text: email.text.replace("Customer 0", "Customer {{n}}"),
+        html: email.html.map(|h| h.replace("Customer 0", "Customer {{n}}")),
+        slots: vec!["{{n}}".into()],
+        unsubscribe_prefix: Some("https://status.example.com/unsubscribe?token=".into()),
+    }
+}
+
+/// Recipient `i` of the campaign: the same address, Message-ID and token as `email(i)`.
+pub fn recipient(i: usize) -> Recipient {
+    Recipient {
+        to: format!("customer{i}@customer.example"),
+        message_id: format!("bench-{i}"),
+        unsubscribe_token: Some(format!("tok{i:08}")),
+        values: vec![i.to_string()],
     }
 }

@@ -95,6 +95,12 @@ impl Mailer {
             return Err(ConfigError::NoRuntime);
         }
         let workers = options.concurrency.min(self.bulk_options().concurrency);
-        Ok(workers::start(self.clone(), emails, options, workers))
+        Ok(workers::start(
+            self.clone(),
+            self.clone(),
+            emails,
+            options,
+            workers,
+        ))
     }
 }

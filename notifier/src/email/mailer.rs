@@ -170,6 +170,16 @@ impl Mailer {
         }
     }
 
+    /// The sender, as configured.
+    pub(crate) fn sender(&self) -> &Mailbox {
+        &self.inner.from
+    }
+
+    /// The sender's domain, which completes bare Message-IDs.
+    pub(crate) fn domain(&self) -> &str {
+        &self.inner.domain
+    }
+
     pub(crate) fn target(&self) -> &Target {
         &self.inner.target
     }

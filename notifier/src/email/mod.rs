@@ -3,6 +3,7 @@
 //! under a rate limit, and temporary failures told apart from permanent ones.
 
 mod bulk;
+mod campaign;
 mod config;
 mod error;
 mod mailer;
@@ -15,6 +16,7 @@ mod wire;
 mod workers;
 
 pub use bulk::{BulkOptions, Delivery};
+pub use campaign::{Campaign, CampaignContent, Recipient};
 pub use config::EmailConfig;
 pub use error::{ConfigError, SendError};
 pub use mailer::Mailer;

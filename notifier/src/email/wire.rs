@@ -118,7 +118,7 @@ impl Writer {
 
 /// `addr@domain` with only dot-atom characters (no display name, comment or quoting), as an
 /// `Address`; `None` for anything else.
-fn plain_address(to: &str) -> Option<Address> {
+pub(super) fn plain_address(to: &str) -> Option<Address> {
     let (user, domain) = to.split_once('@')?;
     let dot_atom = |s: &str, ok: fn(u8) -> bool| {
         !s.is_empty()
@@ -318,7 +318,7 @@ thread_local! {
 }
 
 /// `f` of the `Date` value for now, as lettre writes it (`httpdate`, with `GMT` as `+0000`).
-fn with_date_now<T>(f: impl FnOnce(&str) -> T) -> T {
+pub(super) fn with_date_now<T>(f: impl FnOnce(&str) -> T) -> T {
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with(|cell| {

@@ -17,9 +17,38 @@ use super::message::OutgoingEmail;
 use super::rate::RateLimiter;
 use super::smtp::{Connection, Outcome, Prepared};
 
-/// One email on its way, with what is kept across its attempts.
-struct Job {
-    email: OutgoingEmail,
+/// What the engine sends: emails built one by one (`Mailer`, for `send_many`) or the
+/// recipients of a campaign.
+pub(super) trait Letters: Send + Sync + 'static {
+    /// One message to send.
+    type Item: Send + 'static;
+    /// The message on the wire (an `Invalid` error when it cannot be built).
+    fn prepare(&self, item: &Self::Item) -> Result<Prepared, SendError>;
+    /// Its Message-ID as given.
+    fn message_id(item: &Self::Item) -> &str;
+    /// Its Message-ID and recipient as given, for its `Delivery`.
+    fn into_ids(item: Self::Item) -> (String, String);
+}
+
+impl Letters for Mailer {
+    type Item = OutgoingEmail;
+
+    fn prepare(&self, item: &OutgoingEmail) -> Result<Prepared, SendError> {
+        Mailer::prepare(self, item)
+    }
+
+    fn message_id(item: &OutgoingEmail) -> &str {
+        &item.message_id
+    }
+
+    fn into_ids(item: OutgoingEmail) -> (String, String) {
+        (item.message_id, item.to)
+    }
+}
+
+/// One message on its way, with what is kept across its attempts.
+struct Job<T> {
+    item: T,
     /// Built once, so every attempt carries the same Message-ID and Date.
     prepared: Option<Prepared>,
     attempts: u32,
@@ -27,30 +56,32 @@ struct Job {
 }
 
 /// What workers and retry timers tell the dispatcher.
-enum Event {
+enum Event<T> {
     Done(Delivery),
-    Retry(Job),
+    Retry(Job<T>),
 }
 
 /// Settings shared by the workers.
-struct Shared {
+struct Shared<L: Letters> {
     mailer: Mailer,
+    letters: L,
     options: BulkOptions,
     limiter: Option<RateLimiter>,
-    jobs: Mutex<mpsc::Receiver<Job>>,
-    events: mpsc::UnboundedSender<Event>,
+    jobs: Mutex<mpsc::Receiver<Job<L::Item>>>,
+    events: mpsc::UnboundedSender<Event<L::Item>>,
 }
 
 /// Starts the dispatcher and `workers` workers on the current runtime; the returned stream
 /// yields one `Delivery` per email. Dropping it stops the send after the messages in flight.
-pub(super) fn start<S>(
+pub(super) fn start<L: Letters, S>(
     mailer: Mailer,
+    letters: L,
     emails: S,
     options: BulkOptions,
     workers: usize,
 ) -> impl Stream<Item = Delivery> + Send + 'static
 where
-    S: Stream<Item = OutgoingEmail> + Send + 'static,
+    S: Stream<Item = L::Item> + Send + 'static,
 {
     // Emails taken from the input and not yet reported: two windows per worker, so each
     // worker has its next window at hand while retries wait; with very many workers, fewer
@@ -62,6 +93,7 @@ where
     let limiter = options.rate_limit.and_then(RateLimiter::new);
     let shared = Arc::new(Shared {
         mailer,
+        letters,
         options,
         limiter,
         jobs: Mutex::new(job_rx),
@@ -76,15 +108,15 @@ where
     out_rx
 }
 
-async fn dispatch<S>(
+async fn dispatch<T: Send + 'static, S>(
     emails: S,
-    jobs: mpsc::Sender<Job>,
-    mut events: mpsc::UnboundedReceiver<Event>,
+    jobs: mpsc::Sender<Job<T>>,
+    mut events: mpsc::UnboundedReceiver<Event<T>>,
     mut out: fmpsc::Sender<Delivery>,
     cap: usize,
     backoff: Duration,
 ) where
-    S: Stream<Item = OutgoingEmail> + Send + 'static,
+    S: Stream<Item = T> + Send + 'static,
 {
     let mut emails = std::pin::pin!(emails);
     let mut input_done = false;
@@ -109,7 +141,7 @@ async fn dispatch<S>(
             email = emails.next(), if !input_done && outstanding < cap => match email {
                 Some(email) => {
                     outstanding += 1;
-                    let job = Job { email, prepared: None, attempts: 0, backoff };
+                    let job = Job { item: email, prepared: None, attempts: 0, backoff };
                     if jobs.send(job).await.is_err() {
                         return;
                     }
@@ -124,7 +156,7 @@ async fn dispatch<S>(
 /// Messages one worker sends as one window when its server offers CHUNKING and PIPELINING.
 pub(super) const WINDOW: usize = 32;
 
-async fn worker(shared: Arc<Shared>) {
+async fn worker<L: Letters>(shared: Arc<Shared<L>>) {
     let mut conn: Option<Connection> = None;
     // One message at a time until a connection shows it takes windows.
     let mut window = 1;
@@ -137,7 +169,7 @@ async fn worker(shared: Arc<Shared>) {
         for mut job in jobs {
             let prepared = match job.prepared.take() {
                 Some(p) => Ok(p),
-                None => shared.mailer.prepare(&job.email),
+                None => shared.letters.prepare(&job.item),
             };
             match prepared {
                 Ok(p) => {
@@ -161,7 +193,7 @@ async fn worker(shared: Arc<Shared>) {
         for ((mut job, prepared), result) in ready.into_iter().zip(results) {
             match result {
                 Err(e) if e.is_temporary() && job.attempts < shared.options.max_attempts => {
-                    tracing::debug!(message_id = %job.email.message_id, attempts = job.attempts,
+                    tracing::debug!(message_id = %L::message_id(&job.item), attempts = job.attempts,
                         error = %e, "email retry");
                     let wait = job.backoff;
                     job.backoff = (job.backoff * 2).min(shared.options.max_backoff);
@@ -183,7 +215,7 @@ async fn worker(shared: Arc<Shared>) {
 
 /// The next job, waiting for it, and up to `n - 1` more that are already queued; none when
 /// the dispatcher is done.
-async fn take(shared: &Shared, n: usize) -> Vec<Job> {
+async fn take<L: Letters>(shared: &Shared<L>, n: usize) -> Vec<Job<L::Item>> {
     let mut jobs = shared.jobs.lock().await;
     let Some(first) = jobs.recv().await else {
         return Vec::new();
@@ -204,8 +236,8 @@ async fn take(shared: &Shared, n: usize) -> Vec<Job> {
 /// Messages that a broken connection left surely not taken (nothing of theirs written, or
 /// nothing answered on a reused connection that the server had closed) are sent again at
 /// once on a new connection, as part of the same attempt.
-async fn attempt(
-    shared: &Shared,
+async fn attempt<L: Letters>(
+    shared: &Shared<L>,
     conn: &mut Option<Connection>,
     messages: &[&Prepared],
 ) -> Vec<Result<(), SendError>> {
@@ -261,8 +293,8 @@ async fn attempt(
 
 /// Records `outcome` as message `i`'s result, or queues it in `again` when a reused
 /// connection broke before the server could take it.
-fn settle(
-    shared: &Shared,
+fn settle<L: Letters>(
+    shared: &Shared<L>,
     result: &mut Option<Result<(), SendError>>,
     again: &mut Vec<usize>,
     i: usize,
@@ -280,8 +312,8 @@ fn settle(
     }
 }
 
-fn report(shared: &Shared, job: Job, result: Result<(), SendError>) {
-    let OutgoingEmail { message_id, to, .. } = job.email;
+fn report<L: Letters>(shared: &Shared<L>, job: Job<L::Item>, result: Result<(), SendError>) {
+    let (message_id, to) = L::into_ids(job.item);
     let delivery = Delivery {
         message_id,
         to,

@@ -49,6 +49,12 @@ impl Prepared {
         }
     }
 
+    /// The envelope recipients.
+    #[cfg(test)]
+    pub(crate) fn recipients(&self) -> &[lettre::Address] {
+        &self.to
+    }
+
     /// The content as sent with BDAT.
     pub(crate) fn content(&self) -> &[u8] {
         &self.content

@@ -1,0 +1,352 @@
+//! Campaigns: one message for many recipients (the customer notice of an incident), its
+//! headers and bodies rendered and encoded once, each recipient's values (address,
+//! Message-ID, unsubscribe token, slots in the bodies) encoded alone and slotted in as the
+//! message is written. `Mailer::send_campaign` sends it through the bulk engine: the same
+//! connections, windows, retries and one `Delivery` per recipient as `send_many`, without
+//! building each message from scratch.
+
+mod encode;
+
+use std::sync::Arc;
+
+use futures::Stream;
+use lettre::Address;
+use lettre::message::header::{self, Headers};
+use lettre::message::{Mailbox, Mailboxes};
+
+use super::bulk::{BulkOptions, Delivery};
+use super::error::{ConfigError, SendError};
+use super::mailer::Mailer;
+use super::message::{message_id_header, unsubscribe_entry};
+use super::smtp::Prepared;
+use super::wire::{plain_address, with_date_now};
+use super::workers::{self, Letters};
+
+/// What a campaign sends: the same subject and bodies for every recipient, apart from slots
+/// that each recipient fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignContent {
+    /// Subject line, the same for everyone; any Unicode (RFC 2047 when not ASCII).
+    pub subject: String,
+    /// Plain-text body; every slot marker in it is replaced by the recipient's value.
+    pub text: String,
+    /// HTML body; with it the message is multipart/alternative (text, then HTML). Every slot
+    /// marker in it is replaced by the recipient's value, HTML-escaped.
+    pub html: Option<String>,
+    /// Slot markers (e.g. `{{name}}`), non-empty; `Recipient::values` gives one value per
+    /// marker, in this order.
+    pub slots: Vec<String>,
+    /// One-click unsubscribe URL up to the recipient's token (e.g.
+    /// `https://status.example.com/unsubscribe?token=`): every message then has
+    /// `List-Unsubscribe` with the prefix and the token, and `List-Unsubscribe-Post`
+    /// (RFC 8058).
+    pub unsubscribe_prefix: Option<String>,
+}
+
+/// One recipient of a campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// `addr@example.com` or `Name <addr@example.com>`.
+    pub to: String,
+    /// Idempotency key of this delivery, sent as the `Message-ID` (as `OutgoingEmail`'s).
+    pub message_id: String,
+    /// The recipient's unsubscribe token: required when the campaign has an unsubscribe
+    /// prefix, refused otherwise; letters, digits and `-._~` only.
+    pub unsubscribe_token: Option<String>,
+    /// One value per slot of the campaign, in order.
+    pub values: Vec<String>,
+}
+
+/// A body as encoded pieces: fixed text, encoded once, and slots.
+#[derive(Debug)]
+enum Piece {
+    Fixed(Vec<u8>),
+    Slot(usize),
+}
+
+/// A campaign ready to send: everything that is the same for every recipient, on the wire
+/// already. Built by `Mailer::campaign`.
+#[derive(Debug)]
+pub struct Campaign {
+    from: Address,
+    domain: String,
+    /// `From`, `Subject` and `MIME-Version` header lines.
+    head: Vec<u8>,
+    /// From the `Content-Type` header to the first body.
+    before_text: Vec<u8>,
+    text: Vec<Piece>,
+    /// The HTML part's header lines (after the boundary) and its body.
+    html: Option<(Vec<u8>, Vec<Piece>)>,
+    /// After the last body.
+    tail: Vec<u8>,
+    /// `List-Unsubscribe: <` and the prefix.
+    unsubscribe: Option<Vec<u8>>,
+    slots: usize,
+    /// Bytes of fixed text, to size each message's buffer.
+    fixed_len: usize,
+}
+
+/// `name: value` header lines as lettre encodes them (folded, RFC 2047 when needed).
+fn header_lines(set: impl FnOnce(&mut Headers)) -> Vec<u8> {
+    let mut headers = Headers::new();
+    set(&mut headers);
+    headers.to_string().into_bytes()
+}
+
+fn pieces(body: &str, markers: &[String]) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    let fixed = |text: &str, out: &mut Vec<Piece>| {
+        if !text.is_empty() {
+            let mut bytes = Vec::new();
+            encode::piece(text.as_bytes(), &mut bytes);
+            out.push(Piece::Fixed(bytes));
+        }
+    };
+    loop {
+        let next = markers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| rest.find(m.as_str()).map(|at| (at, i, m.len())))
+            .min_by_key(|&(at, i, _)| (at, i));
+        let Some((at, slot, len)) = next else { break };
+        fixed(&rest[..at], &mut out);
+        out.push(Piece::Slot(slot));
+        rest = &rest[at + len..];
+    }
+    fixed(rest, &mut out);
+    out
+}
+
+const BODY_HEADERS: &str = "; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n";
+
+impl Campaign {
+    fn new(mailer: &Mailer, content: CampaignContent) -> Result<Self, SendError> {
+        let invalid = |why: String| Err(SendError::Invalid(why));
+        if let Some(m) = content.slots.iter().find(|m| m.is_empty()) {
+            return invalid(format!("campaign slot marker `{m}` is empty"));
+        }
+        let unsubscribe = match &content.unsubscribe_prefix {
+            Some(prefix) => {
+                let entry = unsubscribe_entry(&format!("{prefix}t"), &["https", "http"], "")?;
+                if entry != format!("<{prefix}t>") || prefix.len() > 700 {
+                    return invalid(format!(
+                        "unsubscribe prefix `{prefix}` must be a normalised http(s) URL needing \
+                         no quoting, at most 700 characters"
+                    ));
+                }
+                Some(format!("List-Unsubscribe: <{prefix}").into_bytes())
+            }
+            None => None,
+        };
+        let from = mailer.sender().clone();
+        let head = header_lines(|h| {
+            h.set(header::From::from(Mailboxes::from(from.clone())));
+            h.set(header::Subject::from(content.subject.clone()));
+            h.set(header::MIME_VERSION_1_0);
+        });
+        let boundary: String = std::iter::once("=_".to_string())
+            .chain(std::iter::repeat_with(|| fastrand::alphanumeric().to_string()).take(38))
+            .collect();
+        let (before_text, html, tail) = match &content.html {
+            Some(html) => (
+                format!(
+                    "Content-Type: multipart/alternative;\r\n boundary=\"{boundary}\"\r\n\r\n\
+                     --{boundary}\r\nContent-Type: text/plain{BODY_HEADERS}"
+                ),
+                Some((
+                    format!("\r\n--{boundary}\r\nContent-Type: text/html{BODY_HEADERS}").into_bytes(),
+                    pieces(html, &content.slots),
+                )),
+                format!("\r\n--{boundary}--\r\n"),
+            ),
+            None => (
+                format!("Content-Type: text/plain{BODY_HEADERS}"),
+                None,
+                String::new(),
+            ),
+        };
+        let text = pieces(&content.text, &content.slots);
+        let fixed = |p: &[Piece]| -> usize {
+            p.iter()
+                .map(|p| match p {
+                    Piece::Fixed(b) => b.len(),
+                    Piece::Slot(_) => 0,
+                })
+                .sum()
+        };
+        let fixed_len = head.len()
+            + before_text.len()
+            + fixed(&text)
+            + html.as_ref().map_or(0, |(h, p)| h.len() + fixed(p))
+            + tail.len();
+        Ok(Self {
+            from: from.email,
+            domain: mailer.domain().to_string(),
+            head,
+            before_text: before_text.into_bytes(),
+            text,
+            html,
+            tail: tail.into_bytes(),
+            unsubscribe,
+            slots: content.slots.len(),
+            fixed_len,
+        })
+    }
+
+    /// The message for `r`, ready for the wire, with the Date of now.
+    pub(crate) fn prepare(&self, r: &Recipient) -> Result<Prepared, SendError> {
+        let invalid = |why: String| Err(SendError::Invalid(why));
+        if r.values.len() != self.slots {
+            return invalid(format!(
+                "recipient `{}` has {} values for {} slots",
+                r.to,
+                r.values.len(),
+                self.slots
+            ));
+        }
+        let (to, to_line) = match plain_address(&r.to) {
+            Some(a) if r.to.len() <= 900 => (a, None),
+            _ => {
+                let mailbox: Mailbox = r.to.parse().map_err(|e| {
+                    SendError::Invalid(format!("recipient `{}` is not an email address: {e}", r.to))
+                })?;
+                let line = header_lines(|h| h.set(header::To::from(Mailboxes::from(mailbox.clone()))));
+                (mailbox.email, Some(line))
+            }
+        };
+        let id = message_id_header(&r.message_id, &self.domain)?;
+        let token = match (&self.unsubscribe, &r.unsubscribe_token) {
+            (Some(_), Some(t))
+                if !t.is_empty()
+                    && t.len() <= 200
+                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
+            {
+                Some(t)
+            }
+            (None, None) => None,
+            (Some(_), _) => {
+                return invalid(format!(
+                    "recipient `{}` needs an unsubscribe token of 1 to 200 letters, digits or -._~",
+                    r.to
+                ));
+            }
+            (None, Some(_)) => {
+                return invalid(format!(
+                    "recipient `{}` has an unsubscribe token but the campaign has no unsubscribe URL",
+                    r.to
+                ));
+            }
+        };
+        let values: usize = r.values.iter().map(|v| v.len() * 2).sum();
+        let mut out = Vec::with_capacity(self.fixed_len + 300 + r.to.len() + values);
+        out.extend_from_slice(&self.head);
+        match &to_line {
+            Some(line) => out.extend_from_slice(line),
+            None => {
+                out.extend_from_slice(b"To: ");
+                out.extend_from_slice(r.to.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(b"Message-ID: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\r\nDate: ");
+        with_date_now(|date| out.extend_from_slice(date.as_bytes()));
+        out.extend_from_slice(b"\r\n");
+        if let (Some(prefix), Some(token)) = (&self.unsubscribe, token) {
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(token.as_bytes());
+            out.extend_from_slice(
+                b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            );
+        }
+        out.extend_from_slice(&self.before_text);
+        write_body(&self.text, &r.values, false, &mut out);
+        if let Some((headers, body)) = &self.html {
+            out.extend_from_slice(headers);
+            write_body(body, &r.values, true, &mut out);
+        }
+        out.extend_from_slice(&self.tail);
+        Ok(Prepared::from_parts(self.from.clone(), to, out))
+    }
+}
+
+fn write_body(pieces: &[Piece], values: &[String], html: bool, out: &mut Vec<u8>) {
+    for p in pieces {
+        match p {
+            Piece::Fixed(bytes) => out.extend_from_slice(bytes),
+            Piece::Slot(i) if html => {
+                encode::piece(encode::html_escape(&values[*i]).as_bytes(), out)
+            }
+            Piece::Slot(i) => encode::piece(values[*i].as_bytes(), out),
+        }
+    }
+}
+
+/// A campaign's recipients, as the bulk engine sends them.
+pub(super) struct CampaignLetters(Arc<Campaign>);
+
+impl Letters for CampaignLetters {
+    type Item = Recipient;
+
+    fn prepare(&self, item: &Recipient) -> Result<Prepared, SendError> {
+        self.0.prepare(item)
+    }
+
+    fn message_id(item: &Recipient) -> &str {
+        &item.message_id
+    }
+
+    fn into_ids(item: Recipient) -> (String, String) {
+        (item.message_id, item.to)
+    }
+}
+
+impl Mailer {
+    /// A campaign of `content` from this mailer's sender. Invalid content (an empty slot
+    /// marker, an unusable unsubscribe prefix) is refused here, once, not per recipient.
+    pub fn campaign(&self, content: CampaignContent) -> Result<Arc<Campaign>, SendError> {
+        Campaign::new(self, content).map(Arc::new)
+    }
+
+    /// The bytes `send_campaign` would transmit for `recipient`, apart from the Date.
+    pub fn format_campaign(
+        &self,
+        campaign: &Campaign,
+        recipient: &Recipient,
+    ) -> Result<Vec<u8>, SendError> {
+        campaign.prepare(recipient).map(|p| p.content().to_vec())
+    }
+
+    /// Sends `campaign` to every recipient of `recipients`, exactly as `send_many` sends
+    /// emails (connections, windows, rate limit, retries with the same Message-ID and Date,
+    /// one `Delivery` per recipient, bounded memory), each message written from the
+    /// campaign's encoded parts and the recipient's values. An invalid recipient gets an
+    /// `Invalid` delivery and is not sent.
+    pub fn send_campaign<S>(
+        &self,
+        campaign: Arc<Campaign>,
+        recipients: S,
+        options: BulkOptions,
+    ) -> Result<impl Stream<Item = Delivery> + Send + 'static, ConfigError>
+    where
+        S: Stream<Item = Recipient> + Send + 'static,
+    {
+        options.check()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::NoRuntime);
+        }
+        let workers = options.concurrency.min(self.bulk_options().concurrency);
+        Ok(workers::start(
+            self.clone(),
+            CampaignLetters(campaign),
+            recipients,
+            options,
+            workers,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
