@@ -13,7 +13,18 @@ mod sink;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+/// The allocator drbot's binary runs with, tuned as `drbot` tunes it (bot/src/alloc.rs), so
+/// the senders' CPU and memory are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
+    // SAFETY: process-global mimalloc options, set before any other thread starts.
+    // `mi_option_purge_delay` (15) = 0 and `mi_option_arena_eager_commit` (4) = 0, as drbot's.
+    unsafe {
+        libmimalloc_sys::mi_option_set(15, 0);
+        libmimalloc_sys::mi_option_set(4, 0);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("sink") => sink::main(&args[1..]),

@@ -49,10 +49,12 @@ pub fn campaign() -> CampaignContent {
 
 /// Recipient `i` of the campaign: the same address, Message-ID and token as `email(i)`.
 pub fn recipient(i: usize) -> Recipient {
+    let n = i.to_string();
+    let zeros = "00000000".get(n.len()..).unwrap_or("");
     Recipient {
-        to: format!("customer{i}@customer.example"),
-        message_id: format!("bench-{i}"),
-        unsubscribe_token: Some(format!("tok{i:08}")),
-        values: vec![i.to_string()],
+        to: ["customer", &n, "@customer.example"].concat(),
+        message_id: ["bench-", &n].concat(),
+        unsubscribe_token: Some(["tok", zeros, &n].concat()),
+        values: vec![n],
     }
 }

@@ -80,8 +80,8 @@ impl Mailer {
     /// its retries carry the same Message-ID and Date. At most 64 × `concurrency` emails (and
     /// at most 2 × `concurrency` + 4096) are taken from the input and held at once, so it may
     /// be an arbitrarily long lazy stream (wrap an iterator with `futures::stream::iter`). Must
-    /// be called inside a Tokio runtime; dropping the stream stops the send after the messages
-    /// in flight.
+    /// be called inside a Tokio runtime. The stream ends once every message is reported and
+    /// every connection closed (QUIT); dropping it stops the send after the messages in flight.
     pub fn send_many<S>(
         &self,
         emails: S,

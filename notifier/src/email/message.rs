@@ -33,12 +33,21 @@ pub struct OutgoingEmail {
 /// The longest Message-ID accepted (well under the 998-octet header line limit).
 const MAX_ID_LEN: usize = 250;
 
-fn atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c)
+fn atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b)
 }
 
 /// `<local@domain>` from the caller's id, completed with `domain` when it has no `@`.
 pub(crate) fn message_id_header(id: &str, domain: &str) -> Result<String, SendError> {
+    let (local, right) = message_id_parts(id, domain)?;
+    Ok(format!("<{local}@{right}>"))
+}
+
+/// The local part and domain of the Message-ID for the caller's id (see `message_id_header`).
+pub(crate) fn message_id_parts<'a>(
+    id: &'a str,
+    domain: &'a str,
+) -> Result<(&'a str, &'a str), SendError> {
     let invalid = |why: &str| SendError::Invalid(format!("Message-ID `{id}` {why}"));
     if id.is_empty() {
         return Err(SendError::Invalid("Message-ID is empty".into()));
@@ -50,13 +59,13 @@ pub(crate) fn message_id_header(id: &str, domain: &str) -> Result<String, SendEr
         Some((l, r)) => (l, r),
         None => (id, domain),
     };
-    let part_ok = |p: &str| !p.is_empty() && p.chars().all(atext);
+    let part_ok = |p: &str| !p.is_empty() && p.bytes().all(atext);
     if !part_ok(local) || !part_ok(right) || right.contains('@') {
         return Err(invalid(
             "must be `local@domain` or `local` with only letters, digits and .!#$%&'*+/=?^_`{|}~-",
         ));
     }
-    Ok(format!("<{local}@{right}>"))
+    Ok((local, right))
 }
 
 /// `<url>` after checking it is an absolute http(s) URL that needs no quoting.

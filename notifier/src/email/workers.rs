@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc as fmpsc;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use tokio::sync::{Mutex, mpsc};
 
 use super::bulk::{BulkOptions, Delivery};
@@ -57,7 +57,8 @@ struct Job<T> {
 
 /// What workers and retry timers tell the dispatcher.
 enum Event<T> {
-    Done(Delivery),
+    /// Settled messages, a window's worth at a time.
+    Done(Vec<Delivery>),
     Retry(Job<T>),
 }
 
@@ -67,7 +68,7 @@ struct Shared<L: Letters> {
     letters: L,
     options: BulkOptions,
     limiter: Option<RateLimiter>,
-    jobs: Mutex<mpsc::Receiver<Job<L::Item>>>,
+    jobs: Mutex<mpsc::Receiver<Vec<Job<L::Item>>>>,
     events: mpsc::UnboundedSender<Event<L::Item>>,
 }
 
@@ -89,7 +90,7 @@ where
     let cap = (workers * WINDOW * 2).min(workers * 2 + 4096);
     let (job_tx, job_rx) = mpsc::channel(cap);
     let (event_tx, event_rx) = mpsc::unbounded_channel();
-    let (out_tx, out_rx) = fmpsc::channel(workers);
+    let (out_tx, out_rx) = fmpsc::channel::<Vec<Delivery>>(workers);
     let limiter = options.rate_limit.and_then(RateLimiter::new);
     let shared = Arc::new(Shared {
         mailer,
@@ -105,14 +106,14 @@ where
     let backoff = shared.options.retry_backoff;
     drop(shared);
     tokio::spawn(dispatch(emails, job_tx, event_rx, out_tx, cap, backoff));
-    out_rx
+    out_rx.flat_map(futures::stream::iter)
 }
 
 async fn dispatch<T: Send + 'static, S>(
     emails: S,
-    jobs: mpsc::Sender<Job<T>>,
+    jobs: mpsc::Sender<Vec<Job<T>>>,
     mut events: mpsc::UnboundedReceiver<Event<T>>,
-    mut out: fmpsc::Sender<Delivery>,
+    mut out: fmpsc::Sender<Vec<Delivery>>,
     cap: usize,
     backoff: Duration,
 ) where
@@ -125,14 +126,14 @@ async fn dispatch<T: Send + 'static, S>(
         tokio::select! {
             biased;
             event = events.recv() => match event {
-                Some(Event::Done(d)) => {
-                    outstanding -= 1;
-                    if out.send(d).await.is_err() {
+                Some(Event::Done(done)) => {
+                    outstanding -= done.len();
+                    if out.send(done).await.is_err() {
                         return; // the caller dropped the stream
                     }
                 }
                 Some(Event::Retry(job)) => {
-                    if jobs.send(job).await.is_err() {
+                    if jobs.send(vec![job]).await.is_err() {
                         return;
                     }
                 }
@@ -140,9 +141,22 @@ async fn dispatch<T: Send + 'static, S>(
             },
             email = emails.next(), if !input_done && outstanding < cap => match email {
                 Some(email) => {
-                    outstanding += 1;
-                    let job = Job { item: email, prepared: None, attempts: 0, backoff };
-                    if jobs.send(job).await.is_err() {
+                    // This one and those already at hand, up to a window, go as one batch.
+                    let mut batch = Vec::with_capacity(WINDOW);
+                    let mut email = Some(email);
+                    while let Some(item) = email.take() {
+                        outstanding += 1;
+                        batch.push(Job { item, prepared: None, attempts: 0, backoff });
+                        if batch.len() == WINDOW || outstanding >= cap {
+                            break;
+                        }
+                        match emails.next().now_or_never() {
+                            Some(Some(next)) => email = Some(next),
+                            Some(None) => input_done = true,
+                            None => {}
+                        }
+                    }
+                    if jobs.send(batch).await.is_err() {
                         return;
                     }
                 }
@@ -150,7 +164,11 @@ async fn dispatch<T: Send + 'static, S>(
             },
         }
     }
-    // Dropping `jobs` lets the workers finish and QUIT.
+    // Dropping `jobs` lets the workers finish and QUIT; the events channel closes when the
+    // last one is done, and only then does the caller's stream end (with every connection
+    // closed, so a caller that exits or blocks next cuts no session short).
+    drop(jobs);
+    while events.recv().await.is_some() {}
 }
 
 /// Messages one worker sends as one window when its server offers CHUNKING and PIPELINING.
@@ -166,6 +184,7 @@ async fn worker<L: Letters>(shared: Arc<Shared<L>>) {
             break;
         }
         let mut ready = Vec::with_capacity(jobs.len());
+        let mut done = Vec::with_capacity(jobs.len());
         for mut job in jobs {
             let prepared = match job.prepared.take() {
                 Some(p) => Ok(p),
@@ -179,14 +198,15 @@ async fn worker<L: Letters>(shared: Arc<Shared<L>>) {
                     }
                     ready.push((job, p));
                 }
-                Err(e) => report(&shared, job, Err(e)),
+                Err(e) => done.push(delivery::<L>(job, Err(e))),
             }
         }
-        if ready.is_empty() {
-            continue;
-        }
         let messages: Vec<&Prepared> = ready.iter().map(|(_, p)| p).collect();
-        let results = attempt(&shared, &mut conn, &messages).await;
+        let results = if messages.is_empty() {
+            Vec::new()
+        } else {
+            attempt(&shared, &mut conn, &messages).await
+        };
         if let Some(c) = &conn {
             window = if c.windowed() { WINDOW } else { 1 };
         }
@@ -204,8 +224,11 @@ async fn worker<L: Letters>(shared: Arc<Shared<L>>) {
                         let _ = events.send(Event::Retry(job));
                     });
                 }
-                result => report(&shared, job, result),
+                result => done.push(delivery::<L>(job, result)),
             }
+        }
+        if !done.is_empty() {
+            let _ = shared.events.send(Event::Done(done));
         }
     }
     if let Some(c) = conn {
@@ -213,18 +236,16 @@ async fn worker<L: Letters>(shared: Arc<Shared<L>>) {
     }
 }
 
-/// The next job, waiting for it, and up to `n - 1` more that are already queued; none when
-/// the dispatcher is done.
+/// The next batch of jobs, waiting for it, and more batches that are already queued while
+/// there are fewer than `n` jobs; none when the dispatcher is done.
 async fn take<L: Letters>(shared: &Shared<L>, n: usize) -> Vec<Job<L::Item>> {
     let mut jobs = shared.jobs.lock().await;
-    let Some(first) = jobs.recv().await else {
+    let Some(mut out) = jobs.recv().await else {
         return Vec::new();
     };
-    let mut out = Vec::with_capacity(n);
-    out.push(first);
     while out.len() < n {
         match jobs.try_recv() {
-            Ok(job) => out.push(job),
+            Ok(more) => out.extend(more),
             Err(_) => break,
         }
     }
@@ -312,13 +333,12 @@ fn settle<L: Letters>(
     }
 }
 
-fn report<L: Letters>(shared: &Shared<L>, job: Job<L::Item>, result: Result<(), SendError>) {
+fn delivery<L: Letters>(job: Job<L::Item>, result: Result<(), SendError>) -> Delivery {
     let (message_id, to) = L::into_ids(job.item);
-    let delivery = Delivery {
+    Delivery {
         message_id,
         to,
         attempts: job.attempts,
         result,
-    };
-    let _ = shared.events.send(Event::Done(delivery));
+    }
 }

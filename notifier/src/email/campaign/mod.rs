@@ -17,7 +17,7 @@ use lettre::message::{Mailbox, Mailboxes};
 use super::bulk::{BulkOptions, Delivery};
 use super::error::{ConfigError, SendError};
 use super::mailer::Mailer;
-use super::message::{message_id_header, unsubscribe_entry};
+use super::message::{message_id_parts, unsubscribe_entry};
 use super::smtp::Prepared;
 use super::wire::{plain_address, with_date_now};
 use super::workers::{self, Letters};
@@ -215,7 +215,7 @@ impl Campaign {
                 (mailbox.email, Some(line))
             }
         };
-        let id = message_id_header(&r.message_id, &self.domain)?;
+        let (id_local, id_domain) = message_id_parts(&r.message_id, &self.domain)?;
         let token = match (&self.unsubscribe, &r.unsubscribe_token) {
             (Some(_), Some(t))
                 if !t.is_empty()
@@ -249,9 +249,11 @@ impl Campaign {
                 out.extend_from_slice(b"\r\n");
             }
         }
-        out.extend_from_slice(b"Message-ID: ");
-        out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(b"\r\nDate: ");
+        out.extend_from_slice(b"Message-ID: <");
+        out.extend_from_slice(id_local.as_bytes());
+        out.push(b'@');
+        out.extend_from_slice(id_domain.as_bytes());
+        out.extend_from_slice(b">\r\nDate: ");
         with_date_now(|date| out.extend_from_slice(date.as_bytes()));
         out.extend_from_slice(b"\r\n");
         if let (Some(prefix), Some(token)) = (&self.unsubscribe, token) {
@@ -268,7 +270,7 @@ impl Campaign {
             write_body(body, &r.values, true, &mut out);
         }
         out.extend_from_slice(&self.tail);
-        Ok(Prepared::from_parts(self.from.clone(), to, out))
+        Ok(Prepared::from_ascii_parts(self.from.clone(), to, out))
     }
 }
 

@@ -305,6 +305,29 @@ impl Connection {
         }
     }
 
+    /// The next reply, as `read_reply`, but a single-line 2xx one (a window's MAIL, RCPT and
+    /// BDAT replies, read by the thousand) is taken without keeping its text.
+    pub(super) async fn read_status(&mut self) -> Result<Reply, Fail> {
+        let rest = &self.buf[self.start..];
+        if let [b'2', d1 @ b'0'..=b'9', d2 @ b'0'..=b'9', b' ', ..] = *rest
+            && let Some(nl) = rest[..rest.len().min(reply::MAX_LINE)]
+                .iter()
+                .position(|&b| b == b'\n')
+        {
+            self.start += nl + 1;
+            if self.start == self.buf.len() {
+                self.buf.clear();
+                self.start = 0;
+            }
+            let code = 200 + u16::from(d1 - b'0') * 10 + u16::from(d2 - b'0');
+            return Ok(Reply {
+                code,
+                lines: Vec::new(),
+            });
+        }
+        self.read_reply().await
+    }
+
     async fn command(&mut self, line: &[u8]) -> Result<Reply, Fail> {
         self.write(line).await?;
         self.read_reply().await

@@ -55,6 +55,23 @@ impl Prepared {
         &self.to
     }
 
+    /// As `from_parts`, for content known to be ASCII (a campaign's: every part encoded).
+    pub(crate) fn from_ascii_parts(
+        from: lettre::Address,
+        to: lettre::Address,
+        content: Vec<u8>,
+    ) -> Self {
+        debug_assert!(content.is_ascii());
+        Self {
+            utf8_addresses: !AsRef::<str>::as_ref(&from).is_ascii()
+                || !AsRef::<str>::as_ref(&to).is_ascii(),
+            eight_bit: false,
+            from: Some(from),
+            to: vec![to],
+            content,
+        }
+    }
+
     /// The content as sent with BDAT.
     pub(crate) fn content(&self) -> &[u8] {
         &self.content

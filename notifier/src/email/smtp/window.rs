@@ -39,6 +39,22 @@ fn settle(envelope: &[Reply], bdat: Reply) -> Result<(), Fail> {
     }
 }
 
+/// `n` in decimal digits, appended to `out`.
+fn decimal(n: usize, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 impl Connection {
     /// Sends `messages` as one pipelined window of BDAT transactions (only when `windowed()`).
     /// A message the server cannot take (8BITMIME, SMTPUTF8) is refused without being sent.
@@ -77,9 +93,8 @@ impl Connection {
                     self.wbuf.extend_from_slice(b">\r\n");
                 }
             }
-            let size = message.content.len().to_string();
             self.wbuf.extend_from_slice(b"BDAT ");
-            self.wbuf.extend_from_slice(size.as_bytes());
+            decimal(message.content.len(), &mut self.wbuf);
             self.wbuf.extend_from_slice(b" LAST\r\n");
             self.wbuf.extend_from_slice(&message.content);
             expect.push(Expect {
@@ -106,7 +121,7 @@ impl Connection {
                     let mut replies = Vec::with_capacity(e.rcpts + 2);
                     let mut fail = None;
                     while replies.len() < e.rcpts + 2 {
-                        match self.read_reply().await {
+                        match self.read_status().await {
                             Ok(r) => {
                                 answered += 1;
                                 closing = r.code == 421;
@@ -177,6 +192,15 @@ mod tests {
         Reply {
             code,
             lines: vec![format!("text {code}")],
+        }
+    }
+
+    #[test]
+    fn sizes_are_written_in_decimal() {
+        for n in [0, 7, 10, 1636, 1_000_000, usize::MAX] {
+            let mut out = b"x".to_vec();
+            decimal(n, &mut out);
+            assert_eq!(out, format!("x{n}").into_bytes());
         }
     }
 
