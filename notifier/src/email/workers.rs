@@ -172,7 +172,7 @@ async fn dispatch<T: Send + 'static, S>(
 }
 
 /// Messages one worker sends as one window when its server offers CHUNKING and PIPELINING.
-pub(super) const WINDOW: usize = 32;
+pub(super) const WINDOW: usize = 64;
 
 async fn worker<L: Letters>(shared: Arc<Shared<L>>) {
     let mut conn: Option<Connection> = None;
