@@ -1,7 +1,8 @@
 //! The durable delivery outbox on SQLite and on a real PostgreSQL: idempotent enqueue,
 //! concurrent workers delivering every row exactly once, a crashed worker's rows re-delivered
 //! after its lease (with the same key, its late finish ignored), ordering kept through
-//! retries, permanent failures recorded and retried on request.
+//! retries, permanent failures recorded and retried on request; a bulk deliverer gets each
+//! round's rows at once and every outcome is recorded as for single deliveries.
 
 mod common;
 
@@ -27,15 +28,13 @@ struct Recorder {
     /// key → outcomes to give before delivering.
     script: Mutex<HashMap<String, Vec<Outcome>>>,
     delay: Duration,
+    /// Takes rows in bulk (`deliver_many`), recording each call's size.
+    bulk: Option<Mutex<Vec<usize>>>,
 }
 
-#[async_trait]
-impl Deliverer for Recorder {
-    fn channel(&self) -> &'static str {
-        "test"
-    }
-    async fn deliver(&self, d: &Delivery) -> Outcome {
-        tokio::time::sleep(self.delay).await;
+impl Recorder {
+    /// One attempt of `d`, without the delay.
+    fn attempt(&self, d: &Delivery) -> Outcome {
         if let Some(o) = self
             .script
             .lock()
@@ -49,6 +48,30 @@ impl Deliverer for Recorder {
         Outcome::Delivered {
             receipt: Some(format!("r-{}", d.id)),
         }
+    }
+}
+
+#[async_trait]
+impl Deliverer for Recorder {
+    fn channel(&self) -> &'static str {
+        "test"
+    }
+    async fn deliver(&self, d: &Delivery) -> Outcome {
+        tokio::time::sleep(self.delay).await;
+        self.attempt(d)
+    }
+
+    fn deliver_many(
+        &self,
+        rows: Vec<Delivery>,
+    ) -> Result<futures::stream::BoxStream<'static, (i64, Outcome)>, Vec<Delivery>> {
+        let Some(calls) = &self.bulk else {
+            return Err(rows);
+        };
+        calls.lock().unwrap().push(rows.len());
+        // Outcomes come back in another order than the rows went in.
+        let outcomes: Vec<_> = rows.iter().rev().map(|d| (d.id, self.attempt(d))).collect();
+        Ok(Box::pin(futures::stream::iter(outcomes)))
     }
 }
 
@@ -261,7 +284,53 @@ async fn failures_are_recorded_and_retried_on_request(b: Backend) {
     assert_eq!(states(&s).await.get("delivered"), Some(&2));
 }
 
+async fn bulk_rounds_are_delivered_together_and_recorded_each(b: Backend) {
+    let env = env(b).await;
+    let s = env.app.store.clone();
+    let items: Vec<_> = (0..60).map(|i| new(&format!("k{i}"), None)).collect();
+    add(&s, &items).await;
+    add(&s, &[new("bounced", None), new("flaky", None)]).await;
+    let rec = Arc::new(Recorder {
+        bulk: Some(Mutex::default()),
+        ..Default::default()
+    });
+    rec.script.lock().unwrap().insert(
+        "bounced".into(),
+        vec![Outcome::Failed {
+            error: "550 no such user".into(),
+        }],
+    );
+    rec.script.lock().unwrap().insert(
+        "flaky".into(),
+        vec![Outcome::Retry {
+            error: "451 try later".into(),
+            after: Some(Duration::ZERO),
+        }],
+    );
+    let w = worker(&s, rec.clone(), "w", 30_000);
+    let mut rounds = 0;
+    while w.run_once().await.unwrap() > 0 {
+        rounds += 1;
+        assert!(rounds < 10);
+    }
+    // Rounds of the worker's batch (25), the retried row in a round of its own.
+    let calls = rec.bulk.as_ref().unwrap().lock().unwrap().clone();
+    assert_eq!(calls, [25, 25, 12, 1], "{calls:?}");
+    let mut got = rec.delivered.lock().unwrap().clone();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 61, "60 rows and `flaky` once, none twice");
+    assert_eq!(states(&s).await.get("delivered"), Some(&61));
+    let failed = s.outbox_rows(Some("failed"), 10).await.unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].key, "bounced");
+    let flaky = s.outbox_rows(Some("delivered"), 100).await.unwrap();
+    let flaky = flaky.iter().find(|r| r.key == "flaky").unwrap();
+    assert_eq!(flaky.attempts, 2, "{flaky:?}");
+}
+
 both_backends!(
+    bulk_rounds_are_delivered_together_and_recorded_each,
     enqueue_is_idempotent_by_key,
     concurrent_workers_deliver_each_row_once,
     crashed_workers_rows_are_redelivered_after_the_lease,

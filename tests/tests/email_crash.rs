@@ -77,7 +77,7 @@ fn ok_cmd(cfg: &Path, person: &str, text: &str) -> String {
 }
 
 /// The outbox worker's in-flight bound, from `serve`'s log line `outbox worker started
-/// concurrency=N …`.
+/// in_flight_bound=N …`.
 fn in_flight_bound(log: &str) -> usize {
     // The log may be coloured: drop ANSI escape sequences (ESC [ … m).
     let mut plain = String::with_capacity(log.len());
@@ -96,7 +96,7 @@ fn in_flight_bound(log: &str) -> usize {
     plain
         .lines()
         .find(|l| l.contains("outbox worker started"))
-        .and_then(|l| l.split("concurrency=").nth(1))
+        .and_then(|l| l.split("in_flight_bound=").nth(1))
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no `outbox worker started concurrency=` line in:\n{log}"))

@@ -11,12 +11,21 @@
 //! key), so receivers and their mail systems can drop the copy. The window is kept small: the
 //! outbox worker records each row as soon as its 250 arrives, and at most its `concurrency`
 //! rows are between "sent" and "recorded", which bounds the copies a crash can cause.
+//!
+//! A round's email rows go out together (`deliver_many`) through the mailer's bulk engine
+//! (`Mailer::send_many`): `max_connections` connections, each sending pipelined windows where
+//! the server allows, under the rate limit, one attempt per row (the outbox schedules
+//! retries). Its outcomes are recorded as they come; at most the round's rows are then
+//! between "sent" and "recorded".
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use futures::{StreamExt, stream::BoxStream};
 use notifier::{
-    email::{Mailer, OutgoingEmail, RateLimiter, SendError},
+    email::{BulkOptions, Mailer, OutgoingEmail, RateLimiter, SendError},
     outbox::{Deliverer, Delivery, Outcome},
 };
 use serde::{Deserialize, Serialize};
@@ -90,6 +99,12 @@ pub fn recipient(email: &str, name: Option<&str>) -> String {
 pub struct EmailDeliverer {
     mailer: Mailer,
     limiter: Option<RateLimiter>,
+    policy: Policy,
+}
+
+/// How a failed attempt is recorded: retries with backoff up to `max_attempts`.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
     max_attempts: u32,
     backoff: Duration,
     max_backoff: Duration,
@@ -103,18 +118,49 @@ impl EmailDeliverer {
         Ok(Self {
             mailer,
             limiter: c.rate_limit.and_then(RateLimiter::new),
-            max_attempts: c.max_attempts,
-            backoff: c.retry_backoff,
-            max_backoff: c.max_backoff,
+            policy: Policy {
+                max_attempts: c.max_attempts,
+                backoff: c.retry_backoff,
+                max_backoff: c.max_backoff,
+            },
         })
     }
+}
 
+impl Policy {
     /// Wait before attempt `attempt + 1`: the backoff doubled per earlier retry, capped.
     fn retry_after(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(20);
         self.backoff
             .saturating_mul(1u32 << doublings)
             .min(self.max_backoff)
+    }
+
+    /// The outcome of attempt `attempt` of a row that ended in `result`.
+    fn outcome(&self, attempt: u32, message_id: String, result: Result<(), SendError>) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Delivered {
+                receipt: Some(message_id),
+            },
+            Err(e @ SendError::Temporary { .. }) if attempt >= self.max_attempts => {
+                Outcome::Failed {
+                    error: format!("gave up after {attempt} attempts: {e}"),
+                }
+            }
+            Err(e @ SendError::Temporary { .. }) => Outcome::Retry {
+                error: e.to_string(),
+                after: Some(self.retry_after(attempt)),
+            },
+            Err(e) => Outcome::Failed {
+                error: e.to_string(),
+            },
+        }
+    }
+}
+
+fn unreadable(e: serde_json::Error) -> Outcome {
+    Outcome::Failed {
+        error: format!("unreadable email payload: {e}"),
     }
 }
 
@@ -127,32 +173,58 @@ impl Deliverer for EmailDeliverer {
     async fn deliver(&self, d: &Delivery) -> Outcome {
         let payload: EmailPayload = match serde_json::from_value(d.payload.clone()) {
             Ok(p) => p,
-            Err(e) => {
-                return Outcome::Failed {
-                    error: format!("unreadable email payload: {e}"),
-                };
-            }
+            Err(e) => return unreadable(e),
         };
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
-        match self.mailer.send(&payload.email()).await {
-            Ok(()) => Outcome::Delivered {
-                receipt: Some(payload.message_id),
-            },
-            Err(e @ SendError::Temporary { .. }) if d.attempt >= self.max_attempts => {
-                Outcome::Failed {
-                    error: format!("gave up after {} attempts: {e}", d.attempt),
+        let result = self.mailer.send(&payload.email()).await;
+        self.policy.outcome(d.attempt, payload.message_id, result)
+    }
+
+    fn deliver_many(
+        &self,
+        rows: Vec<Delivery>,
+    ) -> Result<BoxStream<'static, (i64, Outcome)>, Vec<Delivery>> {
+        // Row ids and attempts by Message-ID (one id may, in theory, come from two keys).
+        let mut rows_of: HashMap<String, Vec<(i64, u32)>> = HashMap::new();
+        let mut unreadable_rows = Vec::new();
+        let mut emails = Vec::with_capacity(rows.len());
+        for d in &rows {
+            match serde_json::from_value::<EmailPayload>(d.payload.clone()) {
+                Ok(p) => {
+                    rows_of
+                        .entry(p.message_id.clone())
+                        .or_default()
+                        .push((d.id, d.attempt));
+                    emails.push(p.email());
                 }
+                Err(e) => unreadable_rows.push((d.id, unreadable(e))),
             }
-            Err(e @ SendError::Temporary { .. }) => Outcome::Retry {
-                error: e.to_string(),
-                after: Some(self.retry_after(d.attempt)),
-            },
-            Err(e) => Outcome::Failed {
-                error: e.to_string(),
-            },
         }
+        let options = BulkOptions {
+            max_attempts: 1,
+            ..self.mailer.bulk_options()
+        };
+        let sent = match self
+            .mailer
+            .send_many(futures::stream::iter(emails), options)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "bulk email send could not start: sending row by row");
+                return Err(rows);
+            }
+        };
+        let policy = self.policy;
+        let sent = sent.filter_map(move |d| {
+            let row = rows_of
+                .get_mut(&d.message_id)
+                .and_then(|ids| ids.pop());
+            let out = row.map(|(id, attempt)| (id, policy.outcome(attempt, d.message_id, d.result)));
+            futures::future::ready(out)
+        });
+        Ok(futures::stream::iter(unreadable_rows).chain(sent).boxed())
     }
 }
 

@@ -54,14 +54,15 @@ pub fn deliverers(app: &App) -> Vec<Arc<dyn Deliverer>> {
 }
 
 /// The worker's settings for `app`'s config: 8 deliveries in flight (more when
-/// `email.max_connections` is larger, so every SMTP connection is used), 4 times that many
-/// rows claimed per round, and a lease of 60 s, longer when the email rate limit needs more
-/// time to get through a round (a lease must outlast its round, or another process would send
-/// the same rows again).
+/// `email.max_connections` is larger, so every SMTP connection is used), 64 times that many
+/// rows claimed per round (a round's email rows go out together, in pipelined windows of up
+/// to 64 messages per connection), and a lease of 60 s, longer when the email rate limit needs
+/// more time to get through a round (a lease must outlast its round, or another process would
+/// send the same rows again).
 pub fn worker_config(app: &App, owner: &str) -> WorkerConfig {
     let email = app.settings.config.email.as_ref();
     let concurrency = email.map_or(8, |e| (e.max_connections as usize).max(8));
-    let batch = concurrency * 4;
+    let batch = concurrency * 64;
     let mut lease = Duration::from_secs(60);
     if let Some(rate) = email.and_then(|e| e.rate_limit).filter(|r| *r > 0.0) {
         lease = lease.max(Duration::from_secs_f64(
@@ -82,9 +83,10 @@ pub fn worker_config(app: &App, owner: &str) -> WorkerConfig {
 /// The worker `serve` runs, leasing rows as `owner`.
 pub fn worker(app: &App, owner: &str) -> Worker {
     let cfg = worker_config(app, owner);
-    // The e2e crash test reads `concurrency`: the most rows a crash can leave sent but not
-    // recorded.
+    // The e2e crash test reads `in_flight_bound`: the most rows a crash can leave sent but not
+    // recorded (a whole round's email rows, sent in bulk).
     tracing::info!(
+        in_flight_bound = cfg.batch.max(cfg.concurrency),
         concurrency = cfg.concurrency,
         batch = cfg.batch,
         lease_ms = cfg.lease.as_millis() as u64,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::channel::mpsc as fmpsc;
 use futures::{FutureExt, SinkExt, Stream, StreamExt};
-use tokio::sync::{Mutex, mpsc};
+use std::collections::VecDeque;
+
+use tokio::sync::{Notify, mpsc};
 
 use super::bulk::{BulkOptions, Delivery};
 use super::error::SendError;
@@ -62,13 +64,66 @@ enum Event<T> {
     Retry(Job<T>),
 }
 
+/// The jobs waiting for a worker: the dispatcher adds them a batch at a time, each worker
+/// takes as many as it sends at once (one, or a window).
+struct Queue<T> {
+    state: std::sync::Mutex<(VecDeque<Job<T>>, bool)>,
+    ready: Notify,
+}
+
+impl<T> Queue<T> {
+    fn new() -> Self {
+        Self {
+            state: std::sync::Mutex::new((VecDeque::new(), false)),
+            ready: Notify::new(),
+        }
+    }
+
+    fn push(&self, jobs: impl IntoIterator<Item = Job<T>>) {
+        self.state.lock().expect("queue lock").0.extend(jobs);
+        self.ready.notify_waiters();
+    }
+
+    /// Drops the jobs not yet taken.
+    fn clear(&self) {
+        self.state.lock().expect("queue lock").0.clear();
+    }
+
+    /// No more jobs will come: workers finish once the queue is empty.
+    fn close(&self) {
+        self.state.lock().expect("queue lock").1 = true;
+        self.ready.notify_waiters();
+    }
+
+    /// Up to `n` jobs, waiting for the first; none once the queue is closed and empty.
+    async fn take(&self, n: usize) -> Vec<Job<T>> {
+        loop {
+            let notified = self.ready.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = self.state.lock().expect("queue lock");
+                let (jobs, closed) = &mut *state;
+                if !jobs.is_empty() {
+                    let k = n.min(jobs.len());
+                    return jobs.drain(..k).collect();
+                }
+                if *closed {
+                    return Vec::new();
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Settings shared by the workers.
 struct Shared<L: Letters> {
     mailer: Mailer,
     letters: L,
     options: BulkOptions,
     limiter: Option<RateLimiter>,
-    jobs: Mutex<mpsc::Receiver<Vec<Job<L::Item>>>>,
+    jobs: Queue<L::Item>,
     events: mpsc::UnboundedSender<Event<L::Item>>,
 }
 
@@ -88,7 +143,6 @@ where
     // worker has its next window at hand while retries wait; with very many workers, fewer
     // (a few thousand emails in memory at most).
     let cap = (workers * WINDOW * 2).min(workers * 2 + 4096);
-    let (job_tx, job_rx) = mpsc::channel(cap);
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = fmpsc::channel::<Vec<Delivery>>(workers);
     let limiter = options.rate_limit.and_then(RateLimiter::new);
@@ -97,28 +151,27 @@ where
         letters,
         options,
         limiter,
-        jobs: Mutex::new(job_rx),
+        jobs: Queue::new(),
         events: event_tx,
     });
     for _ in 0..workers {
         tokio::spawn(worker(shared.clone()));
     }
-    let backoff = shared.options.retry_backoff;
-    drop(shared);
-    tokio::spawn(dispatch(emails, job_tx, event_rx, out_tx, cap, backoff));
+    tokio::spawn(dispatch(emails, shared, event_rx, out_tx, cap));
     out_rx.flat_map(futures::stream::iter)
 }
 
-async fn dispatch<T: Send + 'static, S>(
+async fn dispatch<L: Letters, S>(
     emails: S,
-    jobs: mpsc::Sender<Vec<Job<T>>>,
-    mut events: mpsc::UnboundedReceiver<Event<T>>,
+    shared: Arc<Shared<L>>,
+    mut events: mpsc::UnboundedReceiver<Event<L::Item>>,
     mut out: fmpsc::Sender<Vec<Delivery>>,
     cap: usize,
-    backoff: Duration,
 ) where
-    S: Stream<Item = T> + Send + 'static,
+    S: Stream<Item = L::Item> + Send + 'static,
 {
+    let backoff = shared.options.retry_backoff;
+    let jobs = &shared.jobs;
     let mut emails = std::pin::pin!(emails);
     let mut input_done = false;
     let mut outstanding = 0usize;
@@ -129,15 +182,13 @@ async fn dispatch<T: Send + 'static, S>(
                 Some(Event::Done(done)) => {
                     outstanding -= done.len();
                     if out.send(done).await.is_err() {
-                        return; // the caller dropped the stream
+                        // The caller dropped the stream: only the messages in flight finish.
+                        jobs.clear();
+                        break;
                     }
                 }
-                Some(Event::Retry(job)) => {
-                    if jobs.send(vec![job]).await.is_err() {
-                        return;
-                    }
-                }
-                None => return,
+                Some(Event::Retry(job)) => jobs.push([job]),
+                None => break,
             },
             email = emails.next(), if !input_done && outstanding < cap => match email {
                 Some(email) => {
@@ -156,18 +207,17 @@ async fn dispatch<T: Send + 'static, S>(
                             None => {}
                         }
                     }
-                    if jobs.send(batch).await.is_err() {
-                        return;
-                    }
+                    jobs.push(batch);
                 }
                 None => input_done = true,
             },
         }
     }
-    // Dropping `jobs` lets the workers finish and QUIT; the events channel closes when the
+    // Closing the queue lets the workers finish and QUIT; the events channel closes when the
     // last one is done, and only then does the caller's stream end (with every connection
     // closed, so a caller that exits or blocks next cuts no session short).
-    drop(jobs);
+    jobs.close();
+    drop(shared);
     while events.recv().await.is_some() {}
 }
 
@@ -179,7 +229,7 @@ async fn worker<L: Letters>(shared: Arc<Shared<L>>) {
     // One message at a time until a connection shows it takes windows.
     let mut window = 1;
     loop {
-        let jobs = take(&shared, window).await;
+        let jobs = shared.jobs.take(window).await;
         if jobs.is_empty() {
             break;
         }
@@ -234,22 +284,6 @@ async fn worker<L: Letters>(shared: Arc<Shared<L>>) {
     if let Some(c) = conn {
         c.quit().await;
     }
-}
-
-/// The next batch of jobs, waiting for it, and more batches that are already queued while
-/// there are fewer than `n` jobs; none when the dispatcher is done.
-async fn take<L: Letters>(shared: &Shared<L>, n: usize) -> Vec<Job<L::Item>> {
-    let mut jobs = shared.jobs.lock().await;
-    let Some(mut out) = jobs.recv().await else {
-        return Vec::new();
-    };
-    while out.len() < n {
-        match jobs.try_recv() {
-            Ok(more) => out.extend(more),
-            Err(_) => break,
-        }
-    }
-    out
 }
 
 /// One attempt of each message on the worker's connection, opening it when needed: one

@@ -14,6 +14,7 @@ pub mod worker;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
 /// A delivery to make, as claimed by a worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +114,14 @@ pub trait Deliverer: Send + Sync {
     fn channel(&self) -> &'static str;
     /// One attempt. Must not retry internally for long: the outbox schedules retries.
     async fn deliver(&self, delivery: &Delivery) -> Outcome;
+
+    /// One attempt of each of `rows` through one bulk stream yielding `(row id, outcome)` as
+    /// each is known, one per row; or the rows back (`Err`), to be delivered one by one with
+    /// `deliver` (the default). The worker records outcomes as they come, so a crash leaves
+    /// at most the rows in the stream's flight delivered but not recorded.
+    fn deliver_many(&self, rows: Vec<Delivery>) -> Result<BoxStream<'static, (i64, Outcome)>, Vec<Delivery>> {
+        Err(rows)
+    }
 }
 
 /// When to try again after attempt `attempt` failed: the peer's wait if given, else

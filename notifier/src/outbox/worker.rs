@@ -4,8 +4,10 @@
 //!
 //! A delivery holds its place among the `concurrency` in flight until its outcome is
 //! committed: outcomes that arrive while a commit runs go together in the next one (group
-//! commit), so at most `concurrency` rows are ever delivered but not yet recorded. That bounds
-//! what a crash can make a peer receive twice (see the outbox's invariant).
+//! commit), so at most `concurrency` rows are ever delivered but not yet recorded. A channel
+//! whose deliverer takes rows in bulk (`Deliverer::deliver_many`, customer email) gets all its
+//! rows of the round at once, and at most those (`batch`) are delivered but not recorded.
+//! That bounds what a crash can make a peer receive twice (see the outbox's invariant).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -69,6 +71,48 @@ impl Worker {
         }
         let (tx, rx) = mpsc::unbounded_channel::<Pending>();
         let concurrency = self.cfg.concurrency.max(1);
+        // Rows of bulk channels go to their deliverer at once; the others one by one.
+        let mut by_channel: HashMap<String, Vec<Delivery>> = HashMap::new();
+        for row in rows {
+            by_channel.entry(row.channel.clone()).or_default().push(row);
+        }
+        let mut rows = Vec::new();
+        let mut bulk = Vec::new();
+        for (channel, group) in by_channel {
+            let attempts: HashMap<i64, u32> = group.iter().map(|d| (d.id, d.attempt)).collect();
+            match self.deliverers.get(channel.as_str()) {
+                Some(deliverer) => match deliverer.deliver_many(group) {
+                    Ok(stream) => bulk.push((attempts, stream)),
+                    Err(group) => rows.extend(group),
+                },
+                None => rows.extend(group),
+            }
+        }
+        rows.sort_by_key(|d| d.id);
+        let bulk_tx = tx.clone();
+        let bulk = async move {
+            for (attempts, stream) in bulk {
+                // Outcomes go to `record` as they come, a ready chunk at a time; the next
+                // chunk is taken once this one is committed.
+                let mut chunks = stream.ready_chunks(1024);
+                while let Some(chunk) = chunks.next().await {
+                    let mut last = None;
+                    for (id, outcome) in chunk {
+                        let attempt = attempts.get(&id).copied().unwrap_or(1);
+                        let (done, recorded) = oneshot::channel();
+                        if bulk_tx
+                            .send(((id, self.finish_of(attempt, outcome)), done))
+                            .is_ok()
+                        {
+                            last = Some(recorded);
+                        }
+                    }
+                    if let Some(recorded) = last {
+                        let _ = recorded.await;
+                    }
+                }
+            }
+        };
         // Owns the sender, so `record` sees the channel close once every delivery is done.
         let deliveries = async move {
             futures::stream::iter(rows)
@@ -82,7 +126,7 @@ impl Worker {
                             },
                         };
                         let (done, recorded) = oneshot::channel();
-                        if tx.send(((d.id, self.finish_of(&d, outcome)), done)).is_ok() {
+                        if tx.send(((d.id, self.finish_of(d.attempt, outcome)), done)).is_ok() {
                             // Keep this slot until the outcome is committed.
                             let _ = recorded.await;
                         }
@@ -92,7 +136,7 @@ impl Worker {
                 .collect::<()>()
                 .await;
         };
-        let ((), recorded) = tokio::join!(deliveries, self.record(rx));
+        let ((), (), recorded) = tokio::join!(deliveries, bulk, self.record(rx));
         recorded.map(|()| n)
     }
 
@@ -118,15 +162,16 @@ impl Worker {
         first_error.map_or(Ok(()), Err)
     }
 
-    fn finish_of(&self, d: &Delivery, outcome: Outcome) -> Finish {
+    /// What to record for a row whose attempt number `attempt` ended in `outcome`.
+    fn finish_of(&self, attempt: u32, outcome: Outcome) -> Finish {
         match outcome {
             Outcome::Delivered { receipt } => Finish::Delivered { receipt },
             Outcome::Failed { error } => Finish::Failed { error },
-            Outcome::Retry { error, .. } if d.attempt >= self.cfg.max_attempts => Finish::Failed {
-                error: format!("gave up after {} attempts: {error}", d.attempt),
+            Outcome::Retry { error, .. } if attempt >= self.cfg.max_attempts => Finish::Failed {
+                error: format!("gave up after {attempt} attempts: {error}"),
             },
             Outcome::Retry { error, after } => {
-                let wait = backoff(d.attempt, after);
+                let wait = backoff(attempt, after);
                 Finish::RetryAt {
                     at_ms: chrono::Utc::now().timestamp_millis() + wait.as_millis() as i64,
                     error,
