@@ -218,10 +218,9 @@ impl Deliverer for EmailDeliverer {
         };
         let policy = self.policy;
         let sent = sent.filter_map(move |d| {
-            let row = rows_of
-                .get_mut(&d.message_id)
-                .and_then(|ids| ids.pop());
-            let out = row.map(|(id, attempt)| (id, policy.outcome(attempt, d.message_id, d.result)));
+            let row = rows_of.get_mut(&d.message_id).and_then(|ids| ids.pop());
+            let out =
+                row.map(|(id, attempt)| (id, policy.outcome(attempt, d.message_id, d.result)));
             futures::future::ready(out)
         });
         Ok(futures::stream::iter(unreadable_rows).chain(sent).boxed())

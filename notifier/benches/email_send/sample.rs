@@ -41,7 +41,9 @@ pub fn campaign() -> CampaignContent {
     CampaignContent {
         subject: email.subject,
         text: email.text.replace("Customer 0", "Customer {{n}}"),
-        html: email.html.map(|h| h.replace("Customer 0", "Customer {{n}}")),
+        html: email
+            .html
+            .map(|h| h.replace("Customer 0", "Customer {{n}}")),
         slots: vec!["{{n}}".into()],
         unsubscribe_prefix: Some("https://status.example.com/unsubscribe?token=".into()),
     }

@@ -119,7 +119,10 @@ pub trait Deliverer: Send + Sync {
     /// each is known, one per row; or the rows back (`Err`), to be delivered one by one with
     /// `deliver` (the default). The worker records outcomes as they come, so a crash leaves
     /// at most the rows in the stream's flight delivered but not recorded.
-    fn deliver_many(&self, rows: Vec<Delivery>) -> Result<BoxStream<'static, (i64, Outcome)>, Vec<Delivery>> {
+    fn deliver_many(
+        &self,
+        rows: Vec<Delivery>,
+    ) -> Result<BoxStream<'static, (i64, Outcome)>, Vec<Delivery>> {
         Err(rows)
     }
 }

@@ -126,7 +126,10 @@ impl Worker {
                             },
                         };
                         let (done, recorded) = oneshot::channel();
-                        if tx.send(((d.id, self.finish_of(d.attempt, outcome)), done)).is_ok() {
+                        if tx
+                            .send(((d.id, self.finish_of(d.attempt, outcome)), done))
+                            .is_ok()
+                        {
                             // Keep this slot until the outcome is committed.
                             let _ = recorded.await;
                         }

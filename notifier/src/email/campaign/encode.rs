@@ -95,7 +95,10 @@ mod tests {
             e,
             "Dear=20=\r\nAnn=\r\n,\r\nYour =3D bill=20=\r\n=C3=A9 is due.\r\n"
         );
-        assert_eq!(decode(&e), "Dear Ann,\r\nYour = bill é is due.\r\n".as_bytes());
+        assert_eq!(
+            decode(&e),
+            "Dear Ann,\r\nYour = bill é is due.\r\n".as_bytes()
+        );
     }
 
     #[test]
@@ -118,9 +121,6 @@ mod tests {
     #[test]
     fn html_values_are_escaped() {
         assert_eq!(html_escape("Ann"), "Ann");
-        assert_eq!(
-            html_escape("<b>&\"'"),
-            "&lt;b&gt;&amp;&quot;&#39;"
-        );
+        assert_eq!(html_escape("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
     }
 }

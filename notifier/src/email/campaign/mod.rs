@@ -155,7 +155,8 @@ impl Campaign {
                      --{boundary}\r\nContent-Type: text/plain{BODY_HEADERS}"
                 ),
                 Some((
-                    format!("\r\n--{boundary}\r\nContent-Type: text/html{BODY_HEADERS}").into_bytes(),
+                    format!("\r\n--{boundary}\r\nContent-Type: text/html{BODY_HEADERS}")
+                        .into_bytes(),
                     pieces(html, &content.slots),
                 )),
                 format!("\r\n--{boundary}--\r\n"),
@@ -211,7 +212,8 @@ impl Campaign {
                 let mailbox: Mailbox = r.to.parse().map_err(|e| {
                     SendError::Invalid(format!("recipient `{}` is not an email address: {e}", r.to))
                 })?;
-                let line = header_lines(|h| h.set(header::To::from(Mailboxes::from(mailbox.clone()))));
+                let line =
+                    header_lines(|h| h.set(header::To::from(Mailboxes::from(mailbox.clone()))));
                 (mailbox.email, Some(line))
             }
         };
@@ -220,7 +222,8 @@ impl Campaign {
             (Some(_), Some(t))
                 if !t.is_empty()
                     && t.len() <= 200
-                    && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
             {
                 Some(t)
             }
@@ -259,9 +262,7 @@ impl Campaign {
         if let (Some(prefix), Some(token)) = (&self.unsubscribe, token) {
             out.extend_from_slice(prefix);
             out.extend_from_slice(token.as_bytes());
-            out.extend_from_slice(
-                b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-            );
+            out.extend_from_slice(b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
         }
         out.extend_from_slice(&self.before_text);
         write_body(&self.text, &r.values, false, &mut out);

@@ -9,13 +9,19 @@ use crate::email::{EmailConfig, OutgoingEmail, SmtpUrl};
 
 fn mailer() -> Mailer {
     let url = SmtpUrl::parse("smtp://127.0.0.1:25").unwrap();
-    Mailer::new(&EmailConfig::new(url, "Example Status <status@example.com>")).unwrap()
+    Mailer::new(&EmailConfig::new(
+        url,
+        "Example Status <status@example.com>",
+    ))
+    .unwrap()
 }
 
 fn content() -> CampaignContent {
     CampaignContent {
         subject: "Service Update - DR Activation".into(),
-        text: "Dear {{name}},\n\nRegion {{region}} failed over.\nStatus: https://status.example.com\n".into(),
+        text:
+            "Dear {{name}},\n\nRegion {{region}} failed over.\nStatus: https://status.example.com\n"
+                .into(),
         html: Some("<p>Dear {{name}},</p><p>Region {{region}} failed over.</p>".into()),
         slots: vec!["{{name}}".into(), "{{region}}".into()],
         unsubscribe_prefix: Some("https://status.example.com/unsubscribe?token=".into()),
@@ -57,7 +63,10 @@ async fn a_campaign_message_has_every_header_and_decodes_to_the_recipients_text(
     let text = String::from_utf8(raw.clone()).unwrap();
     assert!(text.split("\r\n").all(|l| l.len() <= 76), "{text}");
     let mail = parse_mail(&raw).unwrap();
-    assert_eq!(header(&mail, "From"), "\"Example Status\" <status@example.com>");
+    assert_eq!(
+        header(&mail, "From"),
+        "\"Example Status\" <status@example.com>"
+    );
     assert_eq!(header(&mail, "To"), "ann@customer.example");
     assert_eq!(header(&mail, "Subject"), "Service Update - DR Activation");
     assert_eq!(header(&mail, "Message-ID"), "<run1-7@example.com>");
@@ -97,10 +106,14 @@ async fn it_matches_send_manys_message_for_the_same_text() {
     let email = OutgoingEmail {
         to: r.to.clone(),
         subject: "Service Update - DR Activation".into(),
-        text: content().text.replace("{{name}}", "Zoë").replace("{{region}}", "us-west-2"),
-        html: content()
-            .html
-            .map(|h| h.replace("{{name}}", "Zoë").replace("{{region}}", "us-west-2")),
+        text: content()
+            .text
+            .replace("{{name}}", "Zoë")
+            .replace("{{region}}", "us-west-2"),
+        html: content().html.map(|h| {
+            h.replace("{{name}}", "Zoë")
+                .replace("{{region}}", "us-west-2")
+        }),
         unsubscribe_url: Some("https://status.example.com/unsubscribe?token=tok-7".into()),
         unsubscribe_mailto: None,
         message_id: r.message_id.clone(),
@@ -129,7 +142,9 @@ async fn generated_texts_and_values_decode_exactly() {
     let alphabet: Vec<char> = "ab =.\t\n\r\u{e9}\u{1F680}<&>\"'x{}".chars().collect();
     let text = |rng: &mut fastrand::Rng, max: usize| -> String {
         let n = rng.usize(0..max);
-        (0..n).map(|_| alphabet[rng.usize(0..alphabet.len())]).collect()
+        (0..n)
+            .map(|_| alphabet[rng.usize(0..alphabet.len())])
+            .collect()
     };
     for case in 0..300 {
         let (a, b, c) = (text(&mut rng, 120), text(&mut rng, 200), text(&mut rng, 90));
@@ -191,7 +206,11 @@ async fn a_named_recipient_is_encoded_and_the_envelope_has_the_address() {
     r.to = "Zoë Example <zoe@customer.example>".into();
     let prepared = campaign.prepare(&r).unwrap();
     assert_eq!(
-        prepared.recipients().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        prepared
+            .recipients()
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
         vec!["zoe@customer.example"]
     );
     let mail = parse_mail(prepared.content()).unwrap();
@@ -211,8 +230,14 @@ async fn invalid_recipients_and_content_are_refused_with_their_reason() {
             Ok(_) => panic!("accepted {r:?}"),
         }
     };
-    refused(|r| r.values.pop().map(drop).unwrap_or(()), "has 1 values for 2 slots");
-    refused(|r| r.to = "not an address".into(), "is not an email address");
+    refused(
+        |r| r.values.pop().map(drop).unwrap_or(()),
+        "has 1 values for 2 slots",
+    );
+    refused(
+        |r| r.to = "not an address".into(),
+        "is not an email address",
+    );
     refused(|r| r.message_id = "a b".into(), "Message-ID");
     refused(|r| r.unsubscribe_token = None, "needs an unsubscribe token");
     refused(
@@ -225,7 +250,10 @@ async fn invalid_recipients_and_content_are_refused_with_their_reason() {
     let Err(err) = campaign.prepare(&recipient("Ann")) else {
         panic!("a token without a prefix was accepted")
     };
-    assert!(err.to_string().contains("campaign has no unsubscribe URL"), "{err}");
+    assert!(
+        err.to_string().contains("campaign has no unsubscribe URL"),
+        "{err}"
+    );
 
     for (edit, why) in [
         (
@@ -254,7 +282,9 @@ async fn without_html_it_is_a_single_text_part() {
     let mut c = content();
     c.html = None;
     let campaign = mailer.campaign(c).unwrap();
-    let raw = mailer.format_campaign(&campaign, &recipient("Ann")).unwrap();
+    let raw = mailer
+        .format_campaign(&campaign, &recipient("Ann"))
+        .unwrap();
     let mail = parse_mail(&raw).unwrap();
     assert_eq!(mail.ctype.mimetype, "text/plain");
     assert!(bodies(&mail)[0].1.starts_with("Dear Ann,\r\n"));
