@@ -119,20 +119,33 @@ impl Writer {
 /// `addr@domain` with only dot-atom characters (no display name, comment or quoting), as an
 /// `Address`; `None` for anything else.
 pub(super) fn plain_address(to: &str) -> Option<Address> {
-    let (user, domain) = to.split_once('@')?;
-    let dot_atom = |s: &str, ok: fn(u8) -> bool| {
-        !s.is_empty()
-            && !s.starts_with('.')
-            && !s.ends_with('.')
-            && !s.contains("..")
-            && s.bytes().all(|b| b == b'.' || ok(b))
-    };
+    let at = to.bytes().position(|b| b == b'@')?;
+    let (user, domain) = (&to[..at], &to[at + 1..]);
     let user_ok = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b);
     let domain_ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
     if !dot_atom(user, user_ok) || !dot_atom(domain, domain_ok) {
         return None;
     }
     Address::new(user, domain).ok()
+}
+
+/// Non-empty atoms of `ok` bytes joined by single dots, in one pass.
+fn dot_atom(s: &str, ok: impl Fn(u8) -> bool) -> bool {
+    // A dot is refused first, after a dot, and last.
+    let mut after_dot = true;
+    for b in s.bytes() {
+        if b == b'.' {
+            if after_dot {
+                return false;
+            }
+            after_dot = true;
+        } else if ok(b) {
+            after_dot = false;
+        } else {
+            return false;
+        }
+    }
+    !after_dot
 }
 
 /// Appends `Name: value\r\n` when lettre would write the value as it is: printable ASCII on a
@@ -536,6 +549,20 @@ mod tests {
                 String::from_utf8(::quoted_printable::encode(&s)).unwrap(),
                 "{s:?}"
             );
+        }
+    }
+
+    #[test]
+    fn plain_addresses_are_dot_atoms_only() {
+        for ok in ["a@b.c", "a.b-c+d@x-y.example", "u{1}@d"] {
+            let got = plain_address(ok).map(|a| a.to_string());
+            assert_eq!(got.as_deref(), Some(ok), "{ok}");
+        }
+        for bad in [
+            ".a@b", "a.@b", "a..b@c", "a@b..c", "a@.b", "a@b.", "@b", "a@", "a@b@c", "\"q\"@b",
+            "Ann <a@b>", "a b@c", "a@b_c", "", "ab", "\u{e9}@b",
+        ] {
+            assert!(plain_address(bad).is_none(), "{bad}");
         }
     }
 

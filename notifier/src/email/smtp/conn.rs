@@ -260,6 +260,26 @@ impl Connection {
         .await
     }
 
+    /// Writes all of `parts` in order, with vectored writes when the stream takes them.
+    pub(super) async fn write_parts(
+        &mut self,
+        parts: &mut [std::io::IoSlice<'_>],
+    ) -> Result<(), Fail> {
+        let stream = &mut self.stream;
+        within(self.timeout, "writing to the SMTP server", async {
+            let mut rest = parts;
+            while !rest.is_empty() {
+                let n = stream.write_vectored(rest).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                std::io::IoSlice::advance_slices(&mut rest, n);
+            }
+            stream.flush().await
+        })
+        .await
+    }
+
     /// PIPELINING and CHUNKING are both offered: `send_window` pipelines whole transactions.
     pub(crate) fn windowed(&self) -> bool {
         self.pipelining && self.chunking

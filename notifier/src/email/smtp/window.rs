@@ -65,6 +65,9 @@ impl Connection {
         let mut outcomes: Vec<Option<Outcome>> = messages.iter().map(|_| None).collect();
         let mut expect = Vec::with_capacity(messages.len());
         self.wbuf.clear();
+        // The commands go into `wbuf`; each content is written from where it is, after them
+        // (`ends[k]`: where the commands before content `k` end in `wbuf`).
+        let mut ends = Vec::with_capacity(messages.len());
         for (index, message) in messages.iter().enumerate() {
             if let Some(fail) = self.unsupported(message) {
                 outcomes[index] = Some(Outcome {
@@ -96,7 +99,7 @@ impl Connection {
             self.wbuf.extend_from_slice(b"BDAT ");
             decimal(message.content.len(), &mut self.wbuf);
             self.wbuf.extend_from_slice(b" LAST\r\n");
-            self.wbuf.extend_from_slice(&message.content);
+            ends.push(self.wbuf.len());
             expect.push(Expect {
                 index,
                 rcpts: message.to.len(),
@@ -106,10 +109,21 @@ impl Connection {
         // Once the connection broke: why, and whether the unanswered messages are surely not
         // taken. After a failed write nothing is known of what the server read.
         let mut broken: Option<(String, bool)> = None;
-        if !expect.is_empty()
-            && let Err(f) = self.write_wbuf().await
-        {
-            broken = Some((f.to_string(), false));
+        if !expect.is_empty() {
+            let wbuf = std::mem::take(&mut self.wbuf);
+            let mut parts = Vec::with_capacity(2 * expect.len());
+            let mut start = 0;
+            for (e, &end) in expect.iter().zip(&ends) {
+                parts.push(std::io::IoSlice::new(&wbuf[start..end]));
+                parts.push(std::io::IoSlice::new(&messages[e.index].content));
+                start = end;
+            }
+            let written = self.write_parts(&mut parts).await;
+            drop(parts);
+            self.wbuf = wbuf;
+            if let Err(f) = written {
+                broken = Some((f.to_string(), false));
+            }
         }
         // Replies read in this window, and whether the last one was 421.
         let mut answered = 0usize;
