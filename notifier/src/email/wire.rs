@@ -9,7 +9,8 @@ use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use email_encoding::body::Encoding;
-use lettre::Address;
+use std::sync::Arc;
+
 use lettre::message::Mailbox;
 
 use super::message::{OutgoingEmail, message_id_header, unsubscribe_entry};
@@ -22,7 +23,7 @@ const MAX_LINE: usize = 76;
 pub(crate) struct Writer {
     /// `From: …\r\n` exactly as lettre writes it for the sender.
     from_line: Vec<u8>,
-    from: Address,
+    from: Arc<str>,
     domain: String,
 }
 
@@ -50,7 +51,7 @@ impl Writer {
         }
         Some(Self {
             from_line: probe[start..end].to_vec(),
-            from: from.email.clone(),
+            from: Arc::from(AsRef::<str>::as_ref(&from.email)),
             domain: domain.to_string(),
         })
     }
@@ -58,14 +59,22 @@ impl Writer {
     /// `email` ready for the wire, or `None` when lettre must build it (anything outside the
     /// common case, including every invalid email, so that errors stay lettre's).
     pub(crate) fn prepare(&self, email: &OutgoingEmail) -> Option<Prepared> {
-        let to = plain_address(&email.to)?;
+        if !plain_address(&email.to) {
+            return None;
+        }
         let content = with_date_now(|date| self.write(email, date, &boundary()))?;
-        Some(Prepared::from_parts(self.from.clone(), to, content))
+        Some(Prepared::from_parts(
+            self.from.clone(),
+            email.to.as_str().into(),
+            content,
+        ))
     }
 
     /// The message bytes with the given Date value and boundary (`None` as for `prepare`).
     fn write(&self, email: &OutgoingEmail, date: &str, boundary: &str) -> Option<Vec<u8>> {
-        plain_address(&email.to)?;
+        if !plain_address(&email.to) {
+            return None;
+        }
         let id = message_id_header(&email.message_id, &self.domain).ok()?;
         let mut unsubscribe = Vec::new();
         if let Some(url) = &email.unsubscribe_url {
@@ -116,17 +125,22 @@ impl Writer {
     }
 }
 
-/// `addr@domain` with only dot-atom characters (no display name, comment or quoting), as an
-/// `Address`; `None` for anything else.
-pub(super) fn plain_address(to: &str) -> Option<Address> {
-    let at = to.bytes().position(|b| b == b'@')?;
+/// Whether `to` is `local@domain` with only dot-atom characters (no display name, comment or
+/// quoting): a local part of at most 64 ASCII `atext` characters, a domain of at most 253
+/// letters, digits and hyphens in labels of at most 63. Such an address needs no quoting in a
+/// header or in `RCPT TO`, and lettre's `Address` accepts it.
+pub(super) fn plain_address(to: &str) -> bool {
+    let Some(at) = to.bytes().position(|b| b == b'@') else {
+        return false;
+    };
     let (user, domain) = (&to[..at], &to[at + 1..]);
     let user_ok = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b);
     let domain_ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
-    if !dot_atom(user, user_ok) || !dot_atom(domain, domain_ok) {
-        return None;
-    }
-    Address::new(user, domain).ok()
+    user.len() <= 64
+        && domain.len() <= 253
+        && dot_atom(user, user_ok)
+        && dot_atom(domain, domain_ok)
+        && domain.split('.').all(|label| label.len() <= 63)
 }
 
 /// Non-empty atoms of `ok` bytes joined by single dots, in one pass.
@@ -554,15 +568,36 @@ mod tests {
 
     #[test]
     fn plain_addresses_are_dot_atoms_only() {
-        for ok in ["a@b.c", "a.b-c+d@x-y.example", "u{1}@d"] {
-            let got = plain_address(ok).map(|a| a.to_string());
-            assert_eq!(got.as_deref(), Some(ok), "{ok}");
+        let long_label = format!("a@{}.example", "x".repeat(63));
+        for ok in ["a@b.c", "a.b-c+d@x-y.example", "u{1}@d", &long_label] {
+            assert!(plain_address(ok), "{ok}");
+            assert!(ok.parse::<lettre::Address>().is_ok(), "{ok}");
         }
+        let (long_user, longer_label) = (
+            format!("{}@b.c", "u".repeat(65)),
+            format!("a@{}.example", "x".repeat(64)),
+        );
         for bad in [
-            ".a@b", "a.@b", "a..b@c", "a@b..c", "a@.b", "a@b.", "@b", "a@", "a@b@c", "\"q\"@b",
-            "Ann <a@b>", "a b@c", "a@b_c", "", "ab", "\u{e9}@b",
+            ".a@b",
+            "a.@b",
+            "a..b@c",
+            "a@b..c",
+            "a@.b",
+            "a@b.",
+            "@b",
+            "a@",
+            "a@b@c",
+            "\"q\"@b",
+            "Ann <a@b>",
+            "a b@c",
+            "a@b_c",
+            "",
+            "ab",
+            "\u{e9}@b",
+            &long_user,
+            &longer_label,
         ] {
-            assert!(plain_address(bad).is_none(), "{bad}");
+            assert!(!plain_address(bad), "{bad}");
         }
     }
 

@@ -10,7 +10,6 @@ mod encode;
 use std::sync::Arc;
 
 use futures::Stream;
-use lettre::Address;
 use lettre::message::header::{self, Headers};
 use lettre::message::{Mailbox, Mailboxes};
 
@@ -68,7 +67,7 @@ enum Piece {
 /// already. Built by `Mailer::campaign`.
 #[derive(Debug)]
 pub struct Campaign {
-    from: Address,
+    from: Arc<str>,
     domain: String,
     /// `From`, `Subject` and `MIME-Version` header lines.
     head: Vec<u8>,
@@ -182,7 +181,7 @@ impl Campaign {
             + html.as_ref().map_or(0, |(h, p)| h.len() + fixed(p))
             + tail.len();
         Ok(Self {
-            from: from.email,
+            from: Arc::from(AsRef::<str>::as_ref(&from.email)),
             domain: mailer.domain().to_string(),
             head,
             before_text: before_text.into_bytes(),
@@ -206,15 +205,15 @@ impl Campaign {
                 self.slots
             ));
         }
-        let (to, to_line) = match plain_address(&r.to) {
-            Some(a) if r.to.len() <= 900 => (a, None),
-            _ => {
+        let (to, to_line): (Box<str>, _) = match plain_address(&r.to) {
+            true => (r.to.as_str().into(), None),
+            false => {
                 let mailbox: Mailbox = r.to.parse().map_err(|e| {
                     SendError::Invalid(format!("recipient `{}` is not an email address: {e}", r.to))
                 })?;
                 let line =
                     header_lines(|h| h.set(header::To::from(Mailboxes::from(mailbox.clone()))));
-                (mailbox.email, Some(line))
+                (AsRef::<str>::as_ref(&mailbox.email).into(), Some(line))
             }
         };
         let (id_local, id_domain) = message_id_parts(&r.message_id, &self.domain)?;

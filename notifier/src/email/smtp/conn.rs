@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::Mechanism;
-use lettre::transport::smtp::commands::{Auth, Mail, Rcpt};
-use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter, ServerInfo};
+use lettre::transport::smtp::commands::Auth;
+use lettre::transport::smtp::extension::{Extension, ServerInfo};
 use lettre::transport::smtp::response::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -464,16 +464,17 @@ impl Connection {
 
     /// MAIL FROM (with SMTPUTF8 and BODY=8BITMIME as needed) and one RCPT TO per recipient.
     pub(super) fn envelope(&self, message: &Prepared) -> Vec<String> {
-        let mut params = Vec::new();
+        let mut mail = format!("MAIL FROM:<{}>", message.from.as_deref().unwrap_or(""));
         if message.utf8_addresses {
-            params.push(MailParameter::SmtpUtfEight);
+            mail.push_str(" SMTPUTF8");
         }
         if message.eight_bit {
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+            mail.push_str(" BODY=8BITMIME");
         }
-        let mut commands = vec![Mail::new(message.from.clone(), params).to_string()];
+        mail.push_str("\r\n");
+        let mut commands = vec![mail];
         for to in &message.to {
-            commands.push(Rcpt::new(to.clone(), vec![]).to_string());
+            commands.push(format!("RCPT TO:<{to}>\r\n"));
         }
         commands
     }

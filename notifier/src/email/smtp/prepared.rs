@@ -2,12 +2,16 @@
 //! computed once per email and kept across retries (same Message-ID and Date). BDAT sends the
 //! content as it is; DATA dot-stuffs and terminates it (`stuff`) as it writes.
 
+use std::sync::Arc;
+
 use lettre::Message;
 
 /// One message as the bulk client sends it.
 pub(crate) struct Prepared {
-    pub(super) from: Option<lettre::Address>,
-    pub(super) to: Vec<lettre::Address>,
+    /// The envelope sender, a valid address (`None`: the null sender).
+    pub(super) from: Option<Arc<str>>,
+    /// The envelope recipients, valid addresses.
+    pub(super) to: Vec<Box<str>>,
     /// The RFC 5322 message, every line ending in CRLF (the last one too).
     pub(super) content: Vec<u8>,
     /// The content has non-ASCII bytes (needs 8BITMIME).
@@ -22,8 +26,12 @@ impl Prepared {
         let envelope = message.envelope();
         let formatted = message.formatted();
         Self {
-            from: envelope.from().cloned(),
-            to: envelope.to().to_vec(),
+            from: envelope.from().map(|a| Arc::from(AsRef::<str>::as_ref(a))),
+            to: envelope
+                .to()
+                .iter()
+                .map(|a| Box::from(AsRef::<str>::as_ref(a)))
+                .collect(),
             eight_bit: !formatted.is_ascii(),
             utf8_addresses: envelope
                 .from()
@@ -36,13 +44,23 @@ impl Prepared {
 }
 
 impl Prepared {
-    /// From envelope addresses and content already in CRLF lines, the last one too (the bulk
-    /// path's own message writer).
-    pub(crate) fn from_parts(from: lettre::Address, to: lettre::Address, content: Vec<u8>) -> Self {
+    /// From envelope addresses (valid ones: the caller checked them) and content already in
+    /// CRLF lines, the last one too (the bulk path's own message writers).
+    pub(crate) fn from_parts(from: Arc<str>, to: Box<str>, content: Vec<u8>) -> Self {
+        let eight_bit = !content.is_ascii();
+        Self::checked(from, to, content, eight_bit)
+    }
+
+    /// As `from_parts`, for content known to be ASCII (a campaign's: every part encoded).
+    pub(crate) fn from_ascii_parts(from: Arc<str>, to: Box<str>, content: Vec<u8>) -> Self {
+        debug_assert!(content.is_ascii());
+        Self::checked(from, to, content, false)
+    }
+
+    fn checked(from: Arc<str>, to: Box<str>, content: Vec<u8>, eight_bit: bool) -> Self {
         Self {
-            utf8_addresses: !AsRef::<str>::as_ref(&from).is_ascii()
-                || !AsRef::<str>::as_ref(&to).is_ascii(),
-            eight_bit: !content.is_ascii(),
+            utf8_addresses: !from.is_ascii() || !to.is_ascii(),
+            eight_bit,
             from: Some(from),
             to: vec![to],
             content,
@@ -51,25 +69,8 @@ impl Prepared {
 
     /// The envelope recipients.
     #[cfg(test)]
-    pub(crate) fn recipients(&self) -> &[lettre::Address] {
+    pub(crate) fn recipients(&self) -> &[Box<str>] {
         &self.to
-    }
-
-    /// As `from_parts`, for content known to be ASCII (a campaign's: every part encoded).
-    pub(crate) fn from_ascii_parts(
-        from: lettre::Address,
-        to: lettre::Address,
-        content: Vec<u8>,
-    ) -> Self {
-        debug_assert!(content.is_ascii());
-        Self {
-            utf8_addresses: !AsRef::<str>::as_ref(&from).is_ascii()
-                || !AsRef::<str>::as_ref(&to).is_ascii(),
-            eight_bit: false,
-            from: Some(from),
-            to: vec![to],
-            content,
-        }
     }
 
     /// The content as sent with BDAT.

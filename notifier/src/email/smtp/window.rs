@@ -85,14 +85,12 @@ impl Connection {
                 // The same commands as `envelope` writes, without their allocations.
                 self.wbuf.extend_from_slice(b"MAIL FROM:<");
                 if let Some(from) = &message.from {
-                    self.wbuf
-                        .extend_from_slice(AsRef::<str>::as_ref(from).as_bytes());
+                    self.wbuf.extend_from_slice(from.as_bytes());
                 }
                 self.wbuf.extend_from_slice(b">\r\n");
                 for to in &message.to {
                     self.wbuf.extend_from_slice(b"RCPT TO:<");
-                    self.wbuf
-                        .extend_from_slice(AsRef::<str>::as_ref(to).as_bytes());
+                    self.wbuf.extend_from_slice(to.as_bytes());
                     self.wbuf.extend_from_slice(b">\r\n");
                 }
             }
