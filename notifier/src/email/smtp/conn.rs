@@ -374,7 +374,7 @@ impl Connection {
         if let Some(fail) = self.unsupported(message) {
             return self.refused(fail).await;
         }
-        let mut commands = self.envelope(message);
+        let mut commands = envelope(message);
         commands.push("DATA\r\n".to_string());
         let data_reply = if self.pipelining {
             for c in &commands {
@@ -462,23 +462,6 @@ impl Connection {
         None
     }
 
-    /// MAIL FROM (with SMTPUTF8 and BODY=8BITMIME as needed) and one RCPT TO per recipient.
-    pub(super) fn envelope(&self, message: &Prepared) -> Vec<String> {
-        let mut mail = format!("MAIL FROM:<{}>", message.from.as_deref().unwrap_or(""));
-        if message.utf8_addresses {
-            mail.push_str(" SMTPUTF8");
-        }
-        if message.eight_bit {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        mail.push_str("\r\n");
-        let mut commands = vec![mail];
-        for to in &message.to {
-            commands.push(format!("RCPT TO:<{to}>\r\n"));
-        }
-        commands
-    }
-
     /// A refused transaction, before any content: RSET so the connection can go on (unless
     /// the server is closing it, 421).
     async fn refused(&mut self, fail: Fail) -> Outcome {
@@ -497,4 +480,21 @@ impl Connection {
         let _ = self.command(b"QUIT\r\n").await;
         let _ = tokio::time::timeout(self.timeout, self.stream.shutdown()).await;
     }
+}
+
+/// MAIL FROM (with SMTPUTF8 and BODY=8BITMIME as needed) and one RCPT TO per recipient.
+pub(super) fn envelope(message: &Prepared) -> Vec<String> {
+    let mut mail = format!("MAIL FROM:<{}>", message.from.as_deref().unwrap_or(""));
+    if message.utf8_addresses {
+        mail.push_str(" SMTPUTF8");
+    }
+    if message.eight_bit {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    mail.push_str("\r\n");
+    let mut commands = vec![mail];
+    for to in &message.to {
+        commands.push(format!("RCPT TO:<{to}>\r\n"));
+    }
+    commands
 }

@@ -78,7 +78,7 @@ impl Connection {
                 continue;
             }
             if message.eight_bit || message.utf8_addresses {
-                for command in self.envelope(message) {
+                for command in super::conn::envelope(message) {
                     self.wbuf.extend_from_slice(command.as_bytes());
                 }
             } else {
@@ -205,6 +205,32 @@ mod tests {
             code,
             lines: vec![format!("text {code}")],
         }
+    }
+
+    #[test]
+    fn utf8_addresses_and_8bit_content_ask_for_their_extensions() {
+        let m = lettre::Message::builder()
+            .from("s@example.com".parse().unwrap())
+            .to("zo\u{eb}@example.org".parse().unwrap())
+            .header(lettre::message::header::ContentTransferEncoding::EightBit)
+            .body("R\u{e9}gion".to_string())
+            .unwrap();
+        let p = Prepared::new(&m);
+        assert_eq!(
+            super::super::conn::envelope(&p),
+            [
+                "MAIL FROM:<s@example.com> SMTPUTF8 BODY=8BITMIME\r\n",
+                "RCPT TO:<zo\u{eb}@example.org>\r\n"
+            ]
+        );
+        let plain = message(3);
+        assert_eq!(
+            super::super::conn::envelope(&plain),
+            [
+                "MAIL FROM:<s@example.com>\r\n",
+                "RCPT TO:<u3@example.org>\r\n"
+            ]
+        );
     }
 
     #[test]
