@@ -8,15 +8,15 @@
 //! server may accept a message (queue it and answer 250) whose answer a crash of drbot loses;
 //! the row, still claimed by the dead process, is delivered again after its lease. Every
 //! attempt of a row carries the same `Message-ID` ([`message_id`], derived from the row's
-//! key), so receivers and their mail systems can drop the copy. The window is kept small: the
-//! outbox worker records each row as soon as its 250 arrives, and at most its `concurrency`
-//! rows are between "sent" and "recorded", which bounds the copies a crash can cause.
+//! key), so receivers and their mail systems can drop the copy.
 //!
 //! A round's email rows go out together (`deliver_many`) through the mailer's bulk engine
-//! (`Mailer::send_many`): `max_connections` connections, each sending pipelined windows where
-//! the server allows, under the rate limit, one attempt per row (the outbox schedules
-//! retries). Its outcomes are recorded as they come; at most the round's rows are then
-//! between "sent" and "recorded".
+//! (`Mailer::send_many`): `max_connections` connections, each sending pipelined windows of up
+//! to 64 messages where the server offers CHUNKING, else one message at a time, under the rate
+//! limit, one attempt per row (the outbox schedules retries). The window between "sent" and
+//! "recorded" is kept small: the outbox worker records each row as soon as the engine reports
+//! it (a message, or a window), so a crash can cause copies of at most the messages in flight,
+//! never more than one round's rows (`in_flight_bound` in `serve`'s log).
 
 use std::time::Duration;
 
@@ -59,15 +59,15 @@ pub struct EmailPayload {
 }
 
 impl EmailPayload {
-    fn email(&self) -> OutgoingEmail {
+    fn into_email(self) -> OutgoingEmail {
         OutgoingEmail {
-            to: self.to.clone(),
-            subject: self.subject.clone(),
-            text: self.text.clone(),
-            html: Some(self.html.clone()),
-            unsubscribe_url: Some(self.unsubscribe_url.clone()),
+            to: self.to,
+            subject: self.subject,
+            text: self.text,
+            html: Some(self.html),
+            unsubscribe_url: Some(self.unsubscribe_url),
             unsubscribe_mailto: None,
-            message_id: self.message_id.clone(),
+            message_id: self.message_id,
         }
     }
 }
@@ -178,42 +178,61 @@ impl Deliverer for EmailDeliverer {
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
-        let result = self.mailer.send(&payload.email()).await;
-        self.policy.outcome(d.attempt, payload.message_id, result)
+        let message_id = payload.message_id.clone();
+        let result = self.mailer.send(&payload.into_email()).await;
+        self.policy.outcome(d.attempt, message_id, result)
     }
 
     fn deliver_many(
         &self,
         rows: Vec<Delivery>,
     ) -> Result<BoxStream<'static, (i64, Outcome)>, Vec<Delivery>> {
+        let options = BulkOptions {
+            max_attempts: 1,
+            ..self.mailer.bulk_options()
+        };
+        // `send_many` refuses only bad options (checked here) or a call outside the runtime.
+        if let Err(e) = options.check() {
+            tracing::error!(error = %e, "bulk email options refused: sending row by row");
+            return Err(rows);
+        }
         // Row ids and attempts by Message-ID (one id may, in theory, come from two keys).
         let mut rows_of: HashMap<String, Vec<(i64, u32)>> = HashMap::new();
         let mut unreadable_rows = Vec::new();
         let mut emails = Vec::with_capacity(rows.len());
-        for d in &rows {
-            match serde_json::from_value::<EmailPayload>(d.payload.clone()) {
+        for d in rows {
+            match serde_json::from_value::<EmailPayload>(d.payload) {
                 Ok(p) => {
                     rows_of
                         .entry(p.message_id.clone())
                         .or_default()
                         .push((d.id, d.attempt));
-                    emails.push(p.email());
+                    emails.push(p.into_email());
                 }
                 Err(e) => unreadable_rows.push((d.id, unreadable(e))),
             }
         }
-        let options = BulkOptions {
-            max_attempts: 1,
-            ..self.mailer.bulk_options()
-        };
         let sent = match self
             .mailer
             .send_many(futures::stream::iter(emails), options)
         {
-            Ok(s) => s,
+            Ok(s) => s.boxed(),
             Err(e) => {
-                tracing::error!(error = %e, "bulk email send could not start: sending row by row");
-                return Err(rows);
+                // Outside a runtime: every row is retried later, none is lost.
+                tracing::error!(error = %e, "bulk email send could not start");
+                let error = format!("bulk email send could not start: {e}");
+                let retry: Vec<_> = rows_of
+                    .into_values()
+                    .flatten()
+                    .map(|(id, _)| {
+                        let outcome = Outcome::Retry {
+                            error: error.clone(),
+                            after: None,
+                        };
+                        (id, outcome)
+                    })
+                    .collect();
+                return Ok(futures::stream::iter(unreadable_rows.into_iter().chain(retry)).boxed());
             }
         };
         let policy = self.policy;

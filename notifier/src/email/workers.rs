@@ -3,13 +3,12 @@
 //! after failures); temporary failures come back after their backoff; every settled email is
 //! reported once on the output channel.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc as fmpsc;
 use futures::{FutureExt, SinkExt, Stream, StreamExt};
-use std::collections::VecDeque;
-
 use tokio::sync::{Notify, mpsc};
 
 use super::bulk::{BulkOptions, Delivery};
