@@ -37,8 +37,8 @@ fn main() {
     }
 }
 
-/// `--messages N` and `--connections C` (cargo adds `--bench`, which is ignored; `--data`,
-/// a flag, makes the sink leave CHUNKING out).
+/// `--messages N`, `--connections C` and `--rounds R` (cargo adds `--bench`, which is
+/// ignored; `--data`, a flag, makes the sink leave CHUNKING out).
 fn option(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
         .position(|a| a == name)
@@ -153,53 +153,64 @@ fn orchestrate(args: &[String]) {
         }
     );
 
-    let raw = run_sender("raw", sink.port, messages, connections);
-    let (raw_n, raw_unique, raw_dups, raw_secs) = sink.take_stats();
-    let raw_rate = raw_n as f64 / raw_secs;
-    println!(
-        "minimal pipelined sender ({}): sink got {raw_n} ({raw_unique} unique, {raw_dups} duplicates) \
-         in {raw_secs:.2} s = {raw_rate:.0} msg/s (sink maximum); sender elapsed {} s, peak RSS {} kB",
-        get(&raw, "mode"),
-        get(&raw, "elapsed"),
-        get(&raw, "vmhwm_kb")
-    );
-
-    // drbot's two bulk paths: a campaign (one notice rendered once, per-recipient values
-    // slotted in; the goal's figure) and `send_many` (each email built whole).
-    let mut results = Vec::new();
-    for (role, what) in [
+    // Rounds of the three senders in turn; each sender's best round counts, the sink's
+    // maximum included, since a single 0.1 s run moves with the machine's state.
+    let rounds = option(args, "--rounds", 3).max(1);
+    let senders = [
+        ("raw", "minimal pipelined sender"),
         ("campaign", "drbot send_campaign"),
         ("many", "drbot send_many"),
-    ] {
-        let out = run_sender(role, sink.port, messages, connections);
-        let (n, unique, dups, secs) = sink.take_stats();
-        let rate = n as f64 / secs;
-        let hwm_kb: f64 = get(&out, "vmhwm_kb").parse().unwrap_or(f64::NAN);
-        println!(
-            "{what} ({}): sink got {n} ({unique} unique, {dups} duplicates) in {secs:.2} s = \
-             {rate:.0} msg/s = {:.1} % of the sink maximum; sender elapsed {} s, delivered {}, \
-             failed {}, peak RSS {:.1} MB",
-            if data_only { "data" } else { "bdat" },
-            rate / raw_rate * 100.0,
-            get(&out, "elapsed"),
-            get(&out, "ok"),
-            get(&out, "failed"),
-            hwm_kb / 1024.0
-        );
-        results.push((rate, hwm_kb, dups, unique));
+    ];
+    // Per sender: best rate, peak RSS (kB, highest), duplicates and missing (summed).
+    let mut best = [(0f64, 0f64, 0u64, 0u64); 3];
+    for round in 1..=rounds {
+        for (k, (role, what)) in senders.iter().enumerate() {
+            let out = run_sender(role, sink.port, messages, connections);
+            let (n, unique, dups, secs) = sink.take_stats();
+            let rate = n as f64 / secs;
+            let hwm_kb: f64 = get(&out, "vmhwm_kb").parse().unwrap_or(f64::NAN);
+            println!(
+                "round {round}: {what} ({}): sink got {n} ({unique} unique, {dups} duplicates) \
+                 in {secs:.3} s = {rate:.0} msg/s; sender elapsed {} s, peak RSS {:.1} MB{}",
+                if data_only { "data" } else { "bdat" },
+                get(&out, "elapsed"),
+                hwm_kb / 1024.0,
+                if *role == "raw" {
+                    String::new()
+                } else {
+                    format!(
+                        ", delivered {}, failed {}",
+                        get(&out, "ok"),
+                        get(&out, "failed")
+                    )
+                }
+            );
+            let b = &mut best[k];
+            b.0 = b.0.max(rate);
+            b.1 = b.1.max(hwm_kb);
+            b.2 += dups;
+            b.3 += messages as u64 - unique;
+        }
     }
-    let (rate, hwm_kb, dups, unique) = results[0];
-    let ratio = rate / raw_rate;
+    let sink_max = best[0].0;
+    println!("sink maximum (best minimal-sender round): {sink_max:.0} msg/s");
+    for (k, (_, what)) in senders.iter().enumerate().skip(1) {
+        println!(
+            "{what}: best {:.0} msg/s = {:.1} % of the sink maximum, peak RSS {:.1} MB",
+            best[k].0,
+            best[k].0 / sink_max * 100.0,
+            best[k].1 / 1024.0
+        );
+    }
+    let (rate, hwm_kb, dups, missing) = best[1];
+    let ratio = rate / sink_max;
     println!(
         "ratio send_campaign / sink maximum: {:.1} % (goal >= 80 %)",
         ratio * 100.0
     );
     println!("peak RSS {:.1} MB (goal < 100 MB)", hwm_kb / 1024.0);
-    println!(
-        "duplicates {dups}, missing {} (goal 0, 0)",
-        messages as u64 - unique
-    );
-    let pass = ratio >= 0.8 && hwm_kb < 100.0 * 1024.0 && dups == 0 && unique == messages as u64;
+    println!("duplicates {dups}, missing {missing} over {rounds} rounds (goal 0, 0)");
+    let pass = ratio >= 0.8 && hwm_kb < 100.0 * 1024.0 && dups == 0 && missing == 0;
     println!("result: {}", if pass { "PASS" } else { "FAIL" });
 }
 
