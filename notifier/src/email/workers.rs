@@ -153,43 +153,11 @@ where
         jobs: Queue::new(),
         events: event_tx,
     });
-    let runtime = bulk_runtime();
-    let spawn = |task: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>| match &runtime {
-        Some(handle) => drop(handle.spawn(task)),
-        None => drop(tokio::spawn(task)),
-    };
     for _ in 0..workers {
-        spawn(Box::pin(worker(shared.clone())));
+        tokio::spawn(worker(shared.clone()));
     }
-    spawn(Box::pin(dispatch(emails, shared, event_rx, out_tx, cap)));
+    tokio::spawn(dispatch(emails, shared, event_rx, out_tx, cap));
     out_rx.flat_map(futures::stream::iter)
-}
-
-/// The runtime every bulk send runs on: one thread of its own (`drbot-email`), started on
-/// first use. A mass send then takes at most one core, and its hundreds of thousands of
-/// messages a second never queue behind, or ahead of, the caller's own tasks (drbot's chat
-/// front-ends answer within their 3-second deadline during a blast); one thread also spares
-/// the engine's tasks the cross-thread wake-ups that cost it half its speed on two cores.
-/// `None` when that thread cannot be started: the send then runs on the caller's runtime.
-fn bulk_runtime() -> Option<tokio::runtime::Handle> {
-    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Handle>> =
-        std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| tracing::warn!(error = %e, "no bulk email runtime"))
-                .ok()?;
-            let handle = rt.handle().clone();
-            std::thread::Builder::new()
-                .name("drbot-email".into())
-                .spawn(move || rt.block_on(std::future::pending::<()>()))
-                .map_err(|e| tracing::warn!(error = %e, "no bulk email thread"))
-                .ok()?;
-            Some(handle)
-        })
-        .clone()
 }
 
 async fn dispatch<L: Letters, S>(
@@ -405,28 +373,5 @@ fn delivery<L: Letters>(job: Job<L::Item>, result: Result<(), SendError>) -> Del
         to,
         attempts: job.attempts,
         result,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bulk_runtime;
-
-    #[tokio::test]
-    async fn bulk_sends_run_on_their_own_thread() {
-        let handle = bulk_runtime().expect("the bulk runtime starts");
-        let name = handle
-            .spawn(async { std::thread::current().name().map(str::to_string) })
-            .await
-            .unwrap();
-        assert_eq!(name.as_deref(), Some("drbot-email"));
-        assert_ne!(
-            std::thread::current().name(),
-            Some("drbot-email"),
-            "the caller's runtime is another"
-        );
-        // One runtime for the whole process.
-        let again = bulk_runtime().unwrap();
-        assert_eq!(handle.id(), again.id());
     }
 }
