@@ -46,6 +46,27 @@ fn email(i: usize) -> OutgoingEmail {
     }
 }
 
+/// `n` of the Message-ID `<prefix-n@domain>`.
+fn number(id: &str, prefix: &str) -> usize {
+    id.trim_start_matches('<')
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.split('@').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected Message-ID {id}"))
+}
+
+/// A mailer to `postfix` over `connections` connections, retrying after 20 ms.
+fn mailer(postfix: &Postfix, connections: u32) -> Mailer {
+    let mut cfg = EmailConfig::new(
+        SmtpUrl::parse(&postfix.url()).unwrap(),
+        "Status <status@example.com>",
+    );
+    cfg.max_connections = connections;
+    cfg.retry_backoff = Duration::from_millis(20);
+    Mailer::new(&cfg).unwrap()
+}
+
 /// `text` with CRLF made LF (Postfix's Maildir uses LF), the Date line and the MIME boundary
 /// replaced by fixed strings (both differ between two builds of one email).
 fn normalize(text: &str) -> String {
@@ -71,13 +92,7 @@ fn normalize(text: &str) -> String {
 async fn bdat_windows_through_postfix_deliver_each_message_once_and_intact() {
     let dir = tempfile::tempdir().unwrap();
     let postfix = Postfix::start(dir.path());
-    let mut cfg = EmailConfig::new(
-        SmtpUrl::parse(&postfix.url()).unwrap(),
-        "Status <status@example.com>",
-    );
-    cfg.max_connections = 4;
-    cfg.retry_backoff = Duration::from_millis(20);
-    let mailer = Mailer::new(&cfg).unwrap();
+    let mailer = mailer(&postfix, 4);
     let options = BulkOptions {
         max_attempts: 2,
         ..mailer.bulk_options()
@@ -112,13 +127,7 @@ async fn bdat_windows_through_postfix_deliver_each_message_once_and_intact() {
     for raw in &messages {
         let mail = parse_mail(raw).unwrap();
         let id = header(&mail, "Message-ID");
-        let i: usize = id
-            .trim_start_matches("<pf-")
-            .split('@')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let i = number(&id, "pf");
         *seen.entry(id.clone()).or_default() += 1;
         assert_eq!(
             header(&mail, "Delivered-To"),
@@ -187,13 +196,7 @@ fn recipient(i: usize) -> Recipient {
 async fn a_campaign_through_postfix_reaches_each_accepted_recipient_once_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let postfix = Postfix::start(dir.path());
-    let mut cfg = EmailConfig::new(
-        SmtpUrl::parse(&postfix.url()).unwrap(),
-        "Status <status@example.com>",
-    );
-    cfg.max_connections = 3;
-    cfg.retry_backoff = Duration::from_millis(20);
-    let mailer = Mailer::new(&cfg).unwrap();
+    let mailer = mailer(&postfix, 3);
     let campaign = mailer
         .campaign(CampaignContent {
             subject: "Service Update - DR Activation".into(),
@@ -244,13 +247,7 @@ async fn a_campaign_through_postfix_reaches_each_accepted_recipient_once_as_writ
     for raw in &messages {
         let mail = parse_mail(raw).unwrap();
         let id = header(&mail, "Message-ID");
-        let i: usize = id
-            .trim_start_matches("<cp-")
-            .split('@')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let i = number(&id, "cp");
         *seen.entry(id.clone()).or_default() += 1;
         let delivered = normalize(std::str::from_utf8(raw).unwrap());
         let written = mailer.format_campaign(&campaign, &recipient(i)).unwrap();

@@ -9,7 +9,7 @@ use futures::Stream;
 use super::error::{ConfigError, SendError};
 use super::mailer::Mailer;
 use super::message::OutgoingEmail;
-use super::workers;
+use super::workers::{self, Letters};
 
 /// How a bulk send proceeds. `Mailer::bulk_options` gives the configured values.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +90,19 @@ impl Mailer {
     where
         S: Stream<Item = OutgoingEmail> + Send + 'static,
     {
+        self.start_bulk(self.clone(), emails, options)
+    }
+
+    /// Starts the bulk engine on `items` (see `send_many`).
+    pub(super) fn start_bulk<L: Letters, S>(
+        &self,
+        letters: L,
+        items: S,
+        options: BulkOptions,
+    ) -> Result<impl Stream<Item = Delivery> + Send + 'static, ConfigError>
+    where
+        S: Stream<Item = L::Item> + Send + 'static,
+    {
         options.check()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConfigError::NoRuntime);
@@ -97,8 +110,8 @@ impl Mailer {
         let workers = options.concurrency.min(self.bulk_options().concurrency);
         Ok(workers::start(
             self.clone(),
-            self.clone(),
-            emails,
+            letters,
+            items,
             options,
             workers,
         ))

@@ -70,10 +70,12 @@ pub(crate) fn clean(s: &str) -> String {
         .collect()
 }
 
-/// Appends `s` to `out` escaped for XML text and attribute values (after [`clean`]).
+/// Appends `s` to `out` escaped for XML text and attribute values (cleaned as by [`clean`]).
 pub(crate) fn escape_xml(s: &str, out: &mut String) {
-    for c in clean(s).chars() {
+    for c in s.chars() {
         match c {
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),

@@ -5,7 +5,7 @@
 //! is gone) and serves the strings at [`PAGE_PATH`], [`JSON_PATH`] and [`FEED_PATH`].
 
 mod atom;
-mod format;
+pub(crate) mod format;
 pub mod history;
 mod html;
 mod json;

@@ -52,26 +52,6 @@ pub(crate) fn piece(text: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// `value` with `&`, `<`, `>`, `"` and `'` as HTML character references, for a value slotted
-/// into an HTML body.
-pub(crate) fn html_escape(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['&', '<', '>', '"', '\'']) {
-        return value.into();
-    }
-    let mut out = String::with_capacity(value.len() + 16);
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,11 +96,5 @@ mod tests {
     fn crlf_and_bare_cr_are_kept_apart() {
         let e = enc(&["a\r\nb\rc"]);
         assert_eq!(e, "a\r\nb=0Dc=\r\n");
-    }
-
-    #[test]
-    fn html_values_are_escaped() {
-        assert_eq!(html_escape("Ann"), "Ann");
-        assert_eq!(html_escape("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
     }
 }

@@ -19,7 +19,7 @@ use super::mailer::Mailer;
 use super::message::{message_id_parts, unsubscribe_entry};
 use super::smtp::Prepared;
 use super::wire::{plain_address, with_date_now};
-use super::workers::{self, Letters};
+use super::workers::Letters;
 
 /// What a campaign sends: the same subject and bodies for every recipient, apart from slots
 /// that each recipient fills.
@@ -279,7 +279,9 @@ fn write_body(pieces: &[Piece], values: &[String], html: bool, out: &mut Vec<u8>
         match p {
             Piece::Fixed(bytes) => out.extend_from_slice(bytes),
             Piece::Slot(i) if html => {
-                encode::piece(encode::html_escape(&values[*i]).as_bytes(), out)
+                let mut escaped = String::with_capacity(values[*i].len() + 8);
+                crate::page::format::escape_xml(&values[*i], &mut escaped);
+                encode::piece(escaped.as_bytes(), out)
             }
             Piece::Slot(i) => encode::piece(values[*i].as_bytes(), out),
         }
@@ -335,18 +337,7 @@ impl Mailer {
     where
         S: Stream<Item = Recipient> + Send + 'static,
     {
-        options.check()?;
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(ConfigError::NoRuntime);
-        }
-        let workers = options.concurrency.min(self.bulk_options().concurrency);
-        Ok(workers::start(
-            self.clone(),
-            CampaignLetters(campaign),
-            recipients,
-            options,
-            workers,
-        ))
+        self.start_bulk(CampaignLetters(campaign), recipients, options)
     }
 }
 
