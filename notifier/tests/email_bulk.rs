@@ -1,6 +1,7 @@
 //! Bulk delivery (`Mailer::send_many`) against real aiosmtpd servers: 451-then-accept is
 //! retried to exactly one message per recipient, 550 is permanent while the others go through,
-//! and the rate limit holds 200 messages at 100/s to about two seconds.
+//! the rate limit holds 200 messages at 100/s to about two seconds, and dropping the output
+//! stream stops the send after the messages in flight.
 
 mod email_common;
 
@@ -184,4 +185,35 @@ async fn rate_limit_spreads_200_messages_over_two_seconds() {
     let counts = received(&smtpd);
     assert_eq!(counts.len(), 200);
     assert!(counts.values().all(|&c| c == 1));
+}
+
+#[tokio::test]
+async fn dropping_the_stream_stops_the_send_after_the_messages_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtpd = Smtpd::mailbox(dir.path());
+    let mailer = mailer(&smtpd, 2);
+    // 50 a second: without the stop, the 490 others would keep arriving for ten seconds.
+    let options = BulkOptions {
+        rate_limit: Some(50.0),
+        ..mailer.bulk_options()
+    };
+    let mut stream = Box::pin(
+        mailer
+            .send_many(
+                futures::stream::iter(emails(500, |i| format!("user{i}"))),
+                options,
+            )
+            .unwrap(),
+    );
+    for _ in 0..10 {
+        assert_eq!(stream.next().await.unwrap().result, Ok(()));
+    }
+    drop(stream);
+    // What was in flight at the drop may still land: a message per connection, and the
+    // settled ones not yet read.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after_drop = received(&smtpd).len();
+    assert!((10..=16).contains(&after_drop), "{after_drop} received");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(received(&smtpd).len(), after_drop, "the send went on");
 }
