@@ -4,7 +4,10 @@
 //! (the documented test double), and real HTTP health endpoints. `serve` is SIGKILLed after
 //! every step in turn and restarted; the run still finishes, and each change happened once:
 //! one scale PATCH per workload, one timeline entry per incident step, the DR database and
-//! Redis promoted, the primary fenced, DNS pointing at the DR region.
+//! Redis promoted, the primary fenced, DNS pointing at the DR region. Then the built-in
+//! `failback`, killed after every step the same way: everything is back in the primary region
+//! (its database rebuilt from the DR one, keeping what was written there during the outage,
+//! and promoted; Redis; the replica counts, one scale PATCH each; DNS), each change made once.
 
 use std::{
     path::{Path, PathBuf},
@@ -79,7 +82,7 @@ fn http_get_with(port: u16, path: &str, auth: &str) -> (u16, String) {
 
 fn write_config(dir: &Path, port: u16, env: &Env) -> PathBuf {
     let text = format!(
-        r#"builtin_runbooks = ["failover"]
+        r#"builtin_runbooks = ["failover", "failback"]
 
 [server]
 listen = "127.0.0.1:{port}"
@@ -104,18 +107,17 @@ roles = ["oncall"]
 [regions.us-east-1]
 role = "primary"
 health_url = "{east_health}"
-vars = {{ namespace = "apex" }}
+vars = {{ namespace = "apex", dns_zone = "main", dns_name = "api.example.com", dns_type = "A", dns_value = "10.0.1.10" }}
 
 [regions.us-west-2]
 role = "secondary"
 health_url = "{west_health}"
 vars = {{ namespace = "apex", dns_zone = "main", dns_name = "api.example.com", dns_type = "A", dns_value = "10.0.2.10" }}
 
-[postgres.us-east-1]
-url = "{east_pg}"
-
-[postgres.us-west-2]
-url = "{west_pg}"
+{east_pg}
+{west_pg}
+[redis.us-east-1]
+url = "{east_redis}"
 
 [redis.us-west-2]
 url = "{west_redis}"
@@ -138,8 +140,9 @@ from = "Status <status@example.com>"
         db = dir.join("drbot.db").display(),
         east_health = env.east_health,
         west_health = env.west_health,
-        east_pg = env.primary.url("postgres"),
-        west_pg = env.replica.url("postgres"),
+        east_pg = pg_section("us-east-1", &env.primary),
+        west_pg = pg_section("us-west-2", &env.replica),
+        east_redis = env.redis_master.url(),
         west_redis = env.redis_replica.url(),
         east_kube = env.east_kube.url(),
         west_kube = env.west_kube.url(),
@@ -151,10 +154,20 @@ from = "Status <status@example.com>"
     path
 }
 
+/// A `[postgres.<name>]` section with what rebuilding `c` as a replica needs.
+fn pg_section(name: &str, c: &PgCluster) -> String {
+    format!(
+        "[postgres.{name}]\nurl = \"{}\"\nbin_dir = \"{}\"\ndata_dir = \"{}\"\nos_user = \"postgres\"\n",
+        c.url("postgres"),
+        PgCluster::bin_dir().unwrap().display(),
+        c.data_dir().display()
+    )
+}
+
 struct Env {
     primary: PgCluster,
     replica: PgCluster,
-    _redis_master: RedisServer,
+    redis_master: RedisServer,
     redis_replica: RedisServer,
     east_kube: FakeKube,
     west_kube: FakeKube,
@@ -171,6 +184,54 @@ fn finished_steps(v: &serde_json::Value) -> usize {
         .iter()
         .filter(|s| s["state"] == "succeeded" || s["state"] == "failed")
         .count()
+}
+
+/// Polls run `id` until it succeeds, approving its gates, and SIGKILLs `serve` each time a
+/// step has just finished (then starts a new one); returns the server and the kills.
+fn drive_with_kills(
+    cfg: &Path,
+    port: u16,
+    log: &Path,
+    mut server: Server,
+    id: i64,
+) -> (Server, usize) {
+    let total = show(cfg, id)["steps"].as_array().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut kills = 0;
+    let mut seen = finished_steps(&show(cfg, id));
+    loop {
+        let v = show(cfg, id);
+        match state(&v) {
+            "succeeded" => return (server, kills),
+            "failed" | "cancelled" | "needs_attention" => panic!(
+                "run {id} ended {}: {}\n{}",
+                state(&v),
+                serde_json::to_string_pretty(&v["steps"]).unwrap(),
+                server.log_text()
+            ),
+            "awaiting_gate" => {
+                // A gated step (the customer email, the cutover) waits for its own approval.
+                let o = cmd(cfg, "alice", &format!("/dr approve {id}"));
+                assert!(o.status.success(), "gate: {}{}", stdout(&o), stderr(&o));
+            }
+            _ => {}
+        }
+        let done = finished_steps(&v);
+        if done > seen && done < total {
+            // A step just finished: kill the server at this boundary and start a new one.
+            seen = done;
+            server.kill9();
+            kills += 1;
+            server = Server::start(cfg, port, log);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} did not finish: {}\n{}",
+            serde_json::to_string_pretty(&v["steps"]).unwrap(),
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -204,7 +265,7 @@ fn failover_survives_a_kill_after_every_step() {
         moto: moto_url,
         primary,
         replica,
-        _redis_master: redis_master,
+        redis_master,
         redis_replica,
         east_kube,
         west_kube,
@@ -228,46 +289,10 @@ fn failover_survives_a_kill_after_every_step() {
     assert!(o.status.success(), "approve: {}{}", stdout(&o), stderr(&o));
 
     let log = dir.path().join("serve.log");
-    let mut server = Server::start(&cfg, port, &log);
+    let server = Server::start(&cfg, port, &log);
     let total = show(&cfg, 1)["steps"].as_array().unwrap().len();
     assert_eq!(total, 15);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut kills = 0;
-    let mut seen = finished_steps(&show(&cfg, 1));
-    loop {
-        let v = show(&cfg, 1);
-        match state(&v) {
-            "succeeded" => break,
-            "failed" | "cancelled" | "needs_attention" => panic!(
-                "run ended {}: {}\n{}",
-                state(&v),
-                serde_json::to_string_pretty(&v["steps"]).unwrap(),
-                server.log_text()
-            ),
-            "awaiting_gate" => {
-                // The customer email waits for its own approval.
-                let o = cmd(&cfg, "alice", "/dr approve 1");
-                assert!(o.status.success(), "gate: {}{}", stdout(&o), stderr(&o));
-            }
-            _ => {}
-        }
-        let done = finished_steps(&v);
-        if done > seen && done < total {
-            // A step just finished: kill the server at this boundary and start a new one.
-            seen = done;
-            server.kill9();
-            kills += 1;
-            server = Server::start(&cfg, port, &log);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "failover did not finish: {}\n{}",
-            serde_json::to_string_pretty(&v["steps"]).unwrap(),
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server.terminate(20);
+    let (server, kills) = drive_with_kills(&cfg, port, &log, server, 1);
     assert!(kills >= 5, "only {kills} kills");
 
     let v = show(&cfg, 1);
@@ -317,9 +342,9 @@ fn failover_survives_a_kill_after_every_step() {
         0
     );
     // DNS: the record points at the DR region.
-    let port: u16 = env.moto.rsplit(':').next().unwrap().parse().unwrap();
+    let moto_port: u16 = env.moto.rsplit(':').next().unwrap().parse().unwrap();
     let (status, rrsets) = http_get_with(
-        port,
+        moto_port,
         &format!("/2013-04-01/hostedzone/{}/rrset", env.zone),
         ROUTE53_AUTH,
     );
@@ -341,4 +366,60 @@ fn failover_survives_a_kill_after_every_step() {
         stdout(&o),
         stderr(&o)
     );
+
+    // Failback, killed after every step too.
+    let o = cmd(&cfg, "bob", "/dr failback");
+    assert!(o.status.success(), "failback: {}{}", stdout(&o), stderr(&o));
+    let o = cmd(&cfg, "alice", "/dr approve 2");
+    assert!(o.status.success(), "approve: {}{}", stdout(&o), stderr(&o));
+    let (mut server, kills) = drive_with_kills(&cfg, port, &log, server, 2);
+    server.terminate(20);
+    assert!(kills >= 5, "only {kills} kills in the failback");
+    let v = show(&cfg, 2);
+    assert!(
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "succeeded"),
+        "{:#}",
+        v["steps"]
+    );
+    // The database is back in us-east-1, with the row written on the DR side during the
+    // outage; us-west-2 streams from it again.
+    assert!(!env.primary.is_in_recovery().unwrap());
+    assert_eq!(
+        env.primary
+            .psql("postgres", "SELECT count(*) FROM projects WHERE id = 2")
+            .unwrap(),
+        "1"
+    );
+    env.primary
+        .psql("postgres", "INSERT INTO projects VALUES (3)")
+        .unwrap();
+    assert!(env.replica.is_in_recovery().unwrap());
+    assert_eq!(env.redis_master.role().unwrap(), "master");
+    assert_eq!(env.redis_replica.role().unwrap(), "slave");
+    // One more scale PATCH per workload, whatever the kills; the counts as before the outage.
+    assert_eq!(patches(&env.east_kube, "apex-api"), 2);
+    assert_eq!(patches(&env.east_kube, "apex-worker"), 2);
+    assert_eq!(patches(&env.west_kube, "apex-api"), 2);
+    let replicas =
+        |k: &FakeKube, name: &str| k.workload("deployments", "apex", name).unwrap().replicas;
+    assert_eq!(replicas(&env.east_kube, "apex-api"), 5);
+    assert_eq!(replicas(&env.east_kube, "apex-worker"), 2);
+    assert_eq!(replicas(&env.west_kube, "apex-api"), 1);
+    // DNS back at the primary region.
+    let (status, rrsets) = http_get_with(
+        moto_port,
+        &format!("/2013-04-01/hostedzone/{}/rrset", env.zone),
+        ROUTE53_AUTH,
+    );
+    assert_eq!(status, 200, "{rrsets}");
+    assert!(
+        rrsets.contains("10.0.1.10") && !rrsets.contains("10.0.2.10"),
+        "{rrsets}"
+    );
+    let o = drbot(&cfg, &["audit", "--verify"]);
+    assert!(o.status.success(), "audit chain: {}", stdout(&o));
 }
