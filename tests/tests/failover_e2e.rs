@@ -164,6 +164,18 @@ fn pg_section(name: &str, c: &PgCluster) -> String {
     )
 }
 
+/// The hosted zone's record sets, as moto lists them.
+fn rrsets(env: &Env) -> String {
+    let moto_port: u16 = env.moto.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, rrsets) = http_get_with(
+        moto_port,
+        &format!("/2013-04-01/hostedzone/{}/rrset", env.zone),
+        ROUTE53_AUTH,
+    );
+    assert_eq!(status, 200, "{rrsets}");
+    rrsets
+}
+
 struct Env {
     primary: PgCluster,
     replica: PgCluster,
@@ -342,16 +354,10 @@ fn failover_survives_a_kill_after_every_step() {
         0
     );
     // DNS: the record points at the DR region.
-    let moto_port: u16 = env.moto.rsplit(':').next().unwrap().parse().unwrap();
-    let (status, rrsets) = http_get_with(
-        moto_port,
-        &format!("/2013-04-01/hostedzone/{}/rrset", env.zone),
-        ROUTE53_AUTH,
-    );
-    assert_eq!(status, 200, "{rrsets}");
+    let records = rrsets(&env);
     assert!(
-        rrsets.contains("api.example.com") && rrsets.contains("10.0.2.10"),
-        "{rrsets}"
+        records.contains("api.example.com") && records.contains("10.0.2.10"),
+        "{records}"
     );
     // The incident: one timeline entry per incident step (open, identified, monitoring).
     let o = drbot(&cfg, &["--json", "audit", "--run", "1", "--limit", "10000"]);
@@ -410,15 +416,10 @@ fn failover_survives_a_kill_after_every_step() {
     assert_eq!(replicas(&env.east_kube, "apex-worker"), 2);
     assert_eq!(replicas(&env.west_kube, "apex-api"), 1);
     // DNS back at the primary region.
-    let (status, rrsets) = http_get_with(
-        moto_port,
-        &format!("/2013-04-01/hostedzone/{}/rrset", env.zone),
-        ROUTE53_AUTH,
-    );
-    assert_eq!(status, 200, "{rrsets}");
+    let records = rrsets(&env);
     assert!(
-        rrsets.contains("10.0.1.10") && !rrsets.contains("10.0.2.10"),
-        "{rrsets}"
+        records.contains("10.0.1.10") && !records.contains("10.0.2.10"),
+        "{records}"
     );
     let o = drbot(&cfg, &["audit", "--verify"]);
     assert!(o.status.success(), "audit chain: {}", stdout(&o));

@@ -11,7 +11,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, stream::BoxStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -71,24 +71,7 @@ impl Worker {
         }
         let (tx, rx) = mpsc::unbounded_channel::<Pending>();
         let concurrency = self.cfg.concurrency.max(1);
-        // Rows of bulk channels go to their deliverer at once; the others one by one.
-        let mut by_channel: HashMap<String, Vec<Delivery>> = HashMap::new();
-        for row in rows {
-            by_channel.entry(row.channel.clone()).or_default().push(row);
-        }
-        let mut rows = Vec::new();
-        let mut bulk = Vec::new();
-        for (channel, group) in by_channel {
-            let attempts: HashMap<i64, u32> = group.iter().map(|d| (d.id, d.attempt)).collect();
-            match self.deliverers.get(channel.as_str()) {
-                Some(deliverer) => match deliverer.deliver_many(group) {
-                    Ok(stream) => bulk.push((attempts, stream)),
-                    Err(group) => rows.extend(group),
-                },
-                None => rows.extend(group),
-            }
-        }
-        rows.sort_by_key(|d| d.id);
+        let (rows, bulk) = self.split_bulk(rows);
         let bulk_tx = tx.clone();
         let bulk = async move {
             for (attempts, stream) in bulk {
@@ -141,6 +124,37 @@ impl Worker {
         };
         let ((), (), recorded) = tokio::join!(deliveries, bulk, self.record(rx));
         recorded.map(|()| n)
+    }
+
+    /// Hands the rows of each channel whose deliverer takes them in bulk to it (with each
+    /// row's attempt number, by id); returns the other rows, in id order, and the streams.
+    #[allow(clippy::type_complexity)]
+    fn split_bulk(
+        &self,
+        rows: Vec<Delivery>,
+    ) -> (
+        Vec<Delivery>,
+        Vec<(HashMap<i64, u32>, BoxStream<'static, (i64, Outcome)>)>,
+    ) {
+        let mut by_channel: HashMap<String, Vec<Delivery>> = HashMap::new();
+        for row in rows {
+            by_channel.entry(row.channel.clone()).or_default().push(row);
+        }
+        let mut single = Vec::new();
+        let mut bulk = Vec::new();
+        for (channel, group) in by_channel {
+            let Some(deliverer) = self.deliverers.get(channel.as_str()) else {
+                single.extend(group);
+                continue;
+            };
+            let attempts: HashMap<i64, u32> = group.iter().map(|d| (d.id, d.attempt)).collect();
+            match deliverer.deliver_many(group) {
+                Ok(stream) => bulk.push((attempts, stream)),
+                Err(group) => single.extend(group),
+            }
+        }
+        single.sort_by_key(|d| d.id);
+        (single, bulk)
     }
 
     /// Commits outcomes as they arrive, each commit taking all that are waiting; returns the

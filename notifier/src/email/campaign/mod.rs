@@ -205,16 +205,14 @@ impl Campaign {
                 self.slots
             ));
         }
-        let (to, to_line): (Box<str>, _) = match plain_address(&r.to) {
-            true => (r.to.as_str().into(), None),
-            false => {
-                let mailbox: Mailbox = r.to.parse().map_err(|e| {
-                    SendError::Invalid(format!("recipient `{}` is not an email address: {e}", r.to))
-                })?;
-                let line =
-                    header_lines(|h| h.set(header::To::from(Mailboxes::from(mailbox.clone()))));
-                (AsRef::<str>::as_ref(&mailbox.email).into(), Some(line))
-            }
+        let (to, to_line): (Box<str>, _) = if plain_address(&r.to) {
+            (r.to.as_str().into(), None)
+        } else {
+            let mailbox: Mailbox = r.to.parse().map_err(|e| {
+                SendError::Invalid(format!("recipient `{}` is not an email address: {e}", r.to))
+            })?;
+            let line = header_lines(|h| h.set(header::To::from(Mailboxes::from(mailbox.clone()))));
+            (AsRef::<str>::as_ref(&mailbox.email).into(), Some(line))
         };
         let (id_local, id_domain) = message_id_parts(&r.message_id, &self.domain)?;
         let token = match (&self.unsubscribe, &r.unsubscribe_token) {
