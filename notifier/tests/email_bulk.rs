@@ -1,7 +1,8 @@
 //! Bulk delivery (`Mailer::send_many`) against real aiosmtpd servers: 451-then-accept is
 //! retried to exactly one message per recipient, 550 is permanent while the others go through,
 //! the rate limit holds 200 messages at 100/s to about two seconds, and dropping the output
-//! stream stops the send after the messages in flight.
+//! stream stops the send after the messages in flight; a campaign sent with DATA arrives as
+//! written, lines starting with a dot included.
 
 mod email_common;
 
@@ -12,7 +13,8 @@ use email_common::{Smtpd, header};
 use futures::StreamExt;
 use mailparse::parse_mail;
 use notifier::email::{
-    BulkOptions, Delivery, EmailConfig, Mailer, OutgoingEmail, SendError, SmtpUrl,
+    BulkOptions, CampaignContent, Delivery, EmailConfig, Mailer, OutgoingEmail, Recipient,
+    SendError, SmtpUrl,
 };
 
 fn emails(n: usize, local: impl Fn(usize) -> String) -> Vec<OutgoingEmail> {
@@ -216,4 +218,69 @@ async fn dropping_the_stream_stops_the_send_after_the_messages_in_flight() {
     assert!((10..=16).contains(&after_drop), "{after_drop} received");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(received(&smtpd).len(), after_drop, "the send went on");
+}
+
+#[tokio::test]
+async fn a_campaign_over_data_arrives_as_written_with_every_dot_line_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtpd = Smtpd::custom(dir.path(), "pipe");
+    let mailer = mailer(&smtpd, 2);
+    // Lines starting with a dot in the fixed text and in a value that starts a line: DATA
+    // must stuff them wherever they are in the pieces the message is written from.
+    let campaign = mailer
+        .campaign(CampaignContent {
+            subject: "Service Update - DR Activation".into(),
+            text: "Dear {{n}},\n.\n..two dots\n{{name}}\n.end\n".into(),
+            html: Some("<p>{{name}}</p>\n.<p>{{n}}</p>".into()),
+            slots: vec!["{{n}}".into(), "{{name}}".into()],
+            unsubscribe_prefix: None,
+        })
+        .unwrap();
+    let recipient = |i: usize| Recipient {
+        to: format!("user{i}@customer.example"),
+        message_id: format!("run1-{i}"),
+        unsubscribe_token: None,
+        values: vec![i.to_string(), format!(".Zo\u{eb} & {i}.")],
+    };
+    let deliveries: Vec<Delivery> = mailer
+        .send_campaign(
+            campaign.clone(),
+            futures::stream::iter((0..20).map(recipient)),
+            mailer.bulk_options(),
+        )
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(deliveries.len(), 20);
+    assert!(
+        deliveries.iter().all(|d| d.result == Ok(())),
+        "{deliveries:?}"
+    );
+    assert_eq!(smtpd.log_lines("ehlo.log"), 2, "two connections");
+    let counts = received(&smtpd);
+    assert_eq!(counts.len(), 20);
+    assert!(counts.values().all(|&c| c == 1), "{counts:?}");
+    // Apart from the Date (written again by format_campaign), each message is as written.
+    let normalize = |raw: &[u8]| -> String {
+        String::from_utf8(raw.to_vec())
+            .unwrap()
+            .replace("\r\n", "\n")
+            .lines()
+            .filter(|l| !l.starts_with("Date: "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for raw in smtpd.messages() {
+        let mail = parse_mail(&raw).unwrap();
+        let id = header(&mail, "Message-ID");
+        let i: usize = id[6..id.find('@').unwrap()].parse().unwrap();
+        let written = mailer.format_campaign(&campaign, &recipient(i)).unwrap();
+        let (got, want) = (normalize(&raw), normalize(&written));
+        assert!(got.ends_with(&want), "message {i}:\n{got}\n---\n{want}");
+        let text = mail.subparts[0].get_body().unwrap().replace("\r\n", "\n");
+        assert_eq!(
+            text,
+            format!("Dear {i},\n.\n..two dots\n.Zo\u{eb} & {i}.\n.end\n")
+        );
+    }
 }

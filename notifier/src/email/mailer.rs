@@ -153,7 +153,7 @@ impl Mailer {
     /// from `Date` and the MIME boundary: the same as `format`'s, written several times faster
     /// for the common email (see `wire.rs`).
     pub fn format_bulk(&self, email: &OutgoingEmail) -> Result<Vec<u8>, SendError> {
-        self.prepare(email).map(|p| p.content().to_vec())
+        self.prepare(email).map(|p| p.content())
     }
 
     /// Sends `email` once, without retrying. A `Temporary` error may be retried by the caller

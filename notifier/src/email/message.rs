@@ -34,8 +34,27 @@ pub struct OutgoingEmail {
 const MAX_ID_LEN: usize = 250;
 
 fn atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b)
+    ATEXT_OR_DOT[usize::from(b)]
 }
+
+/// Letters, digits and the given bytes, as a table indexed by byte.
+pub(crate) const fn byte_class(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+/// RFC 5322 `atext` and `.`.
+const ATEXT_OR_DOT: [bool; 256] = byte_class(b"!#$%&'*+/=?^_`{|}~.-");
 
 /// `<local@domain>` from the caller's id, completed with `domain` when it has no `@`.
 pub(crate) fn message_id_header(id: &str, domain: &str) -> Result<String, SendError> {
@@ -55,12 +74,13 @@ pub(crate) fn message_id_parts<'a>(
     if id.len() > MAX_ID_LEN {
         return Err(invalid(&format!("is longer than {MAX_ID_LEN} characters")));
     }
-    let (local, right) = match id.split_once('@') {
-        Some((l, r)) => (l, r),
+    let (local, right) = match id.bytes().position(|b| b == b'@') {
+        Some(at) => (&id[..at], &id[at + 1..]),
         None => (id, domain),
     };
+    // `@` is not `atext`, so a second one fails `right`.
     let part_ok = |p: &str| !p.is_empty() && p.bytes().all(atext);
-    if !part_ok(local) || !part_ok(right) || right.contains('@') {
+    if !part_ok(local) || !part_ok(right) {
         return Err(invalid(
             "must be `local@domain` or `local` with only letters, digits and .!#$%&'*+/=?^_`{|}~-",
         ));

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use lettre::message::Mailbox;
 
-use super::message::{OutgoingEmail, message_id_header, unsubscribe_entry};
+use super::message::{OutgoingEmail, byte_class, message_id_header, unsubscribe_entry};
 use super::smtp::Prepared;
 
 /// Longest header line (without CRLF) that lettre's header encoder never folds.
@@ -134,32 +134,34 @@ pub(super) fn plain_address(to: &str) -> bool {
         return false;
     };
     let (user, domain) = (&to[..at], &to[at + 1..]);
-    let user_ok = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b);
-    let domain_ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-';
     user.len() <= 64
         && domain.len() <= 253
-        && dot_atom(user, user_ok)
-        && dot_atom(domain, domain_ok)
-        && domain.split('.').all(|label| label.len() <= 63)
+        && dot_atom(user, &USER, 64)
+        && dot_atom(domain, &DOMAIN, 63)
 }
 
-/// Non-empty atoms of `ok` bytes joined by single dots, in one pass.
-fn dot_atom(s: &str, ok: impl Fn(u8) -> bool) -> bool {
-    // A dot is refused first, after a dot, and last.
-    let mut after_dot = true;
+/// `atext`: the bytes of a local part's atoms.
+const USER: [bool; 256] = byte_class(b"!#$%&'*+/=?^_`{|}~-");
+/// The bytes of a domain's labels.
+const DOMAIN: [bool; 256] = byte_class(b"-");
+
+/// Non-empty atoms of `ok` bytes, each at most `max` long, joined by single dots, in one pass.
+fn dot_atom(s: &str, ok: &[bool; 256], max: usize) -> bool {
+    // Bytes since the last dot: a dot is refused first, after a dot, and last.
+    let mut atom = 0;
     for b in s.bytes() {
         if b == b'.' {
-            if after_dot {
+            if atom == 0 {
                 return false;
             }
-            after_dot = true;
-        } else if ok(b) {
-            after_dot = false;
+            atom = 0;
+        } else if ok[usize::from(b)] && atom < max {
+            atom += 1;
         } else {
             return false;
         }
     }
-    !after_dot
+    atom > 0
 }
 
 /// Appends `Name: value\r\n` when lettre would write the value as it is: printable ASCII on a

@@ -23,8 +23,14 @@ use super::smtp::{Connection, Outcome, Prepared};
 pub(super) trait Letters: Send + Sync + 'static {
     /// One message to send.
     type Item: Send + 'static;
+    /// What one worker builds messages with.
+    type Writer: Send + 'static;
+    /// A worker's writer: its own copy of what the messages share, where they share
+    /// reference-counted parts, so that workers on different threads do not contend for one
+    /// counter.
+    fn writer(&self) -> Self::Writer;
     /// The message on the wire (an `Invalid` error when it cannot be built).
-    fn prepare(&self, item: &Self::Item) -> Result<Prepared, SendError>;
+    fn prepare(writer: &Self::Writer, item: &Self::Item) -> Result<Prepared, SendError>;
     /// Its Message-ID as given.
     fn message_id(item: &Self::Item) -> &str;
     /// Its Message-ID and recipient as given, for its `Delivery`.
@@ -33,9 +39,14 @@ pub(super) trait Letters: Send + Sync + 'static {
 
 impl Letters for Mailer {
     type Item = OutgoingEmail;
+    type Writer = Mailer;
 
-    fn prepare(&self, item: &OutgoingEmail) -> Result<Prepared, SendError> {
-        Mailer::prepare(self, item)
+    fn writer(&self) -> Mailer {
+        self.clone()
+    }
+
+    fn prepare(writer: &Mailer, item: &OutgoingEmail) -> Result<Prepared, SendError> {
+        Mailer::prepare(writer, item)
     }
 
     fn message_id(item: &OutgoingEmail) -> &str {
@@ -224,49 +235,54 @@ async fn dispatch<L: Letters, S>(
 pub(super) const WINDOW: usize = 64;
 
 async fn worker<L: Letters>(shared: Arc<Shared<L>>) {
+    let writer = shared.letters.writer();
     let mut conn: Option<Connection> = None;
     // One message at a time until a connection shows it takes windows.
     let mut window = 1;
     loop {
-        let jobs = shared.jobs.take(window).await;
+        let mut jobs = shared.jobs.take(window).await;
         if jobs.is_empty() {
             break;
         }
-        let mut ready = Vec::with_capacity(jobs.len());
+        // Each job keeps its message in `prepared` (built on its first attempt); jobs stay
+        // where they are, since moving them is a good part of the cost of a message.
         let mut done = Vec::with_capacity(jobs.len());
-        for mut job in jobs {
-            let prepared = match job.prepared.take() {
-                Some(p) => Ok(p),
-                None => shared.letters.prepare(&job.item),
-            };
-            match prepared {
-                Ok(p) => {
-                    job.attempts += 1;
-                    if let Some(l) = &shared.limiter {
-                        l.acquire().await;
+        let mut invalid = Vec::new();
+        for (k, job) in jobs.iter_mut().enumerate() {
+            if job.prepared.is_none() {
+                match L::prepare(&writer, &job.item) {
+                    Ok(p) => job.prepared = Some(p),
+                    Err(e) => {
+                        invalid.push((k, e));
+                        continue;
                     }
-                    ready.push((job, p));
                 }
-                Err(e) => done.push(delivery::<L>(job, Err(e))),
+            }
+            job.attempts += 1;
+            if let Some(l) = &shared.limiter {
+                l.acquire().await;
             }
         }
-        let messages: Vec<&Prepared> = ready.iter().map(|(_, p)| p).collect();
+        for (k, e) in invalid.into_iter().rev() {
+            done.push(delivery::<L>(jobs.remove(k), Err(e)));
+        }
+        let messages: Vec<&Prepared> = jobs.iter().filter_map(|j| j.prepared.as_ref()).collect();
         let results = if messages.is_empty() {
             Vec::new()
         } else {
             attempt(&shared, &mut conn, &messages).await
         };
+        drop(messages);
         if let Some(c) = &conn {
             window = if c.windowed() { WINDOW } else { 1 };
         }
-        for ((mut job, prepared), result) in ready.into_iter().zip(results) {
+        for (mut job, result) in jobs.into_iter().zip(results) {
             match result {
                 Err(e) if e.is_temporary() && job.attempts < shared.options.max_attempts => {
                     tracing::debug!(message_id = %L::message_id(&job.item), attempts = job.attempts,
                         error = %e, "email retry");
                     let wait = job.backoff;
                     job.backoff = (job.backoff * 2).min(shared.options.max_backoff);
-                    job.prepared = Some(prepared);
                     let events = shared.events.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;

@@ -15,6 +15,23 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 /// encoded; no output line is longer than 76 characters. The output never contains `=_`, so a
 /// boundary starting with `=_` cannot occur in it.
 pub(crate) fn piece(text: &[u8], out: &mut Vec<u8>) {
+    // The common slot value (a name, a number): one short line needing no escapes.
+    if let Some(&last) = text.last()
+        && text.len() <= MAX
+        && last != b' '
+        && text
+            .iter()
+            .all(|&b| (b' '..=b'~').contains(&b) && b != b'=')
+    {
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"=\r\n");
+        return;
+    }
+    general(text, out);
+}
+
+/// `piece` for any text.
+fn general(text: &[u8], out: &mut Vec<u8>) {
     out.reserve(text.len() + text.len() / 16 + 3);
     let mut col = 0;
     let mut i = 0;
@@ -90,6 +107,20 @@ mod tests {
         assert!(e.ends_with("=09=\r\n"));
         assert!(!e.contains("=_"));
         assert_eq!(decode(&e), long.replace('\n', "\r\n").as_bytes());
+    }
+
+    #[test]
+    fn short_plain_values_take_the_short_path_with_the_same_result() {
+        let x75 = "x".repeat(75);
+        let x76 = "x".repeat(76);
+        for text in [
+            "", "Ann", "12345", "a b", "a ", " a", "a=b", "a\tb", "é", "a\n", &x75, &x76, "~!",
+        ] {
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            piece(text.as_bytes(), &mut fast);
+            general(text.as_bytes(), &mut slow);
+            assert_eq!(fast, slow, "{text:?}");
+        }
     }
 
     #[test]

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use futures::Stream;
 use lettre::message::header::{self, Headers};
 use lettre::message::{Mailbox, Mailboxes};
+use smallvec::SmallVec;
 
 use super::bulk::{BulkOptions, Delivery};
 use super::error::{ConfigError, SendError};
 use super::mailer::Mailer;
 use super::message::{message_id_parts, unsubscribe_entry};
-use super::smtp::Prepared;
+use super::smtp::{Layout, Prepared};
 use super::wire::{plain_address, with_date_now};
 use super::workers::Letters;
 
@@ -69,20 +70,15 @@ enum Piece {
 pub struct Campaign {
     from: Arc<str>,
     domain: String,
-    /// `From`, `Subject` and `MIME-Version` header lines.
-    head: Vec<u8>,
-    /// From the `Content-Type` header to the first body.
-    before_text: Vec<u8>,
-    text: Vec<Piece>,
-    /// The HTML part's header lines (after the boundary) and its body.
-    html: Option<(Vec<u8>, Vec<Piece>)>,
-    /// After the last body.
-    tail: Vec<u8>,
+    /// The fixed bytes of every message; the recipient's own pieces are its header lines
+    /// (`To`, `Message-ID`, `Date`, `List-Unsubscribe`) and then its slot values.
+    layout: Arc<Layout>,
+    /// The slot of each own piece after the header lines, in order, and whether it is in
+    /// the HTML body.
+    slot_pieces: Vec<(usize, bool)>,
     /// `List-Unsubscribe: <` and the prefix.
     unsubscribe: Option<Vec<u8>>,
     slots: usize,
-    /// Bytes of fixed text, to size each message's buffer.
-    fixed_len: usize,
 }
 
 /// `name: value` header lines as lettre encodes them (folded, RFC 2047 when needed).
@@ -166,32 +162,49 @@ impl Campaign {
                 String::new(),
             ),
         };
-        let text = pieces(&content.text, &content.slots);
-        let fixed = |p: &[Piece]| -> usize {
-            p.iter()
-                .map(|p| match p {
-                    Piece::Fixed(b) => b.len(),
-                    Piece::Slot(_) => 0,
-                })
-                .sum()
+        let mut layout = Layout::new();
+        let mut slot_pieces = Vec::new();
+        layout.fixed(&head);
+        layout.own();
+        layout.fixed(before_text.as_bytes());
+        let mut add = |body: &[Piece], html: bool, layout: &mut Layout| {
+            for p in body {
+                match p {
+                    Piece::Fixed(bytes) => layout.fixed(bytes),
+                    Piece::Slot(i) => {
+                        layout.own();
+                        slot_pieces.push((*i, html));
+                    }
+                }
+            }
         };
-        let fixed_len = head.len()
-            + before_text.len()
-            + fixed(&text)
-            + html.as_ref().map_or(0, |(h, p)| h.len() + fixed(p))
-            + tail.len();
+        add(&pieces(&content.text, &content.slots), false, &mut layout);
+        if let Some((headers, body)) = &html {
+            layout.fixed(headers);
+            add(body, true, &mut layout);
+        }
+        layout.fixed(tail.as_bytes());
         Ok(Self {
             from: Arc::from(AsRef::<str>::as_ref(&from.email)),
             domain: mailer.domain().to_string(),
-            head,
-            before_text: before_text.into_bytes(),
-            text,
-            html,
-            tail: tail.into_bytes(),
+            layout: Arc::new(layout),
+            slot_pieces,
             unsubscribe,
             slots: content.slots.len(),
-            fixed_len,
         })
+    }
+
+    /// A copy sharing no reference count with this one: each bulk worker prepares messages
+    /// with its own, so workers on different threads do not contend for one counter.
+    fn unshared(&self) -> Campaign {
+        Campaign {
+            from: Arc::from(&*self.from),
+            domain: self.domain.clone(),
+            layout: Arc::new((*self.layout).clone()),
+            slot_pieces: self.slot_pieces.clone(),
+            unsubscribe: self.unsubscribe.clone(),
+            slots: self.slots,
+        }
     }
 
     /// The message for `r`, ready for the wire, with the Date of now.
@@ -238,51 +251,67 @@ impl Campaign {
                 ));
             }
         };
-        let values: usize = r.values.iter().map(|v| v.len() * 2).sum();
-        let mut out = Vec::with_capacity(self.fixed_len + 300 + r.to.len() + values);
-        out.extend_from_slice(&self.head);
+        let values: usize = self
+            .slot_pieces
+            .iter()
+            .map(|&(i, _)| r.values[i].len() * 2)
+            .sum();
+        let mut own = Vec::with_capacity(300 + r.to.len() + values);
         match &to_line {
-            Some(line) => out.extend_from_slice(line),
+            Some(line) => own.extend_from_slice(line),
             None => {
-                out.extend_from_slice(b"To: ");
-                out.extend_from_slice(r.to.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                own.extend_from_slice(b"To: ");
+                own.extend_from_slice(r.to.as_bytes());
+                own.extend_from_slice(b"\r\n");
             }
         }
-        out.extend_from_slice(b"Message-ID: <");
-        out.extend_from_slice(id_local.as_bytes());
-        out.push(b'@');
-        out.extend_from_slice(id_domain.as_bytes());
-        out.extend_from_slice(b">\r\nDate: ");
-        with_date_now(|date| out.extend_from_slice(date.as_bytes()));
-        out.extend_from_slice(b"\r\n");
+        own.extend_from_slice(b"Message-ID: <");
+        own.extend_from_slice(id_local.as_bytes());
+        own.push(b'@');
+        own.extend_from_slice(id_domain.as_bytes());
+        own.extend_from_slice(b">\r\nDate: ");
+        with_date_now(|date| own.extend_from_slice(date.as_bytes()));
+        own.extend_from_slice(b"\r\n");
         if let (Some(prefix), Some(token)) = (&self.unsubscribe, token) {
-            out.extend_from_slice(prefix);
-            out.extend_from_slice(token.as_bytes());
-            out.extend_from_slice(b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+            own.extend_from_slice(prefix);
+            own.extend_from_slice(token.as_bytes());
+            own.extend_from_slice(b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
         }
-        out.extend_from_slice(&self.before_text);
-        write_body(&self.text, &r.values, false, &mut out);
-        if let Some((headers, body)) = &self.html {
-            out.extend_from_slice(headers);
-            write_body(body, &r.values, true, &mut out);
+        let mut ends = SmallVec::new();
+        let end = |own: &Vec<u8>| {
+            u32::try_from(own.len()).map_err(|_| {
+                SendError::Invalid(format!("recipient `{}` has values too long", r.to))
+            })
+        };
+        ends.push(end(&own)?);
+        for &(slot, html) in &self.slot_pieces {
+            write_value(&r.values[slot], html, &mut own);
+            ends.push(end(&own)?);
         }
-        out.extend_from_slice(&self.tail);
-        Ok(Prepared::from_ascii_parts(self.from.clone(), to, out))
+        Ok(Prepared::campaign(
+            self.from.clone(),
+            to,
+            self.layout.clone(),
+            own,
+            ends,
+        ))
     }
 }
 
-fn write_body(pieces: &[Piece], values: &[String], html: bool, out: &mut Vec<u8>) {
-    for p in pieces {
-        match p {
-            Piece::Fixed(bytes) => out.extend_from_slice(bytes),
-            Piece::Slot(i) if html => {
-                let mut escaped = String::with_capacity(values[*i].len() + 8);
-                crate::page::format::escape_xml(&values[*i], &mut escaped);
-                encode::piece(escaped.as_bytes(), out)
-            }
-            Piece::Slot(i) => encode::piece(values[*i].as_bytes(), out),
-        }
+/// A slot value quoted-printable encoded into `out`, HTML-escaped first in the HTML body.
+fn write_value(value: &str, html: bool, out: &mut Vec<u8>) {
+    let needs_escape = |s: &str| {
+        s.bytes().any(|b| {
+            matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | 0xEF)
+                || (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+        })
+    };
+    if html && needs_escape(value) {
+        let mut escaped = String::with_capacity(value.len() + 8);
+        crate::page::format::escape_xml(value, &mut escaped);
+        encode::piece(escaped.as_bytes(), out)
+    } else {
+        encode::piece(value.as_bytes(), out)
     }
 }
 
@@ -291,9 +320,14 @@ pub(super) struct CampaignLetters(Arc<Campaign>);
 
 impl Letters for CampaignLetters {
     type Item = Recipient;
+    type Writer = Campaign;
 
-    fn prepare(&self, item: &Recipient) -> Result<Prepared, SendError> {
-        self.0.prepare(item)
+    fn writer(&self) -> Campaign {
+        self.0.unshared()
+    }
+
+    fn prepare(writer: &Campaign, item: &Recipient) -> Result<Prepared, SendError> {
+        writer.prepare(item)
     }
 
     fn message_id(item: &Recipient) -> &str {
@@ -318,7 +352,7 @@ impl Mailer {
         campaign: &Campaign,
         recipient: &Recipient,
     ) -> Result<Vec<u8>, SendError> {
-        campaign.prepare(recipient).map(|p| p.content().to_vec())
+        campaign.prepare(recipient).map(|p| p.content())
     }
 
     /// Sends `campaign` to every recipient of `recipients`, exactly as `send_many` sends

@@ -213,7 +213,8 @@ async fn a_named_recipient_is_encoded_and_the_envelope_has_the_address() {
             .collect::<Vec<_>>(),
         vec!["zoe@customer.example"]
     );
-    let mail = parse_mail(prepared.content()).unwrap();
+    let bytes = prepared.content();
+    let mail = parse_mail(&bytes).unwrap();
     assert_eq!(header(&mail, "To"), "Zoë Example <zoe@customer.example>");
 }
 

@@ -12,5 +12,5 @@ mod target;
 mod window;
 
 pub(crate) use conn::{Connection, Outcome};
-pub(crate) use prepared::Prepared;
+pub(crate) use prepared::{Layout, Prepared};
 pub(crate) use target::Target;

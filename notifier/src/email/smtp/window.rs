@@ -109,11 +109,13 @@ impl Connection {
         let mut broken: Option<(String, bool)> = None;
         if !expect.is_empty() {
             let wbuf = std::mem::take(&mut self.wbuf);
-            let mut parts = Vec::with_capacity(2 * expect.len());
+            let mut parts = Vec::with_capacity(8 * expect.len());
             let mut start = 0;
             for (e, &end) in expect.iter().zip(&ends) {
                 parts.push(std::io::IoSlice::new(&wbuf[start..end]));
-                parts.push(std::io::IoSlice::new(&messages[e.index].content));
+                for piece in messages[e.index].content.slices() {
+                    parts.push(std::io::IoSlice::new(piece));
+                }
                 start = end;
             }
             let written = self.write_parts(&mut parts).await;
@@ -126,11 +128,13 @@ impl Connection {
         // Replies read in this window, and whether the last one was 421.
         let mut answered = 0usize;
         let mut closing = false;
+        // One transaction's replies (reused: most windows read thousands).
+        let mut replies = Vec::new();
         for e in &expect {
             let outcome = match &broken {
                 Some((message, not_sent)) => Outcome::broken(message, *not_sent),
                 None => {
-                    let mut replies = Vec::with_capacity(e.rcpts + 2);
+                    replies.clear();
                     let mut fail = None;
                     while replies.len() < e.rcpts + 2 {
                         match self.read_status().await {
@@ -340,7 +344,7 @@ mod tests {
                     let content: Vec<u8> = buf.drain(..size).collect();
                     assert_eq!(expect[0], "MAIL FROM:<s@example.com>");
                     assert_eq!(expect[1], format!("RCPT TO:<u{done}@example.org>"));
-                    assert_eq!(content, message(done).content);
+                    assert_eq!(content, message(done).content());
                     expect.clear();
                     done += 1;
                 }
