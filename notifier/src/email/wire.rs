@@ -348,15 +348,45 @@ thread_local! {
 
 /// `f` of the `Date` value for now, as lettre writes it (`httpdate`, with `GMT` as `+0000`).
 pub(super) fn with_date_now<T>(f: impl FnOnce(&str) -> T) -> T {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = coarse_seconds();
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {
+            let now = UNIX_EPOCH + std::time::Duration::from_secs(secs);
             *cached = (secs, date(now));
         }
         f(&cached.1)
     })
+}
+
+/// Seconds since the Unix epoch from the kernel's coarse real-time clock (updated every tick,
+/// a few milliseconds at most behind): a header with a resolution of one second needs no
+/// more, and it is read several times faster than the precise clock, once per message.
+#[cfg(target_os = "linux")]
+fn coarse_seconds() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME_COARSE exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if rc == 0 {
+        u64::try_from(ts.tv_sec).unwrap_or(0)
+    } else {
+        precise_seconds()
+    }
+}
+
+/// Seconds since the Unix epoch (other systems: the precise clock).
+#[cfg(not(target_os = "linux"))]
+fn coarse_seconds() -> u64 {
+    precise_seconds()
+}
+
+fn precise_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn date(at: SystemTime) -> String {
@@ -601,6 +631,24 @@ mod tests {
         ] {
             assert!(!plain_address(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_coarse_clock_is_the_real_time_to_the_second() {
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let coarse = coarse_seconds();
+        let after = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // A tick behind at most, so never more than one second before `before`.
+        assert!(
+            coarse + 1 >= before && coarse <= after,
+            "{before} {coarse} {after}"
+        );
     }
 
     #[test]
