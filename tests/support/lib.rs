@@ -20,11 +20,33 @@ pub fn drbot_bin() -> PathBuf {
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        build
             .args(["build", "--quiet", "-p", "drbot", "--bin", "drbot"])
-            .current_dir(&root)
-            .status()
-            .expect("running cargo build for drbot");
+            .current_dir(&root);
+        // Cargo sets these for the test process, not for the `cargo test` that built it; a
+        // build script watching them (ring's does) would see them change, and this build and
+        // the next `cargo test` would each rebuild half the dependency tree.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| {
+                k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_BIN_")
+                    || matches!(
+                        k,
+                        "CARGO_MANIFEST_DIR"
+                            | "CARGO_MANIFEST_PATH"
+                            | "CARGO_MANIFEST_LINKS"
+                            | "CARGO_CRATE_NAME"
+                            | "CARGO_PRIMARY_PACKAGE"
+                            | "CARGO_TARGET_TMPDIR"
+                            | "CARGO_RUSTC_CURRENT_DIR"
+                            | "OUT_DIR"
+                    )
+            }) {
+                build.env_remove(key);
+            }
+        }
+        let status = build.status().expect("running cargo build for drbot");
         assert!(status.success(), "building drbot failed");
         target.join("debug").join("drbot")
     })
