@@ -29,6 +29,24 @@ impl CardLocks {
     }
 }
 
+/// The run whose card on `platform` is message `id` in `channel` (see `Store::card_run`),
+/// for a click whose button names run `run`. A card this process has just posted for that run
+/// but not yet recorded (the click came within milliseconds of the post) is waited for: its
+/// post holds the run's card lock until the card is recorded.
+pub async fn clicked_card_run(
+    app: &App,
+    platform: &str,
+    channel: &str,
+    id: &str,
+    run: i64,
+) -> anyhow::Result<Option<i64>> {
+    if let Some(found) = app.store.card_run(platform, channel, id).await? {
+        return Ok(Some(found));
+    }
+    let _recorded = app.card_locks.lock(run).await;
+    app.store.card_run(platform, channel, id).await
+}
+
 /// Calls `sync` for every run that changed, batched every 300 ms, until `shutdown`. Changes are
 /// seen from this process's events at once and from the store (other processes) within 2 s.
 /// `on_event` sees every event first (e.g. to post step details).

@@ -244,15 +244,16 @@ async fn component(app: &App, ix: &Value) -> Response {
     else {
         return ephemeral(text::MALFORMED.into());
     };
-    let reply = match sync::card_run(app, channel, message).await {
-        Ok(Some(run)) if run == click.run => dispatch::click(app, &actor, &click).await,
-        Ok(_) => {
-            let reply = crate::reply::Reply::Refused(crate::reply::UserError::ForeignButton);
-            dispatch::audit_click(app, &actor, &click, &reply).await;
-            reply
-        }
-        Err(e) => dispatch::internal(e, "looking up a Discord card"),
-    };
+    let reply =
+        match crate::cards::clicked_card_run(app, "discord", channel, message, click.run).await {
+            Ok(Some(run)) if run == click.run => dispatch::click(app, &actor, &click).await,
+            Ok(_) => {
+                let reply = crate::reply::Reply::Refused(crate::reply::UserError::ForeignButton);
+                dispatch::audit_click(app, &actor, &click, &reply).await;
+                reply
+            }
+            Err(e) => dispatch::internal(e, "looking up a Discord card"),
+        };
     if matches!(
         reply,
         crate::reply::Reply::Refused(_) | crate::reply::Reply::Internal { .. }

@@ -258,7 +258,9 @@ pub async fn block_actions(app: &App, slack: &Slack, ev: SlackInteractionBlockAc
         tracing::warn!("malformed Slack button value");
         return;
     };
-    let reply = match sync::card_run(app, &channel, &container.message_ts.0).await {
+    let clicked =
+        crate::cards::clicked_card_run(app, "slack", &channel, &container.message_ts.0, click.run);
+    let reply = match clicked.await {
         Ok(Some(run)) if run == click.run => dispatch::click(app, &actor, &click).await,
         Ok(_) => {
             let reply = Reply::Refused(crate::reply::UserError::ForeignButton);

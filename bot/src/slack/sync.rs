@@ -17,11 +17,6 @@ use crate::{
     store::{checklists::ChecklistMessage, now_ms, runs::RunState},
 };
 
-/// The run whose card is message `id` in `channel`, if it is one of drbot's cards.
-pub async fn card_run(app: &App, channel: &str, id: &str) -> anyhow::Result<Option<i64>> {
-    app.store.card_run("slack", channel, id).await
-}
-
 async fn cards_of(app: &App, run: i64) -> anyhow::Result<Vec<(String, String)>> {
     app.store.cards_of("slack", run).await
 }

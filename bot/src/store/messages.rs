@@ -6,7 +6,9 @@ use sqlx::Row;
 use super::Store;
 
 impl Store {
-    /// Records that the card `old` in `channel` was posted again as `new` (it was deleted).
+    /// Records that the card `old` in `channel` was posted again as `new` (it could not be
+    /// edited): `new` is the card from now on, and `old` is remembered as a replaced card of
+    /// the same run, so a click made on it still reaches the run. Repeating it is harmless.
     pub async fn replace_card(
         &self,
         platform: &str,
@@ -14,6 +16,21 @@ impl Store {
         old: &str,
         new: &str,
     ) -> anyhow::Result<()> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO replaced_cards \
+                 (platform, channel, message_id, run_id, replaced_by, replaced_at) \
+             SELECT platform, channel, message_id, run_id, $1, $2 FROM messages \
+             WHERE platform = $3 AND channel = $4 AND message_id = $5 \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(new.to_string())
+        .bind(super::now_ms())
+        .bind(platform.to_string())
+        .bind(channel.to_string())
+        .bind(old.to_string())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE messages SET message_id = $1 WHERE platform = $2 AND channel = $3 AND message_id = $4",
         )
@@ -21,12 +38,14 @@ impl Store {
         .bind(platform.to_string())
         .bind(channel.to_string())
         .bind(old.to_string())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// The run whose card is message `id` in `channel` on `platform`, if it is one of drbot's.
+    /// The run whose card is message `id` in `channel` on `platform` (its current card or one
+    /// it replaced), if it is one of drbot's.
     pub async fn card_run(
         &self,
         platform: &str,
@@ -34,7 +53,11 @@ impl Store {
         id: &str,
     ) -> anyhow::Result<Option<i64>> {
         let r = sqlx::query(
-            "SELECT run_id FROM messages WHERE platform = $1 AND channel = $2 AND message_id = $3",
+            "SELECT run_id FROM messages WHERE platform = $1 AND channel = $2 AND message_id = $3 \
+             UNION ALL \
+             SELECT run_id FROM replaced_cards \
+             WHERE platform = $1 AND channel = $2 AND message_id = $3 \
+             LIMIT 1",
         )
         .bind(platform.to_string())
         .bind(channel.to_string())

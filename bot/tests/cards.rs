@@ -1,0 +1,88 @@
+//! Chat cards in the store, on SQLite and on a real PostgreSQL: a card posted again (the old
+//! one could not be edited) replaces the old one for edits, and the old one still belongs to
+//! its run, so a click made on it is not taken for a foreign button.
+
+mod common;
+
+use common::*;
+use drbot::{dispatch, reply::Reply};
+
+async fn failover_run(env: &Env) -> i64 {
+    match dispatch::handle(&env.app, &cli(&env.app, "bob"), "/dr failover us-west-2").await {
+        Reply::Requested(v) => v.run.id,
+        other => panic!("request failed: {other:?}"),
+    }
+}
+
+async fn post_card(env: &Env, platform: &str, channel: &str, id: &str, run: i64) {
+    sqlx::query(
+        "INSERT INTO messages (platform, channel, message_id, run_id, created_at) \
+         VALUES ($1, $2, $3, $4, 0)",
+    )
+    .bind(platform.to_string())
+    .bind(channel.to_string())
+    .bind(id.to_string())
+    .bind(run)
+    .execute(env.app.store.pool())
+    .await
+    .unwrap();
+}
+
+async fn replaced_cards_still_belong_to_their_run(backend: Backend) {
+    let env = env(backend).await;
+    let store = &env.app.store;
+    let run = failover_run(&env).await;
+    post_card(&env, "slack", "C1", "100.1", run).await;
+    post_card(&env, "slack", "C2", "100.2", run).await;
+
+    store
+        .replace_card("slack", "C1", "100.1", "200.1")
+        .await
+        .unwrap();
+    // The new card is the one edited from now on; the old one still leads to the run.
+    let mut cards = store.cards_of("slack", run).await.unwrap();
+    cards.sort();
+    assert_eq!(
+        cards,
+        [("C1".into(), "200.1".into()), ("C2".into(), "100.2".into())]
+    );
+    for id in ["100.1", "200.1"] {
+        assert_eq!(
+            store.card_run("slack", "C1", id).await.unwrap(),
+            Some(run),
+            "{id}"
+        );
+    }
+    // Only in its own channel and platform, and never for a message that is not a card.
+    assert_eq!(store.card_run("slack", "C2", "100.1").await.unwrap(), None);
+    assert_eq!(
+        store.card_run("discord", "C1", "100.1").await.unwrap(),
+        None
+    );
+    assert_eq!(store.card_run("slack", "C1", "999.9").await.unwrap(), None);
+
+    // Repeating the replacement (a retry after a crash) changes nothing; replacing the
+    // replacement keeps the whole chain.
+    store
+        .replace_card("slack", "C1", "100.1", "200.1")
+        .await
+        .unwrap();
+    store
+        .replace_card("slack", "C1", "200.1", "300.1")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cards_of("slack", run).await.unwrap().len(),
+        2,
+        "still one card per channel"
+    );
+    for id in ["100.1", "200.1", "300.1"] {
+        assert_eq!(
+            store.card_run("slack", "C1", id).await.unwrap(),
+            Some(run),
+            "{id}"
+        );
+    }
+}
+
+both_backends!(replaced_cards_still_belong_to_their_run);
