@@ -163,7 +163,10 @@ fn orchestrate(args: &[String]) {
     ];
     // Per sender: best rate, peak RSS (kB, highest), duplicates and missing (summed).
     let mut best = [(0f64, 0f64, 0u64, 0u64); 3];
+    // The campaign's rate over the minimal sender's of the same round (run just before it).
+    let mut round_ratios = Vec::new();
     for round in 1..=rounds {
+        let mut raw_rate = 0f64;
         for (k, (role, what)) in senders.iter().enumerate() {
             let out = run_sender(role, sink.port, messages, connections);
             let (n, unique, dups, secs) = sink.take_stats();
@@ -185,6 +188,11 @@ fn orchestrate(args: &[String]) {
                     )
                 }
             );
+            match *role {
+                "raw" => raw_rate = rate,
+                "campaign" => round_ratios.push(rate / raw_rate),
+                _ => {}
+            }
             let b = &mut best[k];
             b.0 = b.0.max(rate);
             b.1 = b.1.max(hwm_kb);
@@ -202,6 +210,17 @@ fn orchestrate(args: &[String]) {
             best[k].1 / 1024.0
         );
     }
+    round_ratios.sort_by(f64::total_cmp);
+    println!(
+        "send_campaign / minimal sender of the same round: {} (median {:.1} %; for information, \
+         the goal compares the best rounds)",
+        round_ratios
+            .iter()
+            .map(|r| format!("{:.1} %", r * 100.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        round_ratios[round_ratios.len() / 2] * 100.0
+    );
     let (rate, hwm_kb, dups, missing) = best[1];
     let ratio = rate / sink_max;
     println!(
