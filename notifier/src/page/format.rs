@@ -62,20 +62,26 @@ pub(crate) fn human_duration(d: Duration) -> String {
 /// hostile input cannot make the HTML or the feed unparseable. Tab, LF and CR stay.
 pub(crate) fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| match c {
-            '\t' | '\n' | '\r' => c,
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => '\u{FFFD}',
-            c => c,
-        })
+        .map(|c| if forbidden(c) { '\u{FFFD}' } else { c })
         .collect()
+}
+
+/// A character XML 1.0 forbids (see [`clean`]).
+fn forbidden(c: char) -> bool {
+    ((c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}'
+}
+
+/// Whether [`escape_xml`] would change `s`.
+pub(crate) fn needs_xml_escape(s: &str) -> bool {
+    s.chars()
+        .any(|c| forbidden(c) || matches!(c, '&' | '<' | '>' | '"' | '\''))
 }
 
 /// Appends `s` to `out` escaped for XML text and attribute values (cleaned as by [`clean`]).
 pub(crate) fn escape_xml(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c if forbidden(c) => out.push('\u{FFFD}'),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -96,6 +102,16 @@ pub(crate) fn xml(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needing_escape_is_escaping_changing_the_text() {
+        for s in [
+            "", "Ann", "Zo\u{eb}", "a&b", "<", ">", "\"", "'", "\u{1}", "\t\n\r", "\u{FFFE}",
+            "\u{FFFF}", "\u{FFFD}", "\u{7f}",
+        ] {
+            assert_eq!(needs_xml_escape(s), xml(s) != s, "{s:?}");
+        }
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -162,7 +162,7 @@ impl Campaign {
                 String::new(),
             ),
         };
-        let mut layout = Layout::new();
+        let mut layout = Layout::default();
         let mut slot_pieces = Vec::new();
         layout.fixed(&head);
         layout.own();
@@ -300,13 +300,7 @@ impl Campaign {
 
 /// A slot value quoted-printable encoded into `out`, HTML-escaped first in the HTML body.
 fn write_value(value: &str, html: bool, out: &mut Vec<u8>) {
-    let needs_escape = |s: &str| {
-        s.bytes().any(|b| {
-            matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | 0xEF)
-                || (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
-        })
-    };
-    if html && needs_escape(value) {
+    if html && crate::page::format::needs_xml_escape(value) {
         let mut escaped = String::with_capacity(value.len() + 8);
         crate::page::format::escape_xml(value, &mut escaped);
         encode::piece(escaped.as_bytes(), out)

@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 
 /// What every message of a campaign shares: its fixed bytes, and where the recipient's own
 /// pieces go between them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Layout {
     /// The fixed bytes, all pieces one after the other.
     bytes: Vec<u8>,
@@ -21,13 +21,6 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    pub(crate) fn new() -> Self {
-        Self {
-            bytes: Vec::new(),
-            segments: Vec::new(),
-        }
-    }
-
     /// Adds fixed bytes (joined to the fixed piece before, if any).
     pub(crate) fn fixed(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
@@ -245,7 +238,7 @@ mod tests {
 
     #[test]
     fn parts_are_the_layout_with_own_pieces_in_their_places() {
-        let mut layout = Layout::new();
+        let mut layout = Layout::default();
         layout.fixed(b"A: 1\r\n");
         layout.own();
         layout.fixed(b"\r\n");
