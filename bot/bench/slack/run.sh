@@ -9,6 +9,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
+bin=${CARGO_TARGET_DIR:-$root/target}/release/drbot
 secs=${1:-5}
 secret=bench-signing-secret-0123456789
 work=$(mktemp -d)
@@ -85,7 +86,7 @@ TOML
 # Each load level gets a fresh drbot process and store, so peak RSS is per level.
 start_drbot() {
   rm -f "$work"/drbot.db*
-  DRBOT_LOG=warn "$root/target/release/drbot" --config "$work/drbot.toml" serve 2>>"$work/drbot.log" &
+  DRBOT_LOG=warn "$bin" --config "$work/drbot.toml" serve 2>>"$work/drbot.log" &
   dpid=$!; pids+=("$dpid"); wait_port "$port"
 }
 stop_drbot() { kill "$dpid"; wait "$dpid" 2>/dev/null || true; }
@@ -93,7 +94,7 @@ for c in 16 64; do
   start_drbot
   sign "$count" "$work/req-drbot-$c.txt"
   r=$(load "$port" "$c" "$work/req-drbot-$c.txt"); record "drbot" "$c" "$r" "$(peak_rss_mb "$dpid")"
-  audited=$(DRBOT_LOG=error "$root/target/release/drbot" --config "$work/drbot.toml" --json audit --verify | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["rows"], "rows, problems:", len(r["problems"]))')
+  audited=$(DRBOT_LOG=error "$bin" --config "$work/drbot.toml" --json audit --verify | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["rows"], "rows, problems:", len(r["problems"]))')
   echo "drbot audit log after the c=$c run: $audited" >&2
   stop_drbot
 done

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod checklist;
+pub mod slash;
 pub mod socket;
 pub mod sync;
 pub mod text;
@@ -21,9 +22,7 @@ use axum::{
     routing::post,
 };
 use serde_json::json;
-use slack_morphism::prelude::{
-    SlackCommandEvent, SlackInteractionBlockActionsEvent, SlackInteractionEvent,
-};
+use slack_morphism::prelude::{SlackInteractionBlockActionsEvent, SlackInteractionEvent};
 
 use crate::{
     actor::Actor,
@@ -106,10 +105,10 @@ async fn commands(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
         Ok(sig) => sig,
         Err(why) => return unauthorized("/slack/commands", why),
     };
-    let Ok(cmd) = serde_urlencoded::from_bytes::<SlackCommandEvent>(&body) else {
+    let Some(cmd) = slash::Slash::from_form(&body) else {
         return bad_request("slash command");
     };
-    let identity = format!("command:{}", cmd.trigger_id.0);
+    let identity = format!("command:{}", cmd.trigger_id);
     if let Some(r) = remember(&slack, "/slack/commands", &identity, sig, &headers) {
         return r;
     }
@@ -118,23 +117,22 @@ async fn commands(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
 
 /// Runs a verified, first-seen slash command and returns the immediate (ephemeral) answer;
 /// the approval card is posted afterwards. Shared by HTTP and Socket Mode.
-pub async fn command(app: &App, cmd: SlackCommandEvent) -> serde_json::Value {
+pub async fn command(app: &App, cmd: slash::Slash<'_>) -> serde_json::Value {
     let actor = Actor::chat(
         &app.settings,
         Platform::Slack,
-        &cmd.user_id.0,
-        &cmd.channel_id.0,
+        &cmd.user_id,
+        &cmd.channel_id,
     );
-    let text = cmd.text.unwrap_or_default();
-    let reply = dispatch::handle(app, &actor, &text).await;
+    let reply = dispatch::handle(app, &actor, &cmd.text).await;
     if let Reply::Requested(v) = &reply
         && v.request.as_ref().is_some_and(|r| r.state == "pending")
     {
-        let (app2, run, channel) = (app.clone(), v.run.id, cmd.channel_id.0.clone());
+        let (app2, run, channel) = (app.clone(), v.run.id, cmd.channel_id.to_string());
         tokio::spawn(async move { sync::ensure_cards(&app2, run, Some(&channel)).await });
     }
     if let Reply::Checklist(v) = &reply {
-        let (app2, id, channel) = (app.clone(), v.instance.id, cmd.channel_id.0.clone());
+        let (app2, id, channel) = (app.clone(), v.instance.id, cmd.channel_id.to_string());
         tokio::spawn(async move { checklist::post(&app2, id, &channel).await });
     }
     text::command_reply(&reply)

@@ -131,7 +131,7 @@ async fn handle(app: &App, slack: &Slack, env: &Value) -> Option<Value> {
                 .memory
                 .record(&format!("command:{}", cmd.trigger_id.0), "socket", now)
             {
-                Seen::New => Some(super::command(app, cmd).await),
+                Seen::New => Some(super::command(app, super::slash::Slash::from_event(&cmd)).await),
                 Seen::Replay | Seen::Retry => None,
             }
         }
