@@ -5,8 +5,8 @@
 //! All signatures come from one key (the application's), so the batch equation has one
 //! term for the base point, one for the key, and one per signature's `R`:
 //! `[8]([Σ zᵢsᵢ]B − [Σ zᵢkᵢ]A − Σ [zᵢ]Rᵢ) = 0` with fresh random 128-bit `zᵢ`. A batch that
-//! fails is re-checked one signature at a time with `verify_strict`, so a bad signature only
-//! ever fails itself. The batch equation is the cofactored one: it accepts a signature that
+//! fails is re-checked one signature at a time with `verify_strict`'s equation
+//! (`R = [s]B − [k]A`, compared encoded), so a bad signature only ever fails itself. The batch equation is the cofactored one: it accepts a signature that
 //! strict verification refuses only when the signer deliberately added a small-order
 //! component, which needs Discord's private key, so it admits no forgery. `R` of small order
 //! and non-canonical `s` are refused before batching, as `verify_strict` refuses them.
@@ -47,32 +47,44 @@ pub struct Item<'a> {
     pub sig: &'a [u8; 64],
 }
 
+/// A signature's parts, checked for form and hashed with its message: what the batch
+/// equation needs, computed by each request's own task before it queues.
+pub struct Prepared {
+    s: Scalar,
+    k: Scalar,
+    r: EdwardsPoint,
+    r_bytes: [u8; 32],
+}
+
 /// Whether each item's signature is valid under `key`.
 pub fn verify_all(key: &Key, items: &[Item<'_>]) -> Vec<bool> {
-    let strict = |it: &Item<'_>| {
-        key.key
-            .verify_strict(it.msg, &Signature::from_bytes(it.sig))
-            .is_ok()
-    };
-    if items.len() < 2 {
-        return items.iter().map(strict).collect();
-    }
-    let parsed: Vec<Option<(Scalar, Scalar, EdwardsPoint)>> =
-        items.iter().map(|it| prepare(key, it)).collect();
-    let candidates: Vec<&(Scalar, Scalar, EdwardsPoint)> = parsed.iter().flatten().collect();
+    let prepared: Vec<Option<Prepared>> = items.iter().map(|it| prepare(key, it)).collect();
+    verify_prepared(key, &prepared)
+}
+
+/// Whether each prepared signature is valid (`None`: refused by [`prepare`]).
+fn verify_prepared(key: &Key, items: &[Option<Prepared>]) -> Vec<bool> {
+    let candidates: Vec<&Prepared> = items.iter().flatten().collect();
     if candidates.len() >= 2 && batch_holds(key, &candidates) {
-        return parsed.iter().map(Option::is_some).collect();
+        return items.iter().map(Option::is_some).collect();
     }
     items
         .iter()
-        .zip(&parsed)
-        .map(|(it, p)| p.is_some() && strict(it))
+        .map(|p| p.as_ref().is_some_and(|p| strict(key, p)))
         .collect()
+}
+
+/// `verify_strict`'s equation for one signature: `R == [s]B − [k]A`, compared encoded.
+fn strict(key: &Key, p: &Prepared) -> bool {
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&p.k, &-key.point, &p.s)
+        .compress()
+        .0
+        == p.r_bytes
 }
 
 /// `(s, k, R)` of a signature, or `None` when it cannot be valid: `s` not canonical, `R` not
 /// a point or of small order.
-fn prepare(key: &Key, it: &Item<'_>) -> Option<(Scalar, Scalar, EdwardsPoint)> {
+pub fn prepare(key: &Key, it: &Item<'_>) -> Option<Prepared> {
     let r_bytes: [u8; 32] = it.sig[..32].try_into().ok()?;
     let s_bytes: [u8; 32] = it.sig[32..].try_into().ok()?;
     let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
@@ -85,10 +97,10 @@ fn prepare(key: &Key, it: &Item<'_>) -> Option<(Scalar, Scalar, EdwardsPoint)> {
     h.update(key.key.as_bytes());
     h.update(it.msg);
     let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
-    Some((s, k, r))
+    Some(Prepared { s, k, r, r_bytes })
 }
 
-fn batch_holds(key: &Key, sigs: &[&(Scalar, Scalar, EdwardsPoint)]) -> bool {
+fn batch_holds(key: &Key, sigs: &[&Prepared]) -> bool {
     let mut random = vec![0u8; 16 * sigs.len()];
     if getrandom::fill(&mut random).is_err() {
         return false; // falls back to one at a time
@@ -96,14 +108,14 @@ fn batch_holds(key: &Key, sigs: &[&(Scalar, Scalar, EdwardsPoint)]) -> bool {
     let (mut b, mut a) = (Scalar::ZERO, Scalar::ZERO);
     let mut scalars = Vec::with_capacity(sigs.len() + 2);
     let mut points = Vec::with_capacity(sigs.len() + 2);
-    for (&&(s, k, r), z) in sigs.iter().zip(random.chunks_exact(16)) {
+    for (p, z) in sigs.iter().zip(random.chunks_exact(16)) {
         let mut wide = [0u8; 32];
         wide[..16].copy_from_slice(z);
         let z = Scalar::from_bytes_mod_order(wide);
-        b += z * s;
-        a += z * k;
+        b += z * p.s;
+        a += z * p.k;
         scalars.push(-z);
-        points.push(r);
+        points.push(p.r);
     }
     scalars.extend([b, -a]);
     points.extend([ED25519_BASEPOINT_POINT, key.point]);
@@ -113,13 +125,15 @@ fn batch_holds(key: &Key, sigs: &[&(Scalar, Scalar, EdwardsPoint)]) -> bool {
 }
 
 struct Job {
-    msg: Vec<u8>,
-    sig: [u8; 64],
+    prepared: Prepared,
     done: oneshot::Sender<bool>,
 }
 
-/// A task that verifies queued signatures, all that are waiting at once.
+/// A task that checks queued signatures, all that are waiting at once. Form checks and
+/// hashing happen in each request's task ([`Verifier::verify`]); only the shared
+/// multiplication is serial.
 pub struct Verifier {
+    key: Key,
     jobs: mpsc::UnboundedSender<Job>,
 }
 
@@ -127,6 +141,7 @@ impl Verifier {
     /// Starts the verifying task on the current Tokio runtime.
     pub fn start(key: Key) -> Verifier {
         let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        let task_key = key.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -137,27 +152,24 @@ impl Verifier {
                     let Ok(job) = rx.try_recv() else { break };
                     batch.push(job);
                 }
-                let items: Vec<Item<'_>> = batch
-                    .iter()
-                    .map(|j| Item {
-                        msg: &j.msg,
-                        sig: &j.sig,
-                    })
-                    .collect();
-                let ok = verify_all(&key, &items);
-                drop(items);
-                for (job, ok) in batch.drain(..).zip(ok) {
-                    let _ = job.done.send(ok);
+                let (items, done): (Vec<Option<Prepared>>, Vec<_>) =
+                    batch.drain(..).map(|j| (Some(j.prepared), j.done)).unzip();
+                let ok = verify_prepared(&task_key, &items);
+                for (done, ok) in done.into_iter().zip(ok) {
+                    let _ = done.send(ok);
                 }
             }
         });
-        Verifier { jobs }
+        Verifier { key, jobs }
     }
 
     /// Whether `sig` is a valid signature of `msg`.
-    pub async fn verify(&self, msg: Vec<u8>, sig: [u8; 64]) -> bool {
+    pub async fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
+        let Some(prepared) = prepare(&self.key, &Item { msg, sig }) else {
+            return false;
+        };
         let (done, answer) = oneshot::channel();
-        if self.jobs.send(Job { msg, sig, done }).is_err() {
+        if self.jobs.send(Job { prepared, done }).is_err() {
             return false;
         }
         answer.await.unwrap_or(false)
@@ -241,7 +253,7 @@ mod tests {
             .map(|i| {
                 let (msg, sig) = damaged(&sk, i, if i % 7 == 3 { 2 } else { 0 }, i);
                 let v = v.clone();
-                tokio::spawn(async move { (i, v.verify(msg, sig).await) })
+                tokio::spawn(async move { (i, v.verify(&msg, &sig).await) })
             })
             .collect();
         for t in tasks {

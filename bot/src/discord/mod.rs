@@ -119,7 +119,7 @@ async fn check(
     let verifier = discord
         .verifier
         .get_or_init(|| batch::Verifier::start(discord.key.clone()));
-    if !verifier.verify(signed.msg, signed.sig).await {
+    if !verifier.verify(&signed.msg, &signed.sig).await {
         return Err(verify::Rejection::BadSignature);
     }
     verify::fresh(signed.ts, chrono::Utc::now().timestamp())
