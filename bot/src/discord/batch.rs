@@ -17,7 +17,7 @@ use curve25519_dalek::{
     scalar::Scalar,
     traits::{IsIdentity, VartimeMultiscalarMul},
 };
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha512};
 use tokio::sync::{mpsc, oneshot};
 
@@ -179,7 +179,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::{Signer, SigningKey};
+    use ed25519_dalek::{Signature, Signer, SigningKey};
     use proptest::prelude::*;
 
     fn signer() -> SigningKey {

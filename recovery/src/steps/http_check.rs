@@ -245,10 +245,7 @@ impl StepKind for HttpCheckKind {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("http client: {e}"))?;
+        let client = shared_client()?;
         Ok(Box::new(HttpCheck {
             shown: shown_url(&url),
             params,
@@ -258,6 +255,7 @@ impl StepKind for HttpCheckKind {
             max_wait,
             pointers,
             client,
+            timeout,
         }))
     }
 }
@@ -290,6 +288,21 @@ pub struct HttpCheck {
     max_wait: Option<Duration>,
     pointers: Vec<String>,
     client: reqwest::Client,
+    /// Bound on each request, from connecting to the end of the body.
+    timeout: Duration,
+}
+
+/// The HTTP client every health check shares. Building a client loads the system's root
+/// certificates; plans are built for every runbook at start-up (and per request), so one
+/// client per step cost hundreds of certificate loads per process.
+fn shared_client() -> Result<reqwest::Client, String> {
+    static CLIENT: std::sync::LazyLock<Result<reqwest::Client, String>> =
+        std::sync::LazyLock::new(|| {
+            reqwest::Client::builder()
+                .build()
+                .map_err(|e| format!("http client: {e}"))
+        });
+    CLIENT.clone()
 }
 
 /// The outcome of one check.
@@ -324,6 +337,7 @@ impl HttpCheck {
         let res = self
             .client
             .request(method, self.url.clone())
+            .timeout(self.timeout)
             .headers(self.headers.clone())
             .send()
             .await;
