@@ -31,15 +31,19 @@ impl<'a> Slash<'a> {
     pub fn from_form(body: &'a [u8]) -> Option<Slash<'a>> {
         let mut found: [Option<Cow<'a, str>>; 4] = Default::default();
         let mut text = None;
-        for (key, value) in form_urlencoded::parse(body) {
-            let slot = if key == "text" {
+        // Slack never encodes the names; only the values drbot reads are decoded (a command
+        // carries a dozen fields).
+        for pair in body.split(|b| *b == b'&') {
+            let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+            let slot = if name == b"text" {
                 &mut text
-            } else if let Some(i) = REQUIRED.iter().position(|k| *k == key) {
+            } else if let Some(i) = REQUIRED.iter().position(|k| k.as_bytes() == name) {
                 &mut found[i]
             } else {
                 continue;
             };
-            if slot.replace(value).is_some() {
+            let value = form_urlencoded::parse(pair).next().map(|(_, v)| v);
+            if slot.replace(value.unwrap_or_default()).is_some() {
                 return None;
             }
         }

@@ -88,7 +88,10 @@ impl Content<'_> {
         h.update(prev.as_bytes());
         h.update(b"\n");
         h.update(&buf[..]);
-        hex::encode(h.finalize())
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits, which are ASCII.
+        let _ = hex::encode_to_slice(h.finalize(), &mut hex);
+        String::from_utf8_lossy(&hex).into_owned()
     }
 }
 
