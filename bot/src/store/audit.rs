@@ -178,6 +178,7 @@ pub async fn append_many(
     };
     // Chain first (each row's hash is the next one's `prev_hash`), then move every value
     // into the statements' arguments: nothing is copied twice.
+    // One time for the group: the moment its rows are chained.
     let at = now_ms();
     let mut buf = Vec::with_capacity(512);
     let mut chained = Vec::with_capacity(entries.len());

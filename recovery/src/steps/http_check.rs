@@ -294,11 +294,13 @@ pub struct HttpCheck {
 
 /// The HTTP client every health check shares. Building a client loads the system's root
 /// certificates (about 17 million instructions), which each attempt of each check step did
-/// when it built its own client.
+/// when it built its own client. It keeps no idle connections: each check connects afresh
+/// (as a user would), and no pooled connection outlives the runtime that opened it.
 fn shared_client() -> Result<reqwest::Client, String> {
     static CLIENT: std::sync::LazyLock<Result<reqwest::Client, String>> =
         std::sync::LazyLock::new(|| {
             reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
                 .build()
                 .map_err(|e| format!("http client: {e}"))
         });
