@@ -6,7 +6,14 @@ use std::{collections::BTreeSet, future::Future, time::Duration};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use crate::{app::App, events::Event, store::now_ms};
+use crate::{
+    actor::Actor,
+    app::App,
+    dispatch::{self, Click},
+    events::Event,
+    reply::{Reply, UserError},
+    store::now_ms,
+};
 
 /// How many locks [`CardLocks`] stripes runs over.
 const STRIPES: usize = 64;
@@ -29,11 +36,33 @@ impl CardLocks {
     }
 }
 
+/// A click on the button `click` of message `id` in `channel` on `platform`: through the
+/// approval engine when that message is a card of the run the button names, else refused as a
+/// foreign button (and audited). A button's value is never trusted alone.
+pub async fn click_on_card(
+    app: &App,
+    actor: &Actor,
+    platform: &str,
+    channel: &str,
+    id: &str,
+    click: &Click,
+) -> Reply {
+    match card_run(app, platform, channel, id, click.run).await {
+        Ok(Some(run)) if run == click.run => dispatch::click(app, actor, click).await,
+        Ok(_) => {
+            let reply = Reply::Refused(UserError::ForeignButton);
+            dispatch::audit_click(app, actor, click, &reply).await;
+            reply
+        }
+        Err(e) => dispatch::internal(e, &format!("looking up a {platform} card")),
+    }
+}
+
 /// The run whose card on `platform` is message `id` in `channel` (see `Store::card_run`),
 /// for a click whose button names run `run`. A card this process has just posted for that run
 /// but not yet recorded (the click came within milliseconds of the post) is waited for: its
 /// post holds the run's card lock until the card is recorded.
-pub async fn clicked_card_run(
+async fn card_run(
     app: &App,
     platform: &str,
     channel: &str,

@@ -39,14 +39,6 @@ impl Key {
     }
 }
 
-/// One signed message.
-pub struct Item<'a> {
-    /// What was signed (timestamp followed by the body).
-    pub msg: &'a [u8],
-    /// The 64-byte signature.
-    pub sig: &'a [u8; 64],
-}
-
 /// A signature's parts, checked for form and hashed with its message: what the batch
 /// equation needs, computed by each request's own task before it queues.
 pub struct Prepared {
@@ -54,12 +46,6 @@ pub struct Prepared {
     k: Scalar,
     r: EdwardsPoint,
     r_bytes: [u8; 32],
-}
-
-/// Whether each item's signature is valid under `key`.
-pub fn verify_all(key: &Key, items: &[Item<'_>]) -> Vec<bool> {
-    let prepared: Vec<Option<Prepared>> = items.iter().map(|it| prepare(key, it)).collect();
-    verify_prepared(key, &prepared)
 }
 
 /// Whether each prepared signature is valid (`None`: refused by [`prepare`]).
@@ -84,9 +70,9 @@ fn strict(key: &Key, p: &Prepared) -> bool {
 
 /// `(s, k, R)` of a signature, or `None` when it cannot be valid: `s` not canonical, `R` not
 /// a point or of small order.
-pub fn prepare(key: &Key, it: &Item<'_>) -> Option<Prepared> {
-    let r_bytes: [u8; 32] = it.sig[..32].try_into().ok()?;
-    let s_bytes: [u8; 32] = it.sig[32..].try_into().ok()?;
+pub fn prepare(key: &Key, msg: &[u8], sig: &[u8; 64]) -> Option<Prepared> {
+    let r_bytes: [u8; 32] = sig[..32].try_into().ok()?;
+    let s_bytes: [u8; 32] = sig[32..].try_into().ok()?;
     let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
     let r = CompressedEdwardsY(r_bytes).decompress()?;
     if r.is_small_order() {
@@ -95,7 +81,7 @@ pub fn prepare(key: &Key, it: &Item<'_>) -> Option<Prepared> {
     let mut h = Sha512::new();
     h.update(r_bytes);
     h.update(key.key.as_bytes());
-    h.update(it.msg);
+    h.update(msg);
     let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
     Some(Prepared { s, k, r, r_bytes })
 }
@@ -165,7 +151,7 @@ impl Verifier {
 
     /// Whether `sig` is a valid signature of `msg`.
     pub async fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        let Some(prepared) = prepare(&self.key, &Item { msg, sig }) else {
+        let Some(prepared) = prepare(&self.key, msg, sig) else {
             return false;
         };
         let (done, answer) = oneshot::channel();
@@ -181,6 +167,13 @@ mod tests {
     use super::*;
     use ed25519_dalek::{Signature, Signer, SigningKey};
     use proptest::prelude::*;
+
+    /// Whether each signature is valid, all checked as one batch would be.
+    fn verify_all(key: &Key, items: &[(Vec<u8>, [u8; 64])]) -> Vec<bool> {
+        let prepared: Vec<Option<Prepared>> =
+            items.iter().map(|(m, s)| prepare(key, m, s)).collect();
+        verify_prepared(key, &prepared)
+    }
 
     fn signer() -> SigningKey {
         SigningKey::from_bytes(&[7u8; 32])
@@ -216,11 +209,10 @@ mod tests {
             let key = Key::new(sk.verifying_key()).unwrap();
             let owned: Vec<_> = reqs.iter().enumerate()
                 .map(|(i, &(d, pos))| damaged(&sk, i, if d > 5 { 0 } else { d }, pos)).collect();
-            let items: Vec<Item<'_>> = owned.iter().map(|(m, s)| Item { msg: m, sig: s }).collect();
             let expected: Vec<bool> = owned.iter()
                 .map(|(m, s)| sk.verifying_key().verify_strict(m, &Signature::from_bytes(s)).is_ok())
                 .collect();
-            prop_assert_eq!(verify_all(&key, &items), expected);
+            prop_assert_eq!(verify_all(&key, &owned), expected);
         }
     }
 
@@ -229,11 +221,9 @@ mod tests {
         let sk = signer();
         let key = Key::new(sk.verifying_key()).unwrap();
         let mut owned: Vec<_> = (0..40).map(|i| damaged(&sk, i, 0, 0)).collect();
-        let items: Vec<Item<'_>> = owned.iter().map(|(m, s)| Item { msg: m, sig: s }).collect();
-        assert!(verify_all(&key, &items).iter().all(|&ok| ok));
+        assert!(verify_all(&key, &owned).iter().all(|&ok| ok));
         owned[17].1[40] ^= 4;
-        let items: Vec<Item<'_>> = owned.iter().map(|(m, s)| Item { msg: m, sig: s }).collect();
-        let ok = verify_all(&key, &items);
+        let ok = verify_all(&key, &owned);
         assert!(!ok[17]);
         assert_eq!(ok.iter().filter(|&&ok| ok).count(), 39);
     }

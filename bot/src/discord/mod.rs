@@ -244,16 +244,7 @@ async fn component(app: &App, ix: &Value) -> Response {
     else {
         return ephemeral(text::MALFORMED.into());
     };
-    let reply =
-        match crate::cards::clicked_card_run(app, "discord", channel, message, click.run).await {
-            Ok(Some(run)) if run == click.run => dispatch::click(app, &actor, &click).await,
-            Ok(_) => {
-                let reply = crate::reply::Reply::Refused(crate::reply::UserError::ForeignButton);
-                dispatch::audit_click(app, &actor, &click, &reply).await;
-                reply
-            }
-            Err(e) => dispatch::internal(e, "looking up a Discord card"),
-        };
+    let reply = crate::cards::click_on_card(app, &actor, "discord", channel, message, &click).await;
     if matches!(
         reply,
         crate::reply::Reply::Refused(_) | crate::reply::Reply::Internal { .. }

@@ -256,17 +256,15 @@ pub async fn block_actions(app: &App, slack: &Slack, ev: SlackInteractionBlockAc
         tracing::warn!("malformed Slack button value");
         return;
     };
-    let clicked =
-        crate::cards::clicked_card_run(app, "slack", &channel, &container.message_ts.0, click.run);
-    let reply = match clicked.await {
-        Ok(Some(run)) if run == click.run => dispatch::click(app, &actor, &click).await,
-        Ok(_) => {
-            let reply = Reply::Refused(crate::reply::UserError::ForeignButton);
-            dispatch::audit_click(app, &actor, &click, &reply).await;
-            reply
-        }
-        Err(e) => dispatch::internal(e, "looking up a Slack card"),
-    };
+    let reply = crate::cards::click_on_card(
+        app,
+        &actor,
+        "slack",
+        &channel,
+        &container.message_ts.0,
+        &click,
+    )
+    .await;
     let note = text::click_refused(&reply);
     if !note.is_empty() {
         let (api, user, url) = (
