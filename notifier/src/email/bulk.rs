@@ -74,7 +74,7 @@ impl Mailer {
     /// `options.concurrency` workers (at most `max_connections`) each own one SMTP connection,
     /// opened with `TCP_NODELAY` and reused for message after message (a new connection after
     /// a broken one). When the server offers CHUNKING and PIPELINING, each worker sends
-    /// windows of up to 32 messages as pipelined BDAT transactions and reports each message
+    /// windows of up to 64 messages as pipelined BDAT transactions and reports each message
     /// by its own replies; otherwise one DATA transaction at a time (MAIL, RCPT and DATA in
     /// one write with PIPELINING, RSET after a refused one). Each message is built once, so
     /// its retries carry the same Message-ID and Date. At most 64 × `concurrency` emails (and

@@ -39,6 +39,50 @@ fn settle(envelope: &[Reply], bdat: Reply) -> Result<(), Fail> {
     }
 }
 
+/// Content pieces at least this long are written from where they are; shorter ones are
+/// copied next to the commands. The kernel copies a few large pieces faster than many small
+/// ones (each one costs a user-copy setup), and a copy of a short piece is cheap.
+const OWN_SLICE: usize = 512;
+
+/// What a window writes, in order: ranges of the command buffer and the large content
+/// pieces between them.
+#[derive(Default)]
+struct Spans<'a> {
+    /// `(end, piece)`: the buffer from the previous end up to `end`, then `piece`.
+    runs: Vec<(usize, &'a [u8])>,
+}
+
+impl<'a> Spans<'a> {
+    /// Appends `piece`: copied into `buf` when short, else kept as its own slice.
+    fn add(&mut self, buf: &mut Vec<u8>, piece: &'a [u8]) {
+        if piece.len() < OWN_SLICE {
+            buf.extend_from_slice(piece);
+        } else {
+            self.runs.push((buf.len(), piece));
+        }
+    }
+
+    /// The slices to write, `buf` being the buffer `add` filled.
+    fn slices<'b>(&self, buf: &'b [u8]) -> Vec<std::io::IoSlice<'b>>
+    where
+        'a: 'b,
+    {
+        let mut out = Vec::with_capacity(2 * self.runs.len() + 1);
+        let mut start = 0;
+        for &(end, piece) in &self.runs {
+            if end > start {
+                out.push(std::io::IoSlice::new(&buf[start..end]));
+            }
+            out.push(std::io::IoSlice::new(piece));
+            start = end;
+        }
+        if buf.len() > start {
+            out.push(std::io::IoSlice::new(&buf[start..]));
+        }
+        out
+    }
+}
+
 /// `n` in decimal digits, appended to `out`.
 fn decimal(n: usize, out: &mut Vec<u8>) {
     let mut digits = [0u8; 20];
@@ -65,9 +109,9 @@ impl Connection {
         let mut outcomes: Vec<Option<Outcome>> = messages.iter().map(|_| None).collect();
         let mut expect = Vec::with_capacity(messages.len());
         self.wbuf.clear();
-        // The commands go into `wbuf`; each content is written from where it is, after them
-        // (`ends[k]`: where the commands before content `k` end in `wbuf`).
-        let mut ends = Vec::with_capacity(messages.len());
+        // The commands and the content's small pieces go into `wbuf`; pieces of at least
+        // `OWN_SLICE` bytes are written from where they are, between them.
+        let mut spans = Spans::default();
         for (index, message) in messages.iter().enumerate() {
             if let Some(fail) = self.unsupported(message) {
                 outcomes[index] = Some(Outcome {
@@ -97,7 +141,9 @@ impl Connection {
             self.wbuf.extend_from_slice(b"BDAT ");
             decimal(message.content.len(), &mut self.wbuf);
             self.wbuf.extend_from_slice(b" LAST\r\n");
-            ends.push(self.wbuf.len());
+            for piece in message.content.slices() {
+                spans.add(&mut self.wbuf, piece);
+            }
             expect.push(Expect {
                 index,
                 rcpts: message.to.len(),
@@ -109,15 +155,7 @@ impl Connection {
         let mut broken: Option<(String, bool)> = None;
         if !expect.is_empty() {
             let wbuf = std::mem::take(&mut self.wbuf);
-            let mut parts = Vec::with_capacity(8 * expect.len());
-            let mut start = 0;
-            for (e, &end) in expect.iter().zip(&ends) {
-                parts.push(std::io::IoSlice::new(&wbuf[start..end]));
-                for piece in messages[e.index].content.slices() {
-                    parts.push(std::io::IoSlice::new(piece));
-                }
-                start = end;
-            }
+            let mut parts = spans.slices(&wbuf);
             let written = self.write_parts(&mut parts).await;
             drop(parts);
             self.wbuf = wbuf;
@@ -235,6 +273,27 @@ mod tests {
                 "RCPT TO:<u3@example.org>\r\n"
             ]
         );
+    }
+
+    #[test]
+    fn short_pieces_are_copied_and_long_ones_written_from_where_they_are() {
+        let long = vec![b'x'; OWN_SLICE];
+        let longer = vec![b'y'; OWN_SLICE + 1];
+        let mut buf = b"BDAT 1 LAST\r\n".to_vec();
+        let mut spans = Spans::default();
+        for piece in [&b"ab"[..], &long, &longer, b"c", b"", &long] {
+            spans.add(&mut buf, piece);
+        }
+        let slices = spans.slices(&buf);
+        let lens: Vec<usize> = slices.iter().map(|s| s.len()).collect();
+        assert_eq!(lens, [15, OWN_SLICE, OWN_SLICE + 1, 1, OWN_SLICE]);
+        assert_eq!(slices[1].as_ptr(), long.as_ptr(), "not copied");
+        let joined: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+        let expected = [&b"BDAT 1 LAST\r\nab"[..], &long, &longer, b"c", &long].concat();
+        assert_eq!(joined, expected);
+        // Nothing large: the buffer in one slice.
+        let spans = Spans::default();
+        assert_eq!(spans.slices(b"MAIL").len(), 1);
     }
 
     #[test]
