@@ -8,6 +8,7 @@ pub mod broadcast;
 pub mod checklist;
 pub mod commands;
 pub mod followup;
+pub mod interaction;
 pub mod sync;
 pub mod text;
 pub mod verify;
@@ -22,7 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     actor::Actor,
@@ -30,6 +31,8 @@ use crate::{
     config::{DiscordConfig, Platform},
     dispatch,
 };
+
+use interaction::Interaction;
 
 /// Interaction types and response types (Discord's numbers).
 const PING: u64 = 1;
@@ -98,10 +101,10 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
         tracing::warn!(reason = why.as_str(), "refused a Discord interaction");
         return (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response();
     }
-    let Ok(ix) = serde_json::from_slice::<Value>(&body) else {
+    let Some(ix) = Interaction::parse(&body) else {
         return (StatusCode::BAD_REQUEST, "malformed interaction\n").into_response();
     };
-    match ix["type"].as_u64() {
+    match ix.kind {
         Some(PING) => Json(json!({ "type": PONG })).into_response(),
         Some(APPLICATION_COMMAND) => command(&app, &discord, &ix).await,
         Some(MESSAGE_COMPONENT) => component(&app, &ix).await,
@@ -127,15 +130,12 @@ async fn check(
 
 /// `/dr …`: answered at once when the work is quick, else with a deferred response whose
 /// answer is edited in through the interaction's webhook when the work is done.
-async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
-    let user = ix["member"]["user"]["id"]
-        .as_str()
-        .or(ix["user"]["id"].as_str());
-    let (Some(user), Ok(text)) = (user, commands::to_text(&ix["data"])) else {
+async fn command(app: &App, discord: &Arc<Discord>, ix: &Interaction<'_>) -> Response {
+    let (Some(user), Ok(text)) = (ix.user_id(), commands::to_text(&ix.data)) else {
         return ephemeral(text::MALFORMED.into());
     };
-    let channel = ix["channel_id"].as_str().unwrap_or("").to_string();
-    let origin = ix["token"].as_str().map(|t| followup::Origin {
+    let channel = ix.channel_id().unwrap_or("").to_string();
+    let origin = ix.token().map(|t| followup::Origin {
         token: crate::config::Secret::new(t),
         at: std::time::Instant::now(),
         channel: channel.clone(),
@@ -194,7 +194,7 @@ async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
         return ephemeral(answer(work.await));
     };
     let discord = discord.clone();
-    let interaction = ix["id"].as_str().unwrap_or("").to_string();
+    let interaction = ix.id().unwrap_or("").to_string();
     tokio::spawn(async move {
         let content = answer(work.await);
         let body = json!({ "content": content, "allowed_mentions": { "parse": [] } });
@@ -213,35 +213,24 @@ async fn command(app: &App, discord: &Arc<Discord>, ix: &Value) -> Response {
 
 /// A button click: never trusted by its custom_id alone (the card it was clicked on must be
 /// the named run's card); refusals are answered ephemerally, successes update the card.
-async fn component(app: &App, ix: &Value) -> Response {
-    let user = ix["member"]["user"]["id"]
-        .as_str()
-        .or(ix["user"]["id"].as_str());
-    let (Some(user), Some(channel), Some(message)) = (
-        user,
-        ix["channel_id"].as_str(),
-        ix["message"]["id"].as_str(),
-    ) else {
+async fn component(app: &App, ix: &Interaction<'_>) -> Response {
+    let (Some(user), Some(channel), Some(message)) =
+        (ix.user_id(), ix.channel_id(), ix.message_id())
+    else {
         return ephemeral(text::MALFORMED.into());
     };
     let actor = Actor::chat(&app.settings, Platform::Discord, user, channel);
-    if let Some(region) = ix["data"]["custom_id"]
-        .as_str()
-        .and_then(crate::monitor::parse_proposal)
-    {
+    if let Some(region) = ix.custom_id().and_then(crate::monitor::parse_proposal) {
         let reply = dispatch::propose_failover(app, &actor, region).await;
         return ephemeral(text::command_reply(&reply));
     }
-    if let Some(tick) = ix["data"]["custom_id"]
-        .as_str()
+    if let Some(tick) = ix
+        .custom_id()
         .and_then(crate::checklists::tick::TickClick::parse)
     {
         return tick_click(app, &actor, channel, message, &tick).await;
     }
-    let Some(click) = ix["data"]["custom_id"]
-        .as_str()
-        .and_then(dispatch::Click::parse)
-    else {
+    let Some(click) = ix.custom_id().and_then(dispatch::Click::parse) else {
         return ephemeral(text::MALFORMED.into());
     };
     let reply = crate::cards::click_on_card(app, &actor, "discord", channel, message, &click).await;
