@@ -2,7 +2,8 @@
 //! computed once per email and kept across retries (same Message-ID and Date). BDAT sends the
 //! content as it is; DATA dot-stuffs and terminates it (`stuff`) as it writes. A campaign's
 //! message is not copied together: its content is the campaign's shared parts with the
-//! recipient's own bytes in between, each written from where it is.
+//! recipient's own bytes in between (a window copies the short pieces next to its commands
+//! and writes the long ones from where they are).
 
 use std::sync::Arc;
 
