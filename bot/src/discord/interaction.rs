@@ -10,7 +10,7 @@ use serde_json::Value;
 /// A string field, borrowed from the body unless it has escapes. (serde borrows a bare
 /// `Cow<str>` field, but never one inside an `Option`.)
 #[derive(Debug)]
-pub struct Text<'a>(pub Cow<'a, str>);
+struct Text<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -40,57 +40,58 @@ fn text<'s>(field: &'s Option<Text<'_>>) -> Option<&'s str> {
 }
 
 /// The fields of an interaction drbot uses. A field of the wrong type makes the whole body
-/// unreadable (a `400`); a missing one is `None`.
-#[derive(Debug, Deserialize)]
+/// unreadable (a `400`); a missing one is `None`. Not `Debug`: it holds the interaction
+/// token, a secret that must not reach a log.
+#[derive(Deserialize)]
 pub struct Interaction<'a> {
     /// 1 PING, 2 APPLICATION_COMMAND, 3 MESSAGE_COMPONENT, …
     #[serde(rename = "type")]
     pub kind: Option<u64>,
     /// The interaction's id.
     #[serde(borrow, default)]
-    pub id: Option<Text<'a>>,
+    id: Option<Text<'a>>,
     /// The interaction token (for follow-ups; a secret).
     #[serde(borrow, default)]
-    pub token: Option<Text<'a>>,
+    token: Option<Text<'a>>,
     /// The channel it came from.
     #[serde(borrow, default)]
-    pub channel_id: Option<Text<'a>>,
+    channel_id: Option<Text<'a>>,
     /// The member who sent it, in a guild.
     #[serde(borrow, default)]
-    pub member: Option<Member<'a>>,
+    member: Option<Member<'a>>,
     /// The user who sent it, in a DM.
     #[serde(borrow, default)]
-    pub user: Option<User<'a>>,
+    user: Option<User<'a>>,
     /// The command's options or the component's `custom_id` (small: kept as JSON).
     #[serde(default)]
     pub data: Value,
     /// The message a clicked component belongs to.
     #[serde(borrow, default)]
-    pub message: Option<MessageRef<'a>>,
+    message: Option<MessageRef<'a>>,
 }
 
 /// A guild member: only its user.
 #[derive(Debug, Deserialize)]
-pub struct Member<'a> {
+struct Member<'a> {
     /// The member's user.
     #[serde(borrow, default)]
-    pub user: Option<User<'a>>,
+    user: Option<User<'a>>,
 }
 
 /// A user: only its id.
 #[derive(Debug, Deserialize)]
-pub struct User<'a> {
+struct User<'a> {
     /// The user's id (a snowflake, as a string).
     #[serde(borrow, default)]
-    pub id: Option<Text<'a>>,
+    id: Option<Text<'a>>,
 }
 
 /// A message: only its id.
 #[derive(Debug, Deserialize)]
-pub struct MessageRef<'a> {
+struct MessageRef<'a> {
     /// The message's id.
     #[serde(borrow, default)]
-    pub id: Option<Text<'a>>,
+    id: Option<Text<'a>>,
 }
 
 impl<'a> Interaction<'a> {
