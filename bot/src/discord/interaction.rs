@@ -61,13 +61,13 @@ pub struct Interaction<'a> {
     member: Option<Member<'a>>,
     /// The user who sent it, in a DM.
     #[serde(borrow, default)]
-    user: Option<User<'a>>,
+    user: Option<Ref<'a>>,
     /// The command's options or the component's `custom_id` (small: kept as JSON).
     #[serde(default)]
     pub data: Value,
     /// The message a clicked component belongs to.
     #[serde(borrow, default)]
-    message: Option<MessageRef<'a>>,
+    message: Option<Ref<'a>>,
 }
 
 /// A guild member: only its user.
@@ -75,21 +75,13 @@ pub struct Interaction<'a> {
 struct Member<'a> {
     /// The member's user.
     #[serde(borrow, default)]
-    user: Option<User<'a>>,
+    user: Option<Ref<'a>>,
 }
 
-/// A user: only its id.
+/// An object drbot reads only the id of (a user, a message).
 #[derive(Debug, Deserialize)]
-struct User<'a> {
-    /// The user's id (a snowflake, as a string).
-    #[serde(borrow, default)]
-    id: Option<Text<'a>>,
-}
-
-/// A message: only its id.
-#[derive(Debug, Deserialize)]
-struct MessageRef<'a> {
-    /// The message's id.
+struct Ref<'a> {
+    /// Its id (a snowflake, as a string).
     #[serde(borrow, default)]
     id: Option<Text<'a>>,
 }
