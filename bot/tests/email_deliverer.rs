@@ -2,14 +2,19 @@
 //! sent as stored (its Message-ID, recipient, unsubscribe headers, text and HTML); a 4xx is a
 //! retry after `[email]`'s backoff, doubled per attempt, until `max_attempts` makes it a
 //! failure; a 5xx and an unreadable payload fail at once; the rate limit spaces sends out.
+//! Campaign rows (a stored campaign and the recipient's values) arrive as the message their
+//! values slot into, in a round with whole-message rows, and one alone; a row naming a missing
+//! campaign fails with that reason.
 
 use std::time::{Duration, Instant};
 
 use drbot::{
     config::{EmailConfig, Secret},
-    notify::email::{EmailDeliverer, EmailPayload, message_id},
+    notify::email::{CampaignRowPayload, EmailDeliverer, EmailPayload, StoredCampaign, message_id},
+    store::{Store, campaigns},
 };
 use drbot_e2e::smtpd::Smtpd;
+use futures::StreamExt;
 use mailparse::{MailHeaderMap, parse_mail};
 use notifier::outbox::{Deliverer, Delivery, Outcome};
 use serde_json::json;
@@ -25,6 +30,16 @@ fn config(url: &str, rate_limit: Option<f64>) -> EmailConfig {
         max_backoff: "1s".into(),
         timeout: "5s".into(),
     }
+}
+
+async fn store(dir: &std::path::Path) -> Store {
+    Store::connect(&format!("sqlite://{}", dir.join("drbot.db").display()), 2)
+        .await
+        .unwrap()
+}
+
+async fn deliverer(dir: &std::path::Path, url: &str, rate_limit: Option<f64>) -> EmailDeliverer {
+    EmailDeliverer::new(&config(url, rate_limit), store(dir).await).unwrap()
 }
 
 fn row(sub: i64, to: &str, attempt: u32) -> Delivery {
@@ -52,7 +67,7 @@ fn row(sub: i64, to: &str, attempt: u32) -> Delivery {
 async fn a_row_is_sent_as_stored() {
     let dir = tempfile::tempdir().unwrap();
     let smtpd = Smtpd::start(dir.path(), "accept");
-    let d = EmailDeliverer::new(&config(&smtpd.url(), None)).unwrap();
+    let d = deliverer(dir.path(), &smtpd.url(), None).await;
     let out = d
         .deliver(&row(3, "\"Ann\" <ann@customer.example>", 1))
         .await;
@@ -81,7 +96,7 @@ async fn a_row_is_sent_as_stored() {
 async fn temporary_failures_back_off_then_give_up_and_permanent_ones_fail() {
     let dir = tempfile::tempdir().unwrap();
     let smtpd = Smtpd::start(dir.path(), "tempfail,reject");
-    let d = EmailDeliverer::new(&config(&smtpd.url(), None)).unwrap();
+    let d = deliverer(dir.path(), &smtpd.url(), None).await;
 
     // First attempt: 451, retried after the configured backoff; the second goes through.
     match d.deliver(&row(1, "a@customer.example", 1)).await {
@@ -126,7 +141,7 @@ async fn temporary_failures_back_off_then_give_up_and_permanent_ones_fail() {
 async fn the_rate_limit_spaces_sends() {
     let dir = tempfile::tempdir().unwrap();
     let smtpd = Smtpd::start(dir.path(), "accept");
-    let d = EmailDeliverer::new(&config(&smtpd.url(), Some(20.0))).unwrap();
+    let d = deliverer(dir.path(), &smtpd.url(), Some(20.0)).await;
     let rows: Vec<Delivery> = (0..11)
         .map(|i| row(i, &format!("r{i}@customer.example"), 1))
         .collect();
@@ -137,4 +152,129 @@ async fn the_rate_limit_spaces_sends() {
     // 11 sends at 20 per second: the last starts 10 intervals of 50 ms after the first.
     assert!(took >= Duration::from_millis(480), "{took:?}");
     assert_eq!(smtpd.count(), 11);
+}
+
+/// A campaign as `email_customers` stores it: markers for address, name and unsubscribe link.
+fn stored_campaign() -> StoredCampaign {
+    StoredCampaign {
+        subject: "Service Update - DR Activation".into(),
+        text: "Dear V1,\nUnsubscribe: V2\n".into(),
+        html: Some("<p>Dear V1,</p><a href=\"V2\">Unsubscribe</a>".into()),
+        slots: ["V0", "V1", "V2"].map(String::from).to_vec(),
+        unsubscribe_prefix: Some("https://status.example.com/unsubscribe?token=".into()),
+    }
+}
+
+/// `s` escaped for HTML: `& < > " '`.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn campaign_row(campaign: i64, sub: i64, name: &str) -> Delivery {
+    let key = format!("email:run:8:step:1:sub:{sub}");
+    let email = format!("c{sub}@customer.example");
+    let url = format!("https://status.example.com/unsubscribe?token=tok{sub}");
+    let values = vec![email.clone(), name.to_string(), url];
+    let payload = CampaignRowPayload {
+        campaign,
+        subscriber: sub,
+        to: email,
+        message_id: message_id(&key),
+        unsubscribe_token: format!("tok{sub}"),
+        values,
+    };
+    Delivery {
+        id: 100 + sub,
+        key,
+        channel: "email".into(),
+        payload: serde_json::to_value(payload).unwrap(),
+        ordering_key: None,
+        attempt: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_rows_arrive_as_the_message_their_values_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtpd = Smtpd::start(dir.path(), "accept");
+    let store = store(dir.path()).await;
+    let mut tx = store.write().await.unwrap();
+    let json = serde_json::to_string(&stored_campaign()).unwrap();
+    let id = campaigns::insert_tx(&mut tx, "email:run:8:step:1:named", &json)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let d = EmailDeliverer::new(&config(&smtpd.url(), None), store).unwrap();
+
+    // One round: campaign rows, a whole-message row, a row of a missing campaign.
+    let mut rows: Vec<Delivery> = (1..=5)
+        .map(|i| campaign_row(id, i, &format!("Cust<{i}> & Co")))
+        .collect();
+    rows.push(row(9, "whole@customer.example", 1));
+    rows.push(campaign_row(id + 1, 6, "Nobody"));
+    let Ok(stream) = d.deliver_many(rows) else {
+        panic!("the bulk path takes the rows")
+    };
+    let mut outs: Vec<(i64, Outcome)> = stream.collect().await;
+    outs.sort_by_key(|(row, _)| *row);
+    assert_eq!(outs.len(), 7);
+    for (row, out) in &outs {
+        match row {
+            9 | 101..=105 => assert!(matches!(out, Outcome::Delivered { .. }), "{row}: {out:?}"),
+            106 => assert!(
+                matches!(out, Outcome::Failed { error } if error.contains("is not in the store")),
+                "{out:?}"
+            ),
+            other => panic!("unexpected row {other}"),
+        }
+    }
+    // And one alone, as after a bulk refusal.
+    let alone = campaign_row(id, 7, "Zoë");
+    assert_eq!(
+        d.deliver(&alone).await,
+        Outcome::Delivered {
+            receipt: Some("email.run.8.step.1.sub.7".into())
+        }
+    );
+
+    let raw = smtpd.messages();
+    assert_eq!(raw.len(), 7, "5 + 1 campaign rows and the whole one");
+    for i in [1, 2, 3, 4, 5, 7] {
+        let m = raw
+            .iter()
+            .map(|r| parse_mail(r).unwrap())
+            .find(|m| {
+                m.headers.get_first_value("To").as_deref()
+                    == Some(format!("c{i}@customer.example").as_str())
+            })
+            .unwrap_or_else(|| panic!("message to c{i}"));
+        let h = |n: &str| m.headers.get_first_value(n).unwrap_or_default();
+        let name = if i == 7 {
+            "Zoë".to_string()
+        } else {
+            format!("Cust<{i}> & Co")
+        };
+        let url = format!("https://status.example.com/unsubscribe?token=tok{i}");
+        assert_eq!(
+            h("Message-ID"),
+            format!("<email.run.8.step.1.sub.{i}@example.com>")
+        );
+        assert_eq!(h("Subject"), "Service Update - DR Activation");
+        assert_eq!(h("List-Unsubscribe"), format!("<{url}>"));
+        assert_eq!(h("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click");
+        let text = m.subparts[0].get_body().unwrap();
+        assert_eq!(text, format!("Dear {name},\r\nUnsubscribe: {url}\r\n"));
+        let html = m.subparts[1].get_body().unwrap();
+        assert_eq!(
+            html,
+            format!(
+                "<p>Dear {},</p><a href=\"{url}\">Unsubscribe</a>",
+                escape(&name)
+            )
+        );
+    }
 }

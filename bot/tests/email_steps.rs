@@ -6,7 +6,10 @@
 //! lines for the open incident and counts the active subscribers; `email_customers` writes one
 //! outbox row per active subscriber (rendered for them, with their unsubscribe link and a
 //! Message-ID derived from the row key), follows the rows until delivered, and when run again
-//! adds no row and sends nothing twice.
+//! adds no row and sends nothing twice. With the built-in templates every row is a campaign
+//! row (the send's message stored once, the row holding the subscriber's values); a template
+//! that transforms a recipient value makes whole-message rows for the recipients it affects,
+//! and each recipient's message is the same either way.
 
 mod common;
 
@@ -21,10 +24,12 @@ use drbot::{
     app::App,
     config::parse_str,
     dispatch,
-    notify::email::EmailPayload,
+    notify::email::{RowPayload, StoredCampaign},
     reply::{Reply, UserError},
+    store::Store,
     store::subscribers::NewSubscriber,
 };
+use notifier::email::{CampaignContent, OutgoingEmail};
 use notifier::outbox::{
     Deliverer, Delivery, Outcome,
     worker::{Worker, WorkerConfig},
@@ -51,9 +56,36 @@ async fn email_env(b: Backend) -> Env {
     env
 }
 
-/// Records the email rows it is given, as a deliverer for channel `email`.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<(String, EmailPayload)>>);
+/// One email row as received: its key, subscriber, whether it was a campaign row, and the
+/// email it stands for.
+#[derive(Debug, Clone)]
+struct Sent {
+    key: String,
+    subscriber: i64,
+    campaign: bool,
+    email: OutgoingEmail,
+}
+
+/// Records the email rows it is given, as a deliverer for channel `email`; a campaign row is
+/// read as the email its values make in its stored campaign.
+struct Recorder {
+    store: Store,
+    sent: Mutex<Vec<Sent>>,
+}
+
+impl Recorder {
+    fn new(store: &Store) -> Self {
+        Self {
+            store: store.clone(),
+            sent: Mutex::default(),
+        }
+    }
+    fn sent(&self) -> Vec<Sent> {
+        let mut sent = self.sent.lock().unwrap().clone();
+        sent.sort_by(|a, b| a.key.cmp(&b.key));
+        sent
+    }
+}
 
 #[async_trait]
 impl Deliverer for Recorder {
@@ -61,8 +93,26 @@ impl Deliverer for Recorder {
         "email"
     }
     async fn deliver(&self, d: &Delivery) -> Outcome {
-        let p: EmailPayload = serde_json::from_value(d.payload.clone()).expect("email payload");
-        self.0.lock().unwrap().push((d.key.clone(), p));
+        let sent = match RowPayload::read(d.payload.clone()).expect("email payload") {
+            RowPayload::Whole(p) => Sent {
+                key: d.key.clone(),
+                subscriber: p.subscriber,
+                campaign: false,
+                email: p.into_email(),
+            },
+            RowPayload::Campaign(p) => {
+                let json = self.store.email_campaign(p.campaign).await.unwrap();
+                let stored: StoredCampaign =
+                    serde_json::from_str(&json.expect("the campaign is stored")).unwrap();
+                Sent {
+                    key: d.key.clone(),
+                    subscriber: p.subscriber,
+                    campaign: true,
+                    email: CampaignContent::from(stored).email_for(&p.into_recipient()),
+                }
+            }
+        };
+        self.sent.lock().unwrap().push(sent);
         Outcome::Delivered { receipt: None }
     }
 }
@@ -189,7 +239,7 @@ async fn preview_then_send_once(b: Backend) {
     assert_eq!(out.data["recipients"], 2);
 
     // The send: a worker delivers the rows while the step follows them.
-    let rec = Arc::new(Recorder::default());
+    let rec = Arc::new(Recorder::new(&app.store));
     let shutdown = CancellationToken::new();
     let worker = Worker::new(
         Arc::new(app.store.clone()),
@@ -216,30 +266,43 @@ async fn preview_then_send_once(b: Backend) {
     assert_eq!(out.data["failed"], 0);
     assert_eq!(out.data["resumed"], false);
 
-    let mut sent = rec.0.lock().unwrap().clone();
-    sent.sort_by(|a, b| a.0.cmp(&b.0));
+    let sent = rec.sent();
     assert_eq!(sent.len(), 2);
+    assert!(
+        sent.iter().all(|s| s.campaign),
+        "the built-in template slots cleanly"
+    );
     let subs = app.store.subscribers().await.unwrap();
-    for (key, p) in &sent {
-        let sub = subs.iter().find(|s| s.id == p.subscriber).unwrap();
-        assert_eq!(key, &format!("email:run:{run}:step:1:sub:{}", sub.id));
+    for s in &sent {
+        let p = &s.email;
+        let sub = subs.iter().find(|x| x.id == s.subscriber).unwrap();
+        assert_eq!(s.key, format!("email:run:{run}:step:1:sub:{}", sub.id));
         assert_eq!(
             p.message_id,
             format!("email.run.{run}.step.1.sub.{}", sub.id)
         );
-        assert_eq!(
-            p.unsubscribe_url,
-            format!("{PUBLIC}/unsubscribe?token={}", sub.token)
-        );
+        let url = format!("{PUBLIC}/unsubscribe?token={}", sub.token);
+        assert_eq!(p.unsubscribe_url.as_deref(), Some(url.as_str()));
         assert_eq!(p.subject, "Service Update - DR Activation");
-        assert!(p.text.contains(&p.unsubscribe_url), "{}", p.text);
-        assert!(p.html.contains(&p.unsubscribe_url), "{}", p.html);
+        assert!(p.text.contains(&url), "{}", p.text);
+        let html = p.html.as_deref().unwrap();
+        assert!(html.contains(&format!("href=\"{url}\"")), "{html}");
         assert!(p.text.contains("/status"), "status page link: {}", p.text);
     }
-    let ann = sent.iter().find(|(_, p)| p.to.contains("ann@")).unwrap();
-    assert_eq!(ann.1.to, "Ann <ann@customer.example>");
-    assert!(ann.1.text.starts_with("Dear Ann,"), "{}", ann.1.text);
-    assert!(sent.iter().all(|(_, p)| !p.to.contains("gone@")));
+    let ann = sent.iter().find(|s| s.email.to.contains("ann@")).unwrap();
+    assert_eq!(ann.email.to, "Ann <ann@customer.example>");
+    assert!(
+        ann.email.text.starts_with("Dear Ann,"),
+        "{}",
+        ann.email.text
+    );
+    let bob = sent.iter().find(|s| s.email.to.contains("bob@")).unwrap();
+    assert!(
+        bob.email.text.starts_with("Dear Customer,"),
+        "{}",
+        bob.email.text
+    );
+    assert!(sent.iter().all(|s| !s.email.to.contains("gone@")));
     let audit = app.store.audit_rows(Some(run), 100).await.unwrap();
     let enqueued: Vec<_> = audit
         .iter()
@@ -248,6 +311,11 @@ async fn preview_then_send_once(b: Backend) {
     assert_eq!(enqueued.len(), 1);
     assert!(
         enqueued[0].detail.contains("\"recipients\":2"),
+        "{}",
+        enqueued[0].detail
+    );
+    assert!(
+        enqueued[0].detail.contains("\"campaign_rows\":2"),
         "{}",
         enqueued[0].detail
     );
@@ -269,8 +337,98 @@ async fn preview_then_send_once(b: Backend) {
     assert_eq!(again.data["delivered"], 2);
     assert_eq!(again.data["resumed"], true);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(rec.0.lock().unwrap().len(), 2);
+    assert_eq!(rec.sent().len(), 2);
     assert_eq!(app.store.outbox_rows(None, 100).await.unwrap().len(), 2);
+    shutdown.cancel();
+    worker.await.unwrap();
+}
+
+/// A template that transforms a recipient value: the recipients it affects get whole-message
+/// rows, the others campaign rows, and everyone the message rendered for them.
+async fn transformed_values_get_whole_rows(b: Backend) {
+    let mut env = email_env(b).await;
+    let templates = env.dir.path().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(
+        templates.join("email_body.txt"),
+        "Dear {{ (recipient.name or \"Customer\")|upper }},\n\
+         Unsubscribe: {{ recipient.unsubscribe_url }}\n",
+    )
+    .unwrap();
+    let text = format!(
+        "templates_dir = \"{}\"\n{}",
+        templates.display(),
+        email_config(&config_text(&env.url, 1, "30m", 0, "m"))
+    );
+    env.app = reconfigure(&env, &text);
+    let app = &env.app;
+    let people = [
+        ("ann@customer.example", Some("Ann")),
+        ("bob@customer.example", None),
+    ];
+    let subs: Vec<NewSubscriber> = people
+        .iter()
+        .map(|(email, name)| NewSubscriber {
+            email: email.to_string(),
+            name: name.map(str::to_string),
+            unsubscribed_at: None,
+        })
+        .collect();
+    app.store.import_subscribers(&subs, false).await.unwrap();
+    let run = match say(app, "bob", "/dr notify customers dr-activated").await {
+        Reply::Requested(v) => v.run.id,
+        other => panic!("expected a request, got {other:?}"),
+    };
+    let r = say(app, "alice", "/dr incident open Database outage").await;
+    assert!(matches!(r, Reply::Incident(_)), "{r:?}");
+    let rec = Arc::new(Recorder::new(&app.store));
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        Arc::new(app.store.clone()),
+        vec![rec.clone()],
+        WorkerConfig {
+            owner: "test".into(),
+            lease: Duration::from_secs(30),
+            batch: 8,
+            concurrency: 4,
+            max_attempts: 3,
+            idle: Duration::from_millis(20),
+        },
+    );
+    let worker = tokio::spawn(worker.run(shutdown.clone()));
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_step(app, "email_customers", run, 1),
+    )
+    .await
+    .expect("the send finishes")
+    .unwrap();
+    assert_eq!(out.summary, "Sent 2 emails");
+    let sent = rec.sent();
+    let ann = sent.iter().find(|s| s.email.to.contains("ann@")).unwrap();
+    assert!(!ann.campaign, "the name is transformed: a whole message");
+    assert!(
+        ann.email.text.starts_with("Dear ANN,\n"),
+        "{}",
+        ann.email.text
+    );
+    let bob = sent.iter().find(|s| s.email.to.contains("bob@")).unwrap();
+    assert!(bob.campaign, "no name: the campaign gives the same message");
+    assert!(
+        bob.email.text.starts_with("Dear CUSTOMER,\n"),
+        "{}",
+        bob.email.text
+    );
+    let subs = app.store.subscribers().await.unwrap();
+    for s in &sent {
+        let sub = subs.iter().find(|x| x.id == s.subscriber).unwrap();
+        let url = format!("{PUBLIC}/unsubscribe?token={}", sub.token);
+        assert!(
+            s.email.text.ends_with(&format!("Unsubscribe: {url}")),
+            "{}",
+            s.email.text
+        );
+    }
     shutdown.cancel();
     worker.await.unwrap();
 }
@@ -307,5 +465,6 @@ async fn without_email_nothing_is_sent(b: Backend) {
 both_backends!(
     builtin_runbook_validates_and_needs_email,
     preview_then_send_once,
+    transformed_values_get_whole_rows,
     without_email_nothing_is_sent
 );

@@ -6,7 +6,10 @@
 //! distinct Message-ID per recipient; the only copies are messages that were in flight at the
 //! kill (accepted by the server, their acknowledgement lost with the process), so the raw
 //! duplicates are at most the outbox worker's in-flight bound, which `serve` logs. SMTP cannot
-//! give exactly-once; the fixed Message-ID lets receivers drop such a copy.
+//! give exactly-once; the fixed Message-ID lets receivers drop such a copy. Each message is
+//! the recipient's own: addressed by name where they have one (every third has none), their
+//! greeting, and their unsubscribe link in the body and in `List-Unsubscribe`: the send goes
+//! out as two campaigns (named, anonymous) whose rows hold only the recipient's values.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -112,7 +115,12 @@ fn sigkill_mid_send_then_restart_delivers_everyone_once_per_message_id() {
 
     let mut csv = String::from("email,name\n");
     for i in 0..RECIPIENTS {
-        csv.push_str(&format!("user{i:05}@customer.example,User {i}\n"));
+        let name = if i % 3 == 2 {
+            String::new()
+        } else {
+            format!("User {i}")
+        };
+        csv.push_str(&format!("user{i:05}@customer.example,{name}\n"));
     }
     let file = dir.path().join("subscribers.csv");
     std::fs::write(&file, csv).unwrap();
@@ -192,6 +200,7 @@ fn sigkill_mid_send_then_restart_delivers_everyone_once_per_message_id() {
             .map(|(_, a)| a.trim_end_matches('>').to_string())
             .unwrap_or(to);
         let id = headers.get_first_value("Message-ID").expect("Message-ID");
+        check_content(raw, &addr);
         if let Some(other) = owner.insert(id.clone(), addr.clone()) {
             assert_eq!(other, addr, "Message-ID {id} went to two recipients");
         }
@@ -215,4 +224,34 @@ fn sigkill_mid_send_then_restart_delivers_everyone_once_per_message_id() {
         duplicates <= bound,
         "{duplicates} duplicates exceed the worker's in-flight bound {bound}"
     );
+}
+
+/// The message to `addr` (`userNNNNN@…`) greets them by name (when they have one) and carries
+/// their unsubscribe link in the text, the HTML and `List-Unsubscribe`.
+fn check_content(raw: &[u8], addr: &str) {
+    let mail = mailparse::parse_mail(raw).unwrap();
+    let i: usize = addr
+        .strip_prefix("user")
+        .and_then(|r| r.get(..5))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected recipient {addr}"));
+    let to = mail.headers.get_first_value("To").unwrap_or_default();
+    let text = mail.subparts[0].get_body().unwrap();
+    let html = mail.subparts[1].get_body().unwrap();
+    if i % 3 == 2 {
+        assert_eq!(to, addr);
+        assert!(text.starts_with("Dear Customer,"), "{addr}: {text}");
+    } else {
+        // lettre quotes a name with a space.
+        assert_eq!(to, format!("\"User {i}\" <{addr}>"));
+        assert!(
+            text.starts_with(&format!("Dear User {i},")),
+            "{addr}: {text}"
+        );
+    }
+    let list = mail.headers.get_first_value("List-Unsubscribe").unwrap();
+    let url = list.trim_start_matches('<').trim_end_matches('>');
+    assert!(url.contains("/unsubscribe?token="), "{addr}: {list}");
+    assert!(text.contains(url), "{addr}: {text}");
+    assert!(html.contains(&format!("href=\"{url}\"")), "{addr}: {html}");
 }

@@ -44,7 +44,7 @@ pub fn deliverers(app: &App) -> Vec<Arc<dyn Deliverer>> {
         ))));
     }
     if let Some(cfg) = &app.settings.config.email {
-        match email::EmailDeliverer::new(cfg) {
+        match email::EmailDeliverer::new(cfg, app.store.clone()) {
             Ok(d) => out.push(Arc::new(d)),
             // check-config refuses this; email rows stay pending meanwhile.
             Err(e) => tracing::error!(error = %e, "[email] is unusable: not delivering"),

@@ -4,8 +4,10 @@
 //! succeed and say that nothing is (or will be) sent, so runbooks that include customer email
 //! run where none is set up.
 //!
-//! `email_customers` enqueues, in one write transaction, one outbox row per active subscriber
-//! with that subscriber's rendered message, keyed `email:run:<run>:step:<index>:sub:<id>`; then
+//! `email_customers` enqueues, in one write transaction, one outbox row per active subscriber,
+//! keyed `email:run:<run>:step:<index>:sub:<id>`: their values in the send's campaign where
+//! that gives exactly their rendered message, else the message itself
+//! ([`super::email_campaign`]); then
 //! it follows the rows until each is delivered or failed. Re-running it (after a crash, or a
 //! retry) enqueues nothing new once its rows exist and only follows them: it is idempotent,
 //! and the outbox delivers each row at least once with a fixed Message-ID (see
@@ -27,7 +29,10 @@ use recovery::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppSlot;
+use super::{
+    AppSlot,
+    email_campaign::{Planner, Subscriber},
+};
 use crate::{
     actor::Actor,
     app::App,
@@ -167,7 +172,7 @@ impl Source {
         })
     }
 
-    /// The message of `template` for one recipient.
+    /// The message of `template` for one subscriber.
     fn render(
         &self,
         template: &str,
@@ -175,6 +180,18 @@ impl Source {
         name: Option<&str>,
         token: &str,
     ) -> Result<EmailText, StepError> {
+        self.render_for(
+            template,
+            Recipient {
+                email: email.to_string(),
+                name: name.map(str::to_string),
+                unsubscribe_url: crate::unsubscribe::url(&self.public_url, token),
+            },
+        )
+    }
+
+    /// The message of `template` for `recipient`.
+    fn render_for(&self, template: &str, recipient: Recipient) -> Result<EmailText, StepError> {
         if !TEMPLATES.contains(&template) {
             return Err(StepError::fatal(format!(
                 "unknown customer email template `{template}` (known: {})",
@@ -182,11 +199,7 @@ impl Source {
             )));
         }
         let mut ctx = self.context.clone();
-        ctx.recipient = Some(Recipient {
-            email: email.to_string(),
-            name: name.map(str::to_string),
-            unsubscribe_url: crate::unsubscribe::url(&self.public_url, token),
-        });
+        ctx.recipient = Some(recipient);
         self.templates
             .email(&ctx)
             .map_err(|e| StepError::fatal(format!("rendering `{template}`: {e}")))
@@ -320,22 +333,50 @@ impl Send {
             return Ok(None);
         }
         let subs = subscribers::active_tx(&mut tx).await.map_err(store_error)?;
+        let mut planner = Planner::new(
+            |r| source.render_for(&self.template, r),
+            crate::unsubscribe::url(&source.public_url, ""),
+        );
+        let campaign_key = prefix.strip_suffix("sub:").unwrap_or(prefix);
         let mut subject = None;
-        for s in &subs {
+        let mut campaign_rows = 0usize;
+        // Subscribers with a name first: each campaign's rows are then contiguous, so an outbox
+        // round mostly sends from one campaign.
+        let named = subs.iter().filter(|s| s.name.is_some());
+        for s in named.chain(subs.iter().filter(|s| s.name.is_none())) {
             let text = source.render(&self.template, &s.email, s.name.as_deref(), &s.token)?;
             let key = format!("{prefix}{}", s.id);
-            let payload = EmailPayload {
-                subscriber: s.id,
-                to: recipient(&s.email, s.name.as_deref()),
-                unsubscribe_url: crate::unsubscribe::url(&source.public_url, &s.token),
+            let unsubscribe_url = crate::unsubscribe::url(&source.public_url, &s.token);
+            subject.get_or_insert_with(|| text.subject.clone());
+            let to = recipient(&s.email, s.name.as_deref());
+            let subscriber = Subscriber {
+                email: &s.email,
+                name: s.name.as_deref(),
+                token: &s.token,
+                id: s.id,
+                to: to.clone(),
                 message_id: message_id(&key),
-                subject: text.subject,
-                text: text.text,
-                html: text.html,
             };
-            subject.get_or_insert_with(|| payload.subject.clone());
-            let payload = serde_json::to_value(&payload)
-                .map_err(|e| StepError::fatal(format!("email payload: {e}")))?;
+            let payload = match planner.row(subscriber, &text, &unsubscribe_url) {
+                Some(row) => {
+                    campaign_rows += 1;
+                    let row = planner
+                        .payload(&mut tx, campaign_key, row)
+                        .await
+                        .map_err(store_error)?;
+                    serde_json::to_value(&row)
+                }
+                None => serde_json::to_value(&EmailPayload {
+                    subscriber: s.id,
+                    to,
+                    unsubscribe_url,
+                    message_id: message_id(&key),
+                    subject: text.subject,
+                    text: text.text,
+                    html: text.html,
+                }),
+            }
+            .map_err(|e| StepError::fatal(format!("email payload: {e}")))?;
             enqueue(
                 &mut tx,
                 &NewDelivery {
@@ -348,6 +389,15 @@ impl Send {
             .await
             .map_err(store_error)?;
         }
+        if campaign_rows < subs.len() {
+            tracing::info!(
+                run = ctx.run_id,
+                whole_rows = subs.len() - campaign_rows,
+                template_slots = planner.usable(),
+                "customer email: some rows hold whole messages (the template transforms a \
+                 recipient value, or a value has a line break)"
+            );
+        }
         audit::append(
             &mut tx,
             &Actor::system(),
@@ -357,6 +407,7 @@ impl Send {
                 "template": self.template,
                 "step": ctx.step_index,
                 "recipients": subs.len(),
+                "campaign_rows": campaign_rows,
                 "subject": subject,
                 "incident": source.incident,
             }),

@@ -8,6 +8,7 @@
 //! only run inside a process with an `App`.
 
 pub mod email;
+pub mod email_campaign;
 pub mod incident;
 
 use std::sync::{Arc, OnceLock};

@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use super::bulk::{BulkOptions, Delivery};
 use super::error::{ConfigError, SendError};
 use super::mailer::Mailer;
-use super::message::{message_id_parts, unsubscribe_entry};
+use super::message::{OutgoingEmail, message_id_parts, unsubscribe_entry};
 use super::smtp::{Layout, Prepared};
 use super::wire::{plain_address, with_date_now};
 use super::workers::Letters;
@@ -88,29 +88,44 @@ fn header_lines(set: impl FnOnce(&mut Headers)) -> Vec<u8> {
     headers.to_string().into_bytes()
 }
 
-fn pieces(body: &str, markers: &[String]) -> Vec<Piece> {
-    let mut out = Vec::new();
+/// Calls `text` with each stretch of `body` between markers and `slot` with the index of each
+/// marker, in order. Where markers overlap, the earliest wins, then the first in `markers`.
+fn split<'a>(
+    body: &'a str,
+    markers: &[String],
+    mut text: impl FnMut(&'a str),
+    mut slot: impl FnMut(usize),
+) {
     let mut rest = body;
-    let fixed = |text: &str, out: &mut Vec<Piece>| {
-        if !text.is_empty() {
-            let mut bytes = Vec::new();
-            encode::piece(text.as_bytes(), &mut bytes);
-            out.push(Piece::Fixed(bytes));
-        }
-    };
     loop {
         let next = markers
             .iter()
             .enumerate()
             .filter_map(|(i, m)| rest.find(m.as_str()).map(|at| (at, i, m.len())))
             .min_by_key(|&(at, i, _)| (at, i));
-        let Some((at, slot, len)) = next else { break };
-        fixed(&rest[..at], &mut out);
-        out.push(Piece::Slot(slot));
+        let Some((at, i, len)) = next else { break };
+        text(&rest[..at]);
+        slot(i);
         rest = &rest[at + len..];
     }
-    fixed(rest, &mut out);
-    out
+    text(rest);
+}
+
+fn pieces(body: &str, markers: &[String]) -> Vec<Piece> {
+    let out = std::cell::RefCell::new(Vec::new());
+    split(
+        body,
+        markers,
+        |text| {
+            if !text.is_empty() {
+                let mut bytes = Vec::new();
+                encode::piece(text.as_bytes(), &mut bytes);
+                out.borrow_mut().push(Piece::Fixed(bytes));
+            }
+        },
+        |i| out.borrow_mut().push(Piece::Slot(i)),
+    );
+    out.into_inner()
 }
 
 const BODY_HEADERS: &str = "; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n";
@@ -306,6 +321,46 @@ fn write_value(value: &str, html: bool, out: &mut Vec<u8>) {
         encode::piece(escaped.as_bytes(), out)
     } else {
         encode::piece(value.as_bytes(), out)
+    }
+}
+
+impl CampaignContent {
+    /// The campaign's message for `r` as an ordinary email: each slot marker replaced by the
+    /// recipient's value (HTML-escaped in the HTML body, as the campaign escapes it), the unsubscribe
+    /// URL the prefix and the token. Sent with `send_many` or `send`, it carries the same
+    /// headers and decodes to the same text as the campaign's message for `r`. A recipient
+    /// with too few values gets empty ones: sending refuses it anyway.
+    pub fn email_for(&self, r: &Recipient) -> OutgoingEmail {
+        let fill = |body: &str, html: bool| {
+            let out = std::cell::RefCell::new(String::with_capacity(body.len() + 64));
+            split(
+                body,
+                &self.slots,
+                |text| out.borrow_mut().push_str(text),
+                |i| {
+                    let value = r.values.get(i).map_or("", String::as_str);
+                    if html {
+                        crate::page::format::escape_xml(value, &mut out.borrow_mut());
+                    } else {
+                        out.borrow_mut().push_str(value);
+                    }
+                },
+            );
+            out.into_inner()
+        };
+        OutgoingEmail {
+            to: r.to.clone(),
+            subject: self.subject.clone(),
+            text: fill(&self.text, false),
+            html: self.html.as_deref().map(|h| fill(h, true)),
+            unsubscribe_url: self
+                .unsubscribe_prefix
+                .as_ref()
+                .zip(r.unsubscribe_token.as_ref())
+                .map(|(prefix, token)| format!("{prefix}{token}")),
+            unsubscribe_mailto: None,
+            message_id: r.message_id.clone(),
+        }
     }
 }
 
