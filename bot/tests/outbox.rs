@@ -329,7 +329,107 @@ async fn bulk_rounds_are_delivered_together_and_recorded_each(b: Backend) {
     assert_eq!(flaky.attempts, 2, "{flaky:?}");
 }
 
+/// One `finish` call records each kind of outcome in its row, and leaves alone a row its
+/// caller no longer holds.
+async fn one_finish_records_each_kind(b: Backend) {
+    let env = env(b).await;
+    let s = &env.app.store;
+    add(
+        s,
+        &[
+            new("a", None),
+            new("b", None),
+            new("c", None),
+            new("d", None),
+        ],
+    )
+    .await;
+    let claimed = s.claim("w1", Duration::from_secs(30), 10).await.unwrap();
+    let id = |key: &str| claimed.iter().find(|d| d.key == key).unwrap().id;
+    s.finish(
+        "w1",
+        &[
+            (
+                id("a"),
+                Finish::Delivered {
+                    receipt: Some("r-a".into()),
+                },
+            ),
+            (
+                id("b"),
+                Finish::RetryAt {
+                    at_ms: 123,
+                    error: "451 later".into(),
+                },
+            ),
+            (
+                id("c"),
+                Finish::Failed {
+                    error: "550 no such user".into(),
+                },
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    s.finish("w2", &[(id("d"), Finish::Delivered { receipt: None })])
+        .await
+        .unwrap();
+    let rows = sqlx::query(
+        "SELECT key, state, next_at, last_error, receipt, finished_at, lease_owner \
+         FROM outbox ORDER BY key",
+    )
+    .fetch_all(s.pool())
+    .await
+    .unwrap();
+    use sqlx::Row;
+    type Got = (
+        String,
+        String,
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+    );
+    let got: Vec<Got> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get("key"),
+                r.get("state"),
+                r.get("next_at"),
+                r.get("last_error"),
+                r.get("receipt"),
+                r.get("finished_at"),
+                r.get("lease_owner"),
+            )
+        })
+        .collect();
+    let (a, b, c, d) = (&got[0], &got[1], &got[2], &got[3]);
+    assert_eq!(
+        (a.1.as_str(), a.4.as_deref(), a.6.as_deref()),
+        ("delivered", Some("r-a"), None)
+    );
+    assert!(a.5.is_some());
+    assert_eq!(
+        (b.1.as_str(), b.2, b.3.as_deref(), b.5, b.6.as_deref()),
+        ("pending", 123, Some("451 later"), None, None)
+    );
+    assert_eq!(
+        (c.1.as_str(), c.3.as_deref()),
+        ("failed", Some("550 no such user"))
+    );
+    assert!(c.5.is_some());
+    assert_eq!(
+        (d.1.as_str(), d.6.as_deref()),
+        ("sending", Some("w1")),
+        "not w2's to finish"
+    );
+}
+
 both_backends!(
+    one_finish_records_each_kind,
     bulk_rounds_are_delivered_together_and_recorded_each,
     enqueue_is_idempotent_by_key,
     concurrent_workers_deliver_each_row_once,

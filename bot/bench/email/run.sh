@@ -7,6 +7,7 @@
 # sink's maximum, drbot's peak RSS, and duplicates and missing messages by Message-ID.
 #
 # Usage: bot/bench/email/run.sh [subscribers, default 100000] [connections, default 16]
+# DRBOT_LOG sets serve's log filter (default warn); DRBOT_BENCH_LOG=path keeps serve's log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -15,12 +16,16 @@ n=${1:-100000}
 conns=${2:-16}
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  [ -z "${DRBOT_BENCH_LOG:-}" ] || cp "$work/serve.log" "$DRBOT_BENCH_LOG" 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 echo "== building drbot (release) and the email_send bench" >&2
 (cd "$root" && cargo build --release -q -p drbot --locked)
-bench=$(cd "$root" && cargo bench -q -p drbot-notifier --bench email_send --no-run --locked 2>&1 |
+bench=$(cd "$root" && cargo bench -p drbot-notifier --bench email_send --no-run --locked 2>&1 |
   sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 [ -x "$bench" ] || { echo "email_send bench binary not found" >&2; exit 1; }
 bin=$target/release/drbot
@@ -79,12 +84,12 @@ echo "== importing $n subscribers (every third without a name)" >&2
 awk -v n="$n" 'BEGIN { print "email,name"; for (i = 0; i < n; i++) printf "customer%07d@customer.example,%s\n", i, (i % 3 == 2 ? "" : "Customer " i) }' >"$work/subscribers.csv"
 dr subscribers import "$work/subscribers.csv" >/dev/null
 
-DRBOT_LOG=warn dr serve >"$work/serve.log" 2>&1 &
+DRBOT_LOG=${DRBOT_LOG:-warn} "$bin" --config "$work/drbot.toml" serve >"$work/serve.log" 2>&1 &
 serve=$!
 pids+=("$serve")
 for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$http") 2>/dev/null && break; sleep 0.05; done
 
-state() { dr show "$1" --json | python3 -c "import json,sys; v=json.load(sys.stdin); print($2)"; }
+state() { dr show "$1" --json | python3 -c "import json,sys; v=json.load(sys.stdin); print($2)" 2>/dev/null || true; }
 wait_for() { # run expression expected seconds
   for _ in $(seq 1 $(($4 * 10))); do
     [ "$(state "$1" "$2")" = "$3" ] && return 0
@@ -98,7 +103,7 @@ wait_for "$run" 'v["steps"][0]["state"]' succeeded 120
 stats >/dev/null
 start=$(date +%s.%N)
 dr cmd --as sam "/dr approve $run" >/dev/null
-wait_for "$run" 'v["state"]' succeeded 1200
+wait_for "$run" 'v["run"]["state"]' succeeded 1200
 end=$(date +%s.%N)
 s=$(stats)
 hwm=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$serve/status")

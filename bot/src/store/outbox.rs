@@ -71,14 +71,18 @@ impl OutboxStore for Store {
         limit: usize,
     ) -> anyhow::Result<Vec<Delivery>> {
         let now = now_ms();
-        let lock = match self.backend() {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+        // The open rows' index (`outbox_open`) gives them in id order: the first due ones are
+        // found without visiting finished rows or sorting all pending ones. SQLite's planner,
+        // without statistics, would rather sort, so it is told.
+        let (index, lock) = match self.backend() {
+            Backend::Postgres => ("", "FOR UPDATE SKIP LOCKED"),
+            Backend::Sqlite => ("INDEXED BY outbox_open", ""),
         };
         let sql = format!(
             "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
              attempts = attempts + 1 \
-             WHERE id IN (SELECT o.id FROM outbox o WHERE {DUE} ORDER BY o.id LIMIT $4 {lock}) \
+             WHERE id IN (SELECT o.id FROM outbox o {index} \
+             WHERE o.state IN ('pending', 'sending') AND {DUE} ORDER BY o.id LIMIT $4 {lock}) \
              RETURNING id, key, channel, payload, ordering_key, attempts"
         );
         let mut tx = self.begin_rows().await?;
@@ -107,33 +111,58 @@ impl OutboxStore for Store {
     }
 
     async fn finish(&self, owner: &str, results: &[(i64, Finish)]) -> anyhow::Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
         let now = now_ms();
+        // One statement for the whole group (a round's email rows finish by the thousand; one
+        // UPDATE per row cost a round trip to the database each).
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(id, f)| {
+                let (state, next_at, error, receipt, finished) = match f {
+                    Finish::Delivered { receipt } => {
+                        ("delivered", now, None, receipt.clone(), Some(now))
+                    }
+                    Finish::RetryAt { at_ms, error } => {
+                        ("pending", *at_ms, Some(error.clone()), None, None)
+                    }
+                    Finish::Failed { error } => {
+                        ("failed", now, Some(error.clone()), None, Some(now))
+                    }
+                };
+                serde_json::json!({
+                    "id": id, "state": state, "next_at": next_at, "error": error,
+                    "receipt": receipt, "finished": finished,
+                })
+            })
+            .collect();
+        let source = match self.backend() {
+            Backend::Postgres => {
+                "jsonb_to_recordset($1::jsonb) AS j(id BIGINT, state TEXT, next_at BIGINT, \
+                 error TEXT, receipt TEXT, finished BIGINT)"
+            }
+            Backend::Sqlite => {
+                "(SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.state') AS state, \
+                 json_extract(value, '$.next_at') AS next_at, json_extract(value, '$.error') AS error, \
+                 json_extract(value, '$.receipt') AS receipt, \
+                 json_extract(value, '$.finished') AS finished FROM json_each($1)) AS j"
+            }
+        };
+        let sql = format!(
+            "UPDATE outbox SET state = j.state, next_at = j.next_at, \
+             last_error = COALESCE(j.error, outbox.last_error), \
+             receipt = COALESCE(j.receipt, outbox.receipt), finished_at = j.finished, \
+             lease_owner = NULL, lease_until = NULL \
+             FROM {source} \
+             WHERE outbox.id = j.id AND outbox.lease_owner = $2 AND outbox.state = 'sending'"
+        );
         let mut tx = self.begin_rows().await?;
-        for (id, f) in results {
-            let (state, next_at, error, receipt, finished) = match f {
-                Finish::Delivered { receipt } => {
-                    ("delivered", now, None, receipt.clone(), Some(now))
-                }
-                Finish::RetryAt { at_ms, error } => {
-                    ("pending", *at_ms, Some(error.clone()), None, None)
-                }
-                Finish::Failed { error } => ("failed", now, Some(error.clone()), None, Some(now)),
-            };
-            sqlx::query(
-                "UPDATE outbox SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), \
-                 receipt = COALESCE($4, receipt), finished_at = $5, lease_owner = NULL, \
-                 lease_until = NULL WHERE id = $6 AND lease_owner = $7 AND state = 'sending'",
-            )
-            .bind(state)
-            .bind(next_at)
-            .bind(error)
-            .bind(receipt)
-            .bind(finished)
-            .bind(*id)
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(serde_json::Value::Array(rows).to_string())
             .bind(owner.to_string())
             .execute(&mut *tx)
             .await?;
-        }
         tx.commit().await?;
         Ok(())
     }
