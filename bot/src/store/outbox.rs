@@ -137,25 +137,28 @@ impl OutboxStore for Store {
                 })
             })
             .collect();
-        let source = match self.backend() {
-            Backend::Postgres => {
+        // SQLite: the `+` keeps the planner from reaching the rows by `state` (then scanning
+        // the JSON once per row): each JSON row finds its outbox row by id.
+        let (source, fence) = match self.backend() {
+            Backend::Postgres => (
                 "jsonb_to_recordset($1::jsonb) AS j(id BIGINT, state TEXT, next_at BIGINT, \
-                 error TEXT, receipt TEXT, finished BIGINT)"
-            }
-            Backend::Sqlite => {
+                 error TEXT, receipt TEXT, finished BIGINT)",
+                "outbox.lease_owner = $2 AND outbox.state = 'sending'",
+            ),
+            Backend::Sqlite => (
                 "(SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.state') AS state, \
                  json_extract(value, '$.next_at') AS next_at, json_extract(value, '$.error') AS error, \
                  json_extract(value, '$.receipt') AS receipt, \
-                 json_extract(value, '$.finished') AS finished FROM json_each($1)) AS j"
-            }
+                 json_extract(value, '$.finished') AS finished FROM json_each($1)) AS j",
+                "+outbox.lease_owner = $2 AND +outbox.state = 'sending'",
+            ),
         };
         let sql = format!(
             "UPDATE outbox SET state = j.state, next_at = j.next_at, \
              last_error = COALESCE(j.error, outbox.last_error), \
              receipt = COALESCE(j.receipt, outbox.receipt), finished_at = j.finished, \
              lease_owner = NULL, lease_until = NULL \
-             FROM {source} \
-             WHERE outbox.id = j.id AND outbox.lease_owner = $2 AND outbox.state = 'sending'"
+             FROM {source} WHERE outbox.id = j.id AND {fence}"
         );
         let mut tx = self.begin_rows().await?;
         sqlx::query(AssertSqlSafe(sql))
