@@ -14,7 +14,10 @@ use std::{
 
 use async_trait::async_trait;
 use common::*;
-use drbot::store::{Store, outbox::enqueue};
+use drbot::store::{
+    Store,
+    outbox::{enqueue, enqueue_many},
+};
 use notifier::outbox::{
     Deliverer, Delivery, Finish, NewDelivery, OutboxStore, Outcome,
     worker::{Worker, WorkerConfig},
@@ -428,7 +431,38 @@ async fn one_finish_records_each_kind(b: Backend) {
     );
 }
 
+/// `enqueue_many` adds rows in order (ids follow the input, past one statement's thousand),
+/// keeps their payloads and ordering keys, and ignores keys already present.
+async fn many_are_enqueued_in_order(b: Backend) {
+    let env = env(b).await;
+    let s = &env.app.store;
+    add(s, &[new("k0007", None)]).await;
+    let items: Vec<NewDelivery> = (0..2500)
+        .map(|i| new(&format!("k{i:04}"), (i % 2 == 0).then_some("group")))
+        .collect();
+    let mut tx = s.write().await.unwrap();
+    let added = enqueue_many(&mut tx, s.backend(), &items).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(added, 2499, "k0007 was there");
+    let claimed = s.claim("w", Duration::from_secs(30), 5000).await.unwrap();
+    // The ordering group lets only its first row out; the others come in id order.
+    let keys: Vec<&str> = claimed.iter().map(|d| d.key.as_str()).collect();
+    let mut expected = vec!["k0007"];
+    expected.push("k0000");
+    let odd: Vec<String> = (0..2500)
+        .filter(|i| i % 2 == 1 && *i != 7)
+        .map(|i| format!("k{i:04}"))
+        .collect();
+    expected.extend(odd.iter().map(String::as_str));
+    assert_eq!(keys, expected);
+    let first = &claimed[1];
+    assert_eq!(first.payload, json!({ "to": "k0000" }));
+    assert_eq!(first.ordering_key.as_deref(), Some("group"));
+    assert_eq!(first.channel, "test");
+}
+
 both_backends!(
+    many_are_enqueued_in_order,
     one_finish_records_each_kind,
     bulk_rounds_are_delivered_together_and_recorded_each,
     enqueue_is_idempotent_by_key,

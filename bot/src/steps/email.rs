@@ -39,13 +39,16 @@ use crate::{
     notify::email::{CHANNEL, EmailPayload, TEMPLATES, message_id, recipient},
     store::{
         audit,
-        outbox::{OutboxProgress, enqueue, progress_tx},
+        outbox::{OutboxProgress, enqueue_many, progress_tx},
         subscribers,
     },
 };
 
 /// Lines of the text part shown in the preview.
 pub const PREVIEW_LINES: usize = 5;
+
+/// Outbox rows `email_customers` adds per statement.
+const ENQUEUE_CHUNK: usize = 1000;
 
 /// How often `email_customers` looks at its rows.
 const POLL: Duration = Duration::from_millis(500);
@@ -340,6 +343,8 @@ impl Send {
         let campaign_key = prefix.strip_suffix("sub:").unwrap_or(prefix);
         let mut subject = None;
         let mut campaign_rows = 0usize;
+        let backend = app.store.backend();
+        let mut rows = Vec::with_capacity(ENQUEUE_CHUNK);
         // Subscribers with a name first: each campaign's rows are then contiguous, so an outbox
         // round mostly sends from one campaign.
         let named = subs.iter().filter(|s| s.name.is_some());
@@ -377,18 +382,22 @@ impl Send {
                 }),
             }
             .map_err(|e| StepError::fatal(format!("email payload: {e}")))?;
-            enqueue(
-                &mut tx,
-                &NewDelivery {
-                    key,
-                    channel: CHANNEL.into(),
-                    payload,
-                    ordering_key: None,
-                },
-            )
+            rows.push(NewDelivery {
+                key,
+                channel: CHANNEL.into(),
+                payload,
+                ordering_key: None,
+            });
+            if rows.len() == ENQUEUE_CHUNK {
+                enqueue_many(&mut tx, backend, &rows)
+                    .await
+                    .map_err(store_error)?;
+                rows.clear();
+            }
+        }
+        enqueue_many(&mut tx, backend, &rows)
             .await
             .map_err(store_error)?;
-        }
         if campaign_rows < subs.len() {
             tracing::info!(
                 run = ctx.run_id,
