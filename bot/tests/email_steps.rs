@@ -117,6 +117,43 @@ impl Deliverer for Recorder {
     }
 }
 
+/// A worker delivering email rows to a new `Recorder` until the token is cancelled.
+fn start_worker(
+    app: &App,
+) -> (
+    Arc<Recorder>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let rec = Arc::new(Recorder::new(&app.store));
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        Arc::new(app.store.clone()),
+        vec![rec.clone()],
+        WorkerConfig {
+            owner: "test".into(),
+            lease: Duration::from_secs(30),
+            batch: 8,
+            concurrency: 4,
+            max_attempts: 3,
+            idle: Duration::from_millis(20),
+        },
+    );
+    let worker = tokio::spawn(worker.run(shutdown.clone()));
+    (rec, shutdown, worker)
+}
+
+/// Runs `email_customers` (step 1 of `run`) until its rows are delivered.
+async fn send(app: &App, run: i64) -> StepOutput {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        run_step(app, "email_customers", run, 1),
+    )
+    .await
+    .expect("the send finishes")
+    .unwrap()
+}
+
 fn step_ctx(run: i64, idx: usize) -> StepContext {
     StepContext {
         run_id: run,
@@ -239,28 +276,8 @@ async fn preview_then_send_once(b: Backend) {
     assert_eq!(out.data["recipients"], 2);
 
     // The send: a worker delivers the rows while the step follows them.
-    let rec = Arc::new(Recorder::new(&app.store));
-    let shutdown = CancellationToken::new();
-    let worker = Worker::new(
-        Arc::new(app.store.clone()),
-        vec![rec.clone()],
-        WorkerConfig {
-            owner: "test".into(),
-            lease: Duration::from_secs(30),
-            batch: 8,
-            concurrency: 4,
-            max_attempts: 3,
-            idle: Duration::from_millis(20),
-        },
-    );
-    let worker = tokio::spawn(worker.run(shutdown.clone()));
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        run_step(app, "email_customers", run, 1),
-    )
-    .await
-    .expect("the send finishes")
-    .unwrap();
+    let (rec, shutdown, worker) = start_worker(app);
+    let out = send(app, run).await;
     assert_eq!(out.summary, "Sent 2 emails");
     assert_eq!(out.data["delivered"], 2);
     assert_eq!(out.data["failed"], 0);
@@ -381,28 +398,8 @@ async fn transformed_values_get_whole_rows(b: Backend) {
     };
     let r = say(app, "alice", "/dr incident open Database outage").await;
     assert!(matches!(r, Reply::Incident(_)), "{r:?}");
-    let rec = Arc::new(Recorder::new(&app.store));
-    let shutdown = CancellationToken::new();
-    let worker = Worker::new(
-        Arc::new(app.store.clone()),
-        vec![rec.clone()],
-        WorkerConfig {
-            owner: "test".into(),
-            lease: Duration::from_secs(30),
-            batch: 8,
-            concurrency: 4,
-            max_attempts: 3,
-            idle: Duration::from_millis(20),
-        },
-    );
-    let worker = tokio::spawn(worker.run(shutdown.clone()));
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        run_step(app, "email_customers", run, 1),
-    )
-    .await
-    .expect("the send finishes")
-    .unwrap();
+    let (rec, shutdown, worker) = start_worker(app);
+    let out = send(app, run).await;
     assert_eq!(out.summary, "Sent 2 emails");
     let sent = rec.sent();
     let ann = sent.iter().find(|s| s.email.to.contains("ann@")).unwrap();
