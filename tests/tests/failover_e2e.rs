@@ -221,20 +221,21 @@ fn drive_with_kills(
                 serde_json::to_string_pretty(&v["steps"]).unwrap(),
                 server.log_text()
             ),
-            "awaiting_gate" => {
-                // A gated step (the customer email, the cutover) waits for its own approval.
-                let o = cmd(cfg, "alice", &format!("/dr approve {id}"));
-                assert!(o.status.success(), "gate: {}{}", stdout(&o), stderr(&o));
-            }
             _ => {}
         }
         let done = finished_steps(&v);
         if done > seen && done < total {
             // A step just finished: kill the server at this boundary and start a new one.
+            // Then look again before approving a gate: approving first would start the gated
+            // (destructive, not idempotent) step, and the kill could land in it.
             seen = done;
             server.kill9();
             kills += 1;
             server = Server::start(cfg, port, log);
+        } else if state(&v) == "awaiting_gate" {
+            // A gated step (the customer email, the cutover) waits for its own approval.
+            let o = cmd(cfg, "alice", &format!("/dr approve {id}"));
+            assert!(o.status.success(), "gate: {}{}", stdout(&o), stderr(&o));
         }
         assert!(
             Instant::now() < deadline,
