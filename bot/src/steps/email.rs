@@ -354,13 +354,14 @@ impl Send {
             let unsubscribe_url = crate::unsubscribe::url(&source.public_url, &s.token);
             subject.get_or_insert_with(|| text.subject.clone());
             let to = recipient(&s.email, s.name.as_deref());
+            let msg_id = message_id(&key);
             let subscriber = Subscriber {
                 email: &s.email,
                 name: s.name.as_deref(),
                 token: &s.token,
                 id: s.id,
                 to: to.clone(),
-                message_id: message_id(&key),
+                message_id: msg_id.clone(),
             };
             let payload = match planner.row(subscriber, &text, &unsubscribe_url) {
                 Some(row) => {
@@ -375,7 +376,7 @@ impl Send {
                     subscriber: s.id,
                     to,
                     unsubscribe_url,
-                    message_id: message_id(&key),
+                    message_id: msg_id,
                     subject: text.subject,
                     text: text.text,
                     html: text.html,

@@ -173,27 +173,30 @@ impl<T> Group<T> {
 
     /// Every row of the group with `outcome`.
     fn all(self, outcome: &Outcome) -> BoxStream<'static, (i64, Outcome)> {
-        let out: Vec<_> = self
-            .rows_of
-            .into_values()
-            .flatten()
-            .map(|(id, _)| (id, outcome.clone()))
-            .collect();
-        futures::stream::iter(out).boxed()
+        every_row(self.rows_of, outcome)
     }
+}
+
+/// Every row of `rows_of` with `outcome`.
+fn every_row(rows_of: RowsOf, outcome: &Outcome) -> BoxStream<'static, (i64, Outcome)> {
+    let out: Vec<_> = rows_of
+        .into_values()
+        .flatten()
+        .map(|(id, _)| (id, outcome.clone()))
+        .collect();
+    futures::stream::iter(out).boxed()
 }
 
 /// The rows' outcomes from a started bulk send (`send_many` or `send_campaign`); if it could
 /// not start (outside a runtime), every row is retried later, none is lost.
 fn outcomes<S>(
     sent: Result<S, ConfigError>,
-    rows_of: RowsOf,
+    mut rows_of: RowsOf,
     policy: Policy,
 ) -> BoxStream<'static, (i64, Outcome)>
 where
     S: Stream<Item = email::Delivery> + Send + 'static,
 {
-    let mut rows_of = rows_of;
     match sent {
         Ok(sent) => sent
             .filter_map(move |d| {
@@ -209,11 +212,7 @@ where
                 error: format!("bulk email send could not start: {e}"),
                 after: None,
             };
-            Group::<()> {
-                rows_of,
-                items: Vec::new(),
-            }
-            .all(&outcome)
+            every_row(rows_of, &outcome)
         }
     }
 }

@@ -128,14 +128,6 @@ impl RowPayload {
             serde_json::from_value(payload).map(RowPayload::Whole)
         }
     }
-
-    /// The row's Message-ID.
-    pub fn message_id(&self) -> &str {
-        match self {
-            RowPayload::Whole(p) => &p.message_id,
-            RowPayload::Campaign(p) => &p.message_id,
-        }
-    }
 }
 
 /// The Message-ID of the row with idempotency `key`: the key with every character outside

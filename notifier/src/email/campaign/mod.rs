@@ -88,44 +88,53 @@ fn header_lines(set: impl FnOnce(&mut Headers)) -> Vec<u8> {
     headers.to_string().into_bytes()
 }
 
-/// Calls `text` with each stretch of `body` between markers and `slot` with the index of each
-/// marker, in order. Where markers overlap, the earliest wins, then the first in `markers`.
-fn split<'a>(
-    body: &'a str,
-    markers: &[String],
-    mut text: impl FnMut(&'a str),
-    mut slot: impl FnMut(usize),
-) {
-    let mut rest = body;
-    loop {
+/// A stretch of a body between slot markers, or the slot of a marker.
+enum Part<'a> {
+    Text(&'a str),
+    Slot(usize),
+}
+
+/// `body` as text between markers and the markers' slots, in order (text parts may be empty).
+/// Where markers overlap, the earliest wins, then the first in `markers`.
+fn split<'a>(body: &'a str, markers: &'a [String]) -> impl Iterator<Item = Part<'a>> + 'a {
+    let mut rest = Some(body);
+    let mut slot = None;
+    std::iter::from_fn(move || {
+        if let Some(i) = slot.take() {
+            return Some(Part::Slot(i));
+        }
+        let r = rest?;
         let next = markers
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| rest.find(m.as_str()).map(|at| (at, i, m.len())))
+            .filter_map(|(i, m)| r.find(m.as_str()).map(|at| (at, i, m.len())))
             .min_by_key(|&(at, i, _)| (at, i));
-        let Some((at, i, len)) = next else { break };
-        text(&rest[..at]);
-        slot(i);
-        rest = &rest[at + len..];
-    }
-    text(rest);
+        Some(Part::Text(match next {
+            Some((at, i, len)) => {
+                rest = Some(&r[at + len..]);
+                slot = Some(i);
+                &r[..at]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        }))
+    })
 }
 
 fn pieces(body: &str, markers: &[String]) -> Vec<Piece> {
-    let out = std::cell::RefCell::new(Vec::new());
-    split(
-        body,
-        markers,
-        |text| {
-            if !text.is_empty() {
+    split(body, markers)
+        .filter_map(|part| match part {
+            Part::Text("") => None,
+            Part::Text(text) => {
                 let mut bytes = Vec::new();
                 encode::piece(text.as_bytes(), &mut bytes);
-                out.borrow_mut().push(Piece::Fixed(bytes));
+                Some(Piece::Fixed(bytes))
             }
-        },
-        |i| out.borrow_mut().push(Piece::Slot(i)),
-    );
-    out.into_inner()
+            Part::Slot(i) => Some(Piece::Slot(i)),
+        })
+        .collect()
 }
 
 const BODY_HEADERS: &str = "; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n";
@@ -332,21 +341,21 @@ impl CampaignContent {
     /// with too few values gets empty ones: sending refuses it anyway.
     pub fn email_for(&self, r: &Recipient) -> OutgoingEmail {
         let fill = |body: &str, html: bool| {
-            let out = std::cell::RefCell::new(String::with_capacity(body.len() + 64));
-            split(
-                body,
-                &self.slots,
-                |text| out.borrow_mut().push_str(text),
-                |i| {
-                    let value = r.values.get(i).map_or("", String::as_str);
-                    if html {
-                        crate::page::format::escape_xml(value, &mut out.borrow_mut());
-                    } else {
-                        out.borrow_mut().push_str(value);
+            let mut out = String::with_capacity(body.len() + 64);
+            for part in split(body, &self.slots) {
+                match part {
+                    Part::Text(text) => out.push_str(text),
+                    Part::Slot(i) => {
+                        let value = r.values.get(i).map_or("", String::as_str);
+                        if html {
+                            crate::page::format::escape_xml(value, &mut out);
+                        } else {
+                            out.push_str(value);
+                        }
                     }
-                },
-            );
-            out.into_inner()
+                }
+            }
+            out
         };
         OutgoingEmail {
             to: r.to.clone(),
