@@ -31,7 +31,7 @@ pub struct App {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Group-committing writer of per-command audit rows.
-    pub audit: crate::store::audit::AuditWriter,
+    pub audit: crate::store::audit_writer::AuditWriter,
     /// Active runs for `/dr status`, with the event generation and time they were read.
     pub status_cache: Arc<std::sync::Mutex<Option<StatusCache>>>,
     /// The Discord front-end, when `[discord]` is configured.
@@ -58,7 +58,7 @@ impl App {
         let app = App {
             status_cache: Arc::default(),
             card_locks: Arc::default(),
-            audit: crate::store::audit::AuditWriter::spawn(store.clone()),
+            audit: crate::store::audit_writer::AuditWriter::spawn(store.clone()),
             discord: settings
                 .config
                 .discord

@@ -4,7 +4,12 @@
 mod common;
 
 use common::*;
-use drbot::{dispatch, store::Backend as StoreBackend};
+use std::time::Duration;
+
+use drbot::{
+    dispatch,
+    store::{Backend as StoreBackend, audit_writer::AuditWriter},
+};
 
 /// Builds a chain of audit rows by running a few commands.
 async fn chain(b: Backend) -> Env {
@@ -169,7 +174,72 @@ async fn concurrent_commands_are_all_audited_in_one_chain(b: Backend) {
     assert_eq!(report.rows, 200, "every command has its row");
 }
 
+fn status_row(env: &Env, who: &str) -> drbot::store::audit::Entry {
+    drbot::store::audit::Entry {
+        actor: cli(&env.app, who),
+        action: "command".into(),
+        run_id: None,
+        detail: serde_json::json!({ "text": "/dr status" }),
+    }
+}
+
+/// Queued rows wait (here: an hour) for company in their transaction; a row someone waits for
+/// ends the wait at once and commits everything queued before it, in order, in one group.
+async fn queued_rows_linger_until_someone_waits(b: Backend) {
+    let env = env(b).await;
+    let writer = AuditWriter::spawn_with(env.app.store.clone(), Duration::from_secs(3600));
+    for who in ["alice", "bob", "carol"] {
+        writer.queue(status_row(&env, who)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        env.app.store.audit_rows(None, 10).await.unwrap().is_empty(),
+        "queued rows are not committed alone while they linger"
+    );
+    let seq = writer.append(status_row(&env, "bob")).await.unwrap();
+    assert_eq!(
+        seq, 4,
+        "the awaited row comes after the three queued before it"
+    );
+    let rows = env.app.store.audit_rows(None, 10).await.unwrap();
+    let people: Vec<_> = rows.iter().map(|r| r.person.clone().unwrap()).collect();
+    assert_eq!(people, ["alice", "bob", "carol", "bob"]);
+    assert!(
+        rows.iter().all(|r| r.at == rows[0].at),
+        "one transaction for the four: {rows:?}"
+    );
+    // A flush is waited for too.
+    writer.queue(status_row(&env, "carol")).await.unwrap();
+    writer.flush().await.unwrap();
+    assert_eq!(env.app.store.audit_rows(None, 10).await.unwrap().len(), 5);
+}
+
+/// With nobody waiting, queued rows are committed when the linger ends.
+async fn queued_rows_are_committed_after_the_linger(b: Backend) {
+    let env = env(b).await;
+    let writer = AuditWriter::spawn_with(env.app.store.clone(), Duration::from_millis(50));
+    for who in ["alice", "bob"] {
+        writer.queue(status_row(&env, who)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = env.app.store.audit_rows(None, 10).await.unwrap();
+        if rows.len() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queued rows never committed: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = env.app.store.audit_verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
 both_backends!(
+    queued_rows_linger_until_someone_waits,
+    queued_rows_are_committed_after_the_linger,
     concurrent_commands_are_all_audited_in_one_chain,
     append_only_triggers_refuse_changes,
     edited_row_is_named,

@@ -159,6 +159,22 @@ fn replies_and_exit_codes() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["problems"].as_array().unwrap().len(), 0);
     assert!(v["rows"].as_i64().unwrap() >= 8);
+    // A read-only command's row is only queued for the group commit: `drbot cmd` commits it
+    // before it exits.
+    let (code, out, _) = drbot(&cfg, &["--json", "audit"]);
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let statuses: Vec<_> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            let detail: serde_json::Value =
+                serde_json::from_str(r["detail"].as_str().unwrap()).unwrap();
+            r["action"] == "command" && detail["text"] == "/dr status"
+        })
+        .collect();
+    assert_eq!(statuses.len(), 1, "{rows:#}");
     let (code, out, _) = drbot(&cfg, &["cmd", "--as", "bob", "/dr help pitr"]);
     assert_eq!(code, 0);
     assert!(

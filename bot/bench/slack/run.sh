@@ -2,7 +2,9 @@
 # Benchmark of POST /slack/commands: drbot (every command verified, replay-checked, handled
 # and audited) against Slack's official Bolt for JavaScript and Bolt for Python apps with the
 # same pre-signed, distinct `/dr status` requests, at 16 and 64 connections, with wrk on the
-# same machine. Prints requests/s, p50, p99 and peak RSS of each server.
+# same machine. Prints requests/s, p50, p99 and peak RSS of each server, and the harness's
+# own floor: nginx answering a fixed 200 to the same requests (the loopback ceiling of
+# requests/s, and the p99 that wrk and a server sharing the two cores give by themselves).
 #
 # Usage: bot/bench/slack/run.sh [seconds per run, default 5]
 # DRBOT_BENCH_PEERS=0 skips the Bolt peers (drbot's own figures only, for quick iterations).
@@ -18,6 +20,7 @@ cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm 
 trap cleanup EXIT
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 echo "== building drbot (release)" >&2
 (cd "$root" && cargo build --release -q -p drbot)
 echo "== installing Bolt for JavaScript and Bolt for Python into $work" >&2
@@ -102,6 +105,31 @@ start_drbot
 "$work/venv/bin/python" "$here/sign_discord.py" "$seed" "$count" "$work/req-discord.txt" >/dev/null
 r=$(load "$port" 64 "$work/req-discord.txt" discord); record "drbot (Discord interactions)" 64 "$r" "$(peak_rss_mb "$dpid")"
 stop_drbot
+
+# nginx answering a fixed 200 with 2 worker processes (as many as drbot's runtime threads)
+# and with 1: what this harness gives a server that does no work.
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+sign "$count" "$work/req-nginx.txt"
+for w in 2 1; do
+  port=$(free_port)
+  cat > "$work/nginx.conf" <<NGINX
+worker_processes $w;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work;
+  server { listen 127.0.0.1:$port; location / { return 200 '{"response_type":"ephemeral","text":"ok"}'; } }
+}
+NGINX
+  "$nginx_bin" -c "$work/nginx.conf"; wait_port "$port"; sleep 0.2
+  for c in 16 64; do
+    r=$(load "$port" "$c" "$work/req-nginx.txt")
+    record "nginx fixed 200 (${w} worker$([ "$w" = 2 ] && echo s))" "$c" "$r" "$(peak_rss_mb $(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")"))"
+  done
+  "$nginx_bin" -c "$work/nginx.conf" -s stop 2>/dev/null; sleep 0.5
+done
 
 if [ "$peers" = 1 ]; then
 sign "$count" "$work/req-peers.txt"

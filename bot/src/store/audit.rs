@@ -239,6 +239,10 @@ pub async fn append_many(
     Ok(seqs)
 }
 
+/// Rows per INSERT statement, largest first (11 parameters per row: well under both
+/// backends' limits).
+const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
 /// The INSERT of `rows` audit rows (11 parameters each).
 fn insert_sql(backend: Backend, rows: usize) -> String {
     let mut sql = String::from(
@@ -266,114 +270,6 @@ fn insert_sql(backend: Backend, rows: usize) -> String {
         sql.push(')');
     }
     sql
-}
-
-/// Appends rows that need no other write in their transaction (the audit row of every
-/// command and click), committing them in groups: each caller waits until its row is
-/// committed, and concurrent callers share one transaction.
-#[derive(Clone)]
-pub struct AuditWriter {
-    tx: tokio::sync::mpsc::Sender<Item>,
-}
-
-/// A row to append (or, with `None`, a flush marker) and who waits for its sequence number.
-type Item = (
-    Option<Prepared>,
-    tokio::sync::oneshot::Sender<Result<i64, String>>,
-);
-
-/// Rows per INSERT statement, largest first (11 parameters per row: well under both
-/// backends' limits).
-const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
-
-/// Most rows committed in one transaction.
-const GROUP_MAX: usize = 512;
-
-impl AuditWriter {
-    /// Starts the writer task on the current runtime.
-    pub fn spawn(store: Store) -> AuditWriter {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4096);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < GROUP_MAX {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                // Which items are rows (the others are flush markers), then the rows
-                // themselves, moved out.
-                let is_row: Vec<bool> = batch.iter().map(|(e, _)| e.is_some()).collect();
-                let entries: Vec<Prepared> =
-                    batch.iter_mut().filter_map(|(e, _)| e.take()).collect();
-                let rows = entries.len();
-                let res = async {
-                    if entries.is_empty() {
-                        return anyhow::Ok(Vec::new());
-                    }
-                    let mut tx = store.write().await?;
-                    let seqs = append_many(&mut tx, store.backend(), entries).await?;
-                    tx.commit().await?;
-                    anyhow::Ok(seqs)
-                }
-                .await;
-                match res {
-                    Ok(seqs) => {
-                        let mut seqs = seqs.into_iter();
-                        for ((_, done), row) in batch.into_iter().zip(is_row) {
-                            let seq = if row { seqs.next().unwrap_or(0) } else { 0 };
-                            let _ = done.send(Ok(seq));
-                        }
-                    }
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        tracing::error!(rows, error = msg, "audit group commit failed");
-                        for (_, done) in batch {
-                            let _ = done.send(Err(msg.clone()));
-                        }
-                    }
-                }
-            }
-        });
-        AuditWriter { tx }
-    }
-
-    /// Queues one row for the next group commit without waiting for it (for the rows of
-    /// read-only commands: a crash may lose the last few milliseconds of them, never a
-    /// row about a change). Waits only while the queue is full.
-    pub async fn queue(&self, entry: Entry) -> anyhow::Result<()> {
-        let (done, _) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((Some(entry.into()), done))
-            .await
-            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))
-    }
-
-    /// Waits until every row queued before this call is committed (before the process exits).
-    pub async fn flush(&self) -> anyhow::Result<()> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((None, done))
-            .await
-            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?;
-        wait.await
-            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("audit write failed: {e}"))
-    }
-
-    /// Appends one row; returns once it is committed.
-    pub async fn append(&self, entry: Entry) -> anyhow::Result<i64> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((Some(entry.into()), done))
-            .await
-            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?;
-        wait.await
-            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?
-            .map_err(|e| anyhow::anyhow!("audit write failed: {e}"))
-    }
 }
 
 pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<AuditRow, sqlx::Error> {

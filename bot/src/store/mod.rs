@@ -9,6 +9,7 @@
 //! touches only outbox rows and uses row locks so delivery workers run concurrently.
 
 pub mod audit;
+pub mod audit_writer;
 pub mod campaigns;
 pub mod checklists;
 pub mod evidence;

@@ -1,0 +1,175 @@
+//! The audit group-commit writer: one task that appends the audit row of every command and
+//! click, many rows per transaction.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{
+    Store,
+    audit::{Entry, Prepared, append_many},
+};
+
+/// Appends rows that need no other write in their transaction (the audit row of every
+/// command and click), committing them in groups: concurrent callers share one transaction.
+/// A caller of [`AuditWriter::append`] waits until its row is committed; rows of
+/// [`AuditWriter::queue`] are committed within [`LINGER`].
+#[derive(Clone)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Item>,
+    /// Wakes a lingering writer when someone waits for a commit.
+    waiting: Arc<Notify>,
+}
+
+/// A row to append (or, with `None`, a flush marker) and who waits for its sequence number
+/// (`None`: nobody, a queued row).
+type Item = (Option<Prepared>, Option<Waiter>);
+
+type Waiter = oneshot::Sender<Result<i64, String>>;
+
+/// Rows queued at most this many at once in the channel (callers then wait: backpressure).
+const QUEUE: usize = 4096;
+
+/// Most rows committed in one transaction.
+const GROUP_MAX: usize = 512;
+
+/// How long queued rows may wait for more rows to share their transaction when nobody waits
+/// for them. Under a burst of read-only commands this turns thousands of small transactions a
+/// second (each a WAL commit and several round trips to SQLite's thread, each a thread
+/// wake-up competing with request handling for the CPU) into about a hundred. It is also
+/// the most a crash can lose of them (rows about a change are always awaited).
+pub const LINGER: Duration = Duration::from_millis(10);
+
+impl AuditWriter {
+    /// Starts the writer task on the current runtime.
+    pub fn spawn(store: Store) -> AuditWriter {
+        AuditWriter::spawn_with(store, LINGER)
+    }
+
+    /// [`AuditWriter::spawn`] with another linger (tests).
+    pub fn spawn_with(store: Store, linger: Duration) -> AuditWriter {
+        let (tx, mut rx) = mpsc::channel::<Item>(QUEUE);
+        let waiting = Arc::new(Notify::new());
+        let wake = waiting.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let batch = gather(&mut rx, &wake, first, linger).await;
+                commit(&store, batch).await;
+            }
+        });
+        AuditWriter { tx, waiting }
+    }
+
+    /// Queues one row for the next group commit without waiting for it (for the rows of
+    /// read-only commands: a crash may lose the last [`LINGER`] of them, never a row about a
+    /// change). Waits only while the queue is full.
+    pub async fn queue(&self, entry: Entry) -> anyhow::Result<()> {
+        self.tx
+            .send((Some(entry.into()), None))
+            .await
+            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))
+    }
+
+    /// Waits until every row queued before this call is committed (before the process exits).
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        self.wait_for(None).await.map(|_| ())
+    }
+
+    /// Appends one row; returns its sequence number once it is committed.
+    pub async fn append(&self, entry: Entry) -> anyhow::Result<i64> {
+        self.wait_for(Some(entry.into())).await
+    }
+
+    async fn wait_for(&self, row: Option<Prepared>) -> anyhow::Result<i64> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send((row, Some(done)))
+            .await
+            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?;
+        self.waiting.notify_one();
+        wait.await
+            .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?
+            .map_err(|e| anyhow::anyhow!("audit write failed: {e}"))
+    }
+}
+
+/// Takes what is queued after `first`, up to [`GROUP_MAX`]. While nobody waits, lingers up to
+/// `linger` for more; an item someone waits for ends the wait at once.
+async fn gather(
+    rx: &mut mpsc::Receiver<Item>,
+    waiting: &Notify,
+    first: Item,
+    linger: Duration,
+) -> Vec<Item> {
+    let deadline = tokio::time::Instant::now() + linger;
+    let mut awaited = first.1.is_some();
+    let mut batch = vec![first];
+    loop {
+        while batch.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(item) => {
+                    awaited |= item.1.is_some();
+                    batch.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        if awaited || batch.len() >= GROUP_MAX {
+            return batch;
+        }
+        tokio::select! {
+            // A waiter announces itself after its item is in the channel: the next pass
+            // takes it.
+            _ = waiting.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                // One last pass for what came during the sleep, then commit.
+                while batch.len() < GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                return batch;
+            }
+        }
+    }
+}
+
+/// Appends the batch's rows in one transaction and answers everyone waiting.
+async fn commit(store: &Store, mut batch: Vec<Item>) {
+    // Which items are rows (the others are flush markers), then the rows themselves, moved
+    // out.
+    let is_row: Vec<bool> = batch.iter().map(|(e, _)| e.is_some()).collect();
+    let entries: Vec<Prepared> = batch.iter_mut().filter_map(|(e, _)| e.take()).collect();
+    let rows = entries.len();
+    let res = async {
+        if entries.is_empty() {
+            return anyhow::Ok(Vec::new());
+        }
+        let mut tx = store.write().await?;
+        let seqs = append_many(&mut tx, store.backend(), entries).await?;
+        tx.commit().await?;
+        anyhow::Ok(seqs)
+    }
+    .await;
+    match res {
+        Ok(seqs) => {
+            let mut seqs = seqs.into_iter();
+            for ((_, done), row) in batch.into_iter().zip(is_row) {
+                let seq = if row { seqs.next().unwrap_or(0) } else { 0 };
+                if let Some(done) = done {
+                    let _ = done.send(Ok(seq));
+                }
+            }
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            tracing::error!(rows, error = msg, "audit group commit failed");
+            for (_, done) in batch {
+                if let Some(done) = done {
+                    let _ = done.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
