@@ -281,11 +281,20 @@ fn verification_refuses_forged_stale_and_replayed_requests() {
     retry.push(("X-Slack-Retry-Num", "1".into()));
     let (status, resp) = http_post(env.server.port, "/slack/commands", &body, &retry);
     assert_eq!((status, resp.as_str()), (200, ""));
-    let commands = audit_actions(&env.cfg)
-        .iter()
-        .filter(|r| r["action"] == "command")
-        .count();
-    assert_eq!(commands, 1, "the command ran exactly once");
+    // A read-only command's audit row is committed within the group commit's linger: wait
+    // for it, then past one more linger for a second row that must not come.
+    let commands = || {
+        audit_actions(&env.cfg)
+            .iter()
+            .filter(|r| r["action"] == "command")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while commands() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(commands(), 1, "the command ran exactly once");
     // Garbage with a valid signature: a clear 400, no panic.
     let junk = "payload=%7Bnot-json";
     assert_eq!(
