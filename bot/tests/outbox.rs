@@ -447,8 +447,7 @@ async fn many_are_enqueued_in_order(b: Backend) {
     let claimed = s.claim("w", Duration::from_secs(30), 5000).await.unwrap();
     // The ordering group lets only its first row out; the others come in id order.
     let keys: Vec<&str> = claimed.iter().map(|d| d.key.as_str()).collect();
-    let mut expected = vec!["k0007"];
-    expected.push("k0000");
+    let mut expected = vec!["k0007", "k0000"];
     let odd: Vec<String> = (0..2500)
         .filter(|i| i % 2 == 1 && *i != 7)
         .map(|i| format!("k{i:04}"))

@@ -39,16 +39,13 @@ use crate::{
     notify::email::{CHANNEL, EmailPayload, TEMPLATES, message_id, recipient},
     store::{
         audit,
-        outbox::{OutboxProgress, enqueue_many, progress_tx},
+        outbox::{ENQUEUE_MANY_CHUNK, OutboxProgress, enqueue_many, progress_tx},
         subscribers,
     },
 };
 
 /// Lines of the text part shown in the preview.
 pub const PREVIEW_LINES: usize = 5;
-
-/// Outbox rows `email_customers` adds per statement.
-const ENQUEUE_CHUNK: usize = 1000;
 
 /// How often `email_customers` looks at its rows.
 const POLL: Duration = Duration::from_millis(500);
@@ -344,7 +341,7 @@ impl Send {
         let mut subject = None;
         let mut campaign_rows = 0usize;
         let backend = app.store.backend();
-        let mut rows = Vec::with_capacity(ENQUEUE_CHUNK);
+        let mut rows = Vec::with_capacity(ENQUEUE_MANY_CHUNK);
         // Subscribers with a name first: each campaign's rows are then contiguous, so an outbox
         // round mostly sends from one campaign.
         let named = subs.iter().filter(|s| s.name.is_some());
@@ -389,7 +386,7 @@ impl Send {
                 payload,
                 ordering_key: None,
             });
-            if rows.len() == ENQUEUE_CHUNK {
+            if rows.len() == ENQUEUE_MANY_CHUNK {
                 enqueue_many(&mut tx, backend, &rows)
                     .await
                     .map_err(store_error)?;

@@ -101,36 +101,26 @@ async fn gather(
     first: Item,
     linger: Duration,
 ) -> Vec<Item> {
-    let deadline = tokio::time::Instant::now() + linger;
+    let deadline = tokio::time::sleep(linger);
+    tokio::pin!(deadline);
     let mut awaited = first.1.is_some();
     let mut batch = vec![first];
+    let mut last_pass = false;
     loop {
         while batch.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(item) => {
-                    awaited |= item.1.is_some();
-                    batch.push(item);
-                }
-                Err(_) => break,
-            }
+            let Ok(item) = rx.try_recv() else { break };
+            awaited |= item.1.is_some();
+            batch.push(item);
         }
-        if awaited || batch.len() >= GROUP_MAX {
+        if awaited || last_pass || batch.len() >= GROUP_MAX {
             return batch;
         }
         tokio::select! {
             // A waiter announces itself after its item is in the channel: the next pass
             // takes it.
             _ = waiting.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                // One last pass for what came during the sleep, then commit.
-                while batch.len() < GROUP_MAX {
-                    match rx.try_recv() {
-                        Ok(item) => batch.push(item),
-                        Err(_) => break,
-                    }
-                }
-                return batch;
-            }
+            // One last pass for what came during the sleep, then commit.
+            _ = &mut deadline => last_pass = true,
         }
     }
 }

@@ -54,6 +54,9 @@ pub async fn enqueue(tx: &mut Tx, d: &NewDelivery) -> anyhow::Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
+/// Rows per statement of [`enqueue_many`].
+pub const ENQUEUE_MANY_CHUNK: usize = 1000;
+
 /// Adds deliveries in the caller's transaction, in order, in one statement per thousand
 /// (a mass send adds one per recipient; one statement each cost a round trip to the database
 /// each); ones whose key exists are ignored. Returns how many rows were added.
@@ -78,7 +81,7 @@ pub async fn enqueue_many(
     };
     let now = now_ms();
     let mut added = 0;
-    for chunk in items.chunks(1000) {
+    for chunk in items.chunks(ENQUEUE_MANY_CHUNK) {
         let rows: Vec<serde_json::Value> = chunk
             .iter()
             .map(|d| {
