@@ -245,7 +245,7 @@ impl Journal for StoreJournal {
             .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished from the store"))?;
         let steps = self.app.store.steps(run_id).await?;
         let records = sqlx::query(
-            "SELECT idx, data, finished_at FROM run_steps WHERE run_id = $1 ORDER BY idx",
+            "SELECT idx, data, finished_at, error FROM run_steps WHERE run_id = $1 ORDER BY idx",
         )
         .bind(run_id)
         .fetch_all(self.app.store.pool())
@@ -261,6 +261,7 @@ impl Journal for StoreJournal {
                         .and_then(|d| serde_json::from_str(&d).ok())
                         .unwrap_or_default(),
                     finished_at_ms: r.try_get("finished_at").map_err(anyhow::Error::from)?,
+                    error: r.try_get("error").map_err(anyhow::Error::from)?,
                 };
             }
         }

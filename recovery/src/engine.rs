@@ -102,6 +102,8 @@ pub struct StepRecord {
     pub data: serde_json::Value,
     /// When it ended (Unix ms).
     pub finished_at_ms: Option<i64>,
+    /// [`StepResult::error`] as persisted: why a failed step failed.
+    pub error: Option<String>,
 }
 
 /// How a step attempt ended, as recorded.
@@ -286,6 +288,19 @@ impl Engine {
                 gate_approved: false,
             });
             match status.state {
+                // Recording a failure and ending the run are two writes: when a crash (or a
+                // store error, or a lost lease) came between them, the run ends here, so the
+                // steps after a failed `abort` step never run.
+                StepState::Failed if step.on_failure == OnFailure::Abort => {
+                    let error = snap
+                        .records
+                        .get(idx)
+                        .and_then(|r| r.error.clone())
+                        .unwrap_or_else(|| "failed".into());
+                    let finish = Finish::Failed { step: idx, error };
+                    journal.finish(run_id, &finish).await?;
+                    return Ok(Driven::Finished(finish));
+                }
                 StepState::Succeeded | StepState::Skipped | StepState::Failed => continue,
                 StepState::Running if !step.idempotent => {
                     let reason = format!(
@@ -306,9 +321,14 @@ impl Engine {
                 journal.finish(run_id, &Finish::Cancelled).await?;
                 return Ok(Driven::Finished(Finish::Cancelled));
             }
-            // A step that requires checklist items ends preflight like a destructive one: the
-            // run waits for its approval before anything is checked or held.
-            if (step.destructive || !step.requires.is_empty()) && !snap.approved && !plan.dry_run {
+            // A step that requires checklist items, or has a gate, ends preflight like a
+            // destructive one: the run waits for its approval before anything is checked or
+            // held, and a gate is asked for only on an approved run (its request would
+            // otherwise stand beside the run's own, still pending).
+            if (step.destructive || step.gate || !step.requires.is_empty())
+                && !snap.approved
+                && !plan.dry_run
+            {
                 journal.preflight_done(run_id).await?;
                 return Ok(Driven::AwaitingApproval(idx));
             }

@@ -115,6 +115,7 @@ impl Journal for MemJournal {
         m.records[idx] = StepRecord {
             data: r.data.clone(),
             finished_at_ms: Some(1_000 + idx as i64),
+            error: r.error.clone(),
         };
         m.events.push(format!("end {idx} {}", r.state.as_str()));
         Ok(())
@@ -285,6 +286,50 @@ async fn failure_aborts_or_continues_as_configured() {
     assert_eq!(j.state(3), StepState::Pending);
 }
 
+/// A crash (or a store error, or a lost lease) between recording an `abort` step's failure
+/// and ending the run: the next drive ends the run failed with the recorded error and runs
+/// nothing after the failed step; a failed `continue` step is passed as before.
+#[tokio::test]
+async fn a_failed_abort_step_ends_the_run_when_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("after");
+    let after = exec("switch", &format!("echo x >> {}", f.display()), "");
+    let p = plan(
+        &(exec("verify", "exit 4", "") + &exec("soft", "exit 3", "on_failure = \"continue\"") + &after),
+        false,
+    );
+    let j = MemJournal::new(p.clone(), true);
+    {
+        let mut m = j.mem.lock().unwrap();
+        m.steps[0].state = StepState::Failed;
+        m.records = vec![StepRecord {
+            data: serde_json::Value::Null,
+            finished_at_ms: Some(7),
+            error: Some("replica is 3 GB behind".into()),
+        }];
+    }
+    let d = drive(&j).await;
+    let failed = Finish::Failed {
+        step: 0,
+        error: "replica is 3 GB behind".into(),
+    };
+    assert_eq!(d, Driven::Finished(failed.clone()));
+    assert_eq!(j.mem.lock().unwrap().finished, Some(failed));
+    assert!(j.events().is_empty(), "nothing started: {:?}", j.events());
+    assert!(!f.exists(), "the step after the failed abort step never ran");
+
+    // A failed `continue` step is passed over as before: the run goes on.
+    let j = MemJournal::new(p, true);
+    {
+        let mut m = j.mem.lock().unwrap();
+        m.steps[0].state = StepState::Succeeded;
+        m.steps[1].state = StepState::Failed;
+    }
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "x\n");
+    assert_eq!(j.events(), ["start 2 #1", "end 2 succeeded"]);
+}
+
 #[tokio::test]
 async fn timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
@@ -385,6 +430,23 @@ async fn gates_pause_until_approved() {
             .count(),
         1
     );
+}
+
+/// A gate on a read-only step before the first destructive one ends preflight: the gate is
+/// asked for only once the run is approved, never beside the run's own pending request.
+#[tokio::test]
+async fn a_gated_read_only_step_ends_preflight() {
+    let steps = exec("look", "true", "destructive = false")
+        + &exec("confirm", "true", "destructive = false\ngate = true")
+        + &exec("change", "true", "");
+    let j = MemJournal::new(plan(&steps, false), false);
+    assert_eq!(drive(&j).await, Driven::AwaitingApproval(1));
+    assert_eq!(j.state(1), StepState::Pending);
+    assert!(!j.events().iter().any(|e| e.starts_with("gate")), "{:?}", j.events());
+    j.mem.lock().unwrap().approved = true;
+    assert_eq!(drive(&j).await, Driven::AwaitingGate(1));
+    j.mem.lock().unwrap().steps[1].gate_approved = true;
+    assert_eq!(drive(&j).await, Driven::Finished(Finish::Succeeded));
 }
 
 #[tokio::test]
@@ -581,7 +643,8 @@ fn probe_plan(tags: &[&str]) -> (Plan, Registry) {
         .iter()
         .map(|t| {
             format!(
-                "[[steps]]\nname = \"step {t}\"\ntype = \"probe\"\nwith = {{ tag = \"{t}\" }}\n"
+                "[[steps]]\nname = \"step {t}\"\ntype = \"probe\"\nwith = {{ tag = \"{t}\" }}\n\
+                 on_failure = \"continue\"\n"
             )
         })
         .collect();
@@ -631,8 +694,10 @@ async fn steps_see_what_earlier_steps_recorded_also_after_a_resume() {
         m.records = vec![StepRecord {
             data: serde_json::json!({ "tag": "before the crash" }),
             finished_at_ms: Some(7),
+            error: None,
         }];
-        // Step b failed for good before the crash: it is not the last *succeeded* probe.
+        // Step b (`on_failure = "continue"`) failed for good before the crash: it is not the
+        // last *succeeded* probe.
         m.steps[1].state = StepState::Failed;
     }
     let d = engine
