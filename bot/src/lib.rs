@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod reminders;
+pub mod replay;
 pub mod reply;
 pub mod report;
 pub mod schedule;

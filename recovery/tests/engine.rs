@@ -295,7 +295,9 @@ async fn a_failed_abort_step_ends_the_run_when_resumed() {
     let f = dir.path().join("after");
     let after = exec("switch", &format!("echo x >> {}", f.display()), "");
     let p = plan(
-        &(exec("verify", "exit 4", "") + &exec("soft", "exit 3", "on_failure = \"continue\"") + &after),
+        &(exec("verify", "exit 4", "")
+            + &exec("soft", "exit 3", "on_failure = \"continue\"")
+            + &after),
         false,
     );
     let j = MemJournal::new(p.clone(), true);
@@ -316,7 +318,10 @@ async fn a_failed_abort_step_ends_the_run_when_resumed() {
     assert_eq!(d, Driven::Finished(failed.clone()));
     assert_eq!(j.mem.lock().unwrap().finished, Some(failed));
     assert!(j.events().is_empty(), "nothing started: {:?}", j.events());
-    assert!(!f.exists(), "the step after the failed abort step never ran");
+    assert!(
+        !f.exists(),
+        "the step after the failed abort step never ran"
+    );
 
     // A failed `continue` step is passed over as before: the run goes on.
     let j = MemJournal::new(p, true);
@@ -442,7 +447,11 @@ async fn a_gated_read_only_step_ends_preflight() {
     let j = MemJournal::new(plan(&steps, false), false);
     assert_eq!(drive(&j).await, Driven::AwaitingApproval(1));
     assert_eq!(j.state(1), StepState::Pending);
-    assert!(!j.events().iter().any(|e| e.starts_with("gate")), "{:?}", j.events());
+    assert!(
+        !j.events().iter().any(|e| e.starts_with("gate")),
+        "{:?}",
+        j.events()
+    );
     j.mem.lock().unwrap().approved = true;
     assert_eq!(drive(&j).await, Driven::AwaitingGate(1));
     j.mem.lock().unwrap().steps[1].gate_approved = true;

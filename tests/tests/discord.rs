@@ -139,8 +139,14 @@ fn interactions_are_verified_and_commands_mapped() {
         .0,
         401
     );
-    let (status, v) = post(port, PING);
-    assert_eq!((status, v), (200, json!({ "type": 1 })));
+    let headers = signed(PING, unix_now());
+    let (status, body) = http_post(port, "/discord/interactions", PING, &headers);
+    assert_eq!((status, body.trim()), (200, r#"{"type":1}"#));
+    // The same signed request again (a replay, even within the window): 401, not handled.
+    assert_eq!(
+        http_post(port, "/discord/interactions", PING, &headers).0,
+        401
+    );
 
     // bob requests a failover; options map to the shared grammar.
     let failover = sub(

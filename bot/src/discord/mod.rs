@@ -64,6 +64,8 @@ pub struct Discord {
     pub followup_window: std::time::Duration,
     /// Interactions that started runs, for follow-ups to their requesters.
     pub origins: followup::Origins,
+    /// Signed requests accepted recently: the same one again is a replay.
+    memory: crate::replay::Memory,
 }
 
 impl Discord {
@@ -79,6 +81,7 @@ impl Discord {
             defer_after: humantime::parse_duration(&cfg.defer_after).ok()?,
             followup_window: humantime::parse_duration(&cfg.followup_window).ok()?,
             origins: followup::Origins::default(),
+            memory: crate::replay::Memory::default(),
         }))
     }
 }
@@ -112,7 +115,9 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     }
 }
 
-/// Signature first (so a forged request is told nothing more), then the timestamp.
+/// Signature first (so a forged request is told nothing more), then the timestamp, then the
+/// replay memory (a signature is the same for the same timestamp and body, so a replay
+/// carries the same one: only the first is handled).
 async fn check(
     discord: &Discord,
     headers: &HeaderMap,
@@ -125,7 +130,12 @@ async fn check(
     if !verifier.verify(&signed.msg, &signed.sig).await {
         return Err(verify::Rejection::BadSignature);
     }
-    verify::fresh(signed.ts, chrono::Utc::now().timestamp())
+    let now = chrono::Utc::now().timestamp();
+    verify::fresh(signed.ts, now)?;
+    match discord.memory.record(&hex::encode(signed.sig), "", now) {
+        crate::replay::Seen::New => Ok(()),
+        _ => Err(verify::Rejection::Replay),
+    }
 }
 
 /// `/dr …`: answered at once when the work is quick, else with a deferred response whose

@@ -1,12 +1,12 @@
 //! Verifies Discord interactions: Ed25519 signature (`X-Signature-Ed25519`, hex) over
 //! `X-Signature-Timestamp` + raw body with the application's public key, and a timestamp
-//! within 5 minutes (Discord probes endpoints with bad signatures; they must get 401).
+//! within 5 minutes (Discord probes endpoints with bad signatures; they must get 401), and no
+//! replayed request.
 
 use axum::http::HeaderMap;
 use ed25519_dalek::VerifyingKey;
 
-/// Requests older or newer than this are refused.
-pub const WINDOW_SECS: i64 = 300;
+pub use crate::replay::WINDOW_SECS;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub enum Rejection {
     Stale,
     /// Signature does not verify.
     BadSignature,
+    /// This exact signed request was already accepted.
+    Replay,
 }
 
 impl Rejection {
@@ -26,6 +28,7 @@ impl Rejection {
             Self::MissingHeaders => "missing or malformed signature headers",
             Self::Stale => "timestamp outside the 5 minute window",
             Self::BadSignature => "signature mismatch",
+            Self::Replay => "replayed request",
         }
     }
 }
@@ -72,7 +75,7 @@ pub fn signed(headers: &HeaderMap, body: &[u8]) -> Result<Signed, Rejection> {
 
 /// Refuses a (validly signed) timestamp more than [`WINDOW_SECS`] from `now`.
 pub fn fresh(ts: i64, now: i64) -> Result<(), Rejection> {
-    if (now - ts).abs() > WINDOW_SECS {
+    if now.saturating_sub(ts).saturating_abs() > WINDOW_SECS {
         return Err(Rejection::Stale);
     }
     Ok(())

@@ -252,8 +252,9 @@ impl SlackApi {
             .map(|_| ())
     }
 
-    /// Answers through an interaction's `response_url` (no token needed; URL comes from a
-    /// verified request, and must be under Slack's host or the configured API host).
+    /// Answers through an interaction's `response_url` (no token needed; the URL comes from
+    /// a verified request). The URL is itself a credential (anyone holding it can post in the
+    /// channel for 30 minutes), so errors leave it out.
     pub async fn respond(&self, response_url: &str, body: &Value) -> Result<(), SlackError> {
         let r = self
             .http
@@ -261,7 +262,7 @@ impl SlackApi {
             .json(body)
             .send()
             .await
-            .map_err(|e| SlackError::Transport(format!("response_url: {e}")))?;
+            .map_err(|e| SlackError::Transport(format!("response_url: {}", e.without_url())))?;
         if r.status().is_success() {
             Ok(())
         } else {
@@ -270,5 +271,31 @@ impl SlackApi {
                 r.status().as_u16()
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_response_url_answer_does_not_show_the_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let api = SlackApi::new("http://127.0.0.1:9/api", Secret::new("xoxb-test"));
+        let url = format!("http://127.0.0.1:{port}/actions/T1/42/HOOKSECRET");
+        let e = api
+            .respond(&url, &json!({ "text": "x" }))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("response_url: "), "{text}");
+        assert!(
+            !text.contains("HOOKSECRET") && !text.contains("/actions/"),
+            "{text}"
+        );
     }
 }

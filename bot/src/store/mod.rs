@@ -193,18 +193,37 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
-/// Hides a password in a database URL.
+/// Hides the passwords in a database URL: the one in `user:password@` and the values of
+/// query parameters named `password` or ending in it (`?password=`, `&sslpassword=`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
+            let creds = &base[s + 3..at];
             match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
+                Some(c) => format!("{}{}:***{}", &base[..s + 3], &creds[..c], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => {
+                    format!("{name}=***")
+                }
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -218,6 +237,18 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://h/db?user=drbot&password=S3cret&sslmode=require"),
+            "postgres://h/db?user=drbot&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://u:a@b@h/db?sslpassword=k&PASSWORD=x"),
+            "postgres://u:***@h/db?sslpassword=***&PASSWORD=***"
+        );
+        assert_eq!(
+            redact_url("sqlite:///tmp/x.db?mode=rwc"),
+            "sqlite:///tmp/x.db?mode=rwc"
+        );
         assert_eq!(
             sqlite_url("sqlite:///tmp/x.db"),
             "sqlite:///tmp/x.db?mode=rwc"
