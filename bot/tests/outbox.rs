@@ -167,14 +167,14 @@ async fn crashed_workers_rows_are_redelivered_after_the_lease(b: Backend) {
     .await;
     // Worker A claims everything and dies before finishing.
     let claimed = s
-        .claim("dead", Duration::from_millis(400), 100)
+        .claim("dead", Duration::from_millis(400), 100, &["test"])
         .await
         .unwrap();
     assert_eq!(claimed.len(), 10);
     assert!(claimed.iter().all(|d| d.attempt == 1));
     // While the lease holds, nobody else gets the rows.
     assert!(
-        s.claim("b", Duration::from_secs(30), 100)
+        s.claim("b", Duration::from_secs(30), 100, &["test"])
             .await
             .unwrap()
             .is_empty()
@@ -347,7 +347,10 @@ async fn one_finish_records_each_kind(b: Backend) {
         ],
     )
     .await;
-    let claimed = s.claim("w1", Duration::from_secs(30), 10).await.unwrap();
+    let claimed = s
+        .claim("w1", Duration::from_secs(30), 10, &["test"])
+        .await
+        .unwrap();
     let id = |key: &str| claimed.iter().find(|d| d.key == key).unwrap().id;
     s.finish(
         "w1",
@@ -444,7 +447,10 @@ async fn many_are_enqueued_in_order(b: Backend) {
     let added = enqueue_many(&mut tx, s.backend(), &items).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(added, 2499, "k0007 was there");
-    let claimed = s.claim("w", Duration::from_secs(30), 5000).await.unwrap();
+    let claimed = s
+        .claim("w", Duration::from_secs(30), 5000, &["test"])
+        .await
+        .unwrap();
     // The ordering group lets only its first row out; the others come in id order.
     let keys: Vec<&str> = claimed.iter().map(|d| d.key.as_str()).collect();
     let mut expected = vec!["k0007", "k0000"];
@@ -460,7 +466,170 @@ async fn many_are_enqueued_in_order(b: Backend) {
     assert_eq!(first.channel, "test");
 }
 
+/// Delivers one channel's rows, each after `delay`, recording the keys.
+struct Lane {
+    channel: &'static str,
+    delay: Duration,
+    delivered: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Deliverer for Lane {
+    fn channel(&self) -> &'static str {
+        self.channel
+    }
+    async fn deliver(&self, d: &Delivery) -> Outcome {
+        tokio::time::sleep(self.delay).await;
+        self.delivered.lock().unwrap().push(d.key.clone());
+        Outcome::Delivered { receipt: None }
+    }
+}
+
+fn lane(channel: &'static str, delay_ms: u64) -> Arc<Lane> {
+    Arc::new(Lane {
+        channel,
+        delay: Duration::from_millis(delay_ms),
+        delivered: Mutex::new(Vec::new()),
+    })
+}
+
+fn row(key: &str, channel: &str) -> NewDelivery {
+    NewDelivery {
+        key: key.to_string(),
+        channel: channel.into(),
+        payload: json!({}),
+        ordering_key: None,
+    }
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Two workers over one store are lanes: each claims only its deliverers' channels, so a row
+/// of the quick channel enqueued during the slow channel's long round goes out at once, not
+/// after the round (as `serve` runs customer email apart from status page and chat).
+async fn a_slow_lane_does_not_hold_back_another(b: Backend) {
+    let env = env(b).await;
+    let s = env.app.store.clone();
+    let mail: Vec<_> = (0..40).map(|i| row(&format!("m{i:02}"), "mail")).collect();
+    add(&s, &mail).await;
+    let (slow, quick) = (lane("mail", 50), lane("status", 0));
+    let cfg = |batch, concurrency| WorkerConfig {
+        owner: "w".into(),
+        lease: Duration::from_secs(60),
+        batch,
+        concurrency,
+        max_attempts: 3,
+        idle: Duration::from_millis(10),
+    };
+    let slow_lane = Worker::new(Arc::new(s.clone()), vec![slow.clone()], cfg(40, 1));
+    let quick_lane = Worker::new(Arc::new(s.clone()), vec![quick.clone()], cfg(64, 8));
+    assert_eq!(slow_lane.channels(), ["mail"]);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let tasks = [
+        tokio::spawn(slow_lane.run(shutdown.clone())),
+        tokio::spawn(quick_lane.run(shutdown.clone())),
+    ];
+    // The slow lane's round (40 rows, one at a time, 50 ms each: 2 s) has begun.
+    until("the first mail", || {
+        !slow.delivered.lock().unwrap().is_empty()
+    })
+    .await;
+    add(&s, &[row("update-1", "status")]).await;
+    until("the status update", || {
+        !quick.delivered.lock().unwrap().is_empty()
+    })
+    .await;
+    let mails_by_then = slow.delivered.lock().unwrap().len();
+    assert!(
+        mails_by_then < 40,
+        "the update waited for the round ({mails_by_then} mails)"
+    );
+    until("every mail", || slow.delivered.lock().unwrap().len() == 40).await;
+    shutdown.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*quick.delivered.lock().unwrap(), ["update-1"]);
+    let mut mails = slow.delivered.lock().unwrap().clone();
+    mails.sort();
+    let expected: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(mails, expected, "each mail once, by its own lane");
+    assert_eq!(
+        states(&s).await,
+        HashMap::from([("delivered".to_string(), 41)])
+    );
+    // A claim takes only the channels it names.
+    add(&s, &[row("later", "status")]).await;
+    let none = s
+        .claim("x", Duration::from_secs(30), 10, &["mail"])
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let one = s
+        .claim("x", Duration::from_secs(30), 10, &["mail", "status"])
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].key, "later");
+}
+
+/// A round that outlasts its lease (a slow relay) keeps its rows: the worker extends the
+/// lease while the round runs, so another process polling the same channel never re-claims
+/// and delivers them a second time.
+async fn a_long_round_keeps_its_leases(b: Backend) {
+    let env = env(b).await;
+    let s = env.app.store.clone();
+    let mail: Vec<_> = (0..12).map(|i| row(&format!("m{i:02}"), "mail")).collect();
+    add(&s, &mail).await;
+    let (first, second) = (lane("mail", 100), lane("mail", 0));
+    let cfg = |owner: &str| WorkerConfig {
+        owner: owner.into(),
+        lease: Duration::from_millis(300),
+        batch: 12,
+        concurrency: 1,
+        max_attempts: 3,
+        idle: Duration::from_millis(10),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let a = tokio::spawn(
+        Worker::new(Arc::new(s.clone()), vec![first.clone()], cfg("a")).run(shutdown.clone()),
+    );
+    // `a` claimed all 12 in its round (1.2 s, four leases long); `b` polls all along.
+    until("a's first mail", || {
+        !first.delivered.lock().unwrap().is_empty()
+    })
+    .await;
+    let b = tokio::spawn(
+        Worker::new(Arc::new(s.clone()), vec![second.clone()], cfg("b")).run(shutdown.clone()),
+    );
+    until("every mail", || first.delivered.lock().unwrap().len() == 12).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    shutdown.cancel();
+    a.await.unwrap();
+    b.await.unwrap();
+    assert!(
+        second.delivered.lock().unwrap().is_empty(),
+        "re-claimed while leased: {:?}",
+        second.delivered.lock().unwrap()
+    );
+    assert_eq!(
+        states(&s).await,
+        HashMap::from([("delivered".to_string(), 12)])
+    );
+}
+
 both_backends!(
+    a_long_round_keeps_its_leases,
+    a_slow_lane_does_not_hold_back_another,
     many_are_enqueued_in_order,
     one_finish_records_each_kind,
     bulk_rounds_are_delivered_together_and_recorded_each,

@@ -79,8 +79,8 @@ fn ok_cmd(cfg: &Path, person: &str, text: &str) -> String {
     stdout(&out)
 }
 
-/// The outbox worker's in-flight bound, from `serve`'s log line `outbox worker started
-/// in_flight_bound=N …`.
+/// The email lane's in-flight bound, from `serve`'s log line `outbox worker started
+/// lane="email" in_flight_bound=N …`.
 fn in_flight_bound(log: &str) -> usize {
     // The log may be coloured: drop ANSI escape sequences (ESC [ … m).
     let mut plain = String::with_capacity(log.len());
@@ -98,7 +98,7 @@ fn in_flight_bound(log: &str) -> usize {
     }
     plain
         .lines()
-        .find(|l| l.contains("outbox worker started"))
+        .find(|l| l.contains("outbox worker started") && l.contains("lane=\"email\""))
         .and_then(|l| l.split("in_flight_bound=").nth(1))
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())

@@ -116,30 +116,41 @@ impl OutboxStore for Store {
         owner: &str,
         lease: Duration,
         limit: usize,
+        channels: &[&str],
     ) -> anyhow::Result<Vec<Delivery>> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_ms();
-        // The open rows' index (`outbox_open`) gives them in id order: the first due ones are
-        // found without visiting finished rows or sorting all pending ones. SQLite's planner,
-        // without statistics, would rather sort, so it is told.
+        // The open rows' index by channel (`outbox_open_channel`) gives each channel's rows in
+        // id order: the first due ones are found without visiting finished rows, other
+        // channels' rows (a mass send's, for the status lane) or sorting all pending ones.
+        // SQLite's planner, without statistics, would rather sort, so it is told.
         let (index, lock) = match self.backend() {
             Backend::Postgres => ("", "FOR UPDATE SKIP LOCKED"),
-            Backend::Sqlite => ("INDEXED BY outbox_open", ""),
+            Backend::Sqlite => ("INDEXED BY outbox_open_channel", ""),
         };
+        let placeholders: Vec<String> =
+            (0..channels.len()).map(|i| format!("${}", i + 5)).collect();
         let sql = format!(
             "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
              attempts = attempts + 1 \
              WHERE id IN (SELECT o.id FROM outbox o {index} \
-             WHERE o.state IN ('pending', 'sending') AND {DUE} ORDER BY o.id LIMIT $4 {lock}) \
-             RETURNING id, key, channel, payload, ordering_key, attempts"
+             WHERE o.state IN ('pending', 'sending') AND o.channel IN ({}) AND {DUE} \
+             ORDER BY o.id LIMIT $4 {lock}) \
+             RETURNING id, key, channel, payload, ordering_key, attempts",
+            placeholders.join(", ")
         );
         let mut tx = self.begin_rows().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(owner.to_string())
             .bind(now + lease.as_millis() as i64)
             .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
-            .await?;
+            .bind(limit as i64);
+        for channel in channels {
+            query = query.bind(channel.to_string());
+        }
+        let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -155,6 +166,34 @@ impl OutboxStore for Store {
         }
         out.sort_by_key(|d| d.id);
         Ok(out)
+    }
+
+    async fn extend(&self, owner: &str, lease: Duration, channels: &[&str]) -> anyhow::Result<()> {
+        if channels.is_empty() {
+            return Ok(());
+        }
+        let placeholders: Vec<String> =
+            (0..channels.len()).map(|i| format!("${}", i + 3)).collect();
+        let index = match self.backend() {
+            Backend::Postgres => "",
+            Backend::Sqlite => "INDEXED BY outbox_open_channel",
+        };
+        let sql = format!(
+            "UPDATE outbox SET lease_until = $1 WHERE id IN (SELECT o.id FROM outbox o {index} \
+             WHERE o.state IN ('pending', 'sending') AND o.channel IN ({}) \
+             AND o.state = 'sending' AND o.lease_owner = $2)",
+            placeholders.join(", ")
+        );
+        let mut tx = self.begin_rows().await?;
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(now_ms() + lease.as_millis() as i64)
+            .bind(owner.to_string());
+        for channel in channels {
+            query = query.bind(channel.to_string());
+        }
+        query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn finish(&self, owner: &str, results: &[(i64, Finish)]) -> anyhow::Result<()> {

@@ -93,15 +93,22 @@ pub enum Finish {
 /// Persistence of the outbox (implemented by the bot's store).
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
-    /// Claims up to `limit` due rows for `owner` until `now + lease` (pending rows whose time
-    /// has come, and claimed rows whose lease ran out), honouring ordering keys. Concurrent
-    /// claimers never get the same row.
+    /// Claims up to `limit` due rows of `channels` for `owner` until `now + lease` (pending
+    /// rows whose time has come, and claimed rows whose lease ran out), in id order,
+    /// honouring ordering keys (across all channels). Concurrent claimers never get the same
+    /// row.
     async fn claim(
         &self,
         owner: &str,
         lease: Duration,
         limit: usize,
+        channels: &[&str],
     ) -> anyhow::Result<Vec<Delivery>>;
+
+    /// Extends to `now + lease` the lease of every row of `channels` that `owner` holds: a
+    /// round that takes longer than a lease (a slow mail relay) keeps its rows, and no other
+    /// process re-claims and delivers them meanwhile.
+    async fn extend(&self, owner: &str, lease: Duration, channels: &[&str]) -> anyhow::Result<()>;
 
     /// Records how claimed rows ended; a row no longer leased by `owner` is left alone.
     async fn finish(&self, owner: &str, results: &[(i64, Finish)]) -> anyhow::Result<()>;

@@ -8,6 +8,11 @@
 //! whose deliverer takes rows in bulk (`Deliverer::deliver_many`, customer email) gets all its
 //! rows of the round at once, and at most those (`batch`) are delivered but not recorded.
 //! That bounds what a crash can make a peer receive twice (see the outbox's invariant).
+//!
+//! A worker claims only the channels it has deliverers for: several workers over one store
+//! are lanes (drbot runs customer email in one and status page and chat in another, so a
+//! mass send's rounds never hold back a status update). A row of a channel no worker
+//! delivers stays pending.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -41,6 +46,8 @@ type Pending = ((i64, Finish), oneshot::Sender<()>);
 pub struct Worker {
     store: Arc<dyn OutboxStore>,
     deliverers: HashMap<&'static str, Arc<dyn Deliverer>>,
+    /// The deliverers' channels: what this worker claims.
+    channels: Vec<&'static str>,
     cfg: WorkerConfig,
 }
 
@@ -51,19 +58,37 @@ impl Worker {
         deliverers: Vec<Arc<dyn Deliverer>>,
         cfg: WorkerConfig,
     ) -> Self {
+        let deliverers: HashMap<&'static str, Arc<dyn Deliverer>> =
+            deliverers.into_iter().map(|d| (d.channel(), d)).collect();
+        let mut channels: Vec<&'static str> = deliverers.keys().copied().collect();
+        channels.sort_unstable();
         Self {
             store,
-            deliverers: deliverers.into_iter().map(|d| (d.channel(), d)).collect(),
+            deliverers,
+            channels,
             cfg,
         }
+    }
+
+    /// The channels this worker claims and delivers.
+    pub fn channels(&self) -> &[&'static str] {
+        &self.channels
     }
 
     /// One round: claims a batch, delivers it, records each outcome as it comes; returns how
     /// many rows it handled.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
+        if self.channels.is_empty() {
+            return Ok(0);
+        }
         let rows = self
             .store
-            .claim(&self.cfg.owner, self.cfg.lease, self.cfg.batch)
+            .claim(
+                &self.cfg.owner,
+                self.cfg.lease,
+                self.cfg.batch,
+                &self.channels,
+            )
             .await?;
         let n = rows.len();
         if n == 0 {
@@ -122,8 +147,32 @@ impl Worker {
                 .collect::<()>()
                 .await;
         };
-        let ((), (), recorded) = tokio::join!(deliveries, bulk, self.record(rx));
+        let work = async { tokio::join!(deliveries, bulk, self.record(rx)) };
+        let keep = self.keep_leases();
+        tokio::pin!(work, keep);
+        let ((), (), recorded) = loop {
+            tokio::select! {
+                done = &mut work => break done,
+                () = &mut keep => {}
+            }
+        };
         recorded.map(|()| n)
+    }
+
+    /// Extends the round's leases every third of a lease, for as long as the round runs
+    /// (never returns): a round may outlast its lease, its rows must not be re-claimed.
+    async fn keep_leases(&self) {
+        let every = (self.cfg.lease / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = self
+                .store
+                .extend(&self.cfg.owner, self.cfg.lease, &self.channels)
+                .await
+            {
+                tracing::warn!(error = format!("{e:#}"), "extending outbox leases failed");
+            }
+        }
     }
 
     /// Hands the rows of each channel whose deliverer takes them in bulk to it (with each
