@@ -360,6 +360,19 @@ pub async fn approve(
         }
         .into());
     }
+    // A retry, skip or abort decides for a run that needs attention, and for no other: its
+    // approval never puts an ended run back in the queue.
+    let decision = matches!(
+        req.action,
+        RequestAction::Retry | RequestAction::Skip | RequestAction::Abort
+    );
+    if decision && run.state != RunState::NeedsAttention {
+        return Err(UserError::NothingToApprove {
+            run: run_id,
+            state: run.state.as_str().into(),
+        }
+        .into());
+    }
     if req.requester == person {
         return Err(UserError::SelfApproval { run: run_id }.into());
     }
@@ -626,6 +639,15 @@ pub async fn decide(
             .into());
         }
         expire_in(&mut tx, &run, &open).await?;
+        if matches!(open.action, RequestAction::Run | RequestAction::Gate) {
+            // The run expired with it: nothing is left to decide.
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            app.events.publish(Event::Expired {
+                run_id,
+                request_id: open.id,
+            });
+            return Err(UserError::Expired { run: run_id }.into());
+        }
     }
     let steps = Store::steps_tx(&mut tx, run_id).await?;
     let step = steps

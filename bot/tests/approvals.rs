@@ -203,6 +203,66 @@ async fn requests_expire(b: Backend) {
     );
     let rows = env.app.store.audit_rows(Some(id2), 10).await.unwrap();
     assert!(rows.iter().any(|r| r.action == "request.expired"));
+    // A run that needs attention while its run request is still pending (a preflight step
+    // was interrupted), that request past due and not yet swept: asking to retry expires the
+    // run with it, and no decision request is opened on the expired run.
+    let id3 = request_failover(&env, "bob").await;
+    sqlx::query("UPDATE runs SET state = 'needs_attention' WHERE id = $1")
+        .bind(id3)
+        .execute(env.app.store.pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = dispatch::handle(&env.app, &cli(&env.app, "bob"), &format!("/dr retry {id3}")).await;
+    assert_eq!(refused(r), UserError::Expired { run: id3 });
+    let view = approvals::view(&env.app.store, id3).await.unwrap().unwrap();
+    assert_eq!(view.run.state, RunState::Expired);
+    assert_eq!(view.request.unwrap().state, "expired");
+    let r = dispatch::handle(
+        &env.app,
+        &cli(&env.app, "carol"),
+        &format!("/dr approve {id3}"),
+    )
+    .await;
+    assert!(
+        matches!(refused(r), UserError::NothingToApprove { .. }),
+        "no request is open on the expired run"
+    );
+    // Even a decision request left open on a run that no longer needs attention (written
+    // here directly) is refused, and the run stays ended.
+    let mut tx = env.app.store.write().await.unwrap();
+    let far = 4_000_000_000_000;
+    drbot::store::runs::insert_request(
+        &mut tx,
+        id3,
+        drbot::store::runs::RequestAction::Retry,
+        None,
+        &view.run.fingerprint,
+        "bob",
+        "cli:unknown:bob",
+        1,
+        far,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let r = dispatch::handle(
+        &env.app,
+        &cli(&env.app, "carol"),
+        &format!("/dr approve {id3}"),
+    )
+    .await;
+    assert_eq!(
+        refused(r),
+        UserError::NothingToApprove {
+            run: id3,
+            state: "expired".into()
+        }
+    );
+    assert_eq!(
+        env.app.store.run(id3).await.unwrap().unwrap().state,
+        RunState::Expired
+    );
 }
 
 async fn deny_ends_the_request(b: Backend) {
