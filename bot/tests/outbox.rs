@@ -280,8 +280,17 @@ async fn failures_are_recorded_and_retried_on_request(b: Backend) {
     assert!(rec.delivered.lock().unwrap().is_empty());
     // `drbot outbox retry`: back to pending, then delivered (the scripts are used up).
     assert_eq!(s.outbox_retry(Some(flaky.id)).await.unwrap(), 1);
+    let attempts = |rows: Vec<drbot::store::outbox::OutboxRow>| {
+        rows.iter().find(|r| r.key == "flaky").map(|r| r.attempts)
+    };
+    assert_eq!(
+        attempts(s.outbox_rows(Some("pending"), 10).await.unwrap()),
+        Some(1)
+    );
     w.run_once().await.unwrap();
     assert_eq!(*rec.delivered.lock().unwrap(), ["flaky"]);
+    // Delivered at attempt 2: a retried row is never taken for a first attempt.
+    assert_eq!(attempts(s.outbox_rows(None, 10).await.unwrap()), Some(2));
     assert_eq!(s.outbox_retry(None).await.unwrap(), 1);
     w.run_once().await.unwrap();
     assert_eq!(states(&s).await.get("delivered"), Some(&2));

@@ -288,10 +288,13 @@ impl Store {
     }
 
     /// Puts failed rows (`id`, or all failed ones) back to pending with fresh attempts;
-    /// returns how many.
+    /// returns how many. The count restarts at one, not zero: the next attempt is never a
+    /// first one, so a deliverer still checks what the failed ones may have done (a
+    /// Statuspage create that timed out after Statuspage made the incident is looked up by
+    /// drbot's key, not made twice).
     pub async fn outbox_retry(&self, id: Option<i64>) -> anyhow::Result<u64> {
         let r = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1, finished_at = NULL \
+            "UPDATE outbox SET state = 'pending', attempts = 1, next_at = $1, finished_at = NULL \
              WHERE state = 'failed' AND (CAST($2 AS BIGINT) IS NULL OR id = $2)",
         )
         .bind(now_ms())
