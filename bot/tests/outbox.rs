@@ -279,7 +279,7 @@ async fn failures_are_recorded_and_retried_on_request(b: Backend) {
     );
     assert!(rec.delivered.lock().unwrap().is_empty());
     // `drbot outbox retry`: back to pending, then delivered (the scripts are used up).
-    assert_eq!(s.outbox_retry(Some(flaky.id)).await.unwrap(), 1);
+    assert_eq!(s.outbox_retry(Some(flaky.id)).await.unwrap(), (1, 0));
     let attempts = |rows: Vec<drbot::store::outbox::OutboxRow>| {
         rows.iter().find(|r| r.key == "flaky").map(|r| r.attempts)
     };
@@ -291,9 +291,34 @@ async fn failures_are_recorded_and_retried_on_request(b: Backend) {
     assert_eq!(*rec.delivered.lock().unwrap(), ["flaky"]);
     // Delivered at attempt 2: a retried row is never taken for a first attempt.
     assert_eq!(attempts(s.outbox_rows(None, 10).await.unwrap()), Some(2));
-    assert_eq!(s.outbox_retry(None).await.unwrap(), 1);
+    assert_eq!(s.outbox_retry(None).await.unwrap(), (1, 0));
     w.run_once().await.unwrap();
     assert_eq!(states(&s).await.get("delivered"), Some(&2));
+    // An old update that failed for good after a newer one of its group went out stays
+    // failed: retrying it would take the status back in time.
+    add(
+        &s,
+        &[
+            new("update-1", Some("inc-9")),
+            new("update-2", Some("inc-9")),
+        ],
+    )
+    .await;
+    rec.script.lock().unwrap().insert(
+        "update-1".into(),
+        vec![Outcome::Failed {
+            error: "422 invalid".into(),
+        }],
+    );
+    for _ in 0..3 {
+        w.run_once().await.unwrap();
+    }
+    assert_eq!(states(&s).await.get("failed"), Some(&1));
+    assert_eq!(s.outbox_retry(None).await.unwrap(), (0, 1));
+    let old = s.outbox_rows(Some("failed"), 10).await.unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].key, "update-1");
+    assert_eq!(s.outbox_retry(Some(old[0].id)).await.unwrap(), (0, 1));
 }
 
 async fn bulk_rounds_are_delivered_together_and_recorded_each(b: Backend) {

@@ -373,8 +373,8 @@ async fn outbox(
                 }
             },
         };
-        let n = app.store.outbox_retry(id).await?;
-        println!("{}", text::outbox_retried(n));
+        let (n, superseded) = app.store.outbox_retry(id).await?;
+        println!("{}", text::outbox_retried(n, superseded));
         return Ok(if n == 0 && id.is_some() {
             ExitCode::from(2)
         } else {

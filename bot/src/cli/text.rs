@@ -306,13 +306,27 @@ pub const OUTBOX_RETRY_USAGE: &str =
 /// `drbot outbox --state` with an unknown state.
 pub const OUTBOX_STATE_USAGE: &str = "error: --state is one of pending, sending, delivered, failed";
 
-/// How many failed deliveries went back in the queue.
-pub fn outbox_retried(n: u64) -> String {
-    match n {
-        0 => "No failed delivery matched; nothing to retry.".into(),
-        1 => "1 failed delivery is queued again.".into(),
-        n => format!("{n} failed deliveries are queued again."),
+/// How many failed deliveries went back in the queue, and how many were left failed because
+/// a later delivery of their ordering group went out.
+pub fn outbox_retried(n: u64, superseded: u64) -> String {
+    let mut out = match (n, superseded) {
+        (0, 0) => "No failed delivery matched; nothing to retry.".to_string(),
+        (0, _) => "Nothing to retry.".to_string(),
+        (1, _) => "1 failed delivery is queued again.".to_string(),
+        (n, _) => format!("{n} failed deliveries are queued again."),
+    };
+    match superseded {
+        0 => {}
+        1 => out.push_str(
+            " 1 stays failed: a later delivery of its group (a newer status update) already \
+             went out, and sending it now would take the status back in time.",
+        ),
+        k => out.push_str(&format!(
+            " {k} stay failed: a later delivery of their group (a newer status update) already \
+             went out, and sending them now would take the status back in time."
+        )),
     }
+    out
 }
 
 /// The outbox listing.

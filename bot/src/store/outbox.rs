@@ -288,20 +288,34 @@ impl Store {
     }
 
     /// Puts failed rows (`id`, or all failed ones) back to pending with fresh attempts;
-    /// returns how many. The count restarts at one, not zero: the next attempt is never a
-    /// first one, so a deliverer still checks what the failed ones may have done (a
+    /// returns how many, and how many were left failed because a later row of their ordering
+    /// group was delivered (sending an old status update after a newer one would take the
+    /// status page back in time). The count restarts at one, not zero: the next attempt is
+    /// never a first one, so a deliverer still checks what the failed ones may have done (a
     /// Statuspage create that timed out after Statuspage made the incident is looked up by
     /// drbot's key, not made twice).
-    pub async fn outbox_retry(&self, id: Option<i64>) -> anyhow::Result<u64> {
-        let r = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 1, next_at = $1, finished_at = NULL \
-             WHERE state = 'failed' AND (CAST($2 AS BIGINT) IS NULL OR id = $2)",
-        )
-        .bind(now_ms())
+    pub async fn outbox_retry(&self, id: Option<i64>) -> anyhow::Result<(u64, u64)> {
+        const MATCH: &str = "state = 'failed' AND (CAST($1 AS BIGINT) IS NULL OR id = $1)";
+        const SUPERSEDED: &str = "ordering_key IS NOT NULL AND EXISTS (SELECT 1 FROM outbox l \
+             WHERE l.ordering_key = outbox.ordering_key AND l.id > outbox.id \
+             AND l.state = 'delivered')";
+        let mut tx = self.begin_rows().await?;
+        let superseded: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM outbox WHERE {MATCH} AND {SUPERSEDED}"
+        )))
         .bind(id)
-        .execute(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(r.rows_affected())
+        let r = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE outbox SET state = 'pending', attempts = 1, next_at = $2, finished_at = NULL \
+             WHERE {MATCH} AND NOT ({SUPERSEDED})"
+        )))
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((r.rows_affected(), superseded as u64))
     }
 }
 
