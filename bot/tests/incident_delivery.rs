@@ -2,7 +2,8 @@
 //! documented v1 API) on both backends: create, updates and resolve arrive in order with the
 //! templated text, the Statuspage id is recorded, a 429 with `Retry-After` and refused
 //! connections lose nothing, and a create retried after an ambiguous failure adopts the
-//! incident Statuspage already has instead of creating a second one.
+//! incident Statuspage already has instead of creating a second one; an update whose answer
+//! was lost is not posted twice.
 
 mod common;
 
@@ -212,4 +213,65 @@ async fn retried_create_adopts_existing(b: Backend) {
     ));
 }
 
-both_backends!(delivered_in_order, retried_create_adopts_existing);
+/// An update Statuspage took but whose answer was lost (a 502 from a proxy) is not posted,
+/// and notified, a second time: the retry reads the incident, finds the update's key in its
+/// metadata, and records the row delivered. The next update goes out as usual.
+async fn retried_update_is_not_posted_twice(b: Backend) {
+    let fake = FakeStatuspage::start("p1", "sp-key").await;
+    let env = env_with_fake(b, &fake).await;
+    say(&env, "bob", "/dr incident open API degraded").await;
+    drain(&env, 20).await;
+    say(
+        &env,
+        "alice",
+        "/dr incident update --status identified Replica lag",
+    )
+    .await;
+    fake.lose_next_answer();
+    drain(&env, 30).await;
+    let count = |needle: &str| {
+        fake.incidents()[0]["incident_updates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["body"].as_str().unwrap().contains(needle))
+            .count()
+    };
+    assert_eq!(count("Replica lag"), 1, "{:?}", fake.incidents());
+    let inc = fake.incidents()[0].clone();
+    assert_eq!(inc["status"], "identified");
+    assert_eq!(inc["metadata"]["drbot"]["key"], "drbot:incident:1");
+    let update_key = inc["metadata"]["drbot"]["update"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reqs = fake.requests();
+    let patches = reqs
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/incidents/"));
+    assert_eq!(patches.count(), 1, "one PATCH, its answer lost: {reqs:?}");
+    let gets = reqs
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(inc["id"].as_str().unwrap()));
+    assert_eq!(gets.count(), 1, "the retry read the incident: {reqs:?}");
+    // A later update is not mistaken for the one already taken.
+    say(
+        &env,
+        "alice",
+        "/dr incident update --status monitoring Failed over",
+    )
+    .await;
+    drain(&env, 20).await;
+    assert_eq!(count("Failed over"), 1);
+    let inc = fake.incidents()[0].clone();
+    assert_eq!(inc["status"], "monitoring");
+    assert_ne!(inc["metadata"]["drbot"]["update"], update_key.as_str());
+    let rows = env.app.store.outbox_rows(None, 100).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "delivered"), "{rows:?}");
+}
+
+both_backends!(
+    delivered_in_order,
+    retried_create_adopts_existing,
+    retried_update_is_not_posted_twice
+);

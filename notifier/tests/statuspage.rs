@@ -60,6 +60,7 @@ async fn incident_lifecycle_and_component_calls_send_the_documented_shapes() {
         body: "Traffic is moving to the DR region.".into(),
         components: vec![("cmpdb".into(), ComponentStatus::DegradedPerformance)],
         deliver_notifications: false,
+        keys: None,
     };
     let updated = client.update_incident(&created.id, &update).await.unwrap();
     assert_eq!(updated.status, "identified");
@@ -318,6 +319,7 @@ async fn refused_requests_are_permanent_with_statuspages_message() {
         body: "x".into(),
         components: vec![],
         deliver_notifications: false,
+        keys: None,
     };
     let err = client
         .update_incident("missing1", &update)

@@ -1,8 +1,8 @@
 //! A loopback fake of the Atlassian Statuspage REST API v1 (the calls drbot makes): checks the
 //! `Authorization: OAuth <key>` header and the documented JSON shapes (422 on a bad one), keeps
 //! incidents and components in memory, records every request, and can misbehave on demand:
-//! answer a status (e.g. 429 with `Retry-After`) for the next requests, hang, or stop
-//! listening and come back on the same port.
+//! answer a status (e.g. 429 with `Retry-After`) for the next requests, hang, make a change
+//! and lose its answer (502), or stop listening and come back on the same port.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -82,6 +82,8 @@ struct Inner {
     requests: Vec<Recorded>,
     scripted: VecDeque<(u16, Option<u64>)>,
     hang_next: Option<Duration>,
+    /// The next request is handled, then answered 502 (its answer lost on the way).
+    lose_next: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -107,6 +109,7 @@ impl FakeStatuspage {
             requests: Vec::new(),
             scripted: VecDeque::new(),
             hang_next: None,
+            lose_next: false,
         }));
         let fake = Arc::new(FakeStatuspage {
             addr,
@@ -164,6 +167,12 @@ impl FakeStatuspage {
         for _ in 0..count {
             s.scripted.push_back((status, retry_after));
         }
+    }
+
+    /// The next request is handled (its change made) and then answered 502, as a proxy
+    /// answers when the answer is lost: the caller cannot tell whether it was taken.
+    pub fn lose_next_answer(&self) {
+        self.state.lock().unwrap().lose_next = true;
     }
 
     /// The next request waits `delay` before it is handled.
@@ -247,7 +256,11 @@ async fn handle(
             Err(_) => (400, json!({ "error": "malformed JSON body" }), None),
             Ok(body) => {
                 let (code, answer) = route(&mut s, &method, &path, body);
-                (code, answer, None)
+                if std::mem::take(&mut s.lose_next) {
+                    (502, json!({ "error": "bad gateway" }), None)
+                } else {
+                    (code, answer, None)
+                }
             }
         }
     };
@@ -281,6 +294,10 @@ fn route(s: &mut Inner, method: &Method, path: &str, body: &Value) -> (u16, Valu
     let result = match (method.as_str(), rest) {
         ("POST", ["incidents"]) => create_incident(s, body),
         ("GET", ["incidents", "unresolved"]) => Ok((200, unresolved(s))),
+        ("GET", ["incidents", id]) => match s.incidents.get(*id) {
+            Some(incident) => Ok((200, incident.clone())),
+            None => Err(not_found()),
+        },
         ("PATCH", ["incidents", id]) => update_incident(s, id, body),
         ("PATCH", ["components", id]) => update_component(s, id, body),
         _ => return not_found(),

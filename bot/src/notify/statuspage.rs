@@ -4,7 +4,9 @@
 //! update claimed before that id is known waits (`Retry`). A create tried again (any attempt
 //! after the first, e.g. after a timeout or a 5xx that Statuspage may have acted on) first
 //! looks for an unresolved incident carrying drbot's key (`find_unresolved_by_key`) and adopts
-//! it instead of creating a second one.
+//! it instead of creating a second one. Likewise every update writes its outbox key to the
+//! incident's metadata (`drbot.update`), and an update tried again first reads the incident:
+//! when Statuspage already has it, it is not posted (and notified) a second time.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use notifier::{
     outbox::{Deliverer, Delivery, Outcome},
     statuspage::{
         ComponentStatus, Impact, IncidentStatus, IncidentUpdate, NewIncident, StatuspageClient,
-        StatuspageError,
+        StatuspageError, UpdateKeys,
     },
 };
 use serde::Deserialize;
@@ -112,11 +114,24 @@ impl StatuspageDeliverer {
                 after: Some(WAIT_FOR_CREATE),
             });
         };
+        if d.attempt > 1 {
+            match self.client.get_incident(&id).await {
+                Ok(current) if current.drbot_update() == Some(d.key.as_str()) => {
+                    return Ok(delivered(id));
+                }
+                Ok(_) => {}
+                Err(e) => return Ok(outcome(e)),
+            }
+        }
         let update = IncidentUpdate {
             status,
             body: p.body,
             components,
             deliver_notifications: true,
+            keys: Some(UpdateKeys {
+                incident: p.key,
+                update: d.key.clone(),
+            }),
         };
         Ok(match self.client.update_incident(&id, &update).await {
             Ok(_) => delivered(id),

@@ -19,7 +19,7 @@ pub use config::{DEFAULT_BASE_URL, StatuspageConfig};
 pub use error::StatuspageError;
 pub use model::{
     Component, ComponentStatus, Impact, Incident, IncidentStatus, IncidentUpdate, MAX_NAME_CHARS,
-    NewIncident, truncate_name,
+    NewIncident, UpdateKeys, truncate_name,
 };
 
 use model::{ComponentEnvelope, WireComponent};
@@ -108,8 +108,17 @@ impl StatuspageClient {
             body: body.to_string(),
             components,
             deliver_notifications,
+            keys: None,
         };
         self.update_incident(incident_id, &update).await
+    }
+
+    /// One incident (`GET /pages/{page_id}/incidents/{incident_id}`).
+    pub async fn get_incident(&self, incident_id: &str) -> Result<Incident, StatuspageError> {
+        check_id("incident id", incident_id)?;
+        let path = format!("/pages/{}/incidents/{incident_id}", self.page_id);
+        self.call::<(), _>(Method::GET, &path, "incidents.get", None)
+            .await
     }
 
     /// Sets one component's status (`PATCH /pages/{page_id}/components/{component_id}`).

@@ -125,6 +125,19 @@ pub struct IncidentUpdate {
     pub components: Vec<(String, ComponentStatus)>,
     /// Whether Statuspage notifies its own subscribers.
     pub deliver_notifications: bool,
+    /// drbot's idempotency keys, written to the incident's metadata with the update, so that
+    /// after an ambiguous failure `get_incident` tells whether the update was taken.
+    pub keys: Option<UpdateKeys>,
+}
+
+/// drbot's keys of an incident update, kept in the incident's metadata: `drbot.key` (the
+/// incident's, as written at its creation) and `drbot.update` (the last update's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateKeys {
+    /// The incident's key (`NewIncident::key`).
+    pub incident: String,
+    /// This update's key.
+    pub update: String,
 }
 
 /// An incident as Statuspage returns it (the fields drbot reads).
@@ -148,6 +161,15 @@ impl Incident {
     /// drbot's idempotency key, if this incident carries one.
     pub fn drbot_key(&self) -> Option<&str> {
         self.metadata.as_ref()?.get("drbot")?.get("key")?.as_str()
+    }
+
+    /// The key of the last update drbot posted to this incident, if any.
+    pub fn drbot_update(&self) -> Option<&str> {
+        self.metadata
+            .as_ref()?
+            .get("drbot")?
+            .get("update")?
+            .as_str()
     }
 }
 
@@ -239,7 +261,9 @@ impl IncidentUpdate {
                 component_ids,
                 components,
                 deliver_notifications: self.deliver_notifications,
-                metadata: None,
+                metadata: self.keys.as_ref().map(
+                    |k| serde_json::json!({ "drbot": { "key": k.incident, "update": k.update } }),
+                ),
             },
         }
     }
