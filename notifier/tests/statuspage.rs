@@ -11,7 +11,7 @@ use std::time::Duration;
 use fake_statuspage::FakeStatuspage;
 use notifier::statuspage::{
     ComponentStatus, DEFAULT_BASE_URL, Impact, IncidentStatus, IncidentUpdate, MAX_NAME_CHARS,
-    NewIncident, StatuspageClient, StatuspageConfig, StatuspageError,
+    NewIncident, StatuspageClient, StatuspageConfig, StatuspageError, UpdateKeys,
 };
 use recovery::secret::Secret;
 use serde_json::json;
@@ -41,6 +41,55 @@ fn new_incident(name: &str) -> NewIncident {
         deliver_notifications: true,
         key: Some("drbot-inc-1".into()),
     }
+}
+
+/// An update whose answer is lost (502 after the change) is a retryable error; the incident,
+/// read back, carries the update's key in its metadata beside the incident's.
+#[tokio::test]
+async fn an_update_keeps_its_keys_in_the_incident_metadata() {
+    let (fake, client) = setup().await;
+    let created = client
+        .create_incident(&new_incident("Service Degradation - DR Activated"))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .get_incident(&created.id)
+            .await
+            .unwrap()
+            .drbot_update(),
+        None
+    );
+    let update = IncidentUpdate {
+        status: IncidentStatus::Identified,
+        body: "Traffic is moving to the DR region.".into(),
+        components: vec![],
+        deliver_notifications: true,
+        keys: Some(UpdateKeys {
+            incident: "drbot-inc-1".into(),
+            update: "upd-2".into(),
+        }),
+    };
+    fake.lose_next_answer();
+    let err = client
+        .update_incident(&created.id, &update)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StatuspageError::Retry { .. }), "{err:?}");
+    let read = client.get_incident(&created.id).await.unwrap();
+    assert_eq!(read.status, "identified");
+    assert_eq!(read.drbot_key(), Some("drbot-inc-1"));
+    assert_eq!(read.drbot_update(), Some("upd-2"));
+    let reqs = fake.requests();
+    let patch = reqs.iter().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(
+        patch.body["incident"]["metadata"],
+        json!({ "drbot": { "key": "drbot-inc-1", "update": "upd-2" } })
+    );
+    assert!(matches!(
+        client.get_incident("missing").await,
+        Err(StatuspageError::Permanent { status: 404, .. })
+    ));
 }
 
 #[tokio::test]
