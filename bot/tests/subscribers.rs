@@ -133,6 +133,26 @@ async fn unsubscribe_is_idempotent_and_sticks(b: Backend) {
         .await
         .unwrap();
     assert_eq!(out, [AddOutcome::AlreadyPresent]);
+    // An opt-out in the input wins: it unsubscribes bob (at the input's time), and
+    // `resubscribe` does not subscribe an address the input says unsubscribed.
+    let opted_out = |email: &str| NewSubscriber {
+        unsubscribed_at: Some(1_700_000_000_000),
+        ..new(email, None)
+    };
+    let out = s
+        .import_subscribers(&[opted_out("bob@example.org")], true)
+        .await
+        .unwrap();
+    assert_eq!(out, [AddOutcome::Unsubscribed]);
+    let rows = s.subscribers().await.unwrap();
+    let bob = rows.iter().find(|r| r.email == "bob@example.org").unwrap();
+    assert_eq!(bob.unsubscribed_at, Some(1_700_000_000_000));
+    let out = s
+        .import_subscribers(&[opted_out("bob@example.org")], true)
+        .await
+        .unwrap();
+    assert_eq!(out, [AddOutcome::SkippedUnsubscribed]);
+    assert_eq!(s.subscriber_counts().await.unwrap().active, 1);
 }
 
 async fn addresses_are_unique_in_the_database(b: Backend) {

@@ -68,6 +68,8 @@ pub struct ImportReport {
     pub skipped: Vec<ImportLine>,
     /// Unsubscribed addresses subscribed again (`--resubscribe`).
     pub resubscribed: usize,
+    /// Subscribed addresses whose line says they unsubscribed: unsubscribed now.
+    pub unsubscribed: usize,
     /// Lines that could not be imported.
     pub invalid: Vec<ImportLine>,
 }
@@ -231,9 +233,10 @@ async fn import(app: &App, file: &Path, resubscribe: bool, json: bool) -> anyhow
             AddOutcome::AddedUnsubscribed => report.added_unsubscribed += 1,
             AddOutcome::AlreadyPresent => report.already_present += 1,
             AddOutcome::Resubscribed => report.resubscribed += 1,
+            AddOutcome::Unsubscribed => report.unsubscribed += 1,
             AddOutcome::SkippedUnsubscribed => report.skipped.push(ImportLine {
                 line: *line,
-                message: text::subscriber_skipped(&s.email),
+                message: text::subscriber_skipped(&s.email, s.unsubscribed_at.is_some()),
             }),
         }
     }

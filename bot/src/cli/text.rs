@@ -412,9 +412,14 @@ pub fn subscribers_no_email_column(file: &Path) -> String {
     )
 }
 
-/// An unsubscribed address the import left alone.
-pub fn subscriber_skipped(email: &str) -> String {
-    format!("{email} unsubscribed earlier; skipped (--resubscribe subscribes it again)")
+/// An unsubscribed address the import left alone (`in_file`: the line says it unsubscribed,
+/// which `--resubscribe` does not override).
+pub fn subscriber_skipped(email: &str, in_file: bool) -> String {
+    if in_file {
+        format!("{email} is unsubscribed, as the file says; skipped")
+    } else {
+        format!("{email} unsubscribed earlier; skipped (--resubscribe subscribes it again)")
+    }
 }
 
 /// What `drbot subscribers import` did.
@@ -428,6 +433,9 @@ pub fn subscriber_import(file: &Path, r: &crate::cli::subscribers::ImportReport)
     }
     if r.resubscribed > 0 {
         parts.push(format!("{} resubscribed", r.resubscribed));
+    }
+    if r.unsubscribed > 0 {
+        parts.push(format!("{} unsubscribed as the file says", r.unsubscribed));
     }
     parts.push(format!("{} unsubscribed (skipped)", r.skipped.len()));
     parts.push(format!("{} invalid", r.invalid.len()));

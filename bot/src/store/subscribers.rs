@@ -56,6 +56,9 @@ pub enum AddOutcome {
     SkippedUnsubscribed,
     /// The address had unsubscribed and is subscribed again (`resubscribe`).
     Resubscribed,
+    /// The address was subscribed and the input says it unsubscribed: it is unsubscribed
+    /// now, at the input's time (an opt-out recorded elsewhere is honoured here).
+    Unsubscribed,
 }
 
 /// Active and unsubscribed counts.
@@ -132,10 +135,23 @@ pub async fn add(
     if let Some(r) = existing {
         let id: i64 = r.try_get("id")?;
         let unsubscribed: Option<i64> = r.try_get("unsubscribed_at")?;
-        return Ok(match (unsubscribed, resubscribe) {
-            (None, _) => AddOutcome::AlreadyPresent,
-            (Some(_), false) => AddOutcome::SkippedUnsubscribed,
-            (Some(_), true) => {
+        // An opt-out in the input always wins: it unsubscribes an active address, and
+        // `resubscribe` never subscribes an address the input says unsubscribed.
+        return Ok(match (unsubscribed, new.unsubscribed_at, resubscribe) {
+            (None, None, _) => AddOutcome::AlreadyPresent,
+            (None, Some(at), _) => {
+                sqlx::query(
+                    "UPDATE subscribers SET unsubscribed_at = $1 \
+                     WHERE id = $2 AND unsubscribed_at IS NULL",
+                )
+                .bind(at)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+                AddOutcome::Unsubscribed
+            }
+            (Some(_), Some(_), _) | (Some(_), None, false) => AddOutcome::SkippedUnsubscribed,
+            (Some(_), None, true) => {
                 sqlx::query("UPDATE subscribers SET unsubscribed_at = NULL WHERE id = $1")
                     .bind(id)
                     .execute(&mut **tx)
