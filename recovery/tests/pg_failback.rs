@@ -234,6 +234,49 @@ async fn failed_rewind_falls_back_to_a_fresh_basebackup() {
     assert_eq!(count(&main), 250);
 }
 
+/// The replica is a primary already (promoted by hand, say): the step is a no-op only when
+/// the old primary cannot take writes (a standby, or fenced read-only when it is not to be
+/// rebuilt); a writable old primary, or one that cannot be reached, is refused, never
+/// reported done.
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_never_reports_done_beside_a_writable_primary() {
+    let mut old = PgCluster::start().unwrap();
+    let new = PgCluster::start().unwrap();
+    let reg = registry(&[("old", &old), ("new", &new)]);
+    let no_rebuild = json!({"primary": "old", "replica": "new", "rebuild_old": false});
+    let e = run(&reg, "pg_switchover", no_rebuild.clone())
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("two primaries"), "{}", e.message);
+    old.psql(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    )
+    .unwrap();
+    old.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    let out = run(&reg, "pg_switchover", no_rebuild.clone())
+        .await
+        .unwrap();
+    assert!(
+        out.summary.contains("old fenced read-only"),
+        "{}",
+        out.summary
+    );
+    assert_eq!(out.data["already_done"], true);
+    // To be rebuilt, a fenced old primary that is not a standby is still refused.
+    let e = run(
+        &reg,
+        "pg_switchover",
+        json!({"primary": "old", "replica": "new", "keep_files": keep()}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message.contains("two primaries"), "{}", e.message);
+    old.stop().unwrap();
+    let e = run(&reg, "pg_switchover", no_rebuild).await.unwrap_err();
+    assert!(e.message.contains("cannot be reached"), "{}", e.message);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rebuild_and_switchover_params_are_checked() {
     let main = PgCluster::start().unwrap();

@@ -12,7 +12,10 @@
 //! If the replica does not catch up in time the step fails and the old primary **stays
 //! read-only**: nothing was lost, and a person decides (retry, or undo the fence with
 //! `ALTER SYSTEM RESET default_transaction_read_only`). Running it again after a successful
-//! switchover (the replica is primary, the old primary a standby) is a no-op.
+//! switchover (the replica is primary, the old primary a standby; or, with `rebuild_old =
+//! false`, fenced read-only) is a no-op. When the replica is a primary already and the old
+//! primary is writable, or cannot be reached to tell, the step refuses: it never reports a
+//! switchover done while two primaries may take writes.
 
 use std::{sync::Arc, time::Duration};
 
@@ -133,34 +136,7 @@ impl Step for Switchover {
             .await
             .map_err(|e| pg::query_error(replica, "reading the replica's state", e))?;
         if !rstate.in_recovery {
-            // Done before? Then the old primary is a standby now.
-            let old_is_standby = match pg::connect(primary).await {
-                Ok(mut c) => replication::server_state(&mut c)
-                    .await
-                    .map(|s| s.in_recovery)
-                    .unwrap_or(false),
-                Err(_) => false,
-            };
-            if old_is_standby || !p.rebuild_old {
-                return Ok(StepOutput {
-                    summary: format!(
-                        "{} is already the primary{}: nothing to do",
-                        p.replica,
-                        if old_is_standby {
-                            format!(" and {} a standby", p.primary)
-                        } else {
-                            String::new()
-                        }
-                    ),
-                    log: String::new(),
-                    data: json!({"already_done": true}),
-                });
-            }
-            return Err(StepError::fatal(format!(
-                "{} is not in recovery and {} is not a standby: refusing to switch over \
-                 between two primaries",
-                p.replica, p.primary
-            )));
+            return already_switched(p, primary).await;
         }
 
         // 1. No more writes on the current primary.
@@ -270,5 +246,55 @@ impl Step for Switchover {
                 "rebuild": rebuilt,
             }),
         })
+    }
+}
+
+/// The replica is a primary already: a no-op when the switchover was done before (the old
+/// primary a standby, or fenced read-only when it is not to be rebuilt); otherwise refused.
+async fn already_switched(
+    p: &SwitchoverParams,
+    primary: &crate::resources::PgClusterDef,
+) -> Result<StepOutput, StepError> {
+    // (in recovery, read-only for new sessions), or None when it cannot be told.
+    let old = match pg::connect(primary).await {
+        Ok(mut c) => {
+            let in_recovery = replication::server_state(&mut c)
+                .await
+                .map(|s| s.in_recovery);
+            let read_only = sqlx::query_scalar::<_, String>("SHOW default_transaction_read_only")
+                .fetch_one(&mut c)
+                .await
+                .map(|v| v == "on");
+            in_recovery.ok().zip(read_only.ok())
+        }
+        Err(_) => None,
+    };
+    let done = |how: String| StepOutput {
+        summary: format!(
+            "{} is already the primary and {how}: nothing to do",
+            p.replica
+        ),
+        log: String::new(),
+        data: json!({"already_done": true}),
+    };
+    match old {
+        Some((true, _)) => Ok(done(format!("{} a standby", p.primary))),
+        Some((false, true)) if !p.rebuild_old => {
+            Ok(done(format!("{} fenced read-only", p.primary)))
+        }
+        Some(_) => Err(StepError::fatal(format!(
+            "{} is not in recovery and {} is a primary too{}: refusing to switch over between \
+             two primaries; fence or stop {} first",
+            p.replica,
+            p.primary,
+            if p.rebuild_old { "" } else { " taking writes" },
+            p.primary
+        ))),
+        None => Err(StepError::fatal(format!(
+            "{} is not in recovery and {} cannot be reached to tell whether it is a standby or \
+             fenced: refusing to report the switchover done while it may take writes; check \
+             it, then retry or skip this step",
+            p.replica, p.primary
+        ))),
     }
 }
