@@ -527,6 +527,26 @@ fn lane(channel: &'static str, delay_ms: u64) -> Arc<Lane> {
     })
 }
 
+/// A worker delivering only `lane`'s channel, leasing as `owner`.
+fn lane_worker(
+    s: &Store,
+    lane: &Arc<Lane>,
+    owner: &str,
+    lease: Duration,
+    batch: usize,
+    concurrency: usize,
+) -> Worker {
+    let cfg = WorkerConfig {
+        owner: owner.into(),
+        lease,
+        batch,
+        concurrency,
+        max_attempts: 3,
+        idle: Duration::from_millis(10),
+    };
+    Worker::new(Arc::new(s.clone()), vec![lane.clone()], cfg)
+}
+
 fn row(key: &str, channel: &str) -> NewDelivery {
     NewDelivery {
         key: key.to_string(),
@@ -556,16 +576,9 @@ async fn a_slow_lane_does_not_hold_back_another(b: Backend) {
     let mail: Vec<_> = (0..40).map(|i| row(&format!("m{i:02}"), "mail")).collect();
     add(&s, &mail).await;
     let (slow, quick) = (lane("mail", 50), lane("status", 0));
-    let cfg = |batch, concurrency| WorkerConfig {
-        owner: "w".into(),
-        lease: Duration::from_secs(60),
-        batch,
-        concurrency,
-        max_attempts: 3,
-        idle: Duration::from_millis(10),
-    };
-    let slow_lane = Worker::new(Arc::new(s.clone()), vec![slow.clone()], cfg(40, 1));
-    let quick_lane = Worker::new(Arc::new(s.clone()), vec![quick.clone()], cfg(64, 8));
+    let minute = Duration::from_secs(60);
+    let slow_lane = lane_worker(&s, &slow, "w", minute, 40, 1);
+    let quick_lane = lane_worker(&s, &quick, "w", minute, 64, 8);
     assert_eq!(slow_lane.channels(), ["mail"]);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let tasks = [
@@ -625,26 +638,15 @@ async fn a_long_round_keeps_its_leases(b: Backend) {
     let mail: Vec<_> = (0..12).map(|i| row(&format!("m{i:02}"), "mail")).collect();
     add(&s, &mail).await;
     let (first, second) = (lane("mail", 100), lane("mail", 0));
-    let cfg = |owner: &str| WorkerConfig {
-        owner: owner.into(),
-        lease: Duration::from_millis(300),
-        batch: 12,
-        concurrency: 1,
-        max_attempts: 3,
-        idle: Duration::from_millis(10),
-    };
+    let lease = Duration::from_millis(300);
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let a = tokio::spawn(
-        Worker::new(Arc::new(s.clone()), vec![first.clone()], cfg("a")).run(shutdown.clone()),
-    );
+    let a = tokio::spawn(lane_worker(&s, &first, "a", lease, 12, 1).run(shutdown.clone()));
     // `a` claimed all 12 in its round (1.2 s, four leases long); `b` polls all along.
     until("a's first mail", || {
         !first.delivered.lock().unwrap().is_empty()
     })
     .await;
-    let b = tokio::spawn(
-        Worker::new(Arc::new(s.clone()), vec![second.clone()], cfg("b")).run(shutdown.clone()),
-    );
+    let b = tokio::spawn(lane_worker(&s, &second, "b", lease, 12, 1).run(shutdown.clone()));
     until("every mail", || first.delivered.lock().unwrap().len() == 12).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     shutdown.cancel();

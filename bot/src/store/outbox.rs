@@ -101,6 +101,14 @@ pub async fn enqueue_many(
     Ok(added)
 }
 
+/// `$first, $first+1, …`: `n` numbered placeholders (a lane's channels in `IN (…)`).
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Rows that are due: pending and time has come, or claimed by an owner whose lease ran out;
 /// and first of their ordering group.
 const DUE: &str = "((o.state = 'pending' AND o.next_at <= $3) \
@@ -130,8 +138,6 @@ impl OutboxStore for Store {
             Backend::Postgres => ("", "FOR UPDATE SKIP LOCKED"),
             Backend::Sqlite => ("INDEXED BY outbox_open_channel", ""),
         };
-        let placeholders: Vec<String> =
-            (0..channels.len()).map(|i| format!("${}", i + 5)).collect();
         let sql = format!(
             "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
              attempts = attempts + 1 \
@@ -139,7 +145,7 @@ impl OutboxStore for Store {
              WHERE o.state IN ('pending', 'sending') AND o.channel IN ({}) AND {DUE} \
              ORDER BY o.id LIMIT $4 {lock}) \
              RETURNING id, key, channel, payload, ordering_key, attempts",
-            placeholders.join(", ")
+            placeholders(5, channels.len())
         );
         let mut tx = self.begin_rows().await?;
         let mut query = sqlx::query(AssertSqlSafe(sql))
@@ -172,8 +178,6 @@ impl OutboxStore for Store {
         if channels.is_empty() {
             return Ok(());
         }
-        let placeholders: Vec<String> =
-            (0..channels.len()).map(|i| format!("${}", i + 3)).collect();
         let index = match self.backend() {
             Backend::Postgres => "",
             Backend::Sqlite => "INDEXED BY outbox_open_channel",
@@ -182,7 +186,7 @@ impl OutboxStore for Store {
             "UPDATE outbox SET lease_until = $1 WHERE id IN (SELECT o.id FROM outbox o {index} \
              WHERE o.state IN ('pending', 'sending') AND o.channel IN ({}) \
              AND o.state = 'sending' AND o.lease_owner = $2)",
-            placeholders.join(", ")
+            placeholders(3, channels.len())
         );
         let mut tx = self.begin_rows().await?;
         let mut query = sqlx::query(AssertSqlSafe(sql))

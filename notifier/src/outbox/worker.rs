@@ -147,21 +147,16 @@ impl Worker {
                 .collect::<()>()
                 .await;
         };
-        let work = async { tokio::join!(deliveries, bulk, self.record(rx)) };
-        let keep = self.keep_leases();
-        tokio::pin!(work, keep);
-        let ((), (), recorded) = loop {
-            tokio::select! {
-                done = &mut work => break done,
-                () = &mut keep => {}
-            }
+        let ((), (), recorded) = tokio::select! {
+            done = async { tokio::join!(deliveries, bulk, self.record(rx)) } => done,
+            never = self.keep_leases() => match never {},
         };
         recorded.map(|()| n)
     }
 
     /// Extends the round's leases every third of a lease, for as long as the round runs
     /// (never returns): a round may outlast its lease, its rows must not be re-claimed.
-    async fn keep_leases(&self) {
+    async fn keep_leases(&self) -> std::convert::Infallible {
         let every = (self.cfg.lease / 3).max(Duration::from_millis(10));
         loop {
             tokio::time::sleep(every).await;

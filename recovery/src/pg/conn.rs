@@ -89,6 +89,19 @@ async fn open(def: &PgClusterDef, db: Option<&str>) -> Result<PgConnection, Step
     }
 }
 
+/// Whether new sessions on `conn`'s server are read-only (`default_transaction_read_only`, as
+/// a fence sets it).
+pub async fn read_only_default(
+    conn: &mut PgConnection,
+    def: &PgClusterDef,
+) -> Result<bool, StepError> {
+    let v: String = sqlx::query_scalar("SHOW default_transaction_read_only")
+        .fetch_one(conn)
+        .await
+        .map_err(|e| query_error(def, "SHOW default_transaction_read_only", e))?;
+    Ok(v == "on")
+}
+
 /// A failed query on `def` as a retryable step error (password scrubbed), prefixed by `what`.
 pub fn query_error(def: &PgClusterDef, what: &str, e: sqlx::Error) -> StepError {
     StepError::retryable(format!(

@@ -26,7 +26,7 @@ pub mod tool;
 pub mod urls;
 
 pub use child::{GroupGuard, capture, last_line, spawn_error};
-pub use conn::{check_cluster, cluster, connect, connect_db, query_error};
+pub use conn::{check_cluster, cluster, connect, connect_db, query_error, read_only_default};
 pub use lsn::{Lsn, human_bytes};
 pub use owner::{is_root, owner_command, user_ids, write_owned};
 pub use sql::{check_tables, count_rows, quote_ident, quote_table, valid_table};

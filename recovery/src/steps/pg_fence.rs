@@ -143,11 +143,7 @@ pub(crate) async fn fence_read_only(def: &PgClusterDef) -> Result<ReadOnlyFence,
     let mut read_only = false;
     for _ in 0..50 {
         let mut conn = pg::connect(def).await?;
-        let v: String = sqlx::query_scalar("SHOW default_transaction_read_only")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| pg::query_error(def, "SHOW default_transaction_read_only", e))?;
-        if v == "on" {
+        if pg::read_only_default(&mut conn, def).await? {
             read_only = true;
             break;
         }

@@ -263,11 +263,7 @@ pub(crate) async fn promote(
     }
     // A fence copied over with the configuration (or an earlier fence of this server) must not
     // leave the new primary read-only.
-    let ro: String = sqlx::query_scalar("SHOW default_transaction_read_only")
-        .fetch_one(&mut conn)
-        .await
-        .map_err(|e| pg::query_error(replica_def, "SHOW default_transaction_read_only", e))?;
-    if ro == "on" {
+    if pg::read_only_default(&mut conn, replica_def).await? {
         for sql in [
             "ALTER SYSTEM RESET default_transaction_read_only",
             "SELECT pg_reload_conf()",

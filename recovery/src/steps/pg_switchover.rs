@@ -261,10 +261,7 @@ async fn already_switched(
             let in_recovery = replication::server_state(&mut c)
                 .await
                 .map(|s| s.in_recovery);
-            let read_only = sqlx::query_scalar::<_, String>("SHOW default_transaction_read_only")
-                .fetch_one(&mut c)
-                .await
-                .map(|v| v == "on");
+            let read_only = pg::read_only_default(&mut c, primary).await;
             in_recovery.ok().zip(read_only.ok())
         }
         Err(_) => None,
