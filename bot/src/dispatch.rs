@@ -142,6 +142,20 @@ async fn audit_command(app: &App, actor: &Actor, text: &str, reply: &Reply) -> a
     Ok(())
 }
 
+/// A recovery target time that has already happened; a future one is refused before anything
+/// is requested (the runbook would stop production first and only then find no such time).
+fn past(target: chrono::DateTime<chrono::Utc>) -> Result<chrono::DateTime<chrono::Utc>, Fail> {
+    let now = chrono::Utc::now();
+    if target > now {
+        let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        return Err(Fail::User(UserError::TargetInFuture {
+            target: fmt(target),
+            now: fmt(now),
+        }));
+    }
+    Ok(target)
+}
+
 async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<Reply, Fail> {
     let one = |k: &str, v: String| BTreeMap::from([(k.to_string(), v)]);
     Ok(match cmd {
@@ -199,7 +213,7 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
                 app,
                 actor,
                 "pitr",
-                one("timestamp", target.to_rfc3339()),
+                one("timestamp", past(target)?.to_rfc3339()),
                 dry_run,
                 text,
             )
@@ -210,7 +224,7 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
                 app,
                 actor,
                 "recover-corruption",
-                one("timestamp", target.to_rfc3339()),
+                one("timestamp", past(target)?.to_rfc3339()),
                 false,
                 text,
             )

@@ -61,6 +61,8 @@ pub enum UserError {
     BadIncidentTransition { id: i64, from: String, to: String },
     /// A checklist button names an item its checklist does not have.
     UnknownChecklistItem { item: String },
+    /// A recovery target time (`pitr`, `recover-corruption`) that has not happened yet.
+    TargetInFuture { target: String, now: String },
 }
 
 /// The one rendering of user errors, shared by every front-end: one or two plain sentences.
@@ -136,6 +138,10 @@ impl std::fmt::Display for UserError {
         Self::UnknownChecklistItem { item } => {
             format!("This checklist has no item `{item}`; nothing was changed.")
         }
+        Self::TargetInFuture { target, now } => format!(
+            "The recovery target {target} is in the future (now {now}; a time without a zone \
+             is read as UTC), so there is nothing to recover to yet. Nothing was requested."
+        ),
         Self::Unavailable { feature } => {
             format!("{feature} are not available in this drbot build yet.")
         }

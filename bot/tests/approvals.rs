@@ -137,7 +137,7 @@ async fn roles_are_checked(b: Backend) {
 }
 
 async fn one_human_with_two_accounts_counts_once(b: Backend) {
-    let env = env_with(b, 2, "30m", 0).await;
+    let env = env_with(b, 2, "30m", 1).await;
     let id = request_failover(&env, "bob").await;
     // alice clicks ten times at once, from both of her accounts: she counts once.
     let mut tasks = Vec::new();
@@ -295,14 +295,14 @@ async fn deny_ends_the_request(b: Backend) {
 }
 
 async fn plan_change_voids_approvals(b: Backend) {
-    let env = env_with(b, 2, "30m", 0).await;
+    let env = env_with(b, 2, "30m", 1).await;
     let id = request_failover(&env, "bob").await;
     approvals::approve(&env.app, &cli(&env.app, "alice"), id, None)
         .await
         .unwrap();
     // The runbook is edited (a step command changes): a new config revision and plan.
     let marker = env.dir.path().join("marker");
-    let text = config_text(&env.url, 2, "30m", 0, &marker.display().to_string())
+    let text = config_text(&env.url, 2, "30m", 1, &marker.display().to_string())
         .replace("echo switch", "echo switch-v2");
     let edited = reconfigure(&env, &text);
     let r = approvals::approve(&edited, &cli(&edited, "carol"), id, None).await;
@@ -498,7 +498,35 @@ async fn hundred_concurrent_approvals_execute_once(b: Backend) {
     );
 }
 
+/// A recovery target that has not happened yet is refused before anything is requested: the
+/// runbook would stop production first and only then find nothing to recover to.
+async fn future_recovery_targets_are_refused(b: Backend) {
+    let env = env(b).await;
+    let alice = cli(&env.app, "alice");
+    let later = (chrono::Utc::now() + chrono::Duration::hours(2))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    for cmd in [
+        format!("/dr pitr \"{later}\""),
+        format!("/dr recover-corruption \"{later}\""),
+    ] {
+        match refused(dispatch::handle(&env.app, &alice, &cmd).await) {
+            UserError::TargetInFuture { target, .. } => {
+                assert_eq!(target, format!("{later} UTC"), "{cmd}")
+            }
+            other => panic!("{cmd}: {other:?}"),
+        }
+    }
+    assert!(env.app.store.runs(20, false).await.unwrap().is_empty());
+    // A past target is requested as before.
+    match dispatch::handle(&env.app, &alice, "/dr pitr \"2026-01-27 14:30:00\"").await {
+        Reply::Requested(v) => assert_eq!(v.run.state, RunState::AwaitingApproval),
+        other => panic!("{other:?}"),
+    }
+}
+
 both_backends!(
+    future_recovery_targets_are_refused,
     self_approval_is_refused,
     roles_are_checked,
     one_human_with_two_accounts_counts_once,

@@ -51,13 +51,23 @@ async fn drop_guards(env: &Env) {
         StoreBackend::Sqlite => {
             sql(env, "DROP TRIGGER audit_log_no_update").await;
             sql(env, "DROP TRIGGER audit_log_no_delete").await;
+            sql(env, "DROP TRIGGER audit_head_forward_only").await;
+            sql(env, "DROP TRIGGER audit_head_no_delete").await;
         }
-        StoreBackend::Postgres => sql(env, "DROP TRIGGER audit_log_no_update ON audit_log").await,
+        StoreBackend::Postgres => {
+            sql(env, "DROP TRIGGER audit_log_no_update ON audit_log").await;
+            sql(env, "DROP TRIGGER audit_head_forward_only ON audit_head").await;
+        }
     }
 }
 
 /// Runs the real `drbot audit --verify` against the env's store: (exit code, output).
 fn verify_cli(env: &Env) -> (i32, String) {
+    verify_cli_with(env, &[])
+}
+
+/// `verify_cli` with more arguments.
+fn verify_cli_with(env: &Env, extra: &[&str]) -> (i32, String) {
     let cfg = env.dir.path().join("verify.toml");
     let text = config_text(
         &env.url,
@@ -71,6 +81,7 @@ fn verify_cli(env: &Env) -> (i32, String) {
         .arg("--config")
         .arg(&cfg)
         .args(["audit", "--verify"])
+        .args(extra)
         .output()
         .unwrap();
     (
@@ -89,6 +100,20 @@ async fn append_only_triggers_refuse_changes(b: Backend) {
         .execute(env.app.store.pool())
         .await;
     assert!(del.is_err(), "DELETE must be refused");
+    for q in [
+        "UPDATE audit_head SET seq = 3",
+        "UPDATE audit_head SET seq = seq",
+        "DELETE FROM audit_head",
+    ] {
+        let r = sqlx::query(q).execute(env.app.store.pool()).await;
+        assert!(r.is_err(), "{q} must be refused");
+    }
+    if env.app.store.backend() == StoreBackend::Postgres {
+        for q in ["TRUNCATE audit_log", "TRUNCATE audit_head"] {
+            let r = sqlx::query(q).execute(env.app.store.pool()).await;
+            assert!(r.is_err(), "{q} must be refused");
+        }
+    }
     let (code, out) = verify_cli(&env);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("intact: 6 rows"), "{out}");
@@ -237,7 +262,79 @@ async fn queued_rows_are_committed_after_the_linger(b: Backend) {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
+/// The head `audit --verify` prints, as `SEQ:HASH`.
+fn printed_head(out: &str) -> String {
+    out.split(", head ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no head in {out}"))
+        .trim()
+        .to_string()
+}
+
+/// Someone who drops the guards can cut the log back and rewind its head so that the chain
+/// alone looks intact; a head kept from an earlier verify shows it.
+async fn a_rewound_head_is_caught_by_an_earlier_anchor(b: Backend) {
+    let env = chain(b).await;
+    let (code, out) = verify_cli(&env);
+    assert_eq!(code, 0, "{out}");
+    let head = printed_head(&out);
+    assert!(head.starts_with("6:") && head.len() == 66, "{head}");
+    let third = env.app.store.audit_rows(None, 100).await.unwrap()[2]
+        .hash
+        .clone();
+    drop_guards(&env).await;
+    sql(&env, "DELETE FROM audit_log WHERE seq >= 5").await;
+    sql(
+        &env,
+        "UPDATE audit_head SET seq = 4, hash = (SELECT hash FROM audit_log WHERE seq = 4)",
+    )
+    .await;
+    let (code, out) = verify_cli(&env);
+    assert_eq!(code, 0, "the chain alone cannot tell: {out}");
+    let (code, out) = verify_cli_with(&env, &["--expect-head", &head]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("row 6, recorded earlier, is missing (the log was cut back)"),
+        "{out}"
+    );
+    let (code, out) = verify_cli_with(&env, &["--expect-head", &format!("3:{third}")]);
+    assert_eq!(code, 0, "an older anchor still holds: {out}");
+    let (code, out) = verify_cli_with(&env, &["--expect-head", &format!("3:{}", "0".repeat(64))]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("row 3: its hash is not the one recorded earlier"),
+        "{out}"
+    );
+    let (code, _) = verify_cli_with(&env, &["--expect-head", "six:abc"]);
+    assert_eq!(code, 2, "a malformed anchor is a usage error");
+}
+
+/// Verifying a store that a running drbot keeps appending to is no false alarm.
+async fn verify_while_rows_are_appended(b: Backend) {
+    let env = chain(b).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (app, stop) = (env.app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                dispatch::handle(&app, &cli(&app, "bob"), "/dr failover us-west-2 --dry-run").await;
+                n += 1;
+            }
+            n
+        })
+    };
+    for _ in 0..30 {
+        let report = env.app.store.audit_verify().await.unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 0);
+}
+
 both_backends!(
+    a_rewound_head_is_caught_by_an_earlier_anchor,
+    verify_while_rows_are_appended,
     queued_rows_linger_until_someone_waits,
     queued_rows_are_committed_after_the_linger,
     concurrent_commands_are_all_audited_in_one_chain,
@@ -247,3 +344,17 @@ both_backends!(
     deleted_tail_is_detected,
     inserted_row_is_named,
 );
+
+/// On SQLite every commit reaches the disk before it returns (`synchronous = FULL`): a power
+/// loss never forgets an audit row or a step that started.
+#[tokio::test]
+async fn sqlite_commits_are_synced() {
+    let env = env(Backend::Sqlite).await;
+    for _ in 0..4 {
+        let mode: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(env.app.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, 2, "FULL");
+    }
+}

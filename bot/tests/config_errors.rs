@@ -196,6 +196,22 @@ fn approvers_must_be_able_to_reach_quorum() {
     );
 }
 
+/// The requester never approves their own request: with one other approver and one approval
+/// required, a requester who is also the only other approver would leave nobody to approve.
+#[test]
+fn a_requester_is_not_counted_as_an_approver() {
+    let text = GOOD.replace(
+        "name = \"alice\"\nroles = [\"sre-lead\"]",
+        "name = \"alice\"\nroles = [\"sre-lead\", \"oncall\"]",
+    );
+    assert_ne!(text, GOOD);
+    expect_problem(
+        &text,
+        "1 approval(s) are required besides the requester's, but when alice requests, only 0 \
+         other person(s) hold these roles",
+    );
+}
+
 #[test]
 fn every_problem_is_listed_at_once() {
     let text = GOOD

@@ -41,4 +41,53 @@ async fn status_posts_are_idempotent() {
         .await
         .unwrap();
     assert_eq!(slack.messages("CINC").len(), 2);
+    // A 200 whose body cannot be read: the post went out, so it is found, not made again.
+    slack.inject("chat.postMessage", Fault::GarbledAfterActing);
+    b.post_status("incident-1:update-3", "resolved")
+        .await
+        .unwrap();
+    let msgs = slack.messages("CINC");
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+}
+
+/// A post slowed by Slack (rate limits, retries) is still in flight, not lost: a second
+/// process asked for the same post waits for it instead of posting it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_post_is_not_made_twice_by_another_process() {
+    let slack = FakeSlack::start("xoxb-t");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let text = common::config_text(&url, 1, "30m", 0, "m").replace(
+        "[store]",
+        &format!(
+            "[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-t\"\napi_base_url = \"{}\"\nincident_channel = \"CINC\"\n\n[store]",
+            slack.base_url()
+        ),
+    );
+    let one = SlackBroadcast(drbot::app::App::new(
+        common::settings(&text),
+        drbot::store::Store::connect(&url, 4).await.unwrap(),
+    ));
+    let two = SlackBroadcast(drbot::app::App::new(
+        common::settings(&text),
+        drbot::store::Store::connect(&url, 4).await.unwrap(),
+    ));
+    slack.inject("chat.postMessage", Fault::Slow(1500));
+    let first =
+        tokio::spawn(async move { one.post_status("incident-1:update-1", "DR activated").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let e = two
+        .post_status("incident-1:update-1", "DR activated")
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("another drbot process"), "{e:#}");
+    let ts = first.await.unwrap().unwrap();
+    assert_eq!(
+        two.post_status("incident-1:update-1", "DR activated")
+            .await
+            .unwrap(),
+        ts
+    );
+    let msgs = slack.messages("CINC");
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
 }

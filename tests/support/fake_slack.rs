@@ -55,6 +55,11 @@ pub enum Fault {
     ServerError,
     /// 500 after the call took effect.
     ServerErrorAfterActing,
+    /// 200 with a body that is not JSON, after the call took effect (a proxy's page, a
+    /// truncated answer).
+    GarbledAfterActing,
+    /// Acts and answers normally, after waiting this many milliseconds.
+    Slow(u64),
 }
 
 #[derive(Default)]
@@ -315,15 +320,21 @@ async fn api(
     let Ok(body) = serde_json::from_str::<Value>(&body) else {
         return err("invalid_json");
     };
-    let mut g = ctx.inner.lock().unwrap();
-    g.calls.push(Call {
-        method: method.clone(),
-        body: body.clone(),
-    });
-    let fault = match g.faults.iter().position(|(m, _)| *m == method) {
-        Some(i) => g.faults.remove(i).map(|(_, f)| f),
-        None => None,
+    let fault = {
+        let mut g = ctx.inner.lock().unwrap();
+        g.calls.push(Call {
+            method: method.clone(),
+            body: body.clone(),
+        });
+        match g.faults.iter().position(|(m, _)| *m == method) {
+            Some(i) => g.faults.remove(i).map(|(_, f)| f),
+            None => None,
+        }
     };
+    if let Some(Fault::Slow(ms)) = fault {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    let mut g = ctx.inner.lock().unwrap();
     match fault {
         Some(Fault::RateLimited(secs)) => {
             return (
@@ -339,8 +350,14 @@ async fn api(
         _ => {}
     }
     let answer = handle(&mut g, &method, &body);
-    if matches!(fault, Some(Fault::ServerErrorAfterActing)) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "upstream error").into_response();
+    match fault {
+        Some(Fault::ServerErrorAfterActing) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "upstream error").into_response();
+        }
+        Some(Fault::GarbledAfterActing) => {
+            return (StatusCode::OK, "<html>upstream answered</html>").into_response();
+        }
+        _ => {}
     }
     answer
 }

@@ -61,6 +61,11 @@ pub enum Cmd {
         /// Verify the chain; exits non-zero and names the rows if it was tampered with.
         #[arg(long)]
         verify: bool,
+        /// With --verify: a head printed by an earlier verify (`SEQ:HASH`), kept outside
+        /// drbot; that row must still be there with that hash (catches a log cut back and
+        /// its head rewound, or rows rewritten with their hashes recomputed).
+        #[arg(long, value_name = "SEQ:HASH", requires = "verify", value_parser = anchor)]
+        expect_head: Option<(i64, String)>,
         /// Only rows about this run.
         #[arg(long)]
         run: Option<i64>,
@@ -251,7 +256,12 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Cmd::Runs { active, limit } => runs(&app, active, limit, cli.json).await,
         Cmd::Show { run } => show(&app, run, cli.json).await,
-        Cmd::Audit { verify, run, limit } => audit(&app, verify, run, limit, cli.json).await,
+        Cmd::Audit {
+            verify,
+            expect_head,
+            run,
+            limit,
+        } => audit(&app, verify.then_some(expect_head), run, limit, cli.json).await,
         Cmd::Outbox {
             state,
             limit,
@@ -433,15 +443,31 @@ async fn show(app: &App, run: i64, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Reads `--expect-head SEQ:HASH`.
+fn anchor(text: &str) -> Result<(i64, String), String> {
+    let bad = || format!("`{text}` is not SEQ:HASH as `audit --verify` prints its head");
+    let (seq, hash) = text.split_once(':').ok_or_else(bad)?;
+    let seq: i64 = seq.trim().parse().map_err(|_| bad())?;
+    let hash = hash.trim().to_ascii_lowercase();
+    if seq < 1 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok((seq, hash))
+}
+
+/// `verify`: `None` prints rows; `Some(anchor)` verifies the chain (against the anchor).
 async fn audit(
     app: &App,
-    verify: bool,
+    verify: Option<Option<(i64, String)>>,
     run: Option<i64>,
     limit: i64,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    if verify {
-        let report = app.store.audit_verify().await?;
+    if let Some(anchor) = verify {
+        let report = app
+            .store
+            .audit_verify_against(anchor.as_ref().map(|(seq, hash)| (*seq, hash.as_str())))
+            .await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -283,9 +283,8 @@ pub fn audit_rows(rows: &[AuditRow]) -> String {
 pub fn audit_report(r: &AuditReport) -> String {
     if r.problems.is_empty() {
         format!(
-            "audit log intact: {} rows, head {}\n",
-            r.rows,
-            &r.head[..16]
+            "audit log intact: {} rows, head {}:{}\n",
+            r.rows, r.head_seq, r.head
         )
     } else {
         let mut out = format!(

@@ -364,6 +364,19 @@ fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
                 "{at}.approve_roles: {} approval(s) are required but only {approvers} person(s) hold these roles",
                 cfg.approvals.required
             ));
+        } else if let Some(p) = cfg.people.iter().find(|p| {
+            // A requester never approves their own request: count the others.
+            p.roles.iter().any(|r| rb.request_roles.contains(r))
+                && p.roles.iter().any(|r| rb.approve_roles.contains(r))
+                && approvers - 1 < cfg.approvals.required as usize
+        }) {
+            out.push(format!(
+                "{at}.approve_roles: {} approval(s) are required besides the requester's, but when {} \
+                 requests, only {} other person(s) hold these roles",
+                cfg.approvals.required,
+                p.name,
+                approvers - 1
+            ));
         }
         crate::checklists::runbook_problems(rb, &cfg.checklists, &at, out);
         if !well_formed {

@@ -113,7 +113,14 @@ impl SlackApi {
                             let code = v["error"].as_str().unwrap_or("unknown_error").to_string();
                             return Err(SlackError::Api(code));
                         }
-                        Err(e) => last = format!("{method}: HTTP {status}, unreadable body: {e}"),
+                        Err(e) => {
+                            last = format!("{method}: HTTP {status}, unreadable body: {e}");
+                            // A 2xx whose body cannot be read may still have acted: a post is
+                            // looked for, never sent again blindly.
+                            if !safe && status.is_success() {
+                                return Ok(Outcome::Ambiguous(last));
+                            }
+                        }
                     }
                 }
                 Err(e) if e.is_connect() => last = format!("{method}: {e}"),

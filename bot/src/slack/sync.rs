@@ -21,8 +21,14 @@ async fn cards_of(app: &App, run: i64) -> anyhow::Result<Vec<(String, String)>> 
     app.store.cards_of("slack", run).await
 }
 
+/// How long a claim on a post lasts unless renewed: a post in flight renews it every third of
+/// this, so only a claim whose process stopped lapses.
+const CLAIM_LEASE_MS: i64 = 90_000;
+
 /// Posts once per `key`: claims the key, posts (Slack metadata carries it), records the ts.
-/// Returns `None` when another process holds the claim.
+/// Returns `None` while another process holds a live claim on the key (its post is under way;
+/// that process records it). A lapsed claim (its process stopped mid-post) is taken over: the
+/// channel is searched for the post first, so it is never made twice.
 async fn post_once(
     app: &App,
     slack: &Slack,
@@ -41,20 +47,35 @@ async fn post_once(
             if let Some(ts) = r.try_get::<Option<String>, _>("message_id")? {
                 return Ok(Some(ts));
             }
-            // Claimed earlier but never completed (crash mid-post): Slack may have it.
-            if let Some(ts) = slack.api.find_posted(channel, thread_ts, key).await? {
+            let now = now_ms();
+            let taken = sqlx::query(
+                "UPDATE outbound SET claimed_until = $1 WHERE key = $2 AND message_id IS NULL \
+                 AND (claimed_until IS NULL OR claimed_until < $3)",
+            )
+            .bind(now + CLAIM_LEASE_MS)
+            .bind(key.to_string())
+            .bind(now)
+            .execute(app.store.pool())
+            .await?;
+            if taken.rows_affected() == 0 {
+                return Ok(None);
+            }
+            // The claim lapsed (its process stopped mid-post): Slack may have the post.
+            let found = renewing(app, key, slack.api.find_posted(channel, thread_ts, key)).await?;
+            if let Some(ts) = found {
                 complete(app, key, &ts).await?;
                 return Ok(Some(ts));
             }
         }
         None => {
             let claimed = sqlx::query(
-                "INSERT INTO outbound (key, platform, channel, created_at) VALUES ($1, 'slack', $2, $3) \
-                 ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO outbound (key, platform, channel, created_at, claimed_until) \
+                 VALUES ($1, 'slack', $2, $3, $4) ON CONFLICT (key) DO NOTHING",
             )
             .bind(key.to_string())
             .bind(channel.to_string())
             .bind(now_ms())
+            .bind(now_ms() + CLAIM_LEASE_MS)
             .execute(app.store.pool())
             .await?;
             if claimed.rows_affected() == 0 {
@@ -62,12 +83,45 @@ async fn post_once(
             }
         }
     }
-    let ts = slack
+    let post = slack
         .api
-        .post_message(channel, text, blocks, thread_ts, key)
-        .await?;
+        .post_message(channel, text, blocks, thread_ts, key);
+    let ts = renewing(app, key, post).await?;
     complete(app, key, &ts).await?;
     Ok(Some(ts))
+}
+
+/// Runs `work` while renewing the claim on `key` every third of its lease, so a post slowed
+/// by rate limits and retries is never taken for a lost one.
+async fn renewing<T, E>(
+    app: &App,
+    key: &str,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::select! {
+        done = work => done,
+        never = renew_claim(app, key) => match never {},
+    }
+}
+
+async fn renew_claim(app: &App, key: &str) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+        (CLAIM_LEASE_MS / 3) as u64,
+    ));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let renewed = sqlx::query(
+            "UPDATE outbound SET claimed_until = $1 WHERE key = $2 AND message_id IS NULL",
+        )
+        .bind(now_ms() + CLAIM_LEASE_MS)
+        .bind(key.to_string())
+        .execute(app.store.pool())
+        .await;
+        if let Err(e) = renewed {
+            tracing::warn!(key, error = %e, "renewing a Slack post's claim failed");
+        }
+    }
 }
 
 async fn complete(app: &App, key: &str, ts: &str) -> anyhow::Result<()> {

@@ -319,69 +319,138 @@ impl Store {
 
     /// Walks the whole chain; returns every break found, each naming the row.
     pub async fn audit_verify(&self) -> anyhow::Result<AuditReport> {
-        let sql = format!("{SELECT} ORDER BY seq");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?;
+        self.audit_verify_against(None).await
+    }
+
+    /// Walks the chain up to the head read at the start (rows appended meanwhile by a running
+    /// drbot are left for the next check), a page at a time; `anchor` is a head recorded
+    /// earlier (`seq`, `hash`): that row must still be there with that hash, which catches a
+    /// log cut back and its head rewritten, or rows rewritten with their hashes recomputed.
+    pub async fn audit_verify_against(
+        &self,
+        anchor: Option<(i64, &str)>,
+    ) -> anyhow::Result<AuditReport> {
+        const PAGE: i64 = 5_000;
         let mut problems = Vec::new();
+        // One statement, one snapshot: the head and the newest row agree unless rows were
+        // written outside drbot (drbot moves both in one transaction).
+        let head = sqlx::query(
+            "SELECT h.seq, h.hash, (SELECT MAX(seq) FROM audit_log) AS newest \
+             FROM audit_head h WHERE h.id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let head = match head {
+            Some(h) => {
+                let seq: i64 = h.try_get("seq")?;
+                let newest: Option<i64> = h.try_get("newest")?;
+                if let Some(n) = newest.filter(|n| *n > seq) {
+                    problems.push(format!(
+                        "rows {}..{n} follow the recorded head {seq} (appended outside drbot)",
+                        seq + 1
+                    ));
+                }
+                Some((seq, h.try_get::<String, _>("hash")?))
+            }
+            None => None,
+        };
+        let last = match &head {
+            Some((seq, _)) => *seq,
+            None => i64::MAX,
+        };
         let mut expected_seq = 1;
         let mut prev_hash = GENESIS.to_string();
         let mut count = 0;
-        for r in &rows {
-            let row = from_row(r)?;
-            count += 1;
-            if row.seq != expected_seq {
-                if row.seq > expected_seq {
+        let mut after = i64::MIN;
+        let mut anchor_seen = false;
+        loop {
+            let sql = format!("{SELECT} WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3");
+            let page = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(after)
+                .bind(last)
+                .bind(PAGE)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &page {
+                let row = from_row(r)?;
+                count += 1;
+                check_row(&row, expected_seq, &prev_hash, &mut problems);
+                if let Some((seq, hash)) = anchor
+                    && row.seq == seq
+                {
+                    anchor_seen = true;
+                    if row.hash != hash {
+                        problems.push(format!(
+                            "row {seq}: its hash is not the one recorded earlier (rewritten)"
+                        ));
+                    }
+                }
+                expected_seq = row.seq + 1;
+                after = row.seq;
+                prev_hash = row.hash;
+            }
+            if (page.len() as i64) < PAGE {
+                break;
+            }
+        }
+        if let Some((seq, _)) = anchor
+            && !anchor_seen
+        {
+            problems.push(format!(
+                "row {seq}, recorded earlier, is missing (the log was cut back)"
+            ));
+        }
+        match head {
+            Some((seq, hash)) => {
+                if seq != expected_seq - 1 {
                     problems.push(format!(
-                        "row {}..{} missing: the sequence jumps from {} to {} (rows deleted)",
-                        expected_seq,
-                        row.seq - 1,
-                        expected_seq - 1,
-                        row.seq
+                        "the newest row should be {seq} but the log ends at {} (rows deleted or appended outside drbot)",
+                        expected_seq - 1
                     ));
-                } else {
-                    problems.push(format!("row {}: out of sequence (inserted)", row.seq));
+                } else if hash != prev_hash {
+                    problems.push(format!(
+                        "row {seq}: does not match the recorded head hash (edited)"
+                    ));
                 }
             }
-            if row.prev_hash != prev_hash {
-                problems.push(format!(
-                    "row {}: does not follow the row before it (a row was inserted or removed before it)",
-                    row.seq
-                ));
+            None if count > 0 => {
+                problems.push("the audit head is missing (edited outside drbot)".into())
             }
-            if row_hash(&row.prev_hash, &row) != row.hash {
-                problems.push(format!(
-                    "row {}: content does not match its hash (edited)",
-                    row.seq
-                ));
-            }
-            expected_seq = row.seq + 1;
-            prev_hash = row.hash.clone();
-        }
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some(h) = head {
-            let seq: i64 = h.try_get("seq")?;
-            let hash: String = h.try_get("hash")?;
-            if seq != expected_seq - 1 {
-                problems.push(format!(
-                    "the newest row should be {seq} but the log ends at {} (rows deleted or appended outside drbot)",
-                    expected_seq - 1
-                ));
-            } else if hash != prev_hash {
-                problems.push(format!(
-                    "row {seq}: does not match the recorded head hash (edited)"
-                ));
-            }
-        } else if count > 0 {
-            problems.push("the audit head is missing (edited outside drbot)".into());
+            None => {}
         }
         Ok(AuditReport {
             rows: count,
+            head_seq: expected_seq - 1,
             head: prev_hash,
             problems,
         })
+    }
+}
+
+/// Checks one row against the one before it: sequence, link, and its own hash.
+fn check_row(row: &AuditRow, expected_seq: i64, prev_hash: &str, problems: &mut Vec<String>) {
+    if row.seq > expected_seq {
+        problems.push(format!(
+            "row {}..{} missing: the sequence jumps from {} to {} (rows deleted)",
+            expected_seq,
+            row.seq - 1,
+            expected_seq - 1,
+            row.seq
+        ));
+    } else if row.seq < expected_seq {
+        problems.push(format!("row {}: out of sequence (inserted)", row.seq));
+    }
+    if row.prev_hash != prev_hash {
+        problems.push(format!(
+            "row {}: does not follow the row before it (a row was inserted or removed before it)",
+            row.seq
+        ));
+    }
+    if row_hash(&row.prev_hash, row) != row.hash {
+        problems.push(format!(
+            "row {}: content does not match its hash (edited)",
+            row.seq
+        ));
     }
 }
 
@@ -390,7 +459,10 @@ impl Store {
 pub struct AuditReport {
     /// Rows checked.
     pub rows: i64,
-    /// Hash of the newest row.
+    /// Sequence number of the newest row checked (0 for an empty log).
+    pub head_seq: i64,
+    /// Hash of the newest row checked: with `head_seq`, the anchor to keep outside drbot
+    /// and pass to a later `audit --verify --expect-head`.
     pub head: String,
     /// Every break found; empty when the chain is intact.
     pub problems: Vec<String>,

@@ -77,9 +77,12 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
+                        // synchronous = FULL: a commit is on disk before it returns, so a
+                        // power loss never forgets a step that started or an audit row (WAL
+                        // with NORMAL survives a crash of drbot, not of the machine).
                         conn.execute(
                             "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
-                             PRAGMA synchronous = NORMAL; PRAGMA cache_size = -256; \
+                             PRAGMA synchronous = FULL; PRAGMA cache_size = -256; \
                              PRAGMA wal_autocheckpoint = 0;",
                         )
                         .await?;
