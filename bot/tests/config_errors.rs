@@ -212,6 +212,55 @@ fn a_requester_is_not_counted_as_an_approver() {
     );
 }
 
+/// A Redis URL or a kubeconfig context that a step could only reject mid-failover (after the
+/// primary was fenced) is named by check-config instead.
+#[test]
+fn redis_urls_and_kube_contexts_are_checked_before_any_run() {
+    expect_problem(
+        &GOOD.replace(
+            "[store]",
+            "[redis.us-west-2]\nurl = \"dr-redis:6379\"\n\n[store]",
+        ),
+        "redis.us-west-2.url: not a usable redis:// or rediss:// URL",
+    );
+    let (code, out) = check(&GOOD.replace(
+        "[store]",
+        "[redis.us-west-2]\nurl = \"redis://:pw-4f9a2c@dr-redis:6379/0\"\n\n[store]",
+    ));
+    assert_eq!(code, 0, "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: primary-cluster\nclusters:\n- name: c\n  \
+         cluster:\n    server: https://127.0.0.1:6443\ncontexts:\n- name: primary-cluster\n  \
+         context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\n",
+    )
+    .unwrap();
+    let kube = |context: &str| {
+        GOOD.replace(
+            "[store]",
+            &format!(
+                "[kubernetes.us-west-2]\nkubeconfig = \"{}\"\ncontext = \"{context}\"\n\n[store]",
+                kubeconfig.display()
+            ),
+        )
+    };
+    expect_problem(
+        &kube("dr-cluster"),
+        "has no context `dr-cluster` (it has: primary-cluster)",
+    );
+    let (code, out) = check(&kube("primary-cluster"));
+    assert_eq!(code, 0, "{out}");
+    expect_problem(
+        &GOOD.replace(
+            "[store]",
+            "[kubernetes.us-west-2]\nkubeconfig = \"/nonexistent/kubeconfig\"\n\n[store]",
+        ),
+        "kubernetes.us-west-2: kubeconfig /nonexistent/kubeconfig:",
+    );
+}
+
 #[test]
 fn every_problem_is_listed_at_once() {
     let text = GOOD

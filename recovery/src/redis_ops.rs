@@ -65,6 +65,18 @@ pub fn normalize_addr(addr: &str) -> String {
     }
 }
 
+/// For `check-config`: the configured URL is one the client can use (checked offline, no
+/// connection); the error never shows the URL or its password.
+pub fn check_url(def: &RedisDef) -> Result<(), String> {
+    let url = def.url.expose();
+    redis::Client::open(url).map(|_| ()).map_err(|e| {
+        format!(
+            "not a usable redis:// or rediss:// URL ({})",
+            scrub(&e.to_string(), &url_secrets(url))
+        )
+    })
+}
+
 /// One open connection to a Redis server, named by its `display()` in every error.
 pub struct RedisConn {
     conn: MultiplexedConnection,

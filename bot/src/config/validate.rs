@@ -35,6 +35,16 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
         out.push("store.max_connections: must be at least 1".into());
     }
     check_people(cfg, &mut out);
+    for (name, def) in &cfg.redis {
+        if let Err(e) = recovery::redis_ops::check_url(def) {
+            out.push(format!("redis.{name}.url: {e}"));
+        }
+    }
+    for (name, def) in &cfg.kubernetes {
+        if let Err(e) = recovery::k8s::client::check_kubeconfig(def) {
+            out.push(format!("kubernetes.{name}: {e}"));
+        }
+    }
     if cfg.approvals.required == 0 {
         out.push("approvals.required: must be at least 1 (two-person approval)".into());
     }

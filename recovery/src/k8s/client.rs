@@ -72,6 +72,50 @@ pub async fn config(name: &str, def: &KubeClusterDef) -> Result<kube::Config, St
     Ok(cfg)
 }
 
+/// For `check-config`, offline: a kubeconfig named by `def` (its file, else `$KUBECONFIG` or
+/// `~/.kube/config` when a context is named) can be read and holds the context `def` names.
+/// An API URL or in-cluster access is checked when a step first connects.
+pub fn check_kubeconfig(def: &KubeClusterDef) -> Result<(), String> {
+    if def.api_url.is_some() || def.in_cluster {
+        return Ok(());
+    }
+    let (kubeconfig, file) = match &def.kubeconfig {
+        Some(path) => (
+            Kubeconfig::read_from(path),
+            format!("kubeconfig {}", path.display()),
+        ),
+        None if def.context.is_some() => (
+            Kubeconfig::read(),
+            "kubeconfig ($KUBECONFIG or ~/.kube/config)".to_string(),
+        ),
+        None => return Ok(()),
+    };
+    let kubeconfig = kubeconfig.map_err(|e| format!("{file}: {e}"))?;
+    let context = def
+        .context
+        .as_deref()
+        .or(kubeconfig.current_context.as_deref());
+    match context {
+        Some(c) if kubeconfig.contexts.iter().any(|n| n.name == c) => Ok(()),
+        Some(c) => {
+            let known: Vec<&str> = kubeconfig
+                .contexts
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect();
+            Err(format!(
+                "{file} has no context `{c}` (it has: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        }
+        None => Err(format!("{file} names no current context; set `context`")),
+    }
+}
+
 /// Where Kubernetes mounts a pod's service account.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
