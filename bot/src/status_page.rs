@@ -359,20 +359,21 @@ pub fn recorded(steps: &[(String, Option<serde_json::Value>)], key: &str) -> Opt
 }
 
 /// RTO is the measured `rto_seconds` a step recorded (`pg_drill_measure`: approval to health
-/// green), else the drill's duration; RPO the largest `rpo_seconds` a step recorded (0 if none).
+/// green), else the drill's duration; RPO the largest `rpo_seconds` a step recorded, none if no
+/// step recorded one (the measuring step was skipped): then the targets are not called met.
 fn drill(r: &FinishedRun, (rto_target, rpo_target): (Duration, Duration)) -> Drill {
     let recorded = |key: &str| recorded(&r.steps, key);
     let rto = recorded("rto_seconds")
         .map(Duration::from_secs_f64)
         .unwrap_or_else(|| run_duration(r));
-    let rpo = Duration::from_secs_f64(recorded("rpo_seconds").unwrap_or(0.0));
+    let rpo = recorded("rpo_seconds").map(Duration::from_secs_f64);
     Drill {
         at: time(r.finished_at),
         rto,
         rpo,
         rto_target,
         rpo_target,
-        met: r.state == "succeeded" && rto <= rto_target && rpo <= rpo_target,
+        met: r.state == "succeeded" && rto <= rto_target && rpo.is_some_and(|p| p <= rpo_target),
     }
 }
 
@@ -425,7 +426,7 @@ mod tests {
         );
         let d = drill(&r, targets);
         assert_eq!(d.rto, Duration::from_secs(60));
-        assert_eq!(d.rpo, Duration::from_secs(20));
+        assert_eq!(d.rpo, Some(Duration::from_secs(20)));
         assert!(d.met);
         let r = run(
             "succeeded",
@@ -443,7 +444,16 @@ mod tests {
         );
         let d = drill(&r, targets);
         assert_eq!(d.rto, Duration::from_millis(2_500));
-        assert_eq!(d.rpo, Duration::ZERO);
+        assert_eq!(d.rpo, Some(Duration::ZERO));
+        // A drill whose measuring step was skipped (it records `measured: false`) measured
+        // nothing: not met, and no RPO of 0 shown.
+        let r = run(
+            "succeeded",
+            vec![("pg_drill_measure", Some(json!({ "measured": false })))],
+        );
+        let d = drill(&r, targets);
+        assert_eq!(d.rpo, None);
+        assert!(!d.met);
     }
 
     #[test]

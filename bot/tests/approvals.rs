@@ -137,7 +137,7 @@ async fn roles_are_checked(b: Backend) {
 }
 
 async fn one_human_with_two_accounts_counts_once(b: Backend) {
-    let env = env_with(b, 2, "30m", 1).await;
+    let env = env_with(b, 2, "30m", 0).await;
     let id = request_failover(&env, "bob").await;
     // alice clicks ten times at once, from both of her accounts: she counts once.
     let mut tasks = Vec::new();
@@ -295,14 +295,14 @@ async fn deny_ends_the_request(b: Backend) {
 }
 
 async fn plan_change_voids_approvals(b: Backend) {
-    let env = env_with(b, 2, "30m", 1).await;
+    let env = env_with(b, 2, "30m", 0).await;
     let id = request_failover(&env, "bob").await;
     approvals::approve(&env.app, &cli(&env.app, "alice"), id, None)
         .await
         .unwrap();
     // The runbook is edited (a step command changes): a new config revision and plan.
     let marker = env.dir.path().join("marker");
-    let text = config_text(&env.url, 2, "30m", 1, &marker.display().to_string())
+    let text = config_text(&env.url, 2, "30m", 0, &marker.display().to_string())
         .replace("echo switch", "echo switch-v2");
     let edited = reconfigure(&env, &text);
     let r = approvals::approve(&edited, &cli(&edited, "carol"), id, None).await;

@@ -196,20 +196,27 @@ fn approvers_must_be_able_to_reach_quorum() {
     );
 }
 
-/// The requester never approves their own request: with one other approver and one approval
-/// required, a requester who is also the only other approver would leave nobody to approve.
+/// The requester never approves their own request: a requester who is the only approver
+/// would leave nobody to approve. Allowed (others may request), but said.
 #[test]
-fn a_requester_is_not_counted_as_an_approver() {
+fn a_requester_who_is_the_only_approver_is_warned_about() {
     let text = GOOD.replace(
         "name = \"alice\"\nroles = [\"sre-lead\"]",
         "name = \"alice\"\nroles = [\"sre-lead\", \"oncall\"]",
     );
     assert_ne!(text, GOOD);
-    expect_problem(
-        &text,
-        "1 approval(s) are required besides the requester's, but when alice requests, only 0 \
-         other person(s) hold these roles",
+    let (code, out) = check(&text);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "warning: runbooks[0] (failover): a request by alice cannot reach its 1 approval(s): \
+             nobody else holds sre-lead"
+        ),
+        "{out}"
     );
+    let (code, out) = check(GOOD);
+    assert_eq!(code, 0);
+    assert!(!out.contains("warning"), "{out}");
 }
 
 /// A Redis URL or a kubeconfig context that a step could only reject mid-failover (after the

@@ -303,6 +303,9 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.settings.listen))?;
     let owner = crate::driver::owner_id();
     tracing::info!(listen = %app.settings.listen, owner, "drbot serving");
+    for w in &app.settings.warnings {
+        tracing::warn!(warning = %w, "config");
+    }
     let shutdown = CancellationToken::new();
     // The outbox worker delivers Statuspage calls and chat broadcasts under this process's id.
     let outbox = tokio::spawn(crate::notify::run(

@@ -38,19 +38,24 @@ pub fn config_ok(s: &Settings, json: bool) -> String {
     if json {
         return serde_json::json!({
             "ok": true, "revision": s.revision, "people": c.people.len(),
+            "warnings": s.warnings,
             "regions": c.regions.keys().collect::<Vec<_>>(),
             "runbooks": c.runbooks.iter().map(|r| &r.name).collect::<Vec<_>>(),
         })
         .to_string();
     }
-    format!(
+    let mut out = format!(
         "{}: OK ({} people, {} regions, {} runbooks; revision {})",
         s.path.display(),
         c.people.len(),
         c.regions.len(),
         c.runbooks.len(),
         &s.revision[..12]
-    )
+    );
+    for w in &s.warnings {
+        out.push_str(&format!("\n  warning: {w}"));
+    }
+    out
 }
 
 /// Any reply, for the terminal. `unknown_as` names a `--as` person not in `[[people]]`.

@@ -33,6 +33,8 @@ pub struct Settings {
     pub registry: Registry,
     /// Filled by [`crate::app::App::new`]; drbot's own step types run through it.
     pub app_slot: crate::steps::AppSlot,
+    /// What the config allows but an SRE should know (`validate::warnings`).
+    pub warnings: Vec<String>,
     /// `server.listen`.
     pub listen: SocketAddr,
     /// `approvals.expires_after`.
@@ -104,11 +106,13 @@ impl Settings {
             }
         }
         let revision = revision(&config);
+        let warnings = validate::warnings(&config);
         if !problems.is_empty() {
             return Err(ConfigProblems(problems));
         }
         let dur = |s: &str| humantime::parse_duration(s).unwrap_or_default();
         Ok(Settings {
+            warnings,
             listen: config
                 .server
                 .listen

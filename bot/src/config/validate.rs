@@ -7,6 +7,42 @@ use recovery::{plan::Plan, registry::Registry};
 use super::{Config, model::RegionConfig, sample_args, vars_for};
 
 /// Every semantic problem in `cfg`.
+/// What a valid config allows but an SRE should know before 3 a.m.: `check-config` prints
+/// these and `serve` logs them, neither refuses to run.
+pub fn warnings(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, rb) in cfg.runbooks.iter().enumerate() {
+        let approvers = cfg
+            .people
+            .iter()
+            .filter(|p| p.roles.iter().any(|r| rb.approve_roles.contains(r)))
+            .count();
+        let required = cfg.approvals.required as usize;
+        // A requester never approves their own request: count the others.
+        let stuck: Vec<&str> = cfg
+            .people
+            .iter()
+            .filter(|p| {
+                p.roles.iter().any(|r| rb.request_roles.contains(r))
+                    && p.roles.iter().any(|r| rb.approve_roles.contains(r))
+                    && approvers >= required
+                    && approvers - 1 < required
+            })
+            .map(|p| p.name.as_str())
+            .collect();
+        if !stuck.is_empty() {
+            out.push(format!(
+                "runbooks[{i}] ({}): a request by {} cannot reach its {required} approval(s): \
+                 nobody else holds {}",
+                rb.name,
+                stuck.join(" or "),
+                rb.approve_roles.join(" or ")
+            ));
+        }
+    }
+    out
+}
+
 pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
     let mut out = Vec::new();
     if cfg.server.listen.parse::<SocketAddr>().is_err() {
@@ -373,19 +409,6 @@ fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
             out.push(format!(
                 "{at}.approve_roles: {} approval(s) are required but only {approvers} person(s) hold these roles",
                 cfg.approvals.required
-            ));
-        } else if let Some(p) = cfg.people.iter().find(|p| {
-            // A requester never approves their own request: count the others.
-            p.roles.iter().any(|r| rb.request_roles.contains(r))
-                && p.roles.iter().any(|r| rb.approve_roles.contains(r))
-                && approvers - 1 < cfg.approvals.required as usize
-        }) {
-            out.push(format!(
-                "{at}.approve_roles: {} approval(s) are required besides the requester's, but when {} \
-                 requests, only {} other person(s) hold these roles",
-                cfg.approvals.required,
-                p.name,
-                approvers - 1
             ));
         }
         crate::checklists::runbook_problems(rb, &cfg.checklists, &at, out);

@@ -16,7 +16,9 @@ use super::{
 };
 use crate::{
     app::App,
-    store::{audit::AuditRow, incidents::IncidentUpdateRow, now_ms, outbox::OutboxRow},
+    store::{
+        audit::AuditRow, incidents::IncidentUpdateRow, now_ms, outbox::OutboxRow, runs::RunState,
+    },
 };
 
 /// How long before an incident a monitor alert still counts as its detection.
@@ -239,13 +241,42 @@ fn in_scope(
     }
 }
 
-/// The run whose approval and steps make the milestones: the incident's own run when it is
-/// destructive, else the first destructive (not dry) run in scope.
+/// The run whose approval and steps make the milestones: among destructive (not dry) runs,
+/// one that succeeded (the incident's own first), else one that went ahead (the incident's own,
+/// else the latest); a run that expired, was denied or voided before it started is taken only
+/// when no run went ahead.
 fn recovery_run(runs: &[RunPart], incident_run: Option<i64>) -> Option<i64> {
-    let destructive = |r: &&RunPart| r.run.destructive && !r.run.dry_run;
-    incident_run
-        .filter(|id| runs.iter().filter(destructive).any(|r| r.run.id == *id))
-        .or_else(|| runs.iter().find(destructive).map(|r| r.run.id))
+    let mut candidates: Vec<Candidate> = runs
+        .iter()
+        .filter(|r| r.run.destructive && !r.run.dry_run)
+        .map(|r| Candidate {
+            id: r.run.id,
+            started: r.run.started_at.is_some(),
+            succeeded: r.run.state == RunState::Succeeded,
+        })
+        .collect();
+    candidates.sort_by_key(|c| c.id);
+    pick_recovery_run(&candidates, incident_run)
+}
+
+/// What `recovery_run` weighs of a run.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    id: i64,
+    started: bool,
+    succeeded: bool,
+}
+
+fn pick_recovery_run(runs: &[Candidate], incident_run: Option<i64>) -> Option<i64> {
+    let own = |ok: fn(&Candidate) -> bool| {
+        incident_run.filter(|id| runs.iter().any(|r| r.id == *id && ok(r)))
+    };
+    own(|r| r.succeeded)
+        .or_else(|| runs.iter().find(|r| r.succeeded).map(|r| r.id))
+        .or_else(|| own(|r| r.started))
+        .or_else(|| runs.iter().rev().find(|r| r.started).map(|r| r.id))
+        .or_else(|| own(|_| true))
+        .or_else(|| runs.first().map(|r| r.id))
 }
 
 async fn notices(
@@ -348,6 +379,31 @@ fn figures(app: &App, records: &[(String, Option<Value>)], t: &timeline::Timelin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recovery_run_is_one_that_went_ahead() {
+        let c = |id, started, succeeded| Candidate {
+            id,
+            started,
+            succeeded,
+        };
+        // Run 5 expired unapproved, run 6 succeeded: 6, whichever the incident names.
+        let runs = [c(5, false, false), c(6, true, true)];
+        assert_eq!(pick_recovery_run(&runs, None), Some(6));
+        assert_eq!(pick_recovery_run(&runs, Some(5)), Some(6));
+        // A drill that failed (the incident's run), then a recovery that succeeded.
+        let runs = [c(3, true, false), c(4, true, true)];
+        assert_eq!(pick_recovery_run(&runs, Some(3)), Some(4));
+        // Nothing succeeded: the incident's own run if it went ahead, else the latest that did.
+        let runs = [c(3, true, false), c(4, true, false), c(5, false, false)];
+        assert_eq!(pick_recovery_run(&runs, Some(3)), Some(3));
+        assert_eq!(pick_recovery_run(&runs, None), Some(4));
+        // Nothing went ahead: the incident's run, else the first.
+        let runs = [c(7, false, false), c(8, false, false)];
+        assert_eq!(pick_recovery_run(&runs, Some(8)), Some(8));
+        assert_eq!(pick_recovery_run(&runs, None), Some(7));
+        assert_eq!(pick_recovery_run(&[], Some(1)), None);
+    }
 
     #[test]
     fn step_sources_name_their_run() {

@@ -161,6 +161,7 @@ struct BackupView {
 struct DrillView {
     at: Time,
     met: bool,
+    measured: bool,
     rto: String,
     rpo: String,
     rto_target: String,
@@ -227,8 +228,12 @@ impl View {
             drill: m.evidence.last_drill.as_ref().map(|d| DrillView {
                 at: Time::new(&d.at),
                 met: d.met,
+                measured: d.rpo.is_some(),
                 rto: human_duration(d.rto),
-                rpo: human_duration(d.rpo),
+                rpo: d
+                    .rpo
+                    .map(human_duration)
+                    .unwrap_or_else(|| "not measured".to_string()),
                 rto_target: human_duration(d.rto_target),
                 rpo_target: human_duration(d.rpo_target),
             }),

@@ -47,7 +47,7 @@ pub fn render_json(model: &PageModel) -> Value {
             "last_drill": ev.last_drill.as_ref().map(|d| json!({
                 "at": rfc3339(&d.at),
                 "rto_seconds": d.rto.as_secs_f64(),
-                "rpo_seconds": d.rpo.as_secs_f64(),
+                "rpo_seconds": d.rpo.map(|r| r.as_secs_f64()),
                 "rto_target_seconds": d.rto_target.as_secs_f64(),
                 "rpo_target_seconds": d.rpo_target.as_secs_f64(),
                 "met": d.met,

@@ -305,17 +305,25 @@ pub struct Drill {
     /// Measured recovery time objective (serialized as seconds).
     #[serde(serialize_with = "seconds")]
     pub rto: Duration,
-    /// Measured recovery point objective (serialized as seconds).
-    #[serde(serialize_with = "seconds")]
-    pub rpo: Duration,
+    /// Measured recovery point objective (serialized as seconds); `None` when the drill
+    /// recorded none (its measuring step was skipped), shown as not measured.
+    #[serde(serialize_with = "opt_seconds")]
+    pub rpo: Option<Duration>,
     /// Target RTO (serialized as seconds).
     #[serde(serialize_with = "seconds")]
     pub rto_target: Duration,
     /// Target RPO (serialized as seconds).
     #[serde(serialize_with = "seconds")]
     pub rpo_target: Duration,
-    /// Whether both targets were met.
+    /// Whether both targets were met (never when the RPO was not measured).
     pub met: bool,
+}
+
+fn opt_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

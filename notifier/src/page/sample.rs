@@ -92,7 +92,7 @@ pub fn sample_model(now: DateTime<Utc>) -> PageModel {
             last_drill: Some(Drill {
                 at: ago(3 * 24 * 60),
                 rto: Duration::from_secs(9 * 60 + 40),
-                rpo: Duration::from_secs(4),
+                rpo: Some(Duration::from_secs(4)),
                 rto_target: Duration::from_secs(15 * 60),
                 rpo_target: Duration::from_secs(60),
                 met: true,
