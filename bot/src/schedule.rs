@@ -151,6 +151,18 @@ pub fn compile(cfg: &Config, s: &ScheduleConfig, at: &str) -> Result<Schedule, V
             ))
         })
         .ok();
+    // croner accepts patterns no date matches (30 February): such a schedule would never
+    // fire, and never be overdue either.
+    if let (Some(cron), Some(tz)) = (&cron, &tz)
+        && cron
+            .find_next_occurrence(&Utc::now().with_timezone(tz), false)
+            .is_err()
+    {
+        problems.push(format!(
+            "{at}.cron: `{}` never comes due (no date matches it)",
+            s.cron
+        ));
+    }
     let overdue_after = match humantime::parse_duration(&s.overdue_after) {
         Ok(d) if d.is_zero() => {
             problems.push(format!("{at}.overdue_after: must be more than zero"));

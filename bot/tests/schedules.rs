@@ -505,6 +505,16 @@ fn config_errors() {
         ),
         ("cron", "61 * * * *", "schedules[0].cron"),
         (
+            "cron",
+            "0 3 30 2 *",
+            "schedules[0].cron: `0 3 30 2 *` never comes due",
+        ),
+        (
+            "cron",
+            "0 3 31 4 *",
+            "schedules[0].cron: `0 3 31 4 *` never comes due",
+        ),
+        (
             "timezone",
             "Mars/Olympus",
             "schedules[0].timezone: `Mars/Olympus` is not an IANA time zone",
