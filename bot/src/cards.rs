@@ -1,7 +1,11 @@
 //! What the chat front-ends' card loops share: following the event stream (and, for changes
 //! made by other processes, the store) and syncing each run whose state moved.
 
-use std::{collections::BTreeSet, future::Future, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    time::Duration,
+};
 
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -87,10 +91,13 @@ pub async fn follow<S, Fut>(
     sync: S,
 ) where
     S: Fn(App, i64) -> Fut,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = bool>,
 {
     let mut events = app.events.subscribe();
     let mut dirty: BTreeSet<i64> = BTreeSet::new();
+    // Runs whose last sync failed (chat API down, rate limited past the client's patience):
+    // synced again after a growing pause, so a card never freezes on an old state.
+    let mut retry: BTreeMap<i64, Retry> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     let mut since = now_ms() - 60_000;
     let mut last_poll = std::time::Instant::now();
@@ -114,12 +121,41 @@ pub async fn follow<S, Fut>(
                         Err(e) => tracing::warn!(platform, error = format!("{e:#}"), "polling runs for cards failed"),
                     }
                 }
+                let now = std::time::Instant::now();
+                dirty.extend(retry.iter().filter(|(_, r)| r.at <= now).map(|(id, _)| *id));
                 for run in std::mem::take(&mut dirty) {
-                    sync(app.clone(), run).await;
+                    if sync(app.clone(), run).await {
+                        retry.remove(&run);
+                        continue;
+                    }
+                    let r = retry.entry(run).or_insert(Retry { at: now, failures: 0 });
+                    r.failures += 1;
+                    if r.failures > RETRIES {
+                        tracing::error!(platform, run, "giving up on updating the run's cards");
+                        retry.remove(&run);
+                    } else {
+                        r.at = std::time::Instant::now() + retry_pause(r.failures);
+                    }
                 }
             }
         }
     }
+}
+
+/// A run whose cards are to be synced again.
+struct Retry {
+    /// Not before.
+    at: std::time::Instant,
+    /// Failed syncs in a row.
+    failures: u32,
+}
+
+/// Failed syncs of a run before its cards are left as they are (about 15 minutes).
+const RETRIES: u32 = 20;
+
+/// The pause after the `failures`-th failed sync in a row: 1 s, doubled, at most 60 s.
+fn retry_pause(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// The run an event is about.

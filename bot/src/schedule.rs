@@ -292,8 +292,12 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> anyhow::Result<Tick> {
     Ok(out)
 }
 
-/// Fires `s`'s most recent due time at or before `now` unless it (or a later one) already
-/// fired. Returns `Some(run id or None when refused)` when this call fired it.
+/// How far ahead of this process's clock another process's fire may be dated and still count.
+const CLOCK_SKEW_MS: i64 = 5 * 60_000;
+
+/// Fires `s`'s most recent due time at or before `now` unless it (or a later one, dated at
+/// most `CLOCK_SKEW_MS` ahead) already fired. Returns `Some(run id or None when refused)`
+/// when this call fired it.
 pub async fn fire_due(
     app: &App,
     s: &Schedule,
@@ -307,12 +311,16 @@ pub async fn fire_due(
     // Resolve the plan before taking the writer lock (a config problem refuses, recorded).
     let prepared = approvals::prepare(app, &actor, s.command, s.args.clone(), s.dry_run);
     let mut tx = app.store.write().await?;
-    let latest: Option<i64> =
-        sqlx::query("SELECT MAX(due_at) AS due FROM schedule_fires WHERE schedule = $1")
-            .bind(s.name.clone())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("due")?;
+    // A fire dated well after `now` came from a process whose clock runs ahead: it does not
+    // stand for this due time (else one bad clock would stop the schedule until its date).
+    let latest: Option<i64> = sqlx::query(
+        "SELECT MAX(due_at) AS due FROM schedule_fires WHERE schedule = $1 AND due_at <= $2",
+    )
+    .bind(s.name.clone())
+    .bind(now.timestamp_millis() + CLOCK_SKEW_MS)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("due")?;
     if latest.is_some_and(|l| l >= due_ms) {
         return Ok(None);
     }

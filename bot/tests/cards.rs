@@ -86,3 +86,51 @@ async fn replaced_cards_still_belong_to_their_run(backend: Backend) {
 }
 
 both_backends!(replaced_cards_still_belong_to_their_run);
+
+/// A run whose cards could not be synced (chat API down, rate limited for long) is synced
+/// again after a pause until it works, and then left alone: its card never freezes on an old
+/// state just because no further change comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_card_sync_is_tried_again() {
+    let env = env(Backend::Sqlite).await;
+    let run = failover_run(&env).await;
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let seen = calls.clone();
+    let task = tokio::spawn(drbot::cards::follow(
+        env.app.clone(),
+        stop.clone(),
+        "test",
+        |_: &drbot::app::App, _: &drbot::events::Event| {},
+        move |_, id| {
+            let seen = seen.clone();
+            async move {
+                let mut c = seen.lock().unwrap();
+                c.push(id);
+                // The first two syncs fail.
+                c.len() > 2
+            }
+        },
+    ));
+    let count = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| **id == run)
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "synced {} time(s), never again after failing",
+            count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(count(), 3, "a run is left alone once its sync worked");
+    stop.cancel();
+    task.await.unwrap();
+}

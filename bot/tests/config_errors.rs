@@ -268,6 +268,19 @@ fn redis_urls_and_kube_contexts_are_checked_before_any_run() {
     );
 }
 
+/// An empty Discord bot token (a variable set but empty) would make every post a 401.
+#[test]
+fn an_empty_discord_bot_token_is_named() {
+    expect_problem(
+        &GOOD.replace(
+            "[store]",
+            "[discord]\npublic_key = \"ab\"\nbot_token = \"\"\napplication_id = \"1\"\n\
+             incident_channel = \"2\"\n\n[store]",
+        ),
+        "discord.bot_token: must not be empty",
+    );
+}
+
 #[test]
 fn every_problem_is_listed_at_once() {
     let text = GOOD

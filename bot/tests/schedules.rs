@@ -158,6 +158,19 @@ async fn missed_fires_fire_once(b: Backend) {
     assert_eq!(scheduler_runs(&env.app.store).await, 2);
 }
 
+/// A process whose clock runs a year ahead fires next year's due time; the others still fire
+/// today's, and next year's is not fired again when it comes.
+async fn a_clock_far_ahead_does_not_stop_the_schedule(b: Backend) {
+    let env = sched_env(b, "30m", &daily("verify", "/dr verify-backup latest", "8d")).await;
+    let ahead = at(2031, 1, 7, 3, 1);
+    assert_eq!(fired(&schedule::tick(&env.app, ahead).await.unwrap()), 1);
+    let today = at(2030, 1, 7, 3, 1);
+    assert_eq!(fired(&schedule::tick(&env.app, today).await.unwrap()), 1);
+    assert_eq!(fired(&schedule::tick(&env.app, today).await.unwrap()), 0);
+    assert_eq!(fired(&schedule::tick(&env.app, ahead).await.unwrap()), 0);
+    assert_eq!(scheduler_runs(&env.app.store).await, 2);
+}
+
 async fn concurrent_processes_fire_once(b: Backend) {
     let env = sched_env(b, "30m", &daily("verify", "/dr verify-backup latest", "8d")).await;
     // A second process: its own pool on the same database.
@@ -469,6 +482,7 @@ async fn status_page_shows_schedules(b: Backend) {
 }
 
 both_backends!(
+    a_clock_far_ahead_does_not_stop_the_schedule,
     due_runs_fire_once,
     missed_fires_fire_once,
     concurrent_processes_fire_once,

@@ -137,6 +137,7 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
         check_url("discord.api_base_url", &d.api_base_url, &mut out);
         non_empty("discord.incident_channel", &d.incident_channel, &mut out);
         non_empty("discord.application_id", &d.application_id, &mut out);
+        non_empty("discord.bot_token", d.bot_token.expose(), &mut out);
         for (key, value, max) in [
             ("discord.defer_after", &d.defer_after, 2_500u64),
             ("discord.followup_window", &d.followup_window, 15 * 60_000),

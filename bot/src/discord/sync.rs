@@ -58,15 +58,18 @@ pub async fn ensure_card(app: &App, run: i64, channel: &str) {
     }
 }
 
-/// Posts the run's card to the incident channel if it has none, else edits it in place.
-pub async fn sync_run(app: &App, run: i64) {
+/// Posts the run's card to the incident channel if it has none, else edits it in place;
+/// false when that failed (logged).
+pub async fn sync_run(app: &App, run: i64) -> bool {
     if let Err(e) = sync_inner(app, run).await {
         tracing::warn!(
             run,
             error = format!("{e:#}"),
             "updating the Discord card failed"
         );
+        return false;
     }
+    true
 }
 
 async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {

@@ -133,25 +133,32 @@ async fn complete(app: &App, key: &str, ts: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes sure run `run` has a card in `origin` (if given) and in the incident channel.
-pub async fn ensure_cards(app: &App, run: i64, origin: Option<&str>) {
-    if let Err(e) = ensure_cards_inner(app, run, origin).await {
-        tracing::error!(
-            run,
-            error = format!("{e:#}"),
-            "posting the Slack card failed"
-        );
+/// Makes sure run `run` has a card in `origin` (if given) and in the incident channel; false
+/// when that failed (logged) or another process is still posting one.
+pub async fn ensure_cards(app: &App, run: i64, origin: Option<&str>) -> bool {
+    match ensure_cards_inner(app, run, origin).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(
+                run,
+                error = format!("{e:#}"),
+                "posting the Slack card failed"
+            );
+            false
+        }
     }
 }
 
-async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow::Result<()> {
+/// Ok(false): a post is still under another process's claim.
+async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow::Result<bool> {
     let Some(slack) = app.slack.clone() else {
-        return Ok(());
+        return Ok(true);
     };
     let _serial = app.card_locks.lock(run).await;
     let Some(view) = approvals::view(&app.store, run).await? else {
-        return Ok(());
+        return Ok(true);
     };
+    let mut done = true;
     let have = cards_of(app, run).await?;
     let mut channels: Vec<String> = origin.map(str::to_string).into_iter().collect();
     channels.push(slack.incident_channel.clone());
@@ -165,6 +172,7 @@ async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow
         posted = true;
         let key = format!("card:{run}:{ch}");
         let Some(ts) = post_once(app, &slack, &key, &ch, None, &txt, &blocks).await? else {
+            done = false;
             continue;
         };
         sqlx::query(
@@ -183,15 +191,9 @@ async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow
     if posted {
         post_checklists(app, run).await?;
         // Steps that finished before the card existed (preflight) get their details too.
-        let steps = app.store.steps(run).await?;
-        for s in steps
-            .iter()
-            .filter(|s| !matches!(s.state, StepState::Pending | StepState::Running))
-        {
-            step_details(app, run, s.idx as usize).await?;
-        }
+        done &= all_step_details(app, run).await?;
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Posts each checklist opened for run `run` (a runbook's `checklists`) in each channel that
@@ -239,15 +241,17 @@ async fn refresh_checklists(app: &App, run: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-renders every Slack card of run `run`.
-pub async fn refresh(app: &App, run: i64) {
+/// Re-renders every Slack card of run `run`; false when a card could not be (logged).
+pub async fn refresh(app: &App, run: i64) -> bool {
     if let Err(e) = refresh_inner(app, run).await {
         tracing::warn!(
             run,
             error = format!("{e:#}"),
             "updating the Slack card failed"
         );
+        return false;
     }
+    true
 }
 
 async fn refresh_inner(app: &App, run: i64) -> anyhow::Result<()> {
@@ -259,47 +263,80 @@ async fn refresh_inner(app: &App, run: i64) -> anyhow::Result<()> {
         return Ok(());
     };
     let (txt, blocks) = (text::card_text(&view), text::card(&view));
+    // One channel's failure does not keep the others' cards old; the first error is returned.
+    let mut first_error = None;
     for (ch, ts) in cards_of(app, run).await? {
-        match slack.api.update_message(&ch, &ts, &txt, &blocks).await {
-            Ok(()) => {}
-            Err(e) if e.cannot_update() => {
-                tracing::warn!(run, error = %e, "card cannot be updated: posting a new one");
-                // Keyed by the card it replaces: a retry or restart re-uses the same replacement.
-                let key = format!("card:{run}:{ch}:{ts}");
-                if let Some(new_ts) = post_once(app, &slack, &key, &ch, None, &txt, &blocks).await?
-                {
-                    app.store.replace_card("slack", &ch, &ts, &new_ts).await?;
+        let done: anyhow::Result<()> = async {
+            match slack.api.update_message(&ch, &ts, &txt, &blocks).await {
+                Ok(()) => {}
+                Err(e) if e.cannot_update() => {
+                    tracing::warn!(run, error = %e, "card cannot be updated: posting a new one");
+                    // Keyed by the card it replaces: a retry or restart re-uses the same
+                    // replacement.
+                    let key = format!("card:{run}:{ch}:{ts}");
+                    if let Some(new_ts) =
+                        post_once(app, &slack, &key, &ch, None, &txt, &blocks).await?
+                    {
+                        app.store.replace_card("slack", &ch, &ts, &new_ts).await?;
+                    }
                 }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
+            Ok(())
+        }
+        .await;
+        if let Err(e) = done {
+            first_error.get_or_insert(e.context(format!("channel {ch}")));
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Posts a finished step's details in each card's thread.
-async fn step_details(app: &App, run: i64, idx: usize) -> anyhow::Result<()> {
+/// Ok(false): a reply is still under another process's claim.
+async fn step_details(app: &App, run: i64, idx: usize) -> anyhow::Result<bool> {
+    details_of(app, run, Some(idx)).await
+}
+
+/// Posts the details of step `only` (or of every finished step) of run `run` in its cards'
+/// threads. Ok(false): some reply is still under another process's claim.
+async fn details_of(app: &App, run: i64, only: Option<usize>) -> anyhow::Result<bool> {
     let Some(slack) = app.slack.clone() else {
-        return Ok(());
+        return Ok(true);
     };
-    let steps = app.store.steps(run).await?;
-    let Some(s) = steps.iter().find(|s| s.idx == idx as i64) else {
-        return Ok(());
-    };
-    let body = text::step_detail(
-        &s.name,
-        s.idx,
-        s.state,
-        s.error.as_deref(),
-        s.log.as_deref(),
-    );
-    let blocks =
-        serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": body } }]);
-    for (ch, ts) in cards_of(app, run).await? {
-        let key = format!("step:{run}:{idx}:{}:{}:{ch}", s.attempts, s.state.as_str());
-        post_once(app, &slack, &key, &ch, Some(&ts), &body, &blocks).await?;
+    let cards = cards_of(app, run).await?;
+    if cards.is_empty() {
+        return Ok(true);
     }
-    Ok(())
+    let mut done = true;
+    for s in app.store.steps(run).await? {
+        if only.is_some_and(|i| s.idx != i as i64)
+            || matches!(s.state, StepState::Pending | StepState::Running)
+        {
+            continue;
+        }
+        let body = text::step_detail(
+            &s.name,
+            s.idx,
+            s.state,
+            s.error.as_deref(),
+            s.log.as_deref(),
+        );
+        let blocks =
+            serde_json::json!([{ "type": "section", "text": { "type": "mrkdwn", "text": body } }]);
+        for (ch, ts) in &cards {
+            let key = format!(
+                "step:{run}:{}:{}:{}:{ch}",
+                s.idx,
+                s.attempts,
+                s.state.as_str()
+            );
+            done &= post_once(app, &slack, &key, ch, Some(ts), &body, &blocks)
+                .await?
+                .is_some();
+        }
+    }
+    Ok(done)
 }
 
 /// Keeps Slack cards current until `shutdown`: step details go to the cards' threads.
@@ -332,7 +369,10 @@ pub async fn run_loop(app: App, shutdown: CancellationToken) {
     .await
 }
 
-async fn sync_run(app: &App, run: i64) {
+/// Brings run `run`'s Slack presence up to date: its cards (posted if it waits for people),
+/// their content, every finished step's thread reply (one lost to a crash or a failed post is
+/// made now; each is keyed, so none twice) and its checklists. False when something failed.
+async fn sync_run(app: &App, run: i64) -> bool {
     let needs_card = match app.store.run(run).await {
         Ok(Some(r)) => matches!(
             r.state,
@@ -340,17 +380,34 @@ async fn sync_run(app: &App, run: i64) {
         ),
         _ => false,
     };
-    if needs_card {
-        ensure_cards(app, run, None).await;
+    let mut ok = !needs_card || ensure_cards(app, run, None).await;
+    ok &= refresh(app, run).await;
+    match all_step_details(app, run).await {
+        Ok(done) => ok &= done,
+        Err(e) => {
+            tracing::warn!(
+                run,
+                error = format!("{e:#}"),
+                "posting step details to Slack failed"
+            );
+            ok = false;
+        }
     }
-    refresh(app, run).await;
     if let Err(e) = post_checklists(app, run).await {
         tracing::warn!(
             run,
             error = format!("{e:#}"),
             "posting the run's Slack checklists failed"
         );
+        ok = false;
     }
+    ok
+}
+
+/// Every finished step's details in the cards' threads (each post keyed: none made twice).
+/// Ok(false): some reply is still under another process's claim.
+async fn all_step_details(app: &App, run: i64) -> anyhow::Result<bool> {
+    details_of(app, run, None).await
 }
 
 /// Status updates to the incident channel, for the notifier.

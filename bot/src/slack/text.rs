@@ -31,6 +31,27 @@ pub fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// `esc(s)` cut to at most `max` bytes (then ending in `…`), never inside an escape: keeps
+/// a section within Slack's 3,000-character limit whatever a step or a person wrote.
+pub fn esc_clip(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    let mut buf = [0u8; 4];
+    for c in s.chars() {
+        let piece = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            c => c.encode_utf8(&mut buf),
+        };
+        if out.len() + piece.len() > max.saturating_sub('…'.len_utf8()) {
+            out.push('…');
+            break;
+        }
+        out.push_str(piece);
+    }
+    out
+}
+
 fn state_mark(s: StepState) -> &'static str {
     match s {
         StepState::Pending => "○",
@@ -92,7 +113,7 @@ pub fn card(v: &RunView) -> Value {
         &r.fingerprint[..12.min(r.fingerprint.len())],
     );
     if let Some(d) = &r.detail {
-        facts.push_str(&format!("\n*Note:* {}", esc(d)));
+        facts.push_str(&format!("\n*Note:* {}", esc_clip(d, 1500)));
     }
     blocks.push(SlackSectionBlock::new().with_text(md!(facts)).into());
     let mut plan = String::from("*Plan*\n");
@@ -264,20 +285,22 @@ pub fn step_detail(
     error: Option<&str>,
     log: Option<&str>,
 ) -> String {
+    // One section holds it all: Slack refuses a section over 3,000 characters.
     let mut t = format!(
         "{} Step {}. *{}* {}",
         state_mark(state),
         idx + 1,
-        esc(name),
+        esc_clip(name, 200),
         state.as_str()
     );
     if let Some(e) = error {
-        t.push_str(&format!("\n*Error:* {}", esc(e)));
+        t.push_str(&format!("\n*Error:* {}", esc_clip(e, 800)));
     }
     if let Some(l) = log.filter(|l| !l.trim().is_empty()) {
+        let room = 2990usize.saturating_sub(t.len() + 8);
         t.push_str(&format!(
             "\n```{}```",
-            truncate(&l.replace("```", "'''"), 2800)
+            esc_clip(&l.replace("```", "'''"), room)
         ));
     }
     t
@@ -606,4 +629,44 @@ pub fn schedule_overdue(
          (last success: {}). Run it: `{command}`",
         last_success.unwrap_or("never")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_detail_fits_one_section_whatever_the_step_wrote() {
+        let error = "<!channel> & ".repeat(500);
+        let log = "line <@U1> ``` & more\n".repeat(1000);
+        let t = step_detail(
+            &"n".repeat(400),
+            2,
+            StepState::Failed,
+            Some(&error),
+            Some(&log),
+        );
+        assert!(t.chars().count() <= 3000, "{} chars", t.chars().count());
+        assert!(!t.contains("<!channel>") && !t.contains("<@U1>"), "{t}");
+        assert!(t.contains("&lt;!channel&gt;") && t.contains("```line &lt;@U1&gt;"));
+        assert!(t.ends_with("…```"), "{}", &t[t.len() - 20..]);
+    }
+
+    #[test]
+    fn clipping_never_cuts_an_escape() {
+        for max in 0..40 {
+            let c = esc_clip("a<b>&c<<>>&&ü€", max);
+            assert!(c.len() <= max.max('…'.len_utf8()), "{max}: {c}");
+            let body = c.trim_end_matches('…');
+            assert!(
+                esc(&body
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&"))
+                    == body,
+                "{max}: {c}"
+            );
+        }
+        assert_eq!(esc_clip("a<b", 100), "a&lt;b");
+    }
 }
