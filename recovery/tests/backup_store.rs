@@ -1,6 +1,7 @@
 //! Backup storage against a local directory and a real moto S3 server, the same tests for
 //! both: streaming round trip, "latest" by manifest time (not mtime, incomplete backups never
-//! listed), SHA-256 and size mismatches detected, bad manifests and names refused.
+//! listed), SHA-256 and size mismatches detected, bad manifests and names refused, and an
+//! unusable manifest that might be the newest backup stopping "latest".
 
 mod backup_support;
 
@@ -348,5 +349,134 @@ async fn manifests_must_match_what_is_stored() {
         assert!(err.to_string().contains("written by put_manifest"), "{err}");
         let err = store.put_file("m", "a/b", &b""[..]).await.unwrap_err();
         assert!(err.to_string().contains("not a valid file name"), "{err}");
+    }
+}
+
+/// Writes `bytes` as backup `name`'s manifest.json behind the store's back (as a broken
+/// upload or a hand edit would).
+async fn put_raw_manifest(def: &recovery::resources::BackupStoreDef, name: &str, bytes: &[u8]) {
+    use recovery::resources::BackupStoreDef;
+    match def {
+        BackupStoreDef::Local { path } => {
+            std::fs::create_dir_all(path.join(name)).unwrap();
+            std::fs::write(path.join(name).join("manifest.json"), bytes).unwrap();
+        }
+        BackupStoreDef::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            ..
+        } => {
+            let url = format!(
+                "{}/{bucket}/{prefix}{name}/manifest.json",
+                endpoint.as_deref().unwrap()
+            );
+            let status = reqwest::Client::new()
+                .put(&url)
+                .body(bytes.to_vec())
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(status.is_success(), "PUT {url}: {status}");
+        }
+    }
+}
+
+/// A garbage manifest where the newest backup should be: `latest` fails naming it instead of
+/// quietly choosing an older backup; a backup named explicitly still resolves, and an
+/// unusable manifest that is certainly older, or of another kind, does not get in the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_refuses_to_skip_an_unusable_manifest_that_may_be_newer() {
+    let (defs, _dir) = backup_support::stores();
+    for (label, def) in defs {
+        let store = backup::open(&def).await.expect(label);
+        let older = put(
+            &store,
+            "20260110T120000Z",
+            BackupKind::SqlGzip,
+            10,
+            &[("dump.sql.gz", b"a")],
+        )
+        .await;
+        // Readable enough to tell it is older (missing fields make it unusable).
+        put_raw_manifest(
+            &def,
+            "20260105T120000Z",
+            br#"{"name": "20260105T120000Z", "kind": "sql_gzip", "created_at": "2026-01-05T12:00:00Z"}"#,
+        )
+        .await;
+        // Newer, but readable enough to tell it is a base backup.
+        put_raw_manifest(
+            &def,
+            "20260125T120000Z",
+            br#"{"name": "20260125T120000Z", "kind": "base_tar", "created_at": "2026-01-25T12:00:00Z"}"#,
+        )
+        .await;
+        assert_eq!(
+            store
+                .resolve("latest", Some(BackupKind::SqlGzip))
+                .await
+                .unwrap(),
+            older,
+            "{label}"
+        );
+        let err = store
+            .resolve("latest", Some(BackupKind::BaseTar))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("20260125T120000Z/manifest.json: missing field `source`")
+                && err.to_string().contains(
+                    "Backup `20260125T120000Z` may be the latest one (no readable one qualifies)"
+                ),
+            "{label}: {err}"
+        );
+
+        // Garbage in the newest backup's place.
+        put_raw_manifest(&def, "20260120T120000Z", b"\x00\x01 not a manifest").await;
+        for kind in [None, Some(BackupKind::SqlGzip)] {
+            let err = store.resolve("latest", kind).await.unwrap_err();
+            assert!(!err.is_retryable(), "{label}: {err}");
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("invalid manifest ")
+                    && msg.contains("20260120T120000Z/manifest.json: ")
+                    && msg.contains(
+                        "Backup `20260120T120000Z` may be the latest one (the newest readable \
+                         one is `20260110T120000Z`), so `latest` picks none: repair or remove \
+                         that manifest, or name the backup to use"
+                    ),
+                "{label}: {msg}"
+            );
+        }
+        // Both newer unusable manifests are named when both may be the one meant.
+        let msg = store.resolve("latest", None).await.unwrap_err().to_string();
+        assert!(
+            msg.ends_with("(other unusable manifests: `20260125T120000Z`)"),
+            "{label}: {msg}"
+        );
+        // Named explicitly, the readable backup still resolves; the listing shows the rest.
+        assert_eq!(
+            store.resolve("20260110T120000Z", None).await.unwrap(),
+            older
+        );
+        assert_eq!(store.list().await.unwrap(), vec![older.clone()], "{label}");
+        let listing = store.list_all().await.unwrap();
+        let unusable: Vec<(&str, Option<BackupKind>)> = listing
+            .unusable
+            .iter()
+            .map(|u| (u.name.as_str(), u.kind))
+            .collect();
+        assert_eq!(
+            unusable,
+            [
+                ("20260105T120000Z", Some(BackupKind::SqlGzip)),
+                ("20260120T120000Z", None),
+                ("20260125T120000Z", Some(BackupKind::BaseTar)),
+            ],
+            "{label}"
+        );
     }
 }

@@ -81,6 +81,16 @@ async fn server() -> (String, Arc<Health>) {
         .route("/lying", axum::routing::get(lying))
         .route("/secure", axum::routing::get(secure))
         .route("/text", axum::routing::get(|| async { "all systems go" }))
+        .route(
+            "/redirecting",
+            axum::routing::get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [("location", "/text?session=s3cret")],
+                    "see elsewhere",
+                )
+            }),
+        )
         .with_state(h.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -360,6 +370,35 @@ async fn head_and_headers() {
     );
     let (r, _) = run(json!({"url": format!("{base}/secure"), "expect_status": 401})).await;
     r.unwrap();
+}
+
+/// A health URL that redirects (to an SSO login, a maintenance page answering 200) is judged
+/// by its own answer: the redirect is not followed.
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let (base, _h) = server().await;
+    let (r, _) = run(json!({"url": format!("{base}/redirecting")})).await;
+    let e = r.unwrap_err();
+    assert!(e.retryable);
+    assert_eq!(
+        e.message,
+        format!(
+            "check 1/1: {base}/redirecting answered 302 (redirect to {base}/text, not \
+             followed), expected 200"
+        )
+    );
+    assert!(!e.message.contains("s3cret"), "{}", e.message);
+    // A body check that the redirect's target would pass does not pass either.
+    let (r, _) = run(json!({
+        "url": format!("{base}/redirecting"),
+        "expect_body_contains": "all systems go",
+    }))
+    .await;
+    assert!(r.unwrap_err().message.contains("answered 302"));
+
+    let (r, _) = run(json!({"url": format!("{base}/redirecting"), "expect_status": 302})).await;
+    let out = r.unwrap();
+    assert_eq!(out.data["last_status"], 302);
 }
 
 #[tokio::test]

@@ -239,6 +239,192 @@ async fn scale_to_zero_waits_until_no_replica_is_ready() {
     assert_eq!((w.replicas, w.ready, w.current), (0, 0, 0));
 }
 
+/// readyReplicas drops as soon as pods are marked for deletion, but they keep serving (and
+/// writing) through their grace period: a scale to 0 is done when no pod is left.
+#[tokio::test]
+async fn scale_to_zero_waits_until_terminating_pods_are_gone() {
+    let fake = fake().await;
+    fake.add_deployment("apex", "worker", 3);
+    // Pods of another app in the namespace do not count.
+    fake.add_deployment("apex", "other", 2);
+    fake.hold_terminating("worker");
+    let reg = registry_for(&fake);
+    let released_at = std::sync::Mutex::new(None::<Instant>);
+    let step = async {
+        let out = run(
+            &reg,
+            "k8s_scale",
+            json!({ "kube": "dr", "namespace": "apex", "name": "worker", "replicas": 0,
+                    "poll": "20ms", "wait": "20s" }),
+        )
+        .await;
+        (out, Instant::now())
+    };
+    let releaser = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let w = fake.workload("deployments", "apex", "worker").unwrap();
+            if (w.ready, w.terminating) == (0, 3) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never scaled down: {w:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Ready is 0, the pods are still terminating: the step must keep waiting.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        *released_at.lock().unwrap() = Some(Instant::now());
+        fake.release_terminating("worker");
+    };
+    let (((out, lines), finished_at), ()) = tokio::join!(step, releaser);
+    let out = out.unwrap();
+    let released_at = released_at.lock().unwrap().unwrap();
+    assert!(
+        finished_at >= released_at,
+        "the step finished {:?} before the terminating pods were gone: {lines:?}",
+        released_at - finished_at
+    );
+    assert!(
+        out.summary
+            .starts_with("deployment apex/worker scaled 3 → 0, 0/0 ready in "),
+        "{}",
+        out.summary
+    );
+    assert!(
+        lines.contains(&"worker: 0/0 ready, 3 pods still terminating".to_string()),
+        "{lines:?}"
+    );
+    assert_eq!(lines.last().unwrap(), "worker: 0/0 ready");
+    // The pods were found through the Deployment's selector.
+    let list = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/api/v1/namespaces/apex/pods")
+        .expect("the pods were listed");
+    assert_eq!(list.method, "GET");
+    let query = list.query.unwrap_or_default();
+    assert!(query.contains("labelSelector=app%3Dworker"), "{query}");
+}
+
+#[tokio::test]
+async fn scale_to_zero_names_the_pods_left_and_the_missing_rbac_verb() {
+    let fake = fake().await;
+    fake.add_deployment("apex", "stuck", 2);
+    fake.hold_terminating("stuck");
+    let reg = registry_for(&fake);
+    let (out, lines) = run(
+        &reg,
+        "k8s_scale",
+        json!({ "kube": "dr", "namespace": "apex", "name": "stuck", "replicas": 0,
+                "poll": "20ms", "wait": "600ms" }),
+    )
+    .await;
+    let err = out.unwrap_err();
+    assert!(err.retryable);
+    assert_eq!(
+        err.message,
+        "deployment apex/stuck: 0/0 ready, but 2 pods still terminating after waiting 600ms \
+         (target 0 replicas)"
+    );
+    assert_eq!(
+        lines.last().unwrap(),
+        "stuck: 0/0 ready, 2 pods still terminating"
+    );
+
+    fake.add_statefulset("data", "ledger", 1);
+    fake.forbid_pods("data");
+    let (out, _) = run(
+        &reg,
+        "k8s_scale",
+        json!({ "kube": "dr", "namespace": "data", "kind": "statefulset", "name": "ledger",
+                "replicas": 0, "poll": "20ms", "wait": "10s" }),
+    )
+    .await;
+    let err = out.unwrap_err();
+    assert!(!err.retryable);
+    assert!(
+        err.message.starts_with(
+            "forbidden: pods is forbidden: User \"system:serviceaccount:drbot:drbot\" cannot \
+             list resource \"pods\""
+        ) && err.message.ends_with(
+            "drbot's account needs the RBAC verb list on pods (core group) in namespace data)"
+        ),
+        "{}",
+        err.message
+    );
+}
+
+/// An autoscaler whose minReplicas is above the target keeps more replicas ready than asked
+/// for: that is a success, not a timeout (a retry would patch against the autoscaler).
+#[tokio::test]
+async fn scale_up_is_done_when_an_autoscaler_keeps_more_ready() {
+    let fake = fake().await;
+    fake.add_deployment("apex", "apex-api", 4);
+    fake.autoscale("apex-api", 4);
+    let reg = registry_for(&fake);
+    let (out, lines) = run(
+        &reg,
+        "k8s_scale",
+        json!({ "kube": "dr", "namespace": "apex", "name": "apex-api", "replicas": 2,
+                "poll": "20ms", "wait": "2s" }),
+    )
+    .await;
+    let out = out.unwrap_or_else(|e| panic!("{}: {lines:?}", e.message));
+    assert!(
+        out.summary
+            .starts_with("deployment apex/apex-api scaled 4 → 2, 4/2 ready in "),
+        "{}",
+        out.summary
+    );
+    assert!(
+        out.summary.ends_with(
+            " (spec.replicas is now 4, changed by something else such as an autoscaler)"
+        ),
+        "{}",
+        out.summary
+    );
+    assert_eq!(out.data["ready"], 4);
+    let w = fake.workload("deployments", "apex", "apex-api").unwrap();
+    assert_eq!((w.replicas, w.ready), (4, 4));
+
+    // From 0 (where the autoscaler is inactive) to 2: the autoscaler takes it to 4.
+    fake.add_deployment("apex", "apex-web", 0);
+    fake.autoscale("apex-web", 4);
+    let (out, _) = run(
+        &reg,
+        "k8s_scale",
+        json!({ "kube": "dr", "namespace": "apex", "name": "apex-web", "replicas": 2,
+                "poll": "20ms", "wait": "5s" }),
+    )
+    .await;
+    assert!(out.unwrap().data["ready"].as_u64().unwrap() >= 2);
+    let patches = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/apex-web/"))
+        .count();
+    assert_eq!(patches, 1);
+}
+
+/// A `wait` too long for the clock to add is no deadline, not a panic.
+#[tokio::test]
+async fn absurd_waits_do_not_overflow() {
+    let fake = fake().await;
+    fake.add_deployment("apex", "apex-api", 1);
+    let reg = registry_for(&fake);
+    let (out, _) = run(
+        &reg,
+        "k8s_scale",
+        json!({ "kube": "dr", "namespace": "apex", "name": "apex-api", "replicas": 2,
+                "poll": "20ms", "wait": "500000000000years" }),
+    )
+    .await;
+    assert!(
+        out.unwrap()
+            .summary
+            .starts_with("deployment apex/apex-api scaled 1 → 2, 2/2 ready in ")
+    );
+}
+
 #[tokio::test]
 async fn statefulsets_scale_through_their_own_scale_subresource() {
     let fake = fake().await;

@@ -110,6 +110,9 @@ fn recover_corruption_runbook_is_valid_and_gates_terminate_and_cutover() {
     assert_eq!(plan.steps[3].params["cluster"], "us-east-1");
     assert_eq!(plan.steps[5].params["target_cluster"], "pitr");
     assert_eq!(plan.steps[5].params["inclusive"], false);
+    // The recovered cluster becomes production at the cut-over: it must keep archiving WAL,
+    // or no point-in-time recovery is possible afterwards.
+    assert_eq!(plan.steps[5].params["keep_archiving"], true);
     assert!(!plan.steps[1].destructive && plan.steps[2].destructive);
 }
 

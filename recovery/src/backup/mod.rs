@@ -2,7 +2,8 @@
 //! directory or S3-compatible storage, streamed end to end with SHA-256 checks.
 //!
 //! - [`manifest`]: [`Manifest`], [`BackupKind`], [`ManifestFile`].
-//! - [`store`]: [`open`] and [`BackupStore`] (list, resolve "latest", put, fetch, stream).
+//! - [`store`]: [`open`] and [`BackupStore`] (list, resolve "latest", put, fetch, stream),
+//!   [`Listing`] (complete backups and unusable manifests).
 //! - [`gzip`]: gzip on threads of its own between streams and child pipes.
 //! - [`restore`]: a stored dump into a database (psql or pg_restore -j).
 //! - [`scratch`]: the scratch database of `verify_backup`, always dropped.
@@ -14,7 +15,7 @@ pub mod scratch;
 pub mod store;
 
 pub use manifest::{BackupKind, MANIFEST_FILE, Manifest, ManifestFile};
-pub use store::{BackupStore, open};
+pub use store::{BackupStore, Listing, UnusableManifest, open};
 
 use crate::{resources::Resources, step::StepError, steps::values::is_placeholder};
 

@@ -3,10 +3,15 @@
 //!
 //! Layout: `<prefix>/<backup name>/<file>` plus `<prefix>/<backup name>/manifest.json`, which is
 //! written last: a backup without a manifest is incomplete and never listed.
+//!
+//! A manifest that is there but unusable (not JSON, not a manifest, naming another backup) is
+//! left out of listings with a warning, but never silently passed over by "latest": see
+//! [`Listing::newest`].
 
 use std::{io, path::Path as FsPath, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryStreamExt, stream::BoxStream};
 use object_store::{
     GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
@@ -29,6 +34,88 @@ const UPLOAD_CONCURRENCY: usize = 4;
 pub(crate) const CHUNK: usize = 1024 * 1024;
 /// Manifests fetched at the same time when listing.
 const LIST_CONCURRENCY: usize = 16;
+
+/// A backup whose `manifest.json` exists but cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusableManifest {
+    /// The backup's name (its directory).
+    pub name: String,
+    /// Where the manifest is, e.g. `backups/20261126T101500Z/manifest.json`.
+    pub path: String,
+    /// What is wrong with it, e.g. `expected value at line 1 column 1`.
+    pub problem: String,
+    /// Its `kind`, when that much can still be read from it.
+    pub kind: Option<BackupKind>,
+    /// Its `created_at`, when that much can still be read from it.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// What a store holds: the complete backups, newest first, and those whose manifest is
+/// unusable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Backups with a valid manifest, newest first by `created_at` (then name).
+    pub complete: Vec<Manifest>,
+    /// Backups whose manifest exists but cannot be used, by name.
+    pub unusable: Vec<UnusableManifest>,
+}
+
+impl Listing {
+    /// The newest complete backup whose kind `wanted` accepts, finished at or before
+    /// `not_after` when given (`Ok(None)`: there is none).
+    ///
+    /// A backup with an unusable manifest might be the one meant: when it could be newer than
+    /// the one chosen (its `created_at` is later, or cannot be read) and of a wanted kind (or
+    /// its kind cannot be read), this fails with an error naming its manifest rather than
+    /// quietly picking an older backup. A backup named explicitly is not affected, and an
+    /// unusable manifest that is certainly older or of another kind does not get in the way.
+    pub fn newest(
+        &self,
+        wanted: impl Fn(BackupKind) -> bool,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<Option<&Manifest>, BackupError> {
+        let in_time = |t: DateTime<Utc>| not_after.is_none_or(|limit| t <= limit);
+        let chosen = self
+            .complete
+            .iter()
+            .find(|m| wanted(m.kind) && in_time(m.created_at));
+        let blocking: Vec<&UnusableManifest> = self
+            .unusable
+            .iter()
+            .filter(|u| {
+                u.kind.is_none_or(&wanted)
+                    && u.created_at
+                        .is_none_or(|t| in_time(t) && chosen.is_none_or(|c| t >= c.created_at))
+            })
+            .collect();
+        let Some(first) = blocking.first() else {
+            return Ok(chosen);
+        };
+        let newest_readable = match chosen {
+            Some(c) => format!("the newest readable one is `{}`", c.name),
+            None => "no readable one qualifies".to_string(),
+        };
+        let mut message = format!(
+            "{}. Backup `{}` may be the latest one ({newest_readable}), so `latest` picks \
+             none: repair or remove that manifest, or name the backup to use",
+            first.problem, first.name
+        );
+        if blocking.len() > 1 {
+            let others: Vec<String> = blocking[1..]
+                .iter()
+                .map(|u| format!("`{}`", u.name))
+                .collect();
+            message.push_str(&format!(
+                " (other unusable manifests: {})",
+                others.join(", ")
+            ));
+        }
+        Err(BackupError::Manifest {
+            path: first.path.clone(),
+            message,
+        })
+    }
+}
 
 /// An opened backup store.
 #[derive(Clone)]
@@ -104,6 +191,30 @@ pub async fn open(def: &BackupStoreDef) -> Result<BackupStore, BackupError> {
     }
 }
 
+/// An unusable manifest, with its kind and time when those fields can still be read.
+fn unusable(name: &str, path: String, e: BackupError, bytes: &[u8]) -> UnusableManifest {
+    let problem = match e {
+        BackupError::Manifest { message, .. } => message,
+        other => other.to_string(),
+    };
+    let doc: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
+    let field = |key: &str| {
+        doc.as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    UnusableManifest {
+        name: name.to_string(),
+        path,
+        problem,
+        kind: field("kind").and_then(|k| BackupKind::parse(&k)),
+        created_at: field("created_at")
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+    }
+}
+
 impl BackupStore {
     /// Where this store is, for logs and plans: `local:/var/backups` or `s3://bucket/prefix`.
     pub fn display(&self) -> &str {
@@ -129,9 +240,22 @@ impl BackupStore {
         self.prefix.clone().join(backup).join(file)
     }
 
-    /// Complete backups (those with a readable manifest), newest first by the manifest's
-    /// `created_at` (then name). Unreadable manifests are skipped with a warning.
+    /// Complete backups (those with a valid manifest), newest first by the manifest's
+    /// `created_at` (then name). Backups whose manifest is unusable are left out with a
+    /// warning (use [`BackupStore::list_all`] to see them, and [`Listing::newest`] to pick
+    /// the latest backup); a store error (access denied, network) fails the listing, so no
+    /// backup is left out because it could not be read.
     pub async fn list(&self) -> Result<Vec<Manifest>, BackupError> {
+        let listing = self.list_all().await?;
+        for u in &listing.unusable {
+            tracing::warn!(backup = %u.name, manifest = %u.path, problem = %u.problem, "leaving out backup with an unusable manifest");
+        }
+        Ok(listing.complete)
+    }
+
+    /// Every backup with a manifest: the complete ones newest first, and those whose manifest
+    /// exists but cannot be used. A store error reading any manifest fails the listing.
+    pub async fn list_all(&self) -> Result<Listing, BackupError> {
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
         let listing = self
             .store
@@ -144,46 +268,68 @@ impl BackupStore {
             .filter_map(|p| p.filename().map(str::to_owned))
             .filter(|n| valid_name(n))
             .collect();
-        let mut manifests: Vec<Manifest> = futures::stream::iter(names)
-            .map(|name| async move { (self.read_manifest(&name).await, name) })
-            .buffer_unordered(LIST_CONCURRENCY)
-            .filter_map(|(res, name)| async move {
-                match res {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(backup = %name, error = %e, "skipping backup with an unreadable manifest");
-                        None
-                    }
-                }
+        let read: Vec<(String, Option<Bytes>)> = futures::stream::iter(names)
+            .map(|name| async move {
+                let bytes = self.manifest_bytes(&name).await?;
+                Ok::<_, BackupError>((name, bytes))
             })
-            .collect()
-            .await;
-        manifests.sort_by(|a, b| {
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut out = Listing::default();
+        for (name, bytes) in read {
+            let Some(bytes) = bytes else { continue };
+            match self.parse_manifest(&name, &bytes) {
+                Ok(m) => out.complete.push(m),
+                Err(e) => out.unusable.push(unusable(
+                    &name,
+                    self.file_path(&name, MANIFEST_FILE).to_string(),
+                    e,
+                    &bytes,
+                )),
+            }
+        }
+        out.complete.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
                 .then_with(|| b.name.cmp(&a.name))
         });
-        Ok(manifests)
+        out.unusable.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     /// The manifest of backup `name`, `None` when it has none (missing or incomplete).
     pub async fn read_manifest(&self, name: &str) -> Result<Option<Manifest>, BackupError> {
+        match self.manifest_bytes(name).await? {
+            Some(bytes) => self.parse_manifest(name, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The bytes of backup `name`'s manifest, `None` when it has none.
+    async fn manifest_bytes(&self, name: &str) -> Result<Option<Bytes>, BackupError> {
         if !valid_name(name) {
             return Err(BackupError::Invalid(format!(
                 "`{name}` is not a valid backup name (letters, digits, `.`, `_`, `-`)"
             )));
         }
         let path = self.file_path(name, MANIFEST_FILE);
-        let bytes = match self.store.get(&path).await {
+        match self.store.get(&path).await {
             Ok(r) => r
                 .bytes()
                 .await
-                .map_err(|e| BackupError::store(format!("reading {path}"), e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(BackupError::store(format!("reading {path}"), e)),
-        };
+                .map(Some)
+                .map_err(|e| BackupError::store(format!("reading {path}"), e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(BackupError::store(format!("reading {path}"), e)),
+        }
+    }
+
+    /// Backup `name`'s manifest from its bytes.
+    fn parse_manifest(&self, name: &str, bytes: &[u8]) -> Result<Manifest, BackupError> {
+        let path = self.file_path(name, MANIFEST_FILE);
         let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| BackupError::Manifest {
+            serde_json::from_slice(bytes).map_err(|e| BackupError::Manifest {
                 path: path.to_string(),
                 message: e.to_string(),
             })?;
@@ -193,21 +339,22 @@ impl BackupStore {
                 message: format!("it names backup `{}`", manifest.name),
             });
         }
-        Ok(Some(manifest))
+        Ok(manifest)
     }
 
-    /// Finds a backup: `latest` is the newest complete one (of `kind`, when given); anything
-    /// else is a backup name, which must be of `kind` when given.
+    /// Finds a backup: `latest` is the newest complete one (of `kind`, when given; it fails
+    /// when an unusable manifest might be newer, see [`Listing::newest`]); anything else is a
+    /// backup name, which must be of `kind` when given.
     pub async fn resolve(
         &self,
         name_or_latest: &str,
         kind: Option<BackupKind>,
     ) -> Result<Manifest, BackupError> {
         if name_or_latest == "latest" {
-            let all = self.list().await?;
+            let all = self.list_all().await?;
             return all
-                .into_iter()
-                .find(|m| kind.is_none_or(|k| m.kind == k))
+                .newest(|k2| kind.is_none_or(|k| k2 == k), None)?
+                .cloned()
                 .ok_or_else(|| {
                     BackupError::NotFound(match kind {
                         Some(k) => format!("no complete {k} backup in {}", self.display),

@@ -5,13 +5,15 @@
 use super::workload::Target;
 use crate::step::StepError;
 
-/// What a failed call was doing, for the message: `get` or `patch`.
+/// What a failed call was doing, for the message: `get`, `patch` or listing the pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     /// Reading the object or its scale.
     Get,
     /// Changing the scale.
     Patch,
+    /// Listing the pods the workload's selector matches.
+    ListPods,
 }
 
 impl Verb {
@@ -19,6 +21,7 @@ impl Verb {
         match self {
             Verb::Get => "get",
             Verb::Patch => "patch",
+            Verb::ListPods => "list the pods of",
         }
     }
 }
@@ -34,7 +37,15 @@ pub fn step_error(err: kube::Error, target: &Target, cluster: &str, verb: Verb) 
                 status.message.clone()
             };
             match code {
-                404 => StepError::fatal(format!("{target} not found in cluster {cluster}")),
+                403 if verb == Verb::ListPods => StepError::fatal(format!(
+                    "forbidden: {detail} (cluster {cluster}; to wait until a scale to 0 has \
+                     stopped every pod, drbot's account needs the RBAC verb list on pods (core \
+                     group) in namespace {ns})",
+                    ns = target.namespace,
+                )),
+                404 if verb != Verb::ListPods => {
+                    StepError::fatal(format!("{target} not found in cluster {cluster}"))
+                }
                 403 => StepError::fatal(format!(
                     "forbidden: {detail} (cluster {cluster}; drbot's account needs the RBAC verbs \
                      get and patch on {res} and {res}/scale in group apps, namespace {ns})",

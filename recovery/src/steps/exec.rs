@@ -3,8 +3,15 @@
 //! The child gets a clean environment (PATH, HOME, LANG, the run's `DRBOT_*` variables and the
 //! step's `env`), so drbot's own secrets never reach scripts. It runs in its own process
 //! group, which is killed on timeout, cancel, or when drbot dies.
+//!
+//! Output is read as bytes, line by line, whatever it holds: invalid UTF-8 is shown with
+//! replacement characters, a line longer than [`MAX_LINE`] keeps its start (the rest is read
+//! and dropped), and the pipes are read until the command is done with them, so it never dies
+//! of a closed pipe. Once the command has exited its pipes are read for at most
+//! [`DRAIN_AFTER_EXIT`]: a background process it left holding them does not keep the step
+//! waiting until its timeout.
 
-use std::{collections::BTreeMap, collections::VecDeque, process::Stdio};
+use std::{collections::BTreeMap, collections::VecDeque, process::Stdio, time::Duration};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -38,6 +45,12 @@ pub struct ExecParams {
 fn default_max_output() -> usize {
     16 * 1024
 }
+
+/// Bytes of one output line kept in memory; the rest of a longer line is read and dropped.
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// How long the pipes are still read after the command exits.
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// The `exec` step type.
 pub struct ExecKind;
@@ -126,8 +139,30 @@ impl Step for Exec {
         let err = pump(child.stderr.take(), log.clone(), ctx.clone());
         let status = tokio::select! {
             s = async {
-                let (_, _, s) = tokio::join!(out, err, child.wait());
-                s
+                let mut pumps = std::pin::pin!(async {
+                    tokio::join!(out, err);
+                });
+                let mut drained = false;
+                let status = loop {
+                    tokio::select! {
+                        () = &mut pumps, if !drained => drained = true,
+                        s = child.wait() => break s,
+                    }
+                };
+                // Output written just before the exit is still in the pipes; a background
+                // process may hold them open for much longer.
+                if !drained
+                    && tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pumps).await.is_err()
+                    && let Ok(mut l) = log.lock()
+                {
+                    l.push(format!(
+                        "… [stopped reading output {} after `{}` exited: a background process \
+                         it started still holds its stdout or stderr]",
+                        humantime::format_duration(DRAIN_AFTER_EXIT),
+                        p.command
+                    ));
+                }
+                status
             } => s,
             _ = ctx.cancel.cancelled() => {
                 return Err(StepError::retryable("cancelled").with_log(take(&log)));
@@ -168,24 +203,82 @@ fn take(log: &std::sync::Mutex<BoundedLog>) -> String {
     log.lock().map(|l| l.render()).unwrap_or_default()
 }
 
+/// Reads `stream` to its end, line by line as bytes, into `log` and the progress lines.
 async fn pump(
     stream: Option<impl AsyncRead + Unpin>,
     log: std::sync::Arc<std::sync::Mutex<BoundedLog>>,
     ctx: StepContext,
 ) {
     let Some(stream) = stream else { return };
-    let mut lines = BufReader::new(stream).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                ctx.progress.line(line.clone());
-                if let Ok(mut l) = log.lock() {
-                    l.push(line);
-                }
-            }
-            // Non-UTF-8 output or a closed pipe ends capture; the exit status still counts.
-            Ok(None) | Err(_) => return,
+    let mut reader = BufReader::new(stream);
+    let mut line = LineBuf::default();
+    let emit = |line: &mut LineBuf| {
+        let text = line.take();
+        ctx.progress.line(text.clone());
+        if let Ok(mut l) = log.lock() {
+            l.push(text);
         }
+    };
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) => break,
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The pipe itself failed: nothing more can be read from it.
+            Err(_) => break,
+        };
+        let (used, complete) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                line.extend(&buf[..i]);
+                (i + 1, true)
+            }
+            None => {
+                line.extend(buf);
+                (buf.len(), false)
+            }
+        };
+        reader.consume(used);
+        if complete {
+            emit(&mut line);
+        }
+    }
+    if !line.is_empty() {
+        emit(&mut line);
+    }
+}
+
+/// One output line as it arrives: at most [`MAX_LINE`] bytes kept, the rest counted.
+#[derive(Default)]
+struct LineBuf {
+    kept: Vec<u8>,
+    dropped: usize,
+}
+
+impl LineBuf {
+    fn extend(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.kept.len());
+        let keep = room.min(bytes.len());
+        self.kept.extend_from_slice(&bytes[..keep]);
+        self.dropped = self.dropped.saturating_add(bytes.len() - keep);
+    }
+    fn is_empty(&self) -> bool {
+        self.kept.is_empty() && self.dropped == 0
+    }
+    /// The line as text (invalid UTF-8 replaced), noting what was dropped; empties the buffer.
+    fn take(&mut self) -> String {
+        let kept = std::mem::take(&mut self.kept);
+        let mut text = match String::from_utf8(kept) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        let dropped = std::mem::take(&mut self.dropped);
+        if dropped == 0 && text.ends_with('\r') {
+            text.pop();
+        }
+        if dropped > 0 {
+            text.push_str(&format!(" … [{dropped} more bytes of this line dropped]"));
+        }
+        text
     }
 }
 
@@ -213,7 +306,9 @@ impl BoundedLog {
     fn push(&mut self, mut line: String) {
         let half = self.budget / 2;
         if line.len() > half {
-            line = crate::step::trim_output(&line, half.max(16));
+            // Room for trim_output's marker, so the trimmed line fits in half the budget
+            // rather than being dropped whole.
+            line = crate::step::trim_output(&line, half.saturating_sub(64).max(16));
         }
         if self.head_bytes + line.len() <= half && self.dropped == 0 && self.tail.is_empty() {
             self.head_bytes += line.len() + 1;

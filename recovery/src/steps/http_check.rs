@@ -6,6 +6,10 @@
 //! check must pass; in `mode = "until"` the step polls until `count` consecutive checks pass
 //! ("wait until health is green"), bounded by `max_wait` or else by the step's timeout. Each
 //! check reports one progress line; a failure names the check and shows a short body snippet.
+//!
+//! Redirects are not followed: the step judges the URL's own answer, so a health URL that
+//! redirects to an SSO login or a maintenance page answering 200 fails (naming the status and
+//! where it points, without the query string) unless `expect_status` is that 3xx status.
 
 use std::{
     collections::BTreeMap,
@@ -295,12 +299,14 @@ pub struct HttpCheck {
 /// The HTTP client every health check shares. Building a client loads the system's root
 /// certificates (about 17 million instructions), which each attempt of each check step did
 /// when it built its own client. It keeps no idle connections: each check connects afresh
-/// (as a user would), and no pooled connection outlives the runtime that opened it.
+/// (as a user would), and no pooled connection outlives the runtime that opened it. It
+/// follows no redirects: a 302 to a login page is the URL's answer, not the login page's.
 fn shared_client() -> Result<reqwest::Client, String> {
     static CLIENT: std::sync::LazyLock<Result<reqwest::Client, String>> =
         std::sync::LazyLock::new(|| {
             reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| format!("http client: {e}"))
         });
@@ -354,6 +360,10 @@ impl HttpCheck {
             }
         };
         let status = resp.status().as_u16();
+        let redirect = resp
+            .status()
+            .is_redirection()
+            .then(|| redirect_target(&self.url, resp.headers()));
         let body = match self.params.method {
             HttpMethod::Head => Ok(Vec::new()),
             HttpMethod::Get => read_body(resp).await,
@@ -373,13 +383,13 @@ impl HttpCheck {
         };
         Outcome {
             status: Some(status),
-            problem: self.judge(status, &body),
+            problem: self.judge(status, redirect.as_deref(), &body),
             millis,
         }
     }
 
-    /// `None` when the answer passes, else why not.
-    fn judge(&self, status: u16, body: &[u8]) -> Option<String> {
+    /// `None` when the answer passes, else why not. `redirect` is where a 3xx answer points.
+    fn judge(&self, status: u16, redirect: Option<&str>, body: &[u8]) -> Option<String> {
         let text = String::from_utf8_lossy(body);
         let with_body = |msg: String| {
             if text.trim().is_empty() {
@@ -389,6 +399,12 @@ impl HttpCheck {
             }
         };
         if status != self.params.expect_status {
+            if let Some(to) = redirect {
+                return Some(format!(
+                    "answered {status} (redirect to {to}, not followed), expected {}",
+                    self.params.expect_status
+                ));
+            }
             return Some(with_body(format!(
                 "answered {status}, expected {}",
                 self.params.expect_status
@@ -564,6 +580,27 @@ impl Step for HttpCheck {
     }
 }
 
+/// Where a redirect points, for messages: scheme, host, port and path of its `Location`
+/// (resolved against the checked URL), never its user info, query string or fragment, which
+/// can carry tokens.
+fn redirect_target(base: &reqwest::Url, headers: &HeaderMap) -> String {
+    let Some(location) = headers.get(reqwest::header::LOCATION) else {
+        return "no Location header".into();
+    };
+    let Some(mut u) = location
+        .to_str()
+        .ok()
+        .and_then(|l| base.join(l.trim()).ok())
+    else {
+        return "an unparsable Location".into();
+    };
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    clip(u.as_str())
+}
+
 /// Reads at most [`MAX_BODY`] bytes of the body.
 async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
@@ -618,5 +655,27 @@ mod tests {
         assert_eq!(clip(&"é".repeat(200)).chars().count(), SNIPPET + 1);
         let u = reqwest::Url::parse("https://u:pw@h/x").unwrap();
         assert_eq!(shown_url(&u), "https://u:***@h/x");
+    }
+
+    #[test]
+    fn redirect_targets_hide_queries_and_credentials() {
+        let base = reqwest::Url::parse("http://svc:8080/health").unwrap();
+        let at = |loc: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                reqwest::header::LOCATION,
+                HeaderValue::from_str(loc).unwrap(),
+            );
+            redirect_target(&base, &h)
+        };
+        assert_eq!(
+            at("https://u:pw@sso.example/login?token=s3cret#x"),
+            "https://sso.example/login"
+        );
+        assert_eq!(at("/maintenance?x=1"), "http://svc:8080/maintenance");
+        assert_eq!(
+            redirect_target(&base, &HeaderMap::new()),
+            "no Location header"
+        );
     }
 }

@@ -1,7 +1,16 @@
 //! `k8s_scale` step: sets a Deployment's or StatefulSet's replicas through the `scale`
-//! subresource, then waits until `status.readyReplicas` reaches the target (the seed plan's
-//! "scale the DR region up / the failed region down"). Destructive and idempotent: running it
-//! again with the same target changes nothing.
+//! subresource, then waits until the workload has settled (the seed plan's "scale the DR
+//! region up / the failed region down"). Destructive and idempotent: running it again with the
+//! same target changes nothing.
+//!
+//! Settled means the controller has observed the new count and:
+//! - for a target above 0, at least `target` replicas are ready. More is fine: an autoscaler
+//!   whose `minReplicas` is above the target, or surge pods, keep more ready, and waiting for
+//!   exactly `target` would time out and make a retry patch against the autoscaler;
+//! - for a target of 0, no replica is ready and no pod matching the workload's
+//!   `spec.selector` is left, terminating ones included: `readyReplicas` drops as soon as a
+//!   pod is marked for deletion, while the pod keeps serving and writing during its grace
+//!   period. This needs the RBAC verb `list` on `pods`.
 
 use std::{
     sync::Arc,
@@ -125,9 +134,38 @@ pub struct Scale {
 }
 
 impl Scale {
-    /// Whether the workload has settled at the target.
-    fn done(&self, r: &Replicas) -> bool {
-        r.observed && r.ready == self.replicas
+    /// Whether the replica counts have settled at the target (for a target of 0 the pods are
+    /// checked as well, see the module documentation).
+    fn settled(&self, r: &Replicas) -> bool {
+        r.observed
+            && if self.replicas == 0 {
+                r.ready == 0
+            } else {
+                r.ready >= self.replicas
+            }
+    }
+}
+
+/// Pods a scale to 0 is still waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Leftover {
+    /// Pods still running or terminating.
+    live: u32,
+    /// Of those, how many are terminating.
+    terminating: u32,
+}
+
+impl Leftover {
+    fn describe(&self) -> String {
+        let pods = if self.live == 1 { "pod" } else { "pods" };
+        if self.terminating == self.live {
+            format!("{} {pods} still terminating", self.live)
+        } else {
+            format!(
+                "{} {pods} left ({} terminating)",
+                self.live, self.terminating
+            )
+        }
     }
 }
 
@@ -175,27 +213,70 @@ impl Step for Scale {
                 data: data(ready, false),
             });
         }
-        let deadline = started + self.wait;
-        let mut reported: Option<u32> = None;
+        // An absurd `wait` (say `"500000000years"`) means no deadline rather than an overflow.
+        let deadline = started.checked_add(self.wait);
+        let mut reported: Option<(u32, Option<Leftover>)> = None;
         let mut last: Option<Replicas> = None;
+        let mut leftover: Option<Leftover> = None;
         loop {
-            let last_error = match or_cancel(ctx, workload::read(&client, t)).await? {
-                Ok(r) => {
-                    if reported != Some(r.ready) {
-                        ctx.progress
-                            .line(format!("{}: {}/{target} ready", t.name, r.ready));
-                        reported = Some(r.ready);
+            let last_error = match or_cancel(ctx, workload::read_with_selector(&client, t)).await? {
+                Ok((r, selector)) => {
+                    last = Some(r);
+                    let mut pods_error = None;
+                    let settled = self.settled(&r);
+                    if settled && target == 0 {
+                        let selector = selector.map_err(|e| {
+                            StepError::fatal(format!(
+                                "{t}: cannot tell whether its pods have stopped: {e}"
+                            ))
+                        })?;
+                        match or_cancel(ctx, workload::live_pods(&client, &t.namespace, &selector))
+                            .await?
+                        {
+                            Ok((live, terminating)) => {
+                                leftover = Some(Leftover { live, terminating });
+                            }
+                            Err(e) => {
+                                let err = step_error(e, t, &self.kube, Verb::ListPods);
+                                if !err.retryable {
+                                    return Err(err);
+                                }
+                                pods_error = Some(err.message);
+                            }
+                        }
+                    } else {
+                        leftover = None;
                     }
-                    if self.done(&r) {
+                    let pods_left = leftover.filter(|l| l.live > 0);
+                    if reported != Some((r.ready, pods_left)) {
+                        let mut line = format!("{}: {}/{target} ready", t.name, r.ready);
+                        if let Some(l) = pods_left {
+                            line.push_str(&format!(", {}", l.describe()));
+                        }
+                        ctx.progress.line(line);
+                        reported = Some((r.ready, pods_left));
+                    }
+                    let done = settled
+                        && pods_error.is_none()
+                        && (target > 0 || leftover.is_some_and(|l| l.live == 0));
+                    if done {
                         let secs = started.elapsed().as_secs_f64();
+                        let mut summary =
+                            format!("{change}, {}/{target} ready in {secs:.1}s", r.ready);
+                        if r.desired != target {
+                            summary.push_str(&format!(
+                                " (spec.replicas is now {}, changed by something else such as \
+                                 an autoscaler)",
+                                r.desired
+                            ));
+                        }
                         return Ok(StepOutput {
-                            summary: format!("{change}, {}/{target} ready in {secs:.1}s", r.ready),
+                            summary,
                             log: String::new(),
                             data: data(r.ready, true),
                         });
                     }
-                    last = Some(r);
-                    None
+                    pods_error
                 }
                 Err(e) => {
                     let err = step_error(e, t, &self.kube, Verb::Get);
@@ -206,12 +287,15 @@ impl Step for Scale {
                 }
             };
             let now = Instant::now();
-            if now >= deadline {
-                return Err(StepError::retryable(timeout_message(
-                    t, target, self.wait, last, last_error,
-                )));
-            }
-            let pause = self.poll.min(deadline - now);
+            let pause = match deadline {
+                Some(deadline) if now >= deadline => {
+                    return Err(StepError::retryable(timeout_message(
+                        t, target, self.wait, last, leftover, last_error,
+                    )));
+                }
+                Some(deadline) => self.poll.min(deadline - now),
+                None => self.poll,
+            };
             or_cancel(ctx, tokio::time::sleep(pause)).await?;
         }
     }
@@ -222,9 +306,24 @@ fn timeout_message(
     target: u32,
     wait: Duration,
     last: Option<Replicas>,
+    leftover: Option<Leftover>,
     last_error: Option<String>,
 ) -> String {
     let wait = humantime::format_duration(wait);
+    if let (Some(r), Some(l)) = (last, leftover)
+        && target == 0
+        && r.ready == 0
+        && l.live > 0
+    {
+        let mut msg = format!(
+            "{t}: 0/0 ready, but {} after waiting {wait} (target 0 replicas)",
+            l.describe()
+        );
+        if let Some(e) = last_error {
+            msg.push_str(&format!("; last request failed: {e}"));
+        }
+        return msg;
+    }
     let mut msg = match last {
         Some(r) => format!(
             "{t}: {}/{target} ready after waiting {wait} (target {target} replicas)",

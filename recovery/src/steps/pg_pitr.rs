@@ -418,18 +418,25 @@ impl Step for Pitr {
     }
 }
 
-/// The base backup to restore: `latest` is the newest `base_tar` finished before `target`.
+/// The base backup to restore: `latest` is the newest `base_tar` finished before `target`
+/// (an error when an unusable manifest might be that one, see `Listing::newest`).
 async fn choose_backup(
     store: &BackupStore,
     backup: &str,
     target: DateTime<Utc>,
 ) -> Result<Manifest, StepError> {
     if backup == "latest" {
-        let base: Vec<Manifest> = store
-            .list()
-            .await
+        let listing = store.list_all().await.map_err(backup::step_error)?;
+        // An unusable manifest that might be the backup meant stops here, naming it.
+        if let Some(m) = listing
+            .newest(|k| k == BackupKind::BaseTar, Some(target))
             .map_err(backup::step_error)?
-            .into_iter()
+        {
+            return Ok(m.clone());
+        }
+        let base: Vec<&Manifest> = listing
+            .complete
+            .iter()
             .filter(|m| m.kind == BackupKind::BaseTar)
             .collect();
         let Some(oldest) = base.last() else {
@@ -438,19 +445,13 @@ async fn choose_backup(
                 store.display()
             )));
         };
-        return base
-            .iter()
-            .find(|m| m.created_at <= target)
-            .cloned()
-            .ok_or_else(|| {
-                StepError::fatal(format!(
-                    "target time {} is before the oldest base backup `{}` (finished {}): \
-                     there is no base backup to recover from",
-                    show_time(target),
-                    oldest.name,
-                    show_time(oldest.created_at)
-                ))
-            });
+        return Err(StepError::fatal(format!(
+            "target time {} is before the oldest base backup `{}` (finished {}): there is no \
+             base backup to recover from",
+            show_time(target),
+            oldest.name,
+            show_time(oldest.created_at)
+        )));
     }
     let m = store
         .resolve(backup, Some(BackupKind::BaseTar))

@@ -496,7 +496,8 @@ impl VerifyBackup {
     }
 }
 
-/// Finds the backup to verify: by name, or the newest sql_gzip/custom one for `latest`.
+/// Finds the backup to verify: by name, or the newest sql_gzip/custom one for `latest` (an
+/// error when an unusable manifest might be newer, rather than an older backup).
 async fn find(
     store: &BackupStore,
     backup: &str,
@@ -510,11 +511,15 @@ async fn find(
     };
     let manifest = if backup == "latest" && kind.is_none() {
         store
-            .list()
+            .list_all()
             .await
             .map_err(step_error)?
-            .into_iter()
-            .find(|m| matches!(m.kind, BackupKind::SqlGzip | BackupKind::Custom))
+            .newest(
+                |k| matches!(k, BackupKind::SqlGzip | BackupKind::Custom),
+                None,
+            )
+            .map_err(step_error)?
+            .cloned()
             .ok_or_else(|| {
                 StepError::fatal(format!(
                     "no complete sql_gzip or custom backup in {}",

@@ -7,6 +7,13 @@
 //! step toward `spec.replicas`. Every request is recorded, a bearer token is checked when
 //! configured, and a name can be made to answer 403 or to never become ready.
 //!
+//! It also lists the workloads' pods (`GET /api/v1/namespaces/{ns}/pods?labelSelector=…`,
+//! equality, set and existence selectors): each workload has `status.replicas` pods labelled
+//! `app=<name>`, the first `readyReplicas` of them ready and those beyond `spec.replicas`
+//! terminating. A name can be made to leave its removed pods terminating until released (a
+//! long grace period), and to have an autoscaler whose `minReplicas` raises a non-zero
+//! `spec.replicas` below it back on the next tick.
+//!
 //! With `tls`, it serves HTTPS as a real API server does, with a certificate for `127.0.0.1`
 //! signed by a test-only CA ([`FakeKube::ca_pem`], what a pod finds in its service account's
 //! `ca.crt`). The certificate and key in `testkit/tls/` exist for this fake only.
@@ -126,6 +133,9 @@ pub struct FakeWorkload {
     pub ready: u32,
     /// `status.replicas`: pods created and not yet deleted.
     pub current: u32,
+    /// Pods no longer counted in the status that are still terminating (only while the
+    /// name is held with [`FakeKube::hold_terminating`]).
+    pub terminating: u32,
     /// `metadata.generation`.
     pub generation: i64,
     /// `status.observedGeneration`.
@@ -148,6 +158,12 @@ struct Inner {
     requests: Vec<Recorded>,
     forbidden: BTreeSet<String>,
     stalled: BTreeSet<String>,
+    /// Names whose removed pods stay terminating until released.
+    held: BTreeSet<String>,
+    /// Names with an autoscaler, and its `minReplicas`.
+    autoscaled: BTreeMap<String, u32>,
+    /// Namespaces where listing pods answers 403.
+    pods_forbidden: BTreeSet<String>,
     next_version: u64,
 }
 
@@ -185,6 +201,9 @@ impl FakeKube {
             requests: Vec::new(),
             forbidden: BTreeSet::new(),
             stalled: BTreeSet::new(),
+            held: BTreeSet::new(),
+            autoscaled: BTreeMap::new(),
+            pods_forbidden: BTreeSet::new(),
             next_version: 1000,
         }));
         let app = Router::new().fallback(handle).with_state(state.clone());
@@ -253,6 +272,7 @@ impl FakeKube {
                 replicas,
                 ready: replicas,
                 current: replicas,
+                terminating: 0,
                 generation: 1,
                 observed_generation: 1,
             },
@@ -272,6 +292,47 @@ impl FakeKube {
     /// new specs and creates pods, which never become ready).
     pub fn stall(&self, name: &str) {
         self.state.lock().unwrap().stalled.insert(name.into());
+    }
+
+    /// Pods of objects called `name` that stop being ready on a scale-down stay listed as
+    /// terminating (with a `deletionTimestamp`) until [`FakeKube::release_terminating`], as
+    /// pods with a long grace period do.
+    pub fn hold_terminating(&self, name: &str) {
+        self.state.lock().unwrap().held.insert(name.into());
+    }
+
+    /// Ends the grace period of the held terminating pods of objects called `name`: they are
+    /// gone at once, and later ones go as they stop being ready.
+    pub fn release_terminating(&self, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.held.remove(name);
+        s.next_version += 1;
+        let version = s.next_version;
+        for ((_, _, n), obj) in s.objects.iter_mut() {
+            if n == name && obj.state.terminating > 0 {
+                obj.state.terminating = 0;
+                obj.resource_version = version;
+            }
+        }
+    }
+
+    /// Objects called `name` get an autoscaler with `min_replicas`: each tick raises a
+    /// `spec.replicas` below it (but above 0) back to it, as a HorizontalPodAutoscaler does.
+    pub fn autoscale(&self, name: &str, min_replicas: u32) {
+        self.state
+            .lock()
+            .unwrap()
+            .autoscaled
+            .insert(name.into(), min_replicas);
+    }
+
+    /// Listing pods in `namespace` is answered 403 Forbidden.
+    pub fn forbid_pods(&self, namespace: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .pods_forbidden
+            .insert(namespace.into());
     }
 
     /// The state of a workload; `resource` is `deployments` or `statefulsets`.
@@ -294,12 +355,23 @@ fn reconcile(s: &mut Inner) {
     for ((_, _, name), obj) in s.objects.iter_mut() {
         let w = &mut obj.state;
         let before = *w;
+        // A HorizontalPodAutoscaler leaves a workload scaled to 0 alone.
+        if let Some(&min) = s.autoscaled.get(name)
+            && w.replicas > 0
+            && w.replicas < min
+        {
+            w.replicas = min;
+            w.generation += 1;
+        }
         w.observed_generation = w.generation;
         if !s.stalled.contains(name) {
             if w.ready < w.replicas {
                 w.ready += 1;
             } else if w.ready > w.replicas {
                 w.ready -= 1;
+                if s.held.contains(name) {
+                    w.terminating += 1;
+                }
             }
         }
         // Pods beyond the spec are still terminating while they count as ready.
@@ -346,6 +418,7 @@ async fn handle(
             &mut s,
             &method,
             &path,
+            uri.query(),
             content_type.as_deref(),
             parsed.as_ref(),
         )
@@ -372,10 +445,14 @@ fn route(
     s: &mut Inner,
     method: &Method,
     path: &str,
+    query: Option<&str>,
     content_type: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let ["api", "v1", "namespaces", ns, "pods"] = segments.as_slice() {
+        return list_pods(s, method, ns, query);
+    }
     let (resource, ns, name, sub) = match segments.as_slice() {
         ["apis", "apps", "v1", "namespaces", ns, res, name] => (*res, *ns, *name, None),
         ["apis", "apps", "v1", "namespaces", ns, res, name, sub] => (*res, *ns, *name, Some(*sub)),
@@ -442,6 +519,185 @@ fn route(
         None if resource == "deployments" => (200, deployment_json(ns, name, obj)),
         None => (200, statefulset_json(ns, name, obj)),
     }
+}
+
+/// `GET /api/v1/namespaces/{ns}/pods[?labelSelector=…]`: a `PodList` of the workloads' pods.
+fn list_pods(s: &Inner, method: &Method, ns: &str, query: Option<&str>) -> (u16, Value) {
+    if method != Method::GET {
+        return status_body(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+            None,
+        );
+    }
+    if s.pods_forbidden.contains(ns) {
+        return status_body(
+            403,
+            "Forbidden",
+            &format!(
+                "pods is forbidden: User \"{USER}\" cannot list resource \"pods\" in API group \
+                 \"\" in the namespace \"{ns}\""
+            ),
+            Some(json!({ "kind": "pods" })),
+        );
+    }
+    let selector = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "labelSelector")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let requirements = match parse_selector(&selector) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(&format!(
+                "unable to parse requirement: {e} (labelSelector {selector:?})"
+            ));
+        }
+    };
+    let mut items = Vec::new();
+    for ((resource, obj_ns, name), obj) in &s.objects {
+        if obj_ns != ns {
+            continue;
+        }
+        for pod in pods_of(resource, ns, name, obj) {
+            let labels = pod["metadata"]["labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            if requirements.iter().all(|r| r.matches(&labels)) {
+                items.push(pod);
+            }
+        }
+    }
+    (
+        200,
+        json!({
+            "kind": "PodList",
+            "apiVersion": "v1",
+            "metadata": { "resourceVersion": s.next_version.to_string() },
+            "items": items,
+        }),
+    )
+}
+
+/// One requirement of a label selector.
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+impl Requirement {
+    fn matches(&self, labels: &Map<String, Value>) -> bool {
+        let get = |k: &str| labels.get(k).and_then(Value::as_str);
+        match self {
+            Self::Equals(k, v) => get(k) == Some(v.as_str()),
+            Self::NotEquals(k, v) => get(k) != Some(v.as_str()),
+            Self::In(k, vs) => get(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Self::NotIn(k, vs) => get(k).is_none_or(|l| vs.iter().all(|v| v != l)),
+            Self::Exists(k) => get(k).is_some(),
+            Self::DoesNotExist(k) => get(k).is_none(),
+        }
+    }
+}
+
+/// Parses `a=b,c!=d,e in (f,g),h notin (i),j,!k`; an empty selector matches everything.
+fn parse_selector(selector: &str) -> Result<Vec<Requirement>, String> {
+    // Split at the commas outside parentheses.
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&selector[start..]);
+    let set = |rest: &str| -> Result<Vec<String>, String> {
+        let inner = rest
+            .trim()
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .ok_or_else(|| format!("expected a parenthesised set, found {rest:?}"))?;
+        Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
+    };
+    let mut out = Vec::new();
+    for part in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
+        let req = if let Some((k, v)) = part.split_once("!=") {
+            Requirement::NotEquals(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            Requirement::Equals(k.trim().into(), v.trim().into())
+        } else if let Some((k, rest)) = part.split_once(" notin ") {
+            Requirement::NotIn(k.trim().into(), set(rest)?)
+        } else if let Some((k, rest)) = part.split_once(" in ") {
+            Requirement::In(k.trim().into(), set(rest)?)
+        } else if let Some(k) = part.strip_prefix('!') {
+            Requirement::DoesNotExist(k.trim().into())
+        } else if part.contains(|c: char| c.is_whitespace() || "()".contains(c)) {
+            return Err(format!("{part:?}"));
+        } else {
+            Requirement::Exists(part.into())
+        };
+        out.push(req);
+    }
+    Ok(out)
+}
+
+/// The pods of one workload: `status.replicas` counted ones (the first `readyReplicas` ready,
+/// those beyond `spec.replicas` terminating), then the held terminating ones.
+fn pods_of(resource: &str, ns: &str, name: &str, obj: &Obj) -> Vec<Value> {
+    let w = &obj.state;
+    let total = w.current + w.terminating;
+    (0..total)
+        .map(|i| {
+            let ready = i < w.ready.min(w.current);
+            let terminating = i >= w.replicas;
+            let (pod_name, labels) = if resource == "statefulsets" {
+                let pod_name = format!("{name}-{i}");
+                let labels = json!({
+                    "app": name,
+                    "statefulset.kubernetes.io/pod-name": pod_name,
+                });
+                (pod_name, labels)
+            } else {
+                (
+                    format!("{name}-5d8f7c9b6-p{i:04}"),
+                    json!({ "app": name, "pod-template-hash": "5d8f7c9b6" }),
+                )
+            };
+            let mut metadata = json!({
+                "name": pod_name,
+                "namespace": ns,
+                "uid": format!("{}-{i:04}", &obj.uid[..obj.uid.len() - 4]),
+                "resourceVersion": obj.resource_version.to_string(),
+                "creationTimestamp": CREATED,
+                "labels": labels,
+            });
+            if terminating {
+                metadata["deletionTimestamp"] = json!("2026-01-01T01:00:00Z");
+                metadata["deletionGracePeriodSeconds"] = json!(30);
+            }
+            let ready_status = if ready { "True" } else { "False" };
+            json!({
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "metadata": metadata,
+                "spec": pod_template(name)["spec"].clone(),
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{ "type": "Ready", "status": ready_status }],
+                },
+            })
+        })
+        .collect()
 }
 
 /// The replicas a PATCH on a Scale sets (`None`: it changes nothing), or the error answer.
