@@ -3,7 +3,8 @@
 //! honours `nonce` + `enforce_nonce` as Discord documents (a second post with the same nonce
 //! returns the first message), can answer the next call with a 429 carrying `retry_after` or
 //! report an exhausted bucket (`X-RateLimit-Remaining: 0`), and treats interaction tokens
-//! starting with `expired` as Discord treats tokens older than 15 minutes (401, code 50027).
+//! starting with `expired` as Discord treats tokens older than 15 minutes (401, code 50027);
+//! tokens starting with `broken` get a 502 every time (webhooks down).
 
 use std::{
     sync::{Arc, Mutex},
@@ -147,6 +148,9 @@ impl FakeDiscord {
 }
 
 fn expired(token: &str) -> Option<Response> {
+    if token.starts_with("broken") {
+        return Some((StatusCode::BAD_GATEWAY, "upstream unavailable").into_response());
+    }
     token.starts_with("expired").then(|| {
         (
             StatusCode::UNAUTHORIZED,

@@ -233,6 +233,22 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
         "the fake refused the expired token"
     );
 
+    // Webhooks failing however often drbot tries: the answer goes to the channel too.
+    deferred(&command(
+        port,
+        "2003",
+        "broken-token",
+        "7",
+        "status",
+        json!([]),
+    ));
+    let msg = wait_for("the channel fallback after failed webhooks", 20, || {
+        fake.messages(CHANNEL)
+            .into_iter()
+            .find(|m| content(&m.body).starts_with("<@2003>"))
+    });
+    assert!(content(&msg.body).contains("us-west-2"), "{:?}", msg.body);
+
     // Two channel posts back to back, the first finding its bucket exhausted for 0.6 s:
     // drbot waits the reset out before the second.
     let exhausted_at = fake.posts();
@@ -265,7 +281,11 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
 
     // The interaction tokens never reach the log.
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
-    assert!(!log.contains("tok-request") && !log.contains("expired-token"));
+    assert!(
+        !log.contains("tok-request")
+            && !log.contains("expired-token")
+            && !log.contains("broken-token")
+    );
 }
 
 #[test]

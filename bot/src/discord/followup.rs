@@ -43,25 +43,41 @@ impl Origins {
         }
     }
 
-    /// The origin of `run` if its requester has not yet been told about `state`.
-    fn claim(&self, run: i64, state: RunState) -> Option<Origin> {
+    /// The origin of `run` if its requester has not yet been told about `state`, with what
+    /// they were told before (for [`Origins::release`]).
+    fn claim(&self, run: i64, state: RunState) -> Option<(Origin, Option<RunState>)> {
         let mut m = self.0.lock().ok()?;
         let (origin, told) = m.get_mut(&run)?;
         if *told == Some(state) {
             return None;
         }
-        *told = Some(state);
+        let before = told.replace(state);
         let origin = origin.clone();
         if !state.is_active() {
             m.remove(&run);
         }
-        Some(origin)
+        Some((origin, before))
+    }
+
+    /// Undoes a claim whose message could not be delivered, so the next sync tries again
+    /// (unless a newer state was claimed meanwhile).
+    fn release(&self, run: i64, origin: Origin, state: RunState, before: Option<RunState>) {
+        if let Ok(mut m) = self.0.lock() {
+            match m.get_mut(&run) {
+                Some((_, told)) if *told == Some(state) => *told = before,
+                Some(_) => {}
+                None => {
+                    m.insert(run, (origin, before));
+                }
+            }
+        }
     }
 }
 
 /// Sends `body` through the interaction's webhook while the token is fresh (`edit` replaces
-/// the deferred answer, else a follow-up message is added); otherwise, or if Discord refuses
-/// the token, posts `fallback` to the origin channel. `key` makes the channel post idempotent.
+/// the deferred answer, else a follow-up message is added); otherwise, or if the webhook
+/// fails for any reason (an expired token, an outage), posts `fallback` to the origin channel:
+/// told twice beats never told. `key` makes the channel post idempotent.
 pub async fn deliver(
     discord: &Discord,
     origin: &Origin,
@@ -87,7 +103,10 @@ pub async fn deliver(
             Err(DiscordError::Gone) => {
                 tracing::info!("Discord interaction token expired: answering in the channel")
             }
-            Err(e) => return Err(e),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "Discord interaction follow-up failed: answering in the channel"
+            ),
         }
     }
     let msg = json!({
@@ -102,19 +121,19 @@ pub async fn deliver(
 }
 
 /// Tells the requester of a Discord-started run that it ended or waits for a person, once per
-/// state.
-pub async fn notify_requester(app: &App, view: &RunView) {
+/// state. An error means they were not told; the next call tries again.
+pub async fn notify_requester(app: &App, view: &RunView) -> Result<(), DiscordError> {
     let Some(discord) = app.discord.clone() else {
-        return;
+        return Ok(());
     };
     let state = view.run.state;
     let tell =
         !state.is_active() || matches!(state, RunState::NeedsAttention | RunState::AwaitingGate);
     if !tell || view.run.platform != "discord" {
-        return;
+        return Ok(());
     }
-    let Some(origin) = discord.origins.claim(view.run.id, state) else {
-        return;
+    let Some((origin, before)) = discord.origins.claim(view.run.id, state) else {
+        return Ok(());
     };
     let body = json!({
         "content": text::outcome(view, None),
@@ -129,5 +148,8 @@ pub async fn notify_requester(app: &App, view: &RunView) {
             error = format!("{e:#}"),
             "telling the requester on Discord failed"
         );
+        discord.origins.release(view.run.id, origin, state, before);
+        return Err(e);
     }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! gets a card in the Discord incident channel, edited in place as the run moves, whatever
 //! platform the request or the approvals came from.
 
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::{api::DiscordError, text};
@@ -81,7 +82,8 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
     let Some(view) = approvals::view(&app.store, run).await? else {
         return Ok(());
     };
-    super::followup::notify_requester(app, &view).await;
+    // Not told now: the card is still synced, and the follow loop syncs again later.
+    let told = super::followup::notify_requester(app, &view).await;
     let body = text::card(&view);
     let cards = cards_of(app, run).await?;
     let waits = matches!(
@@ -109,7 +111,8 @@ async fn sync_inner(app: &App, run: i64) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    post_checklists(app, run).await
+    post_checklists(app, run).await?;
+    told.context("telling the requester")
 }
 
 /// Posts each checklist opened for run `run` (a runbook's `checklists`) in each channel that
