@@ -201,7 +201,10 @@ pub fn build(input: &Input) -> Timeline {
     );
     keyed.sort_by_key(|(k, _)| *k);
     let events: Vec<Event> = keyed.into_iter().map(|(_, e)| e).collect();
-    let milestones = milestones(input, &audit, events.first().map(|e| e.at));
+    // Monitor lines are not "the first event" of a response: an alert that counts is the
+    // detection, and one that recovered before the declaration is no part of it.
+    let first = events.iter().find(|e| e.kind != EventKind::Monitor);
+    let milestones = milestones(input, &audit, first.map(|e| e.at));
     let at = |m: Milestone| {
         milestones
             .iter()
@@ -253,15 +256,33 @@ fn step_of(input: &Input, run: Option<i64>, d: &Value) -> Option<StepInfo> {
         .cloned()
 }
 
+/// The alert that stands for detection: among the regions still down when the incident was
+/// declared (or at the end of the scope), the one down longest. A region that came back up
+/// before then (a blip an hour earlier) does not count.
+fn detection_alert(audit: &[AuditRow], until: Option<i64>) -> Option<&AuditRow> {
+    let mut down: std::collections::BTreeMap<String, &AuditRow> = Default::default();
+    for r in audit.iter().filter(|r| until.is_none_or(|t| r.at <= t)) {
+        let region = || detail(r)["region"].as_str().unwrap_or("").to_string();
+        match r.action.as_str() {
+            "monitor.down" => {
+                down.entry(region()).or_insert(r);
+            }
+            "monitor.up" => {
+                down.remove(&region());
+            }
+            _ => {}
+        }
+    }
+    down.into_values().min_by_key(|r| (r.at, r.seq))
+}
+
 fn milestones(input: &Input, audit: &[AuditRow], first: Option<i64>) -> Vec<MilestoneAt> {
     let declared = audit
         .iter()
         .find(|r| r.action == "incident.opened")
         .map(|r| (r.at, "incident opened".to_string()))
         .or_else(|| input.declared_at.map(|at| (at, "incident opened".into())));
-    let alert = audit.iter().find(|r| {
-        r.action == "monitor.down" && declared.as_ref().is_none_or(|(at, _)| r.at <= *at)
-    });
+    let alert = detection_alert(audit, declared.as_ref().map(|(at, _)| *at));
     let detection = match (alert, first) {
         (Some(r), _) => (
             Some(r.at),

@@ -147,6 +147,45 @@ fn without_a_monitor_alert_detection_is_the_first_event() {
     assert_eq!(t.total_ms, Some(240_000));
 }
 
+/// An alert whose region came back up before the declaration (a blip an hour earlier), and a
+/// lone recovery line, are no part of the response: detection is the alert still open.
+#[test]
+fn an_alert_that_recovered_before_declaration_is_not_the_detection() {
+    let mut audit = full();
+    for r in audit.iter_mut() {
+        r.seq += 2;
+    }
+    audit[0].at = 30_000;
+    audit.insert(
+        0,
+        row(
+            2,
+            -2_000_000,
+            "monitor.up",
+            None,
+            json!({ "region": "us-west-2", "episode": 1 }),
+        ),
+    );
+    audit.insert(
+        0,
+        row(
+            1,
+            -3_000_000,
+            "monitor.down",
+            None,
+            json!({ "region": "us-west-2", "episode": 1 }),
+        ),
+    );
+    let t = build(&input(audit.clone()));
+    assert_eq!(t.at(Milestone::Detection), Some(30_000));
+    assert_eq!(t.milestones[0].source, "monitor alert: us-east-1 down");
+    // Without the open alert: the first event that is not a monitor line.
+    audit.remove(2);
+    let t = build(&input(audit));
+    assert_eq!(t.at(Milestone::Detection), Some(61_000));
+    assert_eq!(t.milestones[0].source, "no monitor alert: the first event");
+}
+
 #[test]
 fn an_alert_after_declaration_is_not_the_detection() {
     let mut audit = full();
