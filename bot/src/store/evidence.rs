@@ -46,6 +46,26 @@ impl Store {
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
+        // Every run's steps in one query (the page is public: a few queries per view, not one
+        // per run).
+        let steps_sql = format!(
+            "SELECT s.run_id, s.kind, s.data FROM run_steps s JOIN ({FINISHED}) r \
+             ON s.run_id = r.id ORDER BY s.run_id, s.idx"
+        );
+        let mut steps: std::collections::HashMap<i64, Vec<(String, Option<serde_json::Value>)>> =
+            std::collections::HashMap::new();
+        for s in sqlx::query(sqlx::AssertSqlSafe(steps_sql))
+            .bind(runbook.to_string())
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?
+        {
+            let data: Option<String> = s.try_get("data")?;
+            steps.entry(s.try_get("run_id")?).or_default().push((
+                s.try_get("kind")?,
+                data.and_then(|d| serde_json::from_str(&d).ok()),
+            ));
+        }
         let mut out = Vec::with_capacity(rows.len());
         for r in rows.into_iter().rev() {
             let id: i64 = r.try_get("id")?;
@@ -54,7 +74,7 @@ impl Store {
                 state: r.try_get("state")?,
                 started_at: r.try_get("started_at")?,
                 finished_at: r.try_get("finished_at")?,
-                steps: self.step_records(id).await?,
+                steps: steps.remove(&id).unwrap_or_default(),
             });
         }
         Ok(out)
