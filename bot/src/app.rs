@@ -40,6 +40,9 @@ pub struct App {
     pub slack: Option<Arc<crate::slack::Slack>>,
     /// Per-run locks around card edits (see [`crate::cards::CardLocks`]).
     pub card_locks: Arc<crate::cards::CardLocks>,
+    /// Per-checklist locks around checklist message edits: a refresh reads the checklist
+    /// under it, so an older render never lands after a newer one.
+    pub checklist_locks: Arc<crate::cards::CardLocks>,
 }
 
 impl App {
@@ -58,6 +61,7 @@ impl App {
         let app = App {
             status_cache: Arc::default(),
             card_locks: Arc::default(),
+            checklist_locks: Arc::default(),
             audit: crate::store::audit_writer::AuditWriter::spawn(store.clone()),
             discord: settings
                 .config

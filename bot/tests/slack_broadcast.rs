@@ -1,5 +1,7 @@
-//! The notifier's Slack broadcast: one post per key in the incident channel, also when a post
-//! hits a rate limit or an ambiguous server error.
+//! Slack posts made outside the card loop: the notifier's broadcast (one post per key in the
+//! incident channel, also when a post hits a rate limit, an ambiguous server error, an
+//! unreadable answer or another process's slow post) and checklist messages (re-rendered in
+//! order).
 
 mod common;
 
@@ -90,4 +92,51 @@ async fn a_slow_post_is_not_made_twice_by_another_process() {
     );
     let msgs = slack.messages("CINC");
     assert_eq!(msgs.len(), 1, "{msgs:?}");
+}
+
+/// Two ticks in quick succession, the first refresh slowed by Slack: the checklist message
+/// ends showing both ticks, never the older render landing last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checklist_refreshes_never_go_backwards() {
+    let slack = FakeSlack::start("xoxb-t");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let text = common::config_text(&url, 1, "30m", 0, "m").replace(
+        "[store]",
+        &format!(
+            "[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-t\"\napi_base_url = \"{}\"\nincident_channel = \"CINC\"\n\n[store]",
+            slack.base_url()
+        ),
+    );
+    let app = drbot::app::App::new(
+        common::settings(&text),
+        drbot::store::Store::connect(&url, 4).await.unwrap(),
+    );
+    let alice = common::cli(&app, "alice");
+    let id = match drbot::dispatch::handle(&app, &alice, "/dr checklist during-failover").await {
+        drbot::reply::Reply::Checklist(v) => v.instance.id,
+        other => panic!("{other:?}"),
+    };
+    drbot::slack::checklist::post(&app, id, "C1").await;
+    assert_eq!(slack.messages("C1").len(), 1);
+    app.store
+        .toggle_tick(id, "stop-writes", &alice)
+        .await
+        .unwrap();
+    slack.inject("chat.update", Fault::Slow(1500));
+    let first = {
+        let app = app.clone();
+        tokio::spawn(async move { drbot::slack::checklist::refresh(&app, id).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.store
+        .toggle_tick(id, "promote-db", &alice)
+        .await
+        .unwrap();
+    drbot::slack::checklist::refresh(&app, id).await;
+    first.await.unwrap();
+    let view = app.store.checklist(id).await.unwrap().unwrap();
+    let shown = &slack.messages("C1")[0];
+    assert_eq!(shown.updates, 2);
+    assert_eq!(shown.blocks, drbot::slack::text::checklist(&view));
 }

@@ -56,6 +56,7 @@ pub async fn refresh_others(app: &App, id: i64, skip: &str) {
         let Some(discord) = app.discord.clone() else {
             return Ok(());
         };
+        let _serial = app.checklist_locks.lock(id).await;
         let Some(view) = app.store.checklist(id).await? else {
             return Ok(());
         };

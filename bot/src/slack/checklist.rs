@@ -53,6 +53,7 @@ pub async fn refresh(app: &App, id: i64) {
         let Some(slack) = app.slack.clone() else {
             return Ok(());
         };
+        let _serial = app.checklist_locks.lock(id).await;
         let Some(view) = app.store.checklist(id).await? else {
             return Ok(());
         };
