@@ -266,6 +266,8 @@ fn failback_after_a_failover_puts_everything_back() {
         east_kube.add_deployment("apex", "apex-worker", 2);
         let west_kube = FakeKube::start_with(fast()).await;
         west_kube.add_deployment("apex", "apex-api", 1);
+        // The DR region's workers stand at 0 until a failover starts them.
+        west_kube.add_deployment("apex", "apex-worker", 0);
         let stop = CancellationToken::new();
         let east_health = drbot::demo::apex::start(
             "us-east-1",
@@ -384,8 +386,9 @@ fn failback_after_a_failover_puts_everything_back() {
         // DNS points at the primary region again.
         assert_eq!(api_record(&peers.moto, &peers.zone).await, ["10.0.1.10"]);
         // Kubernetes, in order: the failover stopped the primary's API and workers, the
-        // failback started them again at the seed's sizes; the DR API went up, then back to
-        // its standby size.
+        // failback started them again at the seed's sizes; the DR API and workers went up,
+        // then the DR workers stopped (before the primary's started) and the DR API went back
+        // to its standby size.
         let pairs = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
             v.iter().map(|(n, r)| (n.to_string(), *r)).collect()
         };
@@ -400,12 +403,18 @@ fn failback_after_a_failover_puts_everything_back() {
         );
         assert_eq!(
             scale_patches(&peers.west_kube),
-            pairs(&[("apex-api", 5), ("apex-api", 1)])
+            pairs(&[
+                ("apex-api", 5),
+                ("apex-worker", 2),
+                ("apex-worker", 0),
+                ("apex-api", 1)
+            ])
         );
         let ready = |k: &FakeKube, name: &str| k.workload("deployments", "apex", name).unwrap();
         assert_eq!(ready(&peers.east_kube, "apex-api").ready, 5);
         assert_eq!(ready(&peers.east_kube, "apex-worker").ready, 2);
         assert_eq!(ready(&peers.west_kube, "apex-api").replicas, 1);
+        assert_eq!(ready(&peers.west_kube, "apex-worker").replicas, 0);
         // The primary's API was scaled up only after its database was promoted back.
         let steps = app.store.steps(failback).await.unwrap();
         let finished = |kind: &str| {
@@ -417,7 +426,7 @@ fn failback_after_a_failover_puts_everything_back() {
         };
         let scale_start = steps
             .iter()
-            .find(|s| s.kind == "k8s_scale")
+            .find(|s| s.kind == "k8s_scale" && s.name.contains("in us-east-1"))
             .and_then(|s| s.started_at)
             .unwrap();
         assert!(finished("pg_switchover") <= scale_start);

@@ -2,7 +2,8 @@
 //! validates against the real step registry (recovery's providers plus drbot's incident step)
 //! and resolves into the seed's "Recovery to Primary" with the failover's infrastructure steps
 //! in reverse: preflight first, the data synced before the gated cutover, the primary's Redis,
-//! API and workers and DNS after it, every destructive step marked and naming what it touches.
+//! the DR workers stopped, the primary's API and workers and DNS after it, every destructive
+//! step marked and naming what it touches.
 //! A config with only the database: `failback` is refused at check-config with a pointer to
 //! `failback-db`, which resolves; missing region variables are named.
 
@@ -123,6 +124,7 @@ async fn builtin_failback_plans_the_reverse_of_the_failover() {
             "incident",
             "k8s_scale",
             "k8s_scale",
+            "k8s_scale",
             "dns_switch",
             "http_check",
             "k8s_scale",
@@ -132,7 +134,7 @@ async fn builtin_failback_plans_the_reverse_of_the_failover() {
     );
     // Preflight is read-only and comes first; every change is approved before it runs.
     assert!(steps[..2].iter().all(|s| !s.destructive), "{steps:#?}");
-    for i in [2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16] {
+    for i in [2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 17] {
         assert!(steps[i].destructive, "step {i}: {:#?}", steps[i]);
     }
     // The cutover waits for its own approval; nothing else does.
@@ -167,24 +169,31 @@ async fn builtin_failback_plans_the_reverse_of_the_failover() {
         (&p(8)["redis"], &p(8)["master"]),
         (&"us-west-2".into(), &"us-east-1".into())
     );
+    // The workers the failover started in the DR region stop before the primary's start, so
+    // background jobs never run in both regions.
     assert_eq!(
         (&p(10)["kube"], &p(10)["name"], &p(10)["replicas"]),
+        (&"us-west-2".into(), &"apex-worker".into(), &0.into())
+    );
+    assert_eq!(steps[10].on_failure, recovery::runbook::OnFailure::Continue);
+    assert_eq!(
+        (&p(11)["kube"], &p(11)["name"], &p(11)["replicas"]),
         (&"us-east-1".into(), &"apex-api".into(), &5.into())
     );
     assert_eq!(
-        (&p(11)["kube"], &p(11)["name"], &p(11)["replicas"]),
+        (&p(12)["kube"], &p(12)["name"], &p(12)["replicas"]),
         (&"us-east-1".into(), &"apex-worker".into(), &2.into())
     );
-    assert_eq!(p(12)["values"][0], "10.0.1.10");
-    assert_eq!(p(12)["name"], "api.example.com");
-    assert_eq!(p(12)["zone"], "main");
-    assert_eq!(p(13)["url"], "http://127.0.0.1:9/health");
+    assert_eq!(p(13)["values"][0], "10.0.1.10");
+    assert_eq!(p(13)["name"], "api.example.com");
+    assert_eq!(p(13)["zone"], "main");
+    assert_eq!(p(14)["url"], "http://127.0.0.1:9/health");
     assert_eq!(
-        (&p(14)["kube"], &p(14)["name"], &p(14)["replicas"]),
+        (&p(15)["kube"], &p(15)["name"], &p(15)["replicas"]),
         (&"us-west-2".into(), &"apex-api".into(), &1.into())
     );
-    assert_eq!(steps[14].on_failure, recovery::runbook::OnFailure::Continue);
-    assert_eq!(p(16)["status"], "monitoring");
+    assert_eq!(steps[15].on_failure, recovery::runbook::OnFailure::Continue);
+    assert_eq!(p(17)["status"], "monitoring");
     let touches = |i: usize| steps[i].touches.join(" | ");
     assert!(
         touches(5).contains("redis us-east-1 (10.0.1.6:6379)"),
@@ -202,11 +211,16 @@ async fn builtin_failback_plans_the_reverse_of_the_failover() {
         touches(3)
     );
     assert!(
-        touches(10).contains("kubernetes us-east-1"),
+        touches(10).contains("kubernetes us-west-2"),
         "{}",
         touches(10)
     );
-    assert!(touches(12).contains("dns main (file "), "{}", touches(12));
+    assert!(
+        touches(11).contains("kubernetes us-east-1"),
+        "{}",
+        touches(11)
+    );
+    assert!(touches(13).contains("dns main (file "), "{}", touches(13));
     // No secret reaches the plan.
     let plan = serde_json::to_string(&v.run.plan).unwrap();
     assert!(!plan.contains(":pw@") && !plan.contains("pw@"), "{plan}");

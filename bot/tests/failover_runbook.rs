@@ -1,8 +1,9 @@
 //! The built-in `failover` runbook as users enable it (`builtin_runbooks = ["failover"]`): it
 //! validates against the real step registry (recovery's providers plus drbot's incident and
 //! email steps), resolves into the seed's order with preflight first, destructive steps
-//! marked, the customer email behind its own gate, and every step naming what it touches; a
-//! region missing the variables it needs is a check-config error that names them.
+//! marked, the DR region's API and workers both started, the customer email behind its own
+//! gate, and every step naming what it touches; a region missing the variables it needs is a
+//! check-config error that names them.
 
 mod common;
 
@@ -86,6 +87,7 @@ async fn builtin_failover_plans_the_seed_order() {
             "redis_promote",
             "incident",
             "k8s_scale",
+            "k8s_scale",
             "dns_switch",
             "http_check",
             "email_customers",
@@ -94,7 +96,7 @@ async fn builtin_failover_plans_the_seed_order() {
     );
     // Preflight is read-only; every change after it is destructive.
     assert!(steps[..3].iter().all(|s| !s.destructive), "{steps:#?}");
-    assert!(steps[3..12].iter().all(|s| s.destructive), "{steps:#?}");
+    assert!(steps[3..13].iter().all(|s| s.destructive), "{steps:#?}");
     // Only the customer email waits for its own approval.
     let gated: Vec<&str> = steps
         .iter()
@@ -103,9 +105,19 @@ async fn builtin_failover_plans_the_seed_order() {
         .collect();
     assert_eq!(gated, ["email_customers"]);
     assert_eq!(steps[0].params["url"], "http://127.0.0.1:9/health");
-    assert_eq!(steps[11].params["values"][0], "10.0.2.10");
-    assert_eq!(steps[11].params["name"], "api.example.com");
-    assert_eq!(steps[10].params["replicas"], 5);
+    assert_eq!(steps[12].params["values"][0], "10.0.2.10");
+    assert_eq!(steps[12].params["name"], "api.example.com");
+    // The DR region runs the API and the background workers, as the primary did.
+    let scale = |i: usize| {
+        (
+            steps[i].params["kube"].as_str().unwrap(),
+            steps[i].params["namespace"].as_str().unwrap(),
+            steps[i].params["name"].as_str().unwrap(),
+            steps[i].params["replicas"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(scale(10), ("us-west-2", "apex", "apex-api", 5));
+    assert_eq!(scale(11), ("us-west-2", "apex", "apex-worker", 2));
     let touches = |i: usize| steps[i].touches.join(" | ");
     assert!(
         touches(7).contains("replica us-west-2 (10.0.2.5:5432/postgres)"),
@@ -117,7 +129,12 @@ async fn builtin_failover_plans_the_seed_order() {
         "{}",
         touches(8)
     );
-    assert!(touches(11).contains("dns main (file "), "{}", touches(11));
+    assert!(touches(12).contains("dns main (file "), "{}", touches(12));
+    assert!(
+        touches(11).contains("kubernetes us-west-2"),
+        "{}",
+        touches(11)
+    );
     assert!(
         touches(4).contains("kubernetes us-east-1"),
         "{}",

@@ -52,6 +52,39 @@ async fn status_posts_are_idempotent() {
     assert_eq!(msgs.len(), 3, "{msgs:?}");
 }
 
+/// A post that failed lets its claim go at once: the retry (the outbox's next attempt) posts
+/// it, without waiting for the claim to lapse, and still only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_post_can_be_retried_at_once() {
+    let slack = FakeSlack::start("xoxb-t");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    let text = common::config_text(&url, 1, "30m", 0, "m").replace(
+        "[store]",
+        &format!(
+            "[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-t\"\napi_base_url = \"{}\"\nincident_channel = \"CINC\"\n\n[store]",
+            slack.base_url()
+        ),
+    );
+    let b = SlackBroadcast(drbot::app::App::new(
+        common::settings(&text),
+        drbot::store::Store::connect(&url, 4).await.unwrap(),
+    ));
+    for _ in 0..5 {
+        slack.inject("chat.postMessage", Fault::ServerError);
+    }
+    assert!(
+        b.post_status("incident-1:update-1", "DR activated")
+            .await
+            .is_err()
+    );
+    assert!(slack.messages("CINC").is_empty());
+    b.post_status("incident-1:update-1", "DR activated")
+        .await
+        .unwrap();
+    assert_eq!(slack.messages("CINC").len(), 1);
+}
+
 /// A post slowed by Slack (rate limits, retries) is still in flight, not lost: a second
 /// process asked for the same post waits for it instead of posting it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,10 @@ async fn post_once(
                 return Ok(None);
             }
             // The claim lapsed (its process stopped mid-post): Slack may have the post.
-            let found = renewing(app, key, slack.api.find_posted(channel, thread_ts, key)).await?;
+            let found = renewing(app, key, slack.api.find_posted(channel, thread_ts, key))
+                .await
+                .or_release(app, key)
+                .await?;
             if let Some(ts) = found {
                 complete(app, key, &ts).await?;
                 return Ok(Some(ts));
@@ -86,9 +89,36 @@ async fn post_once(
     let post = slack
         .api
         .post_message(channel, text, blocks, thread_ts, key);
-    let ts = renewing(app, key, post).await?;
+    let ts = renewing(app, key, post).await.or_release(app, key).await?;
     complete(app, key, &ts).await?;
     Ok(Some(ts))
+}
+
+/// After a failed post (or search), the claim is let go at once: the next attempt, here or in
+/// another process, takes it over and searches the channel first, instead of waiting for the
+/// lease to lapse.
+trait OrRelease<T> {
+    async fn or_release(self, app: &App, key: &str) -> anyhow::Result<T>;
+}
+
+impl<T, E: Into<anyhow::Error>> OrRelease<T> for Result<T, E> {
+    async fn or_release(self, app: &App, key: &str) -> anyhow::Result<T> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let released = sqlx::query(
+                    "UPDATE outbound SET claimed_until = NULL WHERE key = $1 AND message_id IS NULL",
+                )
+                .bind(key.to_string())
+                .execute(app.store.pool())
+                .await;
+                if let Err(r) = released {
+                    tracing::warn!(key, error = %r, "releasing a Slack post's claim failed");
+                }
+                Err(e.into())
+            }
+        }
+    }
 }
 
 /// Runs `work` while renewing the claim on `key` every third of its lease, so a post slowed
