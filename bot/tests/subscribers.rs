@@ -178,3 +178,22 @@ both_backends!(
     unsubscribe_is_idempotent_and_sticks,
     addresses_are_unique_in_the_database
 );
+
+/// An unsubscribe with a guessed token (or a second click) only reads: it never waits for
+/// SQLite's one writer, which approvals and run journals hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tokens_never_wait_for_the_writer() {
+    let env = env(Backend::Sqlite).await;
+    let store = env.app.store.clone();
+    let tx = store.write().await.unwrap();
+    let guess = "ab".repeat(32);
+    let r = tokio::time::timeout(std::time::Duration::from_secs(2), store.unsubscribe(&guess))
+        .await
+        .expect("an unknown token waited for the write lock")
+        .unwrap();
+    assert!(matches!(
+        r,
+        drbot::store::subscribers::Unsubscribed::Unknown
+    ));
+    drop(tx);
+}

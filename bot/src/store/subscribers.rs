@@ -260,6 +260,13 @@ impl Store {
         if !token_shape_ok(token) {
             return Ok(Unsubscribed::Unknown);
         }
+        // Read first (a read takes no write lock): a guessed token, or a second click, never
+        // queues behind approvals and run journal writes for SQLite's one writer.
+        match self.subscriber_by_token(token).await? {
+            None => return Ok(Unsubscribed::Unknown),
+            Some(s) if s.unsubscribed_at.is_some() => return Ok(Unsubscribed::Already(s)),
+            Some(_) => {}
+        }
         let changed = sqlx::query(
             "UPDATE subscribers SET unsubscribed_at = $1 \
              WHERE token = $2 AND unsubscribed_at IS NULL",
