@@ -16,6 +16,7 @@ pub mod drill_history;
 pub mod driver;
 pub mod events;
 pub mod grammar;
+pub mod http_serve;
 pub mod incidents;
 pub mod metrics;
 pub mod monitor;

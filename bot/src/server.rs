@@ -1,7 +1,8 @@
 //! The HTTP server (axum): health, readiness, metrics, the public status page
 //! (`crate::status_page`), the email unsubscribe endpoint (`crate::unsubscribe`) and, when
 //! `[server] reports = true`, the report pages (`crate::report::http`); front-ends add their
-//! routes here.
+//! routes here. `crate::http_serve` serves it (connection cap, header timeout, shutdown
+//! deadline); every request is answered within [`REQUEST_TIMEOUT`].
 
 use axum::{
     Router,
@@ -31,7 +32,22 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::status_page::routes())
         .merge(crate::unsubscribe::routes())
+        .layer(axum::middleware::from_fn(deadline))
         .with_state(app)
+}
+
+/// Longest a request may take, its body included (a client sending its body a byte at a
+/// time, a page stuck on the store): then 408 and the handler is dropped.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long\n").into_response(),
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -99,3 +99,46 @@ fn health_readiness_and_metrics() {
         "store URL is not logged with credentials"
     );
 }
+
+/// A client that sends part of a request and stalls is cut off after the header timeout, and
+/// one stalled at shutdown does not keep `serve` from stopping.
+#[test]
+fn stalled_clients_are_cut_off_and_never_block_shutdown() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let store = format!("sqlite://{}", dir.path().join("drbot.db").display());
+    let cfg = write_config(dir.path(), port, &store);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "poll_interval = \"100ms\"",
+        "poll_interval = \"100ms\"\nshutdown_grace = \"2s\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("serve.log");
+    let mut server = Server::start(&cfg, port, &log);
+
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled.write_all(b"GET /status HTTP/1.1\r\nHo").unwrap();
+    std::thread::sleep(Duration::from_secs(11));
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = Vec::new();
+    match stalled.read_to_end(&mut buf) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the stalled connection is still open after the header timeout: {e}"),
+    }
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled.write_all(b"GET /status HTTP/1.1\r\nHo").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    assert!(server.terminate(10).success());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}

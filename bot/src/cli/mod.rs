@@ -330,11 +330,12 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
         ));
     }
     let app_audit = app.audit.clone();
-    let http = {
-        let shutdown = shutdown.clone();
-        axum::serve(listener, crate::server::router(app))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    };
+    let http = crate::http_serve::serve(
+        listener,
+        crate::server::router(app.clone()),
+        shutdown.clone(),
+        app.settings.shutdown_grace,
+    );
     let signals = {
         let shutdown = shutdown.clone();
         async move {
@@ -349,7 +350,7 @@ async fn serve(app: App) -> anyhow::Result<ExitCode> {
         }
     };
     tokio::spawn(signals);
-    http.await?;
+    http.await;
     driver.await?;
     outbox.await?;
     // Rows of read-only commands may still be queued.
