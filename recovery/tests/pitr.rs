@@ -3,6 +3,7 @@
 //! `pg_pitr` to T into a new data directory and port: exactly the earlier rows exist. Bad
 //! targets (before the backup, in the future) fail clearly, a failed attempt's directory is
 //! wiped by the next run, a finished one is never wiped, and foreign directories are refused.
+//! A gzipped WAL archive passes `wal_archive_check` and recovers the same rows.
 
 mod pitr_support;
 
@@ -310,6 +311,83 @@ async fn pitr_recovers_exactly_the_rows_before_the_target() {
     assert!(
         err.message
             .contains("verify_sql: `SELECT count(*) = 5 FROM items` returned false"),
+        "{}",
+        err.message
+    );
+}
+
+/// An archive whose `archive_command` gzips (`gzip < %p > <dir>/%f.gz`): `wal_archive_check`
+/// accepts it, and `pg_pitr` recovers from it exactly as from plain segments.
+#[tokio::test(flavor = "multi_thread")]
+async fn pitr_replays_a_gzipped_wal_archive() {
+    use std::io::Write as _;
+    let mut su = setup().await;
+    let gz_dir = owned_temp_dir("drbot-walgz-");
+    let mut gzipped = 0;
+    for entry in std::fs::read_dir(su.src.archive_dir()).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let bytes = std::fs::read(entry.path()).unwrap();
+        if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&bytes).unwrap();
+            std::fs::write(
+                gz_dir.path().join(format!("{name}.gz")),
+                gz.finish().unwrap(),
+            )
+            .unwrap();
+            gzipped += 1;
+        } else {
+            std::fs::write(gz_dir.path().join(&name), bytes).unwrap();
+        }
+    }
+    assert!(gzipped >= 2, "only {gzipped} segments archived");
+    let archive = gz_dir.path().to_path_buf();
+
+    let out = run_step(
+        &su.res,
+        "wal_archive_check",
+        json!({"archive": s(&archive), "max_age": "15m"}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.data["newest_segment"]
+            .as_str()
+            .unwrap()
+            .ends_with(".gz"),
+        "{:#}",
+        out.data
+    );
+
+    let dir = owned_temp_dir("drbot-pitr-");
+    let data = dir.path().join("data");
+    let _stop = StopOnDrop(data.clone());
+    let port = free_port();
+    su.res
+        .postgres
+        .insert("pitr".into(), target_def(&data, port));
+    let out = run_step(&su.res, "pg_pitr", pitr_params(&su.t, &archive, "pitr"))
+        .await
+        .unwrap();
+    assert_eq!(out.data["row_counts"]["items"], 100, "{:#}", out.data);
+    assert_eq!(
+        psql(port, "SELECT count(*) FROM items WHERE phase = 'after T'"),
+        "0"
+    );
+    assert_eq!(psql(port, "SELECT pg_is_in_recovery()"), "f");
+
+    // A newest segment compressed in a form pg_pitr cannot read fails the check.
+    std::fs::write(archive.join("FFFFFFFF0000000000000001.zst"), b"zstd").unwrap();
+    let err = run_step(
+        &su.res,
+        "wal_archive_check",
+        json!({"archive": s(&archive), "max_age": "15m"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message.contains(".zst, which pg_pitr cannot restore"),
         "{}",
         err.message
     );

@@ -2,8 +2,9 @@
 //! backups in a local directory and in a moto S3 bucket: a populated database dumped and
 //! verified (counts match, scratch database gone); truncated gzip, a missing table, failed
 //! minimums and smoke checks, and checksum mismatches all fail clearly with the scratch
-//! database gone; cancel and timeout mid-restore drop it too; custom format with `-j 2`.
-//! Also: the built-in `verify-backup` runbook parses and validates.
+//! database gone; cancel and timeout mid-restore drop it too; custom format with `-j 2`; a hot
+//! standby is refused before anything is created. Also: the built-in `verify-backup` runbook
+//! parses and validates.
 
 mod backup_support;
 
@@ -579,6 +580,88 @@ async fn cancel_or_timeout_mid_restore_drops_the_scratch_database() {
     .await;
     assert!(timed.is_ok());
     source.wait_no_leftovers("vbtimeout").await;
+}
+
+/// The `[postgres.<name>]` entry of a testkit cluster (its `postgres` database).
+fn testkit_def(c: &PgCluster) -> PgClusterDef {
+    PgClusterDef {
+        url: Secret::new(c.url("postgres")),
+        bin_dir: Some(PgCluster::bin_dir().unwrap()),
+        data_dir: None,
+        os_user: None,
+    }
+}
+
+/// In the seed's active-passive layout the DR cluster is a hot standby: `verify_backup` on it
+/// fails at once, fatally, saying what to do, and creates nothing; on a primary the same
+/// backup verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_standby_is_refused_before_anything_is_created() {
+    let primary = PgCluster::start().unwrap();
+    primary
+        .psql(
+            "postgres",
+            "CREATE TABLE projects (id bigint PRIMARY KEY);
+             CREATE TABLE project_payloads (id bigint PRIMARY KEY);
+             CREATE TABLE project_events (id bigint PRIMARY KEY);
+             INSERT INTO projects SELECT g FROM generate_series(1, 20) g;
+             INSERT INTO project_payloads SELECT g FROM generate_series(1, 30) g;
+             INSERT INTO project_events SELECT g FROM generate_series(1, 40) g;",
+        )
+        .unwrap();
+    let replica = PgCluster::start_replica_of(&primary).unwrap();
+    replica
+        .wait_for_replay(&primary, Duration::from_secs(30))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut res = Resources::default();
+    res.postgres.insert("main".into(), testkit_def(&primary));
+    res.postgres
+        .insert("us-west-2".into(), testkit_def(&replica));
+    res.backups.insert(
+        "default".into(),
+        BackupStoreDef::Local {
+            path: dir.path().join("backups"),
+        },
+    );
+    let reg = Registry::with_resources(Arc::new(res));
+    run(&reg, "backup_create", json!({ "cluster": "main" }))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let err = run(
+        &reg,
+        "verify_backup",
+        json!({ "cluster": "us-west-2", "prefix": "vbstandby" }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        format!(
+            "cluster `us-west-2` (127.0.0.1:{}/postgres) is a hot standby (read-only): restore \
+             tests need a cluster that takes writes; point verify_backup's `cluster` at one \
+             (e.g. a [postgres.verify] cluster)",
+            replica.port()
+        )
+    );
+    assert!(!err.retryable, "a standby stays one: no retry");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let scratch = "SELECT count(*) FROM pg_database WHERE datname LIKE 'vbstandby%'";
+    assert_eq!(primary.psql("postgres", scratch).unwrap(), "0");
+    assert_eq!(replica.psql("postgres", scratch).unwrap(), "0");
+
+    // The backup itself is fine: on the primary it verifies.
+    let out = run(
+        &reg,
+        "verify_backup",
+        json!({ "cluster": "main", "prefix": "vbstandby" }),
+    )
+    .await
+    .unwrap();
+    assert!(out.summary.contains("projects 20"), "{}", out.summary);
+    assert_eq!(primary.psql("postgres", scratch).unwrap(), "0");
 }
 
 /// Waits until a scratch database with `prefix` exists and rows are arriving in it.

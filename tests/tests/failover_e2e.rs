@@ -271,6 +271,8 @@ fn failover_survives_a_kill_after_every_step() {
         east.add_deployment("apex", "apex-worker", 2);
         let west = FakeKube::start().await;
         west.add_deployment("apex", "apex-api", 1);
+        // The DR region's workers stand at 0 until the failover starts them.
+        west.add_deployment("apex", "apex-worker", 0);
         (east, west, health().await, health().await)
     });
     let env = Env {
@@ -304,7 +306,7 @@ fn failover_survives_a_kill_after_every_step() {
     let log = dir.path().join("serve.log");
     let server = Server::start(&cfg, port, &log);
     let total = show(&cfg, 1)["steps"].as_array().unwrap().len();
-    assert_eq!(total, 15);
+    assert_eq!(total, 16);
     let (server, kills) = drive_with_kills(&cfg, port, &log, server, 1);
     assert!(kills >= 5, "only {kills} kills");
 
@@ -340,12 +342,21 @@ fn failover_survives_a_kill_after_every_step() {
     assert_eq!(patches(&env.east_kube, "apex-api"), 1);
     assert_eq!(patches(&env.east_kube, "apex-worker"), 1);
     assert_eq!(patches(&env.west_kube, "apex-api"), 1);
+    assert_eq!(patches(&env.west_kube, "apex-worker"), 1);
     assert_eq!(
         env.west_kube
             .workload("deployments", "apex", "apex-api")
             .unwrap()
             .ready,
         5
+    );
+    // Background jobs run in the DR region too.
+    assert_eq!(
+        env.west_kube
+            .workload("deployments", "apex", "apex-worker")
+            .unwrap()
+            .ready,
+        2
     );
     assert_eq!(
         env.east_kube
@@ -411,11 +422,13 @@ fn failover_survives_a_kill_after_every_step() {
     assert_eq!(patches(&env.east_kube, "apex-api"), 2);
     assert_eq!(patches(&env.east_kube, "apex-worker"), 2);
     assert_eq!(patches(&env.west_kube, "apex-api"), 2);
+    assert_eq!(patches(&env.west_kube, "apex-worker"), 2);
     let replicas =
         |k: &FakeKube, name: &str| k.workload("deployments", "apex", name).unwrap().replicas;
     assert_eq!(replicas(&env.east_kube, "apex-api"), 5);
     assert_eq!(replicas(&env.east_kube, "apex-worker"), 2);
     assert_eq!(replicas(&env.west_kube, "apex-api"), 1);
+    assert_eq!(replicas(&env.west_kube, "apex-worker"), 0);
     // DNS back at the primary region.
     let records = rrsets(&env);
     assert!(

@@ -2,6 +2,7 @@
 //! `<prefix>_test_<UTC yyyymmddhhmmss>` name and always dropped (`DROP DATABASE … WITH
 //! (FORCE)`), also when the verifying future is cancelled or times out: then the guard's
 //! `Drop` drops it from a thread of its own, so it happens even while the runtime shuts down.
+//! A hot standby is refused up front (`pg_is_in_recovery()`), with a message that says so.
 
 use std::time::Duration;
 
@@ -31,12 +32,30 @@ impl std::fmt::Debug for Scratch {
 }
 
 impl Scratch {
-    /// Creates `<prefix>_test_<UTC yyyymmddhhmmss>` on the cluster (`_2`, `_3`, … appended
-    /// when another verification took that name in the same second).
-    pub async fn create(def: &PgClusterDef, prefix: &str) -> Result<Scratch, StepError> {
+    /// Creates `<prefix>_test_<UTC yyyymmddhhmmss>` on the cluster `cluster` (`_2`, `_3`, …
+    /// appended when another verification took that name in the same second). A hot standby
+    /// is refused before anything is created: it cannot hold a scratch database.
+    pub async fn create(
+        def: &PgClusterDef,
+        cluster: &str,
+        prefix: &str,
+    ) -> Result<Scratch, StepError> {
         let base = format!("{prefix}_test_{}", Utc::now().format("%Y%m%d%H%M%S"));
         let maintenance = pg::url_database(def);
         let mut conn = pg::connect_db(def, &maintenance).await?;
+        let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| pg::query_error(def, "SELECT pg_is_in_recovery()", e))?;
+        if standby {
+            let _ = conn.close().await;
+            return Err(StepError::fatal(format!(
+                "cluster `{cluster}` ({}) is a hot standby (read-only): restore tests need a \
+                 cluster that takes writes; point verify_backup's `cluster` at one (e.g. a \
+                 [postgres.verify] cluster)",
+                def.display()
+            )));
+        }
         for n in 1..=50u32 {
             let name = if n == 1 {
                 base.clone()

@@ -1,9 +1,10 @@
 //! `pg_pitr` step: point-in-time recovery into a new cluster. Restores a `base_tar` backup
 //! (made by `pg_base_backup`) from a backup store into the target cluster's empty data
-//! directory, configures recovery the PostgreSQL 12+ way (`restore_command`,
-//! `recovery_target_time`, `recovery_target_action = 'promote'` in `postgresql.auto.conf`
-//! plus `recovery.signal`), starts it on its port, waits until recovery has finished and the
-//! server is promoted, then reports what was reached and counts rows.
+//! directory, configures recovery the PostgreSQL 12+ way (`restore_command`, which reads
+//! archived segments plain or gzipped, `recovery_target_time`, `recovery_target_action =
+//! 'promote'` in `postgresql.auto.conf` plus `recovery.signal`), starts it on its port, waits
+//! until recovery has finished and the server is promoted, then reports what was reached and
+//! counts rows.
 //!
 //! Re-running after a crash is safe: the data directory carries a marker
 //! (`drbot_pitr.json`); an unfinished attempt's directory is wiped and redone, a finished one
@@ -45,8 +46,8 @@ pub struct PitrParams {
     pub backup: String,
     /// Recover up to this time: `YYYY-MM-DD HH:MM[:SS]` (UTC) or RFC 3339, e.g. `{timestamp}`.
     pub target_time: String,
-    /// Directory holding the archived WAL (what `archive_command` copies into); the new
-    /// server reads it with `restore_command = 'cp "<dir>/%f" "%p"'`.
+    /// Directory holding the archived WAL (what `archive_command` copies into), plain or
+    /// gzipped (`<segment>.gz`); the new server reads it with [`restore_command`].
     pub wal_archive: String,
     /// The `[postgres.<name>]` cluster to create: its `data_dir` (must be empty, absent, or
     /// left by an unfinished `pg_pitr`), `os_user`, `bin_dir`, and the URL's port to start on.
@@ -134,6 +135,19 @@ fn pg_time(t: DateTime<Utc>) -> String {
 
 fn show_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// The `restore_command` reading WAL from `archive`: the plain file `%f`, else its gzipped
+/// `%f.gz` (what `wal_archive_check` accepts besides plain segments), decompressed into `%p`.
+/// PostgreSQL runs it with `sh -c`; a missing file fails, as recovery expects. `archive` holds
+/// none of [`bad_archive_char`], so double quotes keep it one word.
+pub fn restore_command(archive: &Path) -> String {
+    let dir = archive.display();
+    format!(
+        "if [ -f \"{dir}/%f.gz\" ] && [ ! -f \"{dir}/%f\" ]; \
+         then gzip -dc \"{dir}/%f.gz\" > \"%p\"; \
+         else cp \"{dir}/%f\" \"%p\"; fi"
+    )
 }
 
 /// Characters a WAL archive path may not hold (it goes into a shell command in a quoted
@@ -659,7 +673,7 @@ impl Job<'_> {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
-        let restore = format!("cp \"{}/%f\" \"%p\"", archive.display());
+        let restore = restore_command(archive);
         text.push_str(&format!(
             "# Added by drbot pg_pitr: recovery to {}.\n",
             show_time(target)
@@ -921,6 +935,52 @@ mod tests {
         );
         let err = parse_target_time("yesterday").unwrap_err();
         assert!(err.contains("YYYY-MM-DD HH:MM:SS"), "{err}");
+    }
+
+    /// The restore_command as PostgreSQL runs it (`%f`, `%p` filled in, `sh -c`) against an
+    /// archive holding a plain and a gzipped segment.
+    #[test]
+    fn restore_command_reads_plain_and_gzipped_segments() {
+        use std::io::Write as _;
+        let archive = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let a = archive.path();
+        std::fs::write(a.join("000000010000000000000001"), b"plain segment").unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(b"gzipped segment").unwrap();
+        std::fs::write(a.join("000000010000000000000002.gz"), gz.finish().unwrap()).unwrap();
+        // Both forms of one segment: the plain file is used.
+        std::fs::write(a.join("000000010000000000000003"), b"plain wins").unwrap();
+        std::fs::write(a.join("000000010000000000000003.gz"), b"not gzip").unwrap();
+        let restore = |f: &str| {
+            let p = out.path().join("RECOVERYXLOG");
+            let _ = std::fs::remove_file(&p);
+            let cmd = restore_command(a)
+                .replace("%f", f)
+                .replace("%p", &p.display().to_string());
+            let ok = std::process::Command::new("sh")
+                .args(["-c", &cmd])
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            (ok, std::fs::read(&p).ok())
+        };
+        assert_eq!(
+            restore("000000010000000000000001"),
+            (true, Some(b"plain segment".to_vec()))
+        );
+        assert_eq!(
+            restore("000000010000000000000002"),
+            (true, Some(b"gzipped segment".to_vec()))
+        );
+        assert_eq!(
+            restore("000000010000000000000003"),
+            (true, Some(b"plain wins".to_vec()))
+        );
+        // A segment the archive does not hold fails, as recovery expects at its end.
+        assert!(!restore("000000010000000000000004").0);
+        assert!(!restore("00000002.history").0);
     }
 
     #[test]

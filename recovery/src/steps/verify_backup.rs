@@ -2,7 +2,9 @@
 //! into a new scratch database `<prefix>_test_<UTC yyyymmddhhmmss>`, checks its SHA-256,
 //! compares row counts with the manifest and configured minimums, runs smoke SQL and an
 //! optional smoke command, and always drops the scratch database. It touches nothing else, so
-//! it is neither destructive nor harmful to repeat.
+//! it is neither destructive nor harmful to repeat. A hot standby (`pg_is_in_recovery()`) is
+//! refused before anything is created or restored: it cannot hold a scratch database, and in
+//! an active-passive layout the DR cluster is one.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -44,7 +46,8 @@ pub struct VerifyBackupParams {
     /// Only consider backups of this kind: `sql_gzip` or `custom`. Default: either.
     #[serde(default)]
     pub kind: Option<String>,
-    /// The `[postgres.<name>]` cluster the scratch database is created on.
+    /// The `[postgres.<name>]` cluster the scratch database is created on. It must take
+    /// writes: a hot standby is refused.
     pub cluster: String,
     /// Scratch database name prefix (lowercase letters, digits, `_`; at most 40). Default `drbot`.
     #[serde(default = "default_prefix")]
@@ -301,7 +304,7 @@ impl Step for VerifyBackup {
             manifest.source,
             def.display()
         ));
-        let scratch = Scratch::create(def, &p.prefix).await?;
+        let scratch = Scratch::create(def, &p.cluster, &p.prefix).await?;
         let scratch_db = scratch.name().to_string();
         ctx.progress
             .line(format!("created scratch database {scratch_db}"));

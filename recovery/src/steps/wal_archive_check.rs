@@ -1,6 +1,9 @@
 //! `wal_archive_check` step (read-only): is the WAL archive current? Reports the newest
 //! archived segment and its age and fails when it is older than `max_age` (the seed plan's
 //! RPO of 15 minutes) or, with `cluster`, when `pg_stat_archiver` shows archiving failing.
+//! Segments may be plain or gzipped (`.gz`), the forms `pg_pitr`'s `restore_command` reads;
+//! a newest segment compressed otherwise (`.zst`, `.lz4`, …) fails the check, as a recovery
+//! from that archive would.
 
 use std::{
     path::{Path, PathBuf},
@@ -129,6 +132,15 @@ pub fn is_wal_segment(name: &str) -> bool {
     stem.len() == 24 && stem.bytes().all(|b| b.is_ascii_hexdigit()) && suffix_ok
 }
 
+/// The compression suffix of a segment file that `pg_pitr`'s `restore_command` cannot read
+/// (it reads plain and `.gz` segments), e.g. `Some("zst")`.
+pub fn unrestorable_suffix(name: &str) -> Option<&str> {
+    match name.split_once('.') {
+        Some((_, s)) if !matches!(s, "gz" | "partial" | "partial.gz") => Some(s),
+        _ => None,
+    }
+}
+
 /// The newest (highest-named: timeline, then position) segment of `dir`; `None` when empty.
 pub fn newest_segment(dir: &Path) -> Result<Option<NewestSegment>, String> {
     let rd = std::fs::read_dir(dir)
@@ -203,6 +215,14 @@ impl Step for WalArchiveCheck {
                 data["newest_segment"] = json!(n.name);
                 data["newest_age_s"] = json!(n.age.as_secs_f64());
                 data["segments"] = json!(n.count);
+                if let Some(suffix) = unrestorable_suffix(&n.name) {
+                    problems.push(format!(
+                        "the newest archived WAL segment {} is compressed as .{suffix}, which \
+                         pg_pitr cannot restore (its restore_command reads plain and .gz \
+                         segments): archive plain or gzip-compressed WAL",
+                        n.name
+                    ));
+                }
                 if n.age > self.max_age {
                     problems.push(format!(
                         "the newest archived WAL segment {} is {} old, more than max_age {} \
@@ -251,6 +271,7 @@ impl Step for WalArchiveCheck {
             }
             if let Some(last) = &stats.last_archived_wal
                 && !self.archive.join(last).exists()
+                && !self.archive.join(format!("{last}.gz")).exists()
             {
                 problems.push(format!(
                     "{} reports {last} as last archived, but it is not in {}: does \
@@ -401,6 +422,16 @@ mod tests {
         assert!(!is_wal_segment("00000002.history"));
         assert!(!is_wal_segment("000000010000000000000002.00000028.backup"));
         assert!(!is_wal_segment("README"));
+        assert_eq!(unrestorable_suffix("000000010000000000000003"), None);
+        assert_eq!(unrestorable_suffix("000000010000000000000003.gz"), None);
+        assert_eq!(
+            unrestorable_suffix("000000010000000000000003.partial"),
+            None
+        );
+        assert_eq!(
+            unrestorable_suffix("000000010000000000000003.zst"),
+            Some("zst")
+        );
     }
 
     #[test]
