@@ -43,6 +43,8 @@ pub struct App {
     /// Per-checklist locks around checklist message edits: a refresh reads the checklist
     /// under it, so an older render never lands after a newer one.
     pub checklist_locks: Arc<crate::cards::CardLocks>,
+    /// The public pages' models, one build at a time (see [`crate::page_cache`]).
+    pub pages: Arc<crate::page_cache::PageModels>,
 }
 
 impl App {
@@ -62,6 +64,7 @@ impl App {
             status_cache: Arc::default(),
             card_locks: Arc::default(),
             checklist_locks: Arc::default(),
+            pages: Arc::default(),
             audit: crate::store::audit_writer::AuditWriter::spawn(store.clone()),
             discord: settings
                 .config

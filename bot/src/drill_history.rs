@@ -60,8 +60,9 @@ async fn respond(
     content_type: &'static str,
     render: impl FnOnce(&HistoryModel) -> anyhow::Result<String>,
 ) -> Response {
+    let model = app.pages.history.get(|| model(app)).await;
     crate::status_page::page_response(
-        model(app).await.and_then(|m| render(&m)),
+        model.and_then(|m| render(&m)),
         content_type,
         "drill history",
     )

@@ -21,6 +21,7 @@ pub mod incidents;
 pub mod metrics;
 pub mod monitor;
 pub mod notify;
+pub mod page_cache;
 pub mod reminders;
 pub mod replay;
 pub mod reply;

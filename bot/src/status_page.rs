@@ -90,11 +90,8 @@ async fn respond(
     content_type: &'static str,
     render: impl FnOnce(&PageModel) -> anyhow::Result<String>,
 ) -> Response {
-    page_response(
-        model(app).await.and_then(|m| render(&m)),
-        content_type,
-        "status page",
-    )
+    let model = app.pages.status.get(|| model(app)).await;
+    page_response(model.and_then(|m| render(&m)), content_type, "status page")
 }
 
 /// A rendered public page (`body`) as a no-cache response of `content_type`; a failure is
