@@ -57,12 +57,8 @@ fn ack(slack: &FakeSlack, id: &str) -> Value {
         .unwrap()
 }
 
-#[test]
-fn commands_and_clicks_over_socket_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let slack = FakeSlack::start(TOKEN);
-    let port = free_port();
+/// The test config: Socket Mode against `slack`, a SQLite store in `d`.
+fn write_config(d: &std::path::Path, port: u16, slack: &FakeSlack) -> std::path::PathBuf {
     let cfg = d.join("drbot.toml");
     std::fs::write(
         &cfg,
@@ -109,6 +105,16 @@ with = {{ command = "sh", args = ["-c", "echo promote >> {marker}"] }}
         ),
     )
     .unwrap();
+    cfg
+}
+
+#[test]
+fn commands_and_clicks_over_socket_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let slack = FakeSlack::start(TOKEN);
+    let port = free_port();
+    let cfg = write_config(d, port, &slack);
     let mut server = Server::start(&cfg, port, &d.join("serve.log"));
     // The HTTP endpoints are not served in Socket Mode.
     assert_eq!(http_post(port, "/slack/commands", "x=1", &[]).0, 404);
@@ -183,4 +189,65 @@ with = {{ command = "sh", args = ["-c", "echo promote >> {marker}"] }}
         "{a}"
     );
     server.terminate(30);
+}
+
+/// Envelopes are handled side by side: one waiting for the store (here SQLite's write lock,
+/// held by another process) does not hold back the acknowledgement of the next.
+#[test]
+fn a_slow_envelope_does_not_hold_back_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let slack = FakeSlack::start(TOKEN);
+    let port = free_port();
+    let cfg = write_config(d, port, &slack);
+    let mut server = Server::start(&cfg, port, &d.join("serve.log"));
+    let mut lock = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(8)\n\
+             c.execute('ROLLBACK')",
+        ])
+        .arg(d.join("drbot.db"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(lock.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    slack.socket_send(slash_envelope(
+        "env-slow",
+        "UBOB",
+        "failover us-west-2",
+        "trig-s",
+        0,
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    slack.socket_send(slash_envelope("env-fast", "UBOB", "help", "trig-f", 0));
+    let a = ack(&slack, "env-fast");
+    assert!(a["payload"]["text"].as_str().is_some(), "{a}");
+    assert!(
+        !slack
+            .socket_received()
+            .iter()
+            .any(|m| m["envelope_id"] == "env-slow"),
+        "the request waiting for the store was answered first"
+    );
+    assert!(lock.wait().unwrap().success());
+    let a = ack(&slack, "env-slow");
+    assert!(
+        a["payload"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Run 1 requested"),
+        "{a}"
+    );
+    assert!(server.terminate(30).success());
 }

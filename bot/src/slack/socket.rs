@@ -61,7 +61,7 @@ pub async fn run(app: App, shutdown: CancellationToken) {
 /// Handles one connection until Slack asks to reconnect or it drops.
 async fn serve<S>(
     app: &App,
-    slack: &Slack,
+    slack: &std::sync::Arc<Slack>,
     ws: tokio_tungstenite::WebSocketStream<S>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()>
@@ -69,9 +69,17 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut tx, mut rx) = ws.split();
+    // Each envelope is handled in its own task and acknowledged when its answer is ready, so
+    // one slow envelope (a command waiting for the store) never holds back the others, nor
+    // Slack's pings.
+    let (acks, mut ready) = tokio::sync::mpsc::unbounded_channel::<String>();
     loop {
         let msg = tokio::select! {
             m = rx.next() => m,
+            Some(ack) = ready.recv() => {
+                tx.send(Message::Text(ack.into())).await?;
+                continue;
+            }
             _ = shutdown.cancelled() => return Ok(()),
         };
         let Some(msg) = msg else {
@@ -101,15 +109,20 @@ where
             }
             _ => {}
         }
-        let Some(id) = env["envelope_id"].as_str() else {
+        let Some(id) = env["envelope_id"].as_str().map(str::to_string) else {
             continue;
         };
-        let ack = handle(app, slack, &env).await;
-        let mut reply = json!({ "envelope_id": id });
-        if let Some(payload) = ack {
-            reply["payload"] = payload;
-        }
-        tx.send(Message::Text(reply.to_string().into())).await?;
+        let (app, slack, acks) = (app.clone(), slack.clone(), acks.clone());
+        tokio::spawn(async move {
+            let ack = handle(&app, &slack, &env).await;
+            let mut reply = json!({ "envelope_id": id });
+            if let Some(payload) = ack {
+                reply["payload"] = payload;
+            }
+            // The connection may be gone by now: Slack then re-sends the envelope, and the
+            // replay memory answers it without running it again.
+            let _ = acks.send(reply.to_string());
+        });
     }
 }
 
