@@ -9,10 +9,9 @@ use drbot::slack::sync::SlackBroadcast;
 use drbot_e2e::fake_slack::{FakeSlack, Fault};
 use notifier::chat::ChatBroadcast;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_posts_are_idempotent() {
-    let slack = FakeSlack::start("xoxb-t");
-    let dir = tempfile::tempdir().unwrap();
+/// An app (a process) on the SQLite store in `dir`, posting to `slack`; two calls on one
+/// `dir` are two processes sharing a store.
+async fn app(slack: &FakeSlack, dir: &tempfile::TempDir) -> drbot::app::App {
     let url = format!("sqlite://{}", dir.path().join("d.db").display());
     let text = common::config_text(&url, 1, "30m", 0, "m").replace(
         "[store]",
@@ -21,9 +20,17 @@ async fn status_posts_are_idempotent() {
             slack.base_url()
         ),
     );
-    let settings = common::settings(&text);
-    let store = drbot::store::Store::connect(&url, 4).await.unwrap();
-    let app = drbot::app::App::new(settings, store);
+    drbot::app::App::new(
+        common::settings(&text),
+        drbot::store::Store::connect(&url, 4).await.unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_posts_are_idempotent() {
+    let slack = FakeSlack::start("xoxb-t");
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&slack, &dir).await;
     let b = SlackBroadcast(app);
     assert_eq!(b.platform(), "slack");
     slack.inject("chat.postMessage", Fault::ServerErrorAfterActing);
@@ -58,18 +65,7 @@ async fn status_posts_are_idempotent() {
 async fn a_failed_post_can_be_retried_at_once() {
     let slack = FakeSlack::start("xoxb-t");
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("d.db").display());
-    let text = common::config_text(&url, 1, "30m", 0, "m").replace(
-        "[store]",
-        &format!(
-            "[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-t\"\napi_base_url = \"{}\"\nincident_channel = \"CINC\"\n\n[store]",
-            slack.base_url()
-        ),
-    );
-    let b = SlackBroadcast(drbot::app::App::new(
-        common::settings(&text),
-        drbot::store::Store::connect(&url, 4).await.unwrap(),
-    ));
+    let b = SlackBroadcast(app(&slack, &dir).await);
     for _ in 0..5 {
         slack.inject("chat.postMessage", Fault::ServerError);
     }
@@ -91,22 +87,8 @@ async fn a_failed_post_can_be_retried_at_once() {
 async fn a_slow_post_is_not_made_twice_by_another_process() {
     let slack = FakeSlack::start("xoxb-t");
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("d.db").display());
-    let text = common::config_text(&url, 1, "30m", 0, "m").replace(
-        "[store]",
-        &format!(
-            "[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-t\"\napi_base_url = \"{}\"\nincident_channel = \"CINC\"\n\n[store]",
-            slack.base_url()
-        ),
-    );
-    let one = SlackBroadcast(drbot::app::App::new(
-        common::settings(&text),
-        drbot::store::Store::connect(&url, 4).await.unwrap(),
-    ));
-    let two = SlackBroadcast(drbot::app::App::new(
-        common::settings(&text),
-        drbot::store::Store::connect(&url, 4).await.unwrap(),
-    ));
+    let one = SlackBroadcast(app(&slack, &dir).await);
+    let two = SlackBroadcast(app(&slack, &dir).await);
     slack.inject("chat.postMessage", Fault::Slow(1500));
     let first =
         tokio::spawn(async move { one.post_status("incident-1:update-1", "DR activated").await });
@@ -133,18 +115,7 @@ async fn a_slow_post_is_not_made_twice_by_another_process() {
 async fn checklist_refreshes_never_go_backwards() {
     let slack = FakeSlack::start("xoxb-t");
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("d.db").display());
-    let text = common::config_text(&url, 1, "30m", 0, "m").replace(
-        "[store]",
-        &format!(
-            "[slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-t\"\napi_base_url = \"{}\"\nincident_channel = \"CINC\"\n\n[store]",
-            slack.base_url()
-        ),
-    );
-    let app = drbot::app::App::new(
-        common::settings(&text),
-        drbot::store::Store::connect(&url, 4).await.unwrap(),
-    );
+    let app = app(&slack, &dir).await;
     let alice = common::cli(&app, "alice");
     let id = match drbot::dispatch::handle(&app, &alice, "/dr checklist during-failover").await {
         drbot::reply::Reply::Checklist(v) => v.instance.id,
