@@ -45,8 +45,16 @@ impl Metrics {
     }
 
     /// Prometheus text; `runs` are the stored run counts by state.
-    pub fn render(&self, runs: &[(String, i64)]) -> String {
+    /// `runs` is `None` when the store could not be read: the process's own counters still
+    /// render (they matter most then), with `drbot_store_up 0` and no run gauge.
+    pub fn render(&self, runs: Option<&[(String, i64)]>) -> String {
         let mut out = String::new();
+        out.push_str(&format!(
+            "# HELP drbot_store_up Whether the store answered this scrape.
+\
+             # TYPE drbot_store_up gauge\ndrbot_store_up {}\n",
+            u8::from(runs.is_some())
+        ));
         let help = [
             (
                 "drbot_commands_total",
@@ -64,9 +72,13 @@ impl Metrics {
                 out.push_str(&format!("{n}{{{labels}}} {v}\n"));
             }
         }
-        out.push_str("# HELP drbot_runs Runs in the store, by state.\n# TYPE drbot_runs gauge\n");
-        for (state, n) in runs {
-            out.push_str(&format!("drbot_runs{{state=\"{state}\"}} {n}\n"));
+        if let Some(runs) = runs {
+            out.push_str(
+                "# HELP drbot_runs Runs in the store, by state.\n# TYPE drbot_runs gauge\n",
+            );
+            for (state, n) in runs {
+                out.push_str(&format!("drbot_runs{{state=\"{state}\"}} {n}\n"));
+            }
         }
         out.push_str(
             "# HELP drbot_step_duration_seconds Step attempt durations, by step type.\n\

@@ -67,6 +67,7 @@ fn health_readiness_and_metrics() {
     let (status, body) = http_get(port, "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("# TYPE drbot_runs gauge"), "{body}");
+    assert!(body.contains("drbot_store_up 1"), "{body}");
     assert!(body.contains("drbot_runs{state=\"succeeded\"} 1"), "{body}");
     assert!(
         body.contains("drbot_step_duration_seconds_count{kind=\"exec\"} 1"),
@@ -87,6 +88,15 @@ fn health_readiness_and_metrics() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(http_get(port, "/readyz").unwrap().0, 503);
     assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    // Metrics still answer, with the process's counters and the store marked down.
+    let (status, body) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("drbot_store_up 0"), "{body}");
+    assert!(
+        body.contains("drbot_step_duration_seconds_count{kind=\"exec\"} 1"),
+        "{body}"
+    );
+    assert!(!body.contains("drbot_runs{"), "{body}");
     pg.restart().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while http_get(port, "/readyz").map(|r| r.0) != Some(200) {
