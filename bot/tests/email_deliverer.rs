@@ -278,3 +278,69 @@ async fn campaign_rows_arrive_as_the_message_their_values_make() {
         );
     }
 }
+
+/// A subscriber who unsubscribed after the send was queued (or before a `--retry`) gets
+/// nothing: their row ends failed, in a round and alone; the others are sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribed_recipients_are_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtpd = Smtpd::start(dir.path(), "accept");
+    let store = store(dir.path()).await;
+    let mut tx = store.write().await.unwrap();
+    let json = serde_json::to_string(&stored_campaign()).unwrap();
+    let id = campaigns::insert_tx(&mut tx, "email:run:8:step:1:named", &json)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for (sub, gone) in [(1, false), (2, true), (3, false), (4, true)] {
+        sqlx::query(
+            "INSERT INTO subscribers (id, email, name, token, created_at, unsubscribed_at) \
+             VALUES ($1, $2, NULL, $3, 0, $4)",
+        )
+        .bind(sub)
+        .bind(format!("c{sub}@customer.example"))
+        .bind(format!("{sub:064}"))
+        .bind(gone.then_some(5_i64))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    let d = EmailDeliverer::new(&config(&smtpd.url(), None), store).unwrap();
+    let rows: Vec<Delivery> = (1..=3).map(|i| campaign_row(id, i, "Cust")).collect();
+    let Ok(stream) = d.deliver_many(rows) else {
+        panic!("the bulk path takes the rows")
+    };
+    let mut outs: Vec<(i64, Outcome)> = stream.collect().await;
+    outs.sort_by_key(|(row, _)| *row);
+    assert_eq!(outs.len(), 3, "{outs:?}");
+    assert!(matches!(outs[0].1, Outcome::Delivered { .. }), "{outs:?}");
+    assert_eq!(
+        outs[1].1,
+        Outcome::Failed {
+            error: "unsubscribed before it was sent".into()
+        }
+    );
+    assert!(matches!(outs[2].1, Outcome::Delivered { .. }), "{outs:?}");
+    assert_eq!(
+        d.deliver(&campaign_row(id, 4, "Cust")).await,
+        Outcome::Failed {
+            error: "unsubscribed before it was sent".into()
+        }
+    );
+    let to: Vec<String> = smtpd
+        .messages()
+        .iter()
+        .map(|r| {
+            parse_mail(r)
+                .unwrap()
+                .headers
+                .get_first_value("To")
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(to.len(), 2, "{to:?}");
+    assert!(
+        !to.iter().any(|t| t.contains("c2@") || t.contains("c4@")),
+        "{to:?}"
+    );
+}

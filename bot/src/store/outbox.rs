@@ -102,7 +102,7 @@ pub async fn enqueue_many(
 }
 
 /// `$first, $first+1, …`: `n` numbered placeholders (a lane's channels in `IN (…)`).
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()

@@ -255,6 +255,30 @@ impl Store {
         r.as_ref().map(row).transpose()
     }
 
+    /// Which of the subscribers `ids` have unsubscribed (a mass send skips them, however long
+    /// ago their row was queued).
+    pub async fn unsubscribed_among(
+        &self,
+        ids: &[i64],
+    ) -> anyhow::Result<std::collections::HashSet<i64>> {
+        let mut out = std::collections::HashSet::new();
+        // Well under either backend's limit on bound values.
+        for chunk in ids.chunks(1000) {
+            let sql = format!(
+                "SELECT id FROM subscribers WHERE unsubscribed_at IS NOT NULL AND id IN ({})",
+                super::outbox::placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(self.pool()).await? {
+                out.insert(r.try_get::<i64, _>("id")?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Unsubscribes the holder of `token`. Idempotent: a second call keeps the first time.
     pub async fn unsubscribe(&self, token: &str) -> anyhow::Result<Unsubscribed> {
         if !token_shape_ok(token) {

@@ -51,6 +51,11 @@ impl Campaigns {
         }
     }
 
+    /// The store the campaigns are read from.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Loaded>>> {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -90,11 +90,27 @@ impl EmailDeliverer {
     async fn email_of(&self, payload: RowPayload) -> Result<email::OutgoingEmail, Outcome> {
         match payload {
             RowPayload::Whole(p) => Ok(p.into_email()),
-            RowPayload::Campaign(p) => match self.campaigns.get(p.campaign).await {
-                Ok(Lookup::Found(c)) => Ok(c.content.email_for(&p.into_recipient())),
-                Ok(Lookup::Unusable(error)) => Err(Outcome::Failed { error }),
-                Err(e) => Err(store_retry(&e)),
-            },
+            RowPayload::Campaign(p) => {
+                match self
+                    .campaigns
+                    .store()
+                    .unsubscribed_among(&[p.subscriber])
+                    .await
+                {
+                    Ok(gone) if !gone.is_empty() => {
+                        return Err(Outcome::Failed {
+                            error: "unsubscribed before it was sent".into(),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(store_retry(&e)),
+                }
+                match self.campaigns.get(p.campaign).await {
+                    Ok(Lookup::Found(c)) => Ok(c.content.email_for(&p.into_recipient())),
+                    Ok(Lookup::Unusable(error)) => Err(Outcome::Failed { error }),
+                    Err(e) => Err(store_retry(&e)),
+                }
+            }
         }
     }
 }
@@ -217,6 +233,41 @@ where
     }
 }
 
+/// Splits off the rows of subscribers who unsubscribed after the send was queued: they end
+/// failed ("unsubscribed before it was sent") and are not sent. On a store error the group is
+/// handed back whole.
+async fn without_unsubscribed(
+    campaigns: &Campaigns,
+    mut group: Group<Recipient>,
+    subscribers: HashMap<String, i64>,
+) -> Result<(Group<Recipient>, BoxStream<'static, (i64, Outcome)>), (Group<Recipient>, anyhow::Error)>
+{
+    let ids: Vec<i64> = subscribers.values().copied().collect();
+    let gone = match campaigns.store().unsubscribed_among(&ids).await {
+        Ok(gone) => gone,
+        Err(e) => return Err((group, e)),
+    };
+    let mut left: RowsOf = HashMap::new();
+    if !gone.is_empty() {
+        group.items.retain(|r| {
+            !subscribers
+                .get(&r.message_id)
+                .is_some_and(|s| gone.contains(s))
+        });
+        for (mid, sub) in &subscribers {
+            if gone.contains(sub)
+                && let Some(rows) = group.rows_of.remove(mid)
+            {
+                left.insert(mid.clone(), rows);
+            }
+        }
+    }
+    let failed = Outcome::Failed {
+        error: "unsubscribed before it was sent".into(),
+    };
+    Ok((group, every_row(left, &failed)))
+}
+
 /// A stream that starts (runs `start`) only when first polled: the groups of a round go out
 /// one after the other, each on its own connections.
 fn later<F>(start: F) -> BoxStream<'static, (i64, Outcome)>
@@ -264,18 +315,21 @@ impl Deliverer for EmailDeliverer {
         }
         let mut unreadable_rows = Vec::new();
         let mut whole = Group::default();
-        let mut by_campaign: std::collections::BTreeMap<i64, Group<Recipient>> = Default::default();
+        // Per campaign: its rows, and each row's subscriber by Message-ID.
+        let mut by_campaign: std::collections::BTreeMap<
+            i64,
+            (Group<Recipient>, HashMap<String, i64>),
+        > = Default::default();
         for d in rows {
             match RowPayload::read(d.payload) {
                 Ok(RowPayload::Whole(p)) => {
                     whole.add(d.id, d.attempt, p.message_id.clone(), p.into_email())
                 }
-                Ok(RowPayload::Campaign(p)) => by_campaign.entry(p.campaign).or_default().add(
-                    d.id,
-                    d.attempt,
-                    p.message_id.clone(),
-                    p.into_recipient(),
-                ),
+                Ok(RowPayload::Campaign(p)) => {
+                    let (group, subscribers) = by_campaign.entry(p.campaign).or_default();
+                    subscribers.insert(p.message_id.clone(), p.subscriber);
+                    group.add(d.id, d.attempt, p.message_id.clone(), p.into_recipient())
+                }
                 Err(e) => unreadable_rows.push((d.id, unreadable(e))),
             }
         }
@@ -288,17 +342,26 @@ impl Deliverer for EmailDeliverer {
                 outcomes(sent, whole.rows_of, policy)
             }));
         }
-        for (id, group) in by_campaign {
+        for (id, (group, subscribers)) in by_campaign {
             let (mailer, options) = (self.mailer.clone(), options.clone());
             let campaigns = self.campaigns.clone();
             streams.push(later(async move {
+                // Whoever unsubscribed since the send was queued gets nothing.
+                let (group, gone) = match without_unsubscribed(&campaigns, group, subscribers).await
+                {
+                    Ok(split) => split,
+                    Err((group, e)) => return group.all(&store_retry(&e)),
+                };
+                if group.items.is_empty() {
+                    return gone;
+                }
                 let loaded = match campaigns.get(id).await {
                     Ok(Lookup::Found(c)) => c,
                     Ok(Lookup::Unusable(error)) => return group.all(&Outcome::Failed { error }),
                     Err(e) => return group.all(&store_retry(&e)),
                 };
                 let recipients = futures::stream::iter(group.items);
-                match &loaded.built {
+                let sent = match &loaded.built {
                     Ok(campaign) => {
                         let sent = mailer.send_campaign(campaign.clone(), recipients, options);
                         outcomes(sent, group.rows_of, policy)
@@ -308,7 +371,8 @@ impl Deliverer for EmailDeliverer {
                         let emails = recipients.map(move |r| loaded.content.email_for(&r));
                         outcomes(mailer.send_many(emails, options), group.rows_of, policy)
                     }
-                }
+                };
+                futures::stream::select(gone, sent).boxed()
             }));
         }
         Ok(futures::stream::iter(streams).flatten().boxed())
