@@ -32,6 +32,11 @@ pub struct Counters {
     pub failures: u32,
     /// Passed checks in a row.
     pub successes: u32,
+    /// When the current run of equal results began (ms). A process only moves the shared
+    /// state with a run of results that began after the state's last change, so two processes
+    /// that see a region differently (a partition between them and it) never flip it back and
+    /// forth, each flip a new outage and a new failover proposal.
+    pub streak_since: i64,
 }
 
 /// What one observation changed.
@@ -78,10 +83,16 @@ pub async fn observe(
 ) -> anyhow::Result<Transition> {
     match &result {
         Ok(()) => {
+            if counters.successes == 0 {
+                counters.streak_since = now;
+            }
             counters.successes = counters.successes.saturating_add(1);
             counters.failures = 0;
         }
         Err(_) => {
+            if counters.failures == 0 {
+                counters.streak_since = now;
+            }
             counters.failures = counters.failures.saturating_add(1);
             counters.successes = 0;
         }
@@ -91,15 +102,19 @@ pub async fn observe(
     if !want_down && !want_up {
         return Ok(Transition::None);
     }
+    // A plain read first: while a region stays down (or up), no check takes the writer lock
+    // that run journals and approvals need.
+    let (state, _, since) = monitor_state(app.store.pool(), region).await?;
+    if (want_down && state == "down") || (want_up && state != "down") {
+        return Ok(Transition::None);
+    }
     let mut tx = app.store.write().await?;
-    let row = sqlx::query("SELECT state, episode FROM monitor_state WHERE region = $1")
-        .bind(region.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (state, episode): (String, i64) = match row {
-        Some(r) => (r.try_get("state")?, r.try_get("episode")?),
-        None => ("up".into(), 0),
-    };
+    let (state, episode, since_now) = monitor_state(&mut *tx, region).await?;
+    if since_now != since || counters.streak_since < since {
+        // Changed meanwhile, or this run of results began before the state's last change
+        // (another process saw the region differently since): not this process's call.
+        return Ok(Transition::None);
+    }
     let transition = if want_down && state != "down" {
         Transition::Down {
             episode: episode + 1,
@@ -149,6 +164,26 @@ pub async fn observe(
     .await?;
     tx.commit().await?;
     Ok(transition)
+}
+
+/// `(state, episode, since)` of `region`'s shared monitor state; `("up", 0, i64::MIN)` before
+/// its first change.
+async fn monitor_state<'e, E>(db: E, region: &str) -> anyhow::Result<(String, i64, i64)>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query("SELECT state, episode, since FROM monitor_state WHERE region = $1")
+        .bind(region.to_string())
+        .fetch_optional(db)
+        .await?;
+    Ok(match row {
+        Some(r) => (
+            r.try_get("state")?,
+            r.try_get("episode")?,
+            r.try_get("since")?,
+        ),
+        None => ("up".into(), 0, i64::MIN),
+    })
 }
 
 /// The region a failover away from `region` would go to: a secondary, when `region` is the

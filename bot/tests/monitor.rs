@@ -192,7 +192,92 @@ async fn detects_once_and_only_proposes(b: Backend) {
     assert!(matches!(r, Reply::Refused(_)), "{r:?}");
 }
 
-both_backends!(detects_once_and_only_proposes);
+/// Two processes that see a region differently (one is cut off from it, the other is not)
+/// never flip it back and forth: each flip would be a new outage and a new failover proposal.
+async fn processes_that_disagree_do_not_flap(b: Backend) {
+    let (url, _) = health_server().await;
+    let env = monitor_env(b, &url, "http://127.0.0.1:9/api").await;
+    let cfg = env.app.settings.config.monitor.clone().unwrap();
+    let (mut a, mut b) = (Counters::default(), Counters::default());
+    let mut t = 1_000_000;
+    let mut step = |c: &mut Counters, ok: bool| {
+        t += 1_000;
+        let result = if ok {
+            Ok(())
+        } else {
+            Err("HTTP 503".to_string())
+        };
+        let app = env.app.clone();
+        let (cfg, now) = (cfg.clone(), t);
+        let mut counters = *c;
+        async move {
+            let out = monitor::observe(&app, &cfg, "us-east-1", result, &mut counters, now)
+                .await
+                .unwrap();
+            (out, counters)
+        }
+    };
+    // Both fail: one outage, declared once.
+    let mut downs = Vec::new();
+    for _ in 0..cfg.failure_threshold {
+        let (o, c) = step(&mut a, false).await;
+        a = c;
+        downs.push(o);
+        let (o, c) = step(&mut b, false).await;
+        b = c;
+        downs.push(o);
+    }
+    assert_eq!(
+        downs.iter().filter(|o| **o != Transition::None).count(),
+        1,
+        "{downs:?}"
+    );
+    // A sees the region again; B still cannot reach it.
+    let mut last = Transition::None;
+    for _ in 0..cfg.recovery_threshold {
+        let (o, c) = step(&mut a, true).await;
+        a = c;
+        last = o;
+    }
+    assert_eq!(last, Transition::Up { episode: 1 });
+    for _ in 0..5 {
+        let (o, c) = step(&mut b, false).await;
+        b = c;
+        assert_eq!(
+            o,
+            Transition::None,
+            "B's old failures re-declared the outage"
+        );
+    }
+    let keys: Vec<String> = alerts(&env).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            "monitor:slack:us-east-1:down:1",
+            "monitor:slack:us-east-1:up:1"
+        ]
+    );
+    // A new outage both see is declared, as a new episode.
+    let (o, c) = step(&mut b, true).await;
+    b = c;
+    assert_eq!(o, Transition::None);
+    let mut seen = Vec::new();
+    for _ in 0..cfg.failure_threshold {
+        let (o, c) = step(&mut b, false).await;
+        b = c;
+        seen.push(o);
+    }
+    assert_eq!(
+        seen.last(),
+        Some(&Transition::Down { episode: 2 }),
+        "{seen:?}"
+    );
+}
+
+both_backends!(
+    detects_once_and_only_proposes,
+    processes_that_disagree_do_not_flap
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_alert_reaches_slack_with_its_button() {
