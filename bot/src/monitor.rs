@@ -115,6 +115,30 @@ pub async fn observe(
         // (another process saw the region differently since): not this process's call.
         return Ok(Transition::None);
     }
+    let cooldown = humantime::parse_duration(&cfg.cooldown)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    if want_down && state != "down" && episode > 0 && now.saturating_sub(since_now) < cooldown {
+        // Down again soon after recovering: the same outage goes on, already alerted.
+        sqlx::query("UPDATE monitor_state SET state = 'down', since = $1 WHERE region = $2")
+            .bind(now)
+            .bind(region.to_string())
+            .execute(&mut *tx)
+            .await?;
+        audit::append(
+            &mut tx,
+            &Actor::system(),
+            "monitor.down",
+            None,
+            json!({
+                "region": region, "episode": episode, "error": result.as_ref().err(),
+                "reopened": true,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(Transition::None);
+    }
     let transition = if want_down && state != "down" {
         Transition::Down {
             episode: episode + 1,

@@ -60,7 +60,7 @@ async fn monitor_env(b: Backend, health: &str, slack_url: &str) -> Env {
         .replace(
             "[store]",
             &format!(
-                "[monitor]\ninterval = \"50ms\"\ntimeout = \"1s\"\nfailure_threshold = 3\nrecovery_threshold = 2\n\n\
+                "[monitor]\ninterval = \"50ms\"\ntimeout = \"1s\"\nfailure_threshold = 3\nrecovery_threshold = 2\ncooldown = \"0s\"\n\n\
                  [slack]\nsigning_secret = \"s\"\nbot_token = \"xoxb-t\"\napi_base_url = \"{slack_url}\"\n\
                  incident_channel = \"CINC\"\n\n[store]"
             ),
@@ -274,9 +274,65 @@ async fn processes_that_disagree_do_not_flap(b: Backend) {
     );
 }
 
+/// A region down again within `cooldown` of recovering continues its outage: a flapping
+/// region posts one proposal, not one per flap; after the cooldown a new outage is new.
+async fn a_flapping_region_is_one_outage(b: Backend) {
+    let (url, _) = health_server().await;
+    let env = monitor_env(b, &url, "http://127.0.0.1:9/api").await;
+    let mut cfg = env.app.settings.config.monitor.clone().unwrap();
+    cfg.cooldown = "10m".into();
+    let mut c = Counters::default();
+    let mut t = 1_000_000;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        for ok in [false, false, false, true, true] {
+            t += 30_000;
+            let result = if ok {
+                Ok(())
+            } else {
+                Err("HTTP 503".to_string())
+            };
+            let o = monitor::observe(&env.app, &cfg, "us-east-1", result, &mut c, t)
+                .await
+                .unwrap();
+            if o != Transition::None {
+                seen.push(o);
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            Transition::Down { episode: 1 },
+            Transition::Up { episode: 1 },
+            Transition::Up { episode: 1 },
+            Transition::Up { episode: 1 },
+        ]
+    );
+    let keys: Vec<String> = alerts(&env).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            "monitor:slack:us-east-1:down:1",
+            "monitor:slack:us-east-1:up:1"
+        ]
+    );
+    // Down again after the cooldown: a new outage, alerted.
+    t += 11 * 60_000;
+    let mut last = Transition::None;
+    for _ in 0..3 {
+        t += 30_000;
+        last = monitor::observe(&env.app, &cfg, "us-east-1", Err("x".into()), &mut c, t)
+            .await
+            .unwrap();
+    }
+    assert_eq!(last, Transition::Down { episode: 2 });
+}
+
 both_backends!(
     detects_once_and_only_proposes,
-    processes_that_disagree_do_not_flap
+    processes_that_disagree_do_not_flap,
+    a_flapping_region_is_one_outage
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,7 +399,7 @@ fn button_values_are_checked() {
 fn monitor_config_is_checked() {
     let text = config_text("sqlite://x.db", 1, "30m", 0, "m").replace(
         "[store]",
-        "[monitor]\ninterval = \"soon\"\nfailure_threshold = 0\n\n[store]",
+        "[monitor]\ninterval = \"soon\"\nfailure_threshold = 0\ncooldown = \"later\"\n\n[store]",
     );
     let parsed = drbot::config::parse_str(&text, std::path::Path::new("."), &|_| None).unwrap();
     let err = drbot::config::Settings::from_parsed(parsed, "t.toml".into())
@@ -352,5 +408,9 @@ fn monitor_config_is_checked() {
         .to_string();
     assert!(err.contains("monitor.interval"), "{err}");
     assert!(err.contains("monitor.failure_threshold"), "{err}");
+    assert!(
+        err.contains("monitor.cooldown: `later` is not a duration"),
+        "{err}"
+    );
     assert!(err.contains("no region has a `health_url`"), "{err}");
 }

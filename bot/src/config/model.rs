@@ -190,6 +190,15 @@ pub struct MonitorConfig {
     /// HTTP status a healthy answer has (default 200).
     #[serde(default = "default_monitor_status")]
     pub expect_status: u16,
+    /// A region down again within this long of recovering continues its last outage, with
+    /// no new alert (a flapping region posts one proposal, not one per flap; default `"10m"`,
+    /// `"0s"` for none).
+    #[serde(default = "default_monitor_cooldown")]
+    pub cooldown: String,
+}
+
+fn default_monitor_cooldown() -> String {
+    "10m".into()
 }
 
 fn default_monitor_interval() -> String {

@@ -286,6 +286,12 @@ fn check_monitor(cfg: &Config, m: &super::MonitorConfig, out: &mut Vec<String>) 
             )),
         }
     }
+    if let Err(e) = humantime::parse_duration(&m.cooldown) {
+        out.push(format!(
+            "monitor.cooldown: `{}` is not a duration like \"10m\": {e}",
+            m.cooldown
+        ));
+    }
     if m.failure_threshold == 0 {
         out.push("monitor.failure_threshold: must be at least 1".into());
     }
