@@ -5,8 +5,9 @@
 use super::text;
 use crate::{app::App, store::checklists::ChecklistMessage};
 
-/// Posts instance `id` to `channel` (once: the post carries the key `checklist:<id>:<channel>`
-/// in its metadata) and records the message.
+/// Posts instance `id` to `channel` once, under the key `checklist:<id>:<channel>` claimed in
+/// `outbound` (a card sync and a command's own post racing each other post it once; the one
+/// that posts records it) and records the message.
 pub async fn post(app: &App, id: i64, channel: &str) {
     let res = async {
         let Some(slack) = app.slack.clone() else {
@@ -16,16 +17,20 @@ pub async fn post(app: &App, id: i64, channel: &str) {
             return Ok(());
         };
         let key = format!("checklist:{id}:{channel}");
-        let ts = slack
-            .api
-            .post_message(
-                channel,
-                &text::checklist_text(&view),
-                &text::checklist(&view),
-                None,
-                &key,
-            )
-            .await?;
+        let Some(ts) = super::sync::post_once(
+            app,
+            &slack,
+            &key,
+            channel,
+            None,
+            &text::checklist_text(&view),
+            &text::checklist(&view),
+        )
+        .await?
+        else {
+            // Another task or process holds the claim: it posts and records the message.
+            return Ok(());
+        };
         app.store
             .record_checklist_message(
                 "slack",

@@ -29,7 +29,7 @@ const CLAIM_LEASE_MS: i64 = 90_000;
 /// Returns `None` while another process holds a live claim on the key (its post is under way;
 /// that process records it). A lapsed claim (its process stopped mid-post) is taken over: the
 /// channel is searched for the post first, so it is never made twice.
-async fn post_once(
+pub(crate) async fn post_once(
     app: &App,
     slack: &Slack,
     key: &str,
