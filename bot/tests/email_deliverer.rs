@@ -197,17 +197,23 @@ fn campaign_row(campaign: i64, sub: i64, name: &str) -> Delivery {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn campaign_rows_arrive_as_the_message_their_values_make() {
-    let dir = tempfile::tempdir().unwrap();
-    let smtpd = Smtpd::start(dir.path(), "accept");
-    let store = store(dir.path()).await;
+/// Stores the test campaign; returns its id.
+async fn insert_campaign(store: &Store) -> i64 {
     let mut tx = store.write().await.unwrap();
     let json = serde_json::to_string(&stored_campaign()).unwrap();
     let id = campaigns::insert_tx(&mut tx, "email:run:8:step:1:named", &json)
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_rows_arrive_as_the_message_their_values_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtpd = Smtpd::start(dir.path(), "accept");
+    let store = store(dir.path()).await;
+    let id = insert_campaign(&store).await;
     let d = EmailDeliverer::new(&config(&smtpd.url(), None), store).unwrap();
 
     // One round: campaign rows, a whole-message row, a row of a missing campaign.
@@ -286,12 +292,7 @@ async fn unsubscribed_recipients_are_not_sent() {
     let dir = tempfile::tempdir().unwrap();
     let smtpd = Smtpd::start(dir.path(), "accept");
     let store = store(dir.path()).await;
-    let mut tx = store.write().await.unwrap();
-    let json = serde_json::to_string(&stored_campaign()).unwrap();
-    let id = campaigns::insert_tx(&mut tx, "email:run:8:step:1:named", &json)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let id = insert_campaign(&store).await;
     for (sub, gone) in [(1, false), (2, true), (3, false), (4, true)] {
         sqlx::query(
             "INSERT INTO subscribers (id, email, name, token, created_at, unsubscribed_at) \
