@@ -64,11 +64,12 @@ async fn readyz(State(app): State<App>) -> impl IntoResponse {
 }
 
 /// Prometheus text. A store that cannot be read is `drbot_store_up 0`, the process's own
-/// counters still rendered: an outage is when they are wanted.
+/// counters still rendered: an outage is when they are wanted. The store gets 2 s, like
+/// `/readyz`, well inside any scraper's timeout (Prometheus's default is 10 s).
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let runs = tokio::time::timeout(std::time::Duration::from_secs(5), app.store.run_counts())
+    let runs = tokio::time::timeout(std::time::Duration::from_secs(2), app.store.run_counts())
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within 5 s"))
+        .map_err(|_| anyhow::anyhow!("no answer within 2 s"))
         .and_then(|r| r);
     let runs = match runs {
         Ok(runs) => Some(runs),
