@@ -262,6 +262,65 @@ async fn queued_rows_are_committed_after_the_linger(b: Backend) {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
+/// Makes every audit insert fail (a real error from the store) until `audit_fail` is emptied.
+async fn fail_audit_inserts(env: &Env) {
+    sql(env, "CREATE TABLE audit_fail (x INTEGER)").await;
+    sql(env, "INSERT INTO audit_fail VALUES (1)").await;
+    match env.app.store.backend() {
+        StoreBackend::Sqlite => {
+            sql(
+                env,
+                "CREATE TRIGGER audit_fail_now BEFORE INSERT ON audit_log \
+                 WHEN EXISTS (SELECT 1 FROM audit_fail) \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+            )
+            .await
+        }
+        StoreBackend::Postgres => {
+            sql(
+                env,
+                "CREATE FUNCTION audit_fail_now() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF EXISTS (SELECT 1 FROM audit_fail) THEN \
+                 RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$",
+            )
+            .await;
+            sql(
+                env,
+                "CREATE TRIGGER audit_fail_now BEFORE INSERT ON audit_log \
+                 FOR EACH ROW EXECUTE FUNCTION audit_fail_now()",
+            )
+            .await
+        }
+    }
+}
+
+/// A group commit that fails loses none of its queued rows (nobody waits for them): the writer
+/// commits them again, in order, once the store takes them. A caller who waits is told of the
+/// failure, and the writer goes on afterwards.
+async fn queued_rows_survive_a_failed_commit(b: Backend) {
+    let env = env(b).await;
+    fail_audit_inserts(&env).await;
+    let writer = AuditWriter::spawn_with(env.app.store.clone(), Duration::from_secs(3600));
+    for who in ["alice", "bob"] {
+        writer.queue(status_row(&env, who)).await.unwrap();
+    }
+    let err = writer.append(status_row(&env, "carol")).await.unwrap_err();
+    assert!(format!("{err:#}").contains("injected failure"), "{err:#}");
+    // Attempts at the two queued rows fail while the store refuses them.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(env.app.store.audit_rows(None, 10).await.unwrap().is_empty());
+
+    sql(&env, "DELETE FROM audit_fail").await;
+    writer.flush().await.unwrap();
+    let rows = env.app.store.audit_rows(None, 10).await.unwrap();
+    let people: Vec<_> = rows.iter().map(|r| r.person.clone().unwrap()).collect();
+    assert_eq!(people, ["alice", "bob"], "the queued rows, in order");
+    assert_eq!(writer.append(status_row(&env, "carol")).await.unwrap(), 3);
+    let report = env.app.store.audit_verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.rows, 3);
+}
+
 /// The head `audit --verify` prints, as `SEQ:HASH`.
 fn printed_head(out: &str) -> String {
     out.split(", head ")
@@ -337,6 +396,7 @@ both_backends!(
     verify_while_rows_are_appended,
     queued_rows_linger_until_someone_waits,
     queued_rows_are_committed_after_the_linger,
+    queued_rows_survive_a_failed_commit,
     concurrent_commands_are_all_audited_in_one_chain,
     append_only_triggers_refuse_changes,
     edited_row_is_named,

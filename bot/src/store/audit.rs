@@ -150,7 +150,7 @@ pub async fn append(
         detail,
     });
     // `$N` parameters work on both backends; the `?` form only matters for big batches.
-    let seqs = append_many(tx, Backend::Postgres, vec![entry]).await?;
+    let seqs = append_many(tx, Backend::Postgres, std::slice::from_ref(&entry)).await?;
     seqs.first()
         .copied()
         .ok_or_else(|| anyhow::anyhow!("audit append wrote nothing"))
@@ -161,7 +161,7 @@ pub async fn append(
 pub async fn append_many(
     tx: &mut Tx,
     backend: Backend,
-    entries: Vec<Prepared>,
+    entries: &[Prepared],
 ) -> anyhow::Result<Vec<i64>> {
     if entries.is_empty() {
         return Ok(Vec::new());
@@ -176,8 +176,8 @@ pub async fn append_many(
         ),
         None => (1, GENESIS.to_string()),
     };
-    // Chain first (each row's hash is the next one's `prev_hash`), then move every value
-    // into the statements' arguments: nothing is copied twice.
+    // Chain first (each row's hash is the next one's `prev_hash`), then bind every value by
+    // reference: nothing is copied, and the caller keeps the rows (to try them again).
     // One time for the group: the moment its rows are chained.
     let at = now_ms();
     let mut buf = Vec::with_capacity(512);
@@ -216,13 +216,13 @@ pub async fn append_many(
             q = q
                 .bind(seq)
                 .bind(at)
-                .bind(e.person)
-                .bind(Some(e.account))
+                .bind(e.person.as_deref())
+                .bind(Some(e.account.as_str()))
                 .bind(e.platform)
-                .bind(e.channel)
-                .bind(e.action)
+                .bind(e.channel.as_deref())
+                .bind(e.action.as_str())
                 .bind(e.run_id)
-                .bind(e.detail)
+                .bind(e.detail.as_str())
                 .bind(prev)
                 .bind(hash);
         }

@@ -14,6 +14,11 @@ use super::{
 /// command and click), committing them in groups: concurrent callers share one transaction.
 /// A caller of [`AuditWriter::append`] waits until its row is committed; rows of
 /// [`AuditWriter::queue`] are committed within [`LINGER`].
+///
+/// **Architecture Invariant:** a queued row is never lost to a failed commit (a store
+/// restarting, a lock held too long): the writer keeps the rows nobody waits for and commits
+/// them again, first and alone, until they are in, before it takes anything else. A caller
+/// who waits is told of the failure instead, so its command stops there.
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Item>,
@@ -40,6 +45,17 @@ const GROUP_MAX: usize = 512;
 /// the most a crash can lose of them (rows about a change are always awaited).
 pub const LINGER: Duration = Duration::from_millis(10);
 
+/// The first pause before committing again the queued rows of a failed commit; it doubles
+/// up to [`RETRY_MAX`] while the store keeps failing.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest pause between two attempts at the queued rows of a failed commit.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The longest [`AuditWriter::flush`] waits: a store that stays unreachable must not hold a
+/// process's exit forever.
+const FLUSH_LIMIT: Duration = Duration::from_secs(30);
+
 impl AuditWriter {
     /// Starts the writer task on the current runtime.
     pub fn spawn(store: Store) -> AuditWriter {
@@ -52,9 +68,36 @@ impl AuditWriter {
         let waiting = Arc::new(Notify::new());
         let wake = waiting.clone();
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            // Queued rows of a failed commit, oldest first: committed before anything else.
+            let mut failed: Vec<Prepared> = Vec::new();
+            let mut pause = RETRY_FIRST;
+            loop {
+                if !failed.is_empty() {
+                    tokio::time::sleep(pause).await;
+                    match insert(&store, &failed).await {
+                        Ok(_) => {
+                            tracing::info!(
+                                rows = failed.len(),
+                                "queued audit rows committed after a failed group commit"
+                            );
+                            failed.clear();
+                            pause = RETRY_FIRST;
+                        }
+                        Err(e) => {
+                            tracing::error!(
+                                rows = failed.len(),
+                                error = format!("{e:#}"),
+                                retry_in_ms = pause.as_millis() as u64,
+                                "queued audit rows still not committed"
+                            );
+                            pause = (pause * 2).min(RETRY_MAX);
+                        }
+                    }
+                    continue;
+                }
+                let Some(first) = rx.recv().await else { break };
                 let batch = gather(&mut rx, &wake, first, linger).await;
-                commit(&store, batch).await;
+                commit(&store, batch, &mut failed).await;
             }
         });
         AuditWriter { tx, waiting }
@@ -70,9 +113,19 @@ impl AuditWriter {
             .map_err(|_| anyhow::anyhow!("the audit writer stopped"))
     }
 
-    /// Waits until every row queued before this call is committed (before the process exits).
+    /// Waits until every row queued before this call is committed (before the process
+    /// exits), at most [`FLUSH_LIMIT`].
     pub async fn flush(&self) -> anyhow::Result<()> {
-        self.wait_for(None).await.map(|_| ())
+        tokio::time::timeout(FLUSH_LIMIT, self.wait_for(None))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "queued audit rows are still not committed after {} s (is the store \
+                     reachable?)",
+                    FLUSH_LIMIT.as_secs()
+                )
+            })?
+            .map(|_| ())
     }
 
     /// Appends one row; returns its sequence number once it is committed.
@@ -125,24 +178,21 @@ async fn gather(
     }
 }
 
-/// Appends the batch's rows in one transaction and answers everyone waiting.
-async fn commit(store: &Store, mut batch: Vec<Item>) {
+/// Appends the batch's rows in one transaction and answers everyone waiting. The rows nobody
+/// waits for are moved to `failed` when the commit fails.
+async fn commit(store: &Store, mut batch: Vec<Item>, failed: &mut Vec<Prepared>) {
     // Which items are rows (the others are flush markers), then the rows themselves, moved
-    // out.
+    // out, and whether someone waits for each.
     let is_row: Vec<bool> = batch.iter().map(|(e, _)| e.is_some()).collect();
-    let entries: Vec<Prepared> = batch.iter_mut().filter_map(|(e, _)| e.take()).collect();
-    let rows = entries.len();
-    let res = async {
-        if entries.is_empty() {
-            return anyhow::Ok(Vec::new());
+    let mut rows = Vec::with_capacity(batch.len());
+    let mut awaited = Vec::with_capacity(batch.len());
+    for (row, done) in &mut batch {
+        if let Some(row) = row.take() {
+            rows.push(row);
+            awaited.push(done.is_some());
         }
-        let mut tx = store.write().await?;
-        let seqs = append_many(&mut tx, store.backend(), entries).await?;
-        tx.commit().await?;
-        anyhow::Ok(seqs)
     }
-    .await;
-    match res {
+    match insert(store, &rows).await {
         Ok(seqs) => {
             let mut seqs = seqs.into_iter();
             for ((_, done), row) in batch.into_iter().zip(is_row) {
@@ -154,7 +204,19 @@ async fn commit(store: &Store, mut batch: Vec<Item>) {
         }
         Err(e) => {
             let msg = format!("{e:#}");
-            tracing::error!(rows, error = msg, "audit group commit failed");
+            let queued = awaited.iter().filter(|a| !**a).count();
+            tracing::error!(
+                rows = rows.len(),
+                queued,
+                error = msg,
+                "audit group commit failed; its queued rows will be committed again"
+            );
+            failed.extend(
+                rows.into_iter()
+                    .zip(awaited)
+                    .filter(|(_, awaited)| !awaited)
+                    .map(|(row, _)| row),
+            );
             for (_, done) in batch {
                 if let Some(done) = done {
                     let _ = done.send(Err(msg.clone()));
@@ -162,4 +224,15 @@ async fn commit(store: &Store, mut batch: Vec<Item>) {
             }
         }
     }
+}
+
+/// Appends `rows` in one transaction; their sequence numbers.
+async fn insert(store: &Store, rows: &[Prepared]) -> anyhow::Result<Vec<i64>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = store.write().await?;
+    let seqs = append_many(&mut tx, store.backend(), rows).await?;
+    tx.commit().await?;
+    Ok(seqs)
 }
