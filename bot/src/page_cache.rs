@@ -64,7 +64,8 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 cache
                     .get(|| async {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Long enough that all 50 ask while it runs, however slow the spawning.
+                        tokio::time::sleep(Duration::from_millis(1000)).await;
                         Ok(builds.fetch_add(1, Ordering::SeqCst) + 1)
                     })
                     .await

@@ -87,7 +87,7 @@ async fn alerts(env: &Env) -> Vec<(String, Value)> {
 async fn check(env: &Env, url: &str, region: &str, c: &mut Counters) -> Transition {
     let cfg = env.app.settings.config.monitor.clone().unwrap();
     let client = reqwest::Client::new();
-    let result = monitor::probe(&client, url, 200, Duration::from_secs(1)).await;
+    let result = monitor::probe(&client, url, 200, Duration::from_secs(10)).await;
     monitor::observe(&env.app, &cfg, region, result, c, now_ms())
         .await
         .unwrap()

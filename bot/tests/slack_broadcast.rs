@@ -89,10 +89,18 @@ async fn a_slow_post_is_not_made_twice_by_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let one = SlackBroadcast(app(&slack, &dir).await);
     let two = SlackBroadcast(app(&slack, &dir).await);
-    slack.inject("chat.postMessage", Fault::Slow(1500));
+    slack.inject("chat.postMessage", Fault::Slow(5000));
     let first =
         tokio::spawn(async move { one.post_status("incident-1:update-1", "DR activated").await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The first post has reached Slack (and is held there).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while slack.calls("chat.postMessage").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first post never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let e = two
         .post_status("incident-1:update-1", "DR activated")
         .await

@@ -183,7 +183,7 @@ async fn rate_limit_spreads_200_messages_over_two_seconds() {
         took >= Duration::from_millis(1900),
         "200 at 100/s took only {took:?}"
     );
-    assert!(took < Duration::from_secs(6), "200 at 100/s took {took:?}");
+    assert!(took < Duration::from_secs(20), "200 at 100/s took {took:?}");
     let counts = received(&smtpd);
     assert_eq!(counts.len(), 200);
     assert!(counts.values().all(|&c| c == 1));
@@ -213,11 +213,14 @@ async fn dropping_the_stream_stops_the_send_after_the_messages_in_flight() {
     drop(stream);
     // What was in flight at the drop may still land: a message per connection, and the
     // settled ones not yet read.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The bound holds however late the in-flight ones land; a send that went on would add
+    // about 100 in these 2 s.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let after_drop = received(&smtpd).len();
-    assert!((10..=16).contains(&after_drop), "{after_drop} received");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(received(&smtpd).len(), after_drop, "the send went on");
+    assert!(
+        (10..=16).contains(&after_drop),
+        "the send went on: {after_drop} received"
+    );
 }
 
 #[tokio::test]

@@ -339,7 +339,7 @@ async fn a_failed_abort_step_ends_the_run_when_resumed() {
 async fn timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("late");
-    let script = format!("(sleep 1; echo late > {}) & sleep 5", f.display());
+    let script = format!("(sleep 1; echo late > {}) & sleep 60", f.display());
     let p = plan(&exec("slow", &script, "timeout = \"300ms\""), false);
     let j = MemJournal::new(p, true);
     let started = Instant::now();
@@ -348,7 +348,7 @@ async fn timeout_kills_the_whole_process_group() {
         matches!(d, Driven::Finished(Finish::Failed { ref error, .. }) if error.contains("timed out")),
         "{d:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !f.exists(),

@@ -324,7 +324,7 @@ async fn until_mode_gives_up_at_max_wait_and_stops_on_cancel() {
         e.message
     );
     assert!(lines.len() >= 3, "{lines:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(15));
 
     // Without max_wait it polls until the step's timeout, or until cancelled.
     let step = build(json!({"url": format!("{base}/health"), "mode": "until", "interval": "20ms"}));

@@ -619,7 +619,7 @@ async fn a_workload_that_never_becomes_ready_times_out_retryably() {
     assert_eq!(lines, ["apex-api: 0/4 ready"]);
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(600) && took < Duration::from_secs(5),
+        took >= Duration::from_millis(600) && took < Duration::from_secs(30),
         "{took:?}"
     );
     // The replicas were set; only readiness is missing.
@@ -657,7 +657,7 @@ async fn cancel_stops_the_wait_promptly() {
     assert!(err.retryable);
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(300) && took < Duration::from_secs(30),
         "{took:?}"
     );
 }

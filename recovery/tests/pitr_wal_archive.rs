@@ -127,12 +127,8 @@ async fn failing_archive_command_is_reported() {
     pg.archive_current_wal(Duration::from_secs(30)).unwrap();
     pg.append_conf(&[("archive_command", "false")]).unwrap();
     pg.psql("postgres", "SELECT pg_reload_conf()").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    pg.psql(
-        "postgres",
-        "CREATE TABLE t (v int); INSERT INTO t VALUES (1); SELECT pg_switch_wal()",
-    )
-    .unwrap();
+    pg.psql("postgres", "CREATE TABLE t (v int)").unwrap();
+    // New WAL to archive until the archiver, once it has read the new command, fails on it.
     let deadline = Instant::now() + Duration::from_secs(30);
     while pg
         .psql("postgres", "SELECT failed_count FROM pg_stat_archiver")
@@ -140,7 +136,12 @@ async fn failing_archive_command_is_reported() {
         == "0"
     {
         assert!(Instant::now() < deadline, "archiving never failed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pg.psql(
+            "postgres",
+            "INSERT INTO t VALUES (1); SELECT pg_switch_wal()",
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let res = with_cluster("main", &pg);
     let err = run_step(

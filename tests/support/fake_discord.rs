@@ -145,6 +145,26 @@ impl FakeDiscord {
     pub fn webhooks(&self) -> Vec<WebhookCall> {
         self.inner.lock().unwrap().webhooks.clone()
     }
+
+    /// The text of drbot's ephemeral answer `v` to an interaction: `v`'s own (type 4, answered
+    /// at once) or, when drbot deferred it (type 5: the machine was slower than
+    /// `discord.defer_after`), the edit of `@original` made after the first `seen` webhook
+    /// calls, waited for up to 30 s.
+    pub fn answer_text(&self, v: &Value, seen: usize) -> String {
+        if v["type"] == 5 {
+            let deadline = Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                if let Some(edit) = self.webhooks()[seen..].iter().find(|c| c.method == "PATCH") {
+                    return edit.body["content"].as_str().unwrap_or("").to_string();
+                }
+                assert!(Instant::now() < deadline, "deferred answer never sent: {v}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        assert_eq!(v["type"], 4, "{v}");
+        assert_eq!(v["data"]["flags"], 64, "ephemeral: {v}");
+        v["data"]["content"].as_str().unwrap_or("").to_string()
+    }
 }
 
 fn expired(token: &str) -> Option<Response> {

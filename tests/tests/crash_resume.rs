@@ -98,7 +98,8 @@ fn sqlite_url(dir: &Path) -> String {
 fn sigkill_mid_step_resumes_without_repeating_non_idempotent_steps() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = write_config(dir.path(), port, &sqlite_url(dir.path()), 4);
+    // Steps long enough that a loaded machine still kills inside the step it waited for.
+    let cfg = write_config(dir.path(), port, &sqlite_url(dir.path()), 8);
     let log = dir.path().join("serve.log");
     let mut server = Server::start(&cfg, port, &log);
     let run = request_and_approve(&cfg);
@@ -179,7 +180,8 @@ fn sigkill_mid_step_resumes_without_repeating_non_idempotent_steps() {
 fn sigterm_finishes_the_step_in_flight_and_hands_over() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = write_config(dir.path(), port, &sqlite_url(dir.path()), 2);
+    // Step two outlasts a late SIGTERM; the grace (20 s) outlasts step two.
+    let cfg = write_config(dir.path(), port, &sqlite_url(dir.path()), 6);
     let log = dir.path().join("serve.log");
     let mut server = Server::start(&cfg, port, &log);
     let run = request_and_approve(&cfg);

@@ -236,14 +236,10 @@ with = {{ command = "sh", args = ["-c", "echo promote >> {marker}"] }}
             ("options", &options.to_string()),
         ],
     );
+    let seen = discord.webhooks().len();
     let (_, v) = discord_post(server.port, &body);
-    assert!(
-        v["data"]["content"]
-            .as_str()
-            .unwrap()
-            .starts_with("Run 2 requested"),
-        "{v}"
-    );
+    let text = discord.answer_text(&v, seen);
+    assert!(text.starts_with("Run 2 requested"), "{text}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while cards(&discord, "1210000000000000000").is_empty() || cards(&discord, CHANNEL).len() < 2 {
         assert!(

@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use drbot_e2e::*;
+use drbot_e2e::{fake_discord::FakeDiscord, *};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 
@@ -97,17 +97,21 @@ fn sub(name: &str, options: Value) -> Value {
     json!([{ "type": 1, "name": name, "options": options }])
 }
 
-fn content(v: &Value) -> String {
-    assert_eq!(v["type"], 4, "{v}");
-    assert_eq!(v["data"]["flags"], 64, "ephemeral: {v}");
-    v["data"]["content"].as_str().unwrap_or("").to_string()
+/// Posts a signed command; the text of its ephemeral answer (at once, or deferred on a slow
+/// machine and then sent as an edit of `@original`).
+fn ask(fake: &FakeDiscord, port: u16, body: &str) -> String {
+    let seen = fake.webhooks().len();
+    let (status, v) = post(port, body);
+    assert_eq!(status, 200, "{v}");
+    fake.answer_text(&v, seen)
 }
 
 #[test]
 fn interactions_are_verified_and_commands_mapped() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = setup(dir.path(), port, "http://127.0.0.1:9/api/v10");
+    let fake = FakeDiscord::start("test-bot-token");
+    let cfg = setup(dir.path(), port, &fake.base_url());
     let _server = Server::start(&cfg, port, &dir.path().join("serve.log"));
 
     // Discord probes with bad signatures: they must get 401.
@@ -153,29 +157,24 @@ fn interactions_are_verified_and_commands_mapped() {
         "failover",
         json!([{ "type": 3, "name": "region", "value": "us-west-2" }]),
     );
-    let (status, v) = post(port, &command("2002", failover.clone()));
-    assert_eq!(status, 200);
-    assert!(content(&v).starts_with("Run 1 requested"), "{v}");
+    let text = ask(&fake, port, &command("2002", failover.clone()));
+    assert!(text.starts_with("Run 1 requested"), "{text}");
     // bob cannot approve his own request; alice can.
     let approve = sub("approve", json!([{ "type": 4, "name": "run", "value": 1 }]));
-    assert!(content(&post(port, &command("2002", approve.clone())).1).contains("cannot approve"));
+    assert!(ask(&fake, port, &command("2002", approve.clone())).contains("cannot approve"));
     // An account drbot does not know: read-only only.
     assert!(
-        content(&post(port, &command("9999", approve.clone())).1)
+        ask(&fake, port, &command("9999", approve.clone()))
             .contains("not in drbot's [[people]] list")
     );
-    assert!(
-        content(&post(port, &command("9999", sub("status", json!([])))).1).contains("us-west-2")
-    );
-    assert!(
-        content(&post(port, &command("2001", approve)).1).starts_with("Approved: run 1 goes ahead")
-    );
+    assert!(ask(&fake, port, &command("9999", sub("status", json!([])))).contains("us-west-2"));
+    assert!(ask(&fake, port, &command("2001", approve)).starts_with("Approved: run 1 goes ahead"));
     // A region Discord offered from an older registration: the grammar names the problem.
     let stale = sub(
         "failover",
         json!([{ "type": 3, "name": "region", "value": "eu-central-1" }]),
     );
-    let text = content(&post(port, &command("2002", stale)).1);
+    let text = ask(&fake, port, &command("2002", stale));
     assert!(
         text.contains("Unknown region `eu-central-1`")
             && text.contains("Usage: /dr failover <region> [--dry-run]"),
@@ -185,7 +184,7 @@ fn interactions_are_verified_and_commands_mapped() {
         "failover",
         json!([{ "type": 3, "name": "region", "value": "us-west-2" }, { "type": 5, "name": "dry_run", "value": true }]),
     );
-    assert!(content(&post(port, &command("2002", dry)).1).contains("queued (no approval needed)"));
+    assert!(ask(&fake, port, &command("2002", dry)).contains("queued (no approval needed)"));
     // Garbage that is correctly signed: a clear answer, no panic.
     assert_eq!(post(port, "{not json").0, 400);
     let o = drbot(&cfg, &["--json", "audit", "--limit", "100"]);

@@ -129,7 +129,7 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
         "status",
         json!([]),
     ));
-    let edit = wait_for("the deferred status answer", 10, || {
+    let edit = wait_for("the deferred status answer", 30, || {
         fake.webhooks()
             .into_iter()
             .find(|w| w.token == "tok-status")
@@ -146,7 +146,7 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
         "failover",
         json!([{ "type": 3, "name": "region", "value": "us-west-2" }]),
     ));
-    let edit = wait_for("the request's answer", 10, || {
+    let edit = wait_for("the request's answer", 30, || {
         fake.webhooks()
             .into_iter()
             .find(|w| w.token == "tok-request")
@@ -156,7 +156,7 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
         "{:?}",
         edit.body
     );
-    let card = wait_for("the approval card", 10, || {
+    let card = wait_for("the approval card", 30, || {
         fake.messages(CHANNEL)
             .into_iter()
             .find(|m| !m.body["embeds"].is_null())
@@ -183,7 +183,7 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
         told.body
     );
     // Step details are a reply to the card, with the step's output.
-    let detail = wait_for("the step detail reply", 10, || {
+    let detail = wait_for("the step detail reply", 30, || {
         fake.messages(CHANNEL)
             .into_iter()
             .find(|m| m.body["message_reference"]["message_id"] == card.id.as_str())
@@ -194,7 +194,7 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
         "{text}"
     );
     // The card itself ends "Done".
-    wait_for("the card to show Done", 10, || {
+    wait_for("the card to show Done", 30, || {
         fake.messages(CHANNEL)
             .into_iter()
             .find(|m| m.id == card.id)
@@ -221,7 +221,7 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
         "status",
         json!([]),
     ));
-    let msg = wait_for("the channel fallback", 10, || {
+    let msg = wait_for("the channel fallback", 30, || {
         fake.messages(CHANNEL)
             .into_iter()
             .find(|m| content(&m.body).starts_with("<@2002>"))
@@ -269,7 +269,7 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
         "status",
         json!([]),
     ));
-    let times = wait_for("two more channel posts", 10, || {
+    let times = wait_for("two more channel posts", 30, || {
         let t = fake.post_times();
         (t.len() >= exhausted_at + 2).then_some(t)
     });
@@ -304,7 +304,7 @@ fn past_the_followup_window_answers_go_to_the_channel() {
         "failover",
         json!([{ "type": 3, "name": "region", "value": "us-west-2" }]),
     ));
-    wait_for("the request's answer in the channel", 10, || {
+    wait_for("the request's answer in the channel", 30, || {
         fake.messages(CHANNEL)
             .into_iter()
             .find(|m| content(&m.body).starts_with("<@2002> Run 1 requested"))

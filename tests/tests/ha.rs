@@ -17,7 +17,7 @@ listen = "127.0.0.1:{port}"
 url = "{store_url}"
 
 [engine]
-lease = "2s"
+lease = "5s"
 poll_interval = "100ms"
 
 [[people]]
@@ -48,7 +48,7 @@ with = {{ command = "sh", args = ["-c", "echo $PPID >> {d}/m1"] }}
 [[runbooks.steps]]
 name = "two (idempotent, slow)"
 type = "exec"
-with = {{ command = "sh", args = ["-c", "echo two >> {d}/m2; sleep 3"] }}
+with = {{ command = "sh", args = ["-c", "echo two >> {d}/m2; sleep 8"] }}
 idempotent = true
 
 [[runbooks.steps]]
@@ -103,7 +103,7 @@ fn the_other_process_takes_over_after_sigkill() {
     assert_eq!(pid, victim.pid(), "lease owner is one of our two processes");
     victim.kill9();
 
-    let v = wait_run(&cfg_a, 1, 30, "succeeded", |v| state(v) == "succeeded");
+    let v = wait_run(&cfg_a, 1, 90, "succeeded", |v| state(v) == "succeeded");
     let new_owner_claims: Vec<_> = {
         let o = drbot(
             &cfg_a,

@@ -527,6 +527,11 @@ fn simultaneous_approvals_execute_once() {
         header(&card_of(s, "C1")).starts_with("Done")
     });
     assert_eq!(marker(&env), ["promote"]);
+    // The refusal goes to its click's response_url from its own task: wait for it.
+    env.slack.wait(30, "the refusal", |s| {
+        s.responses("t-a").len() + s.responses("t-b").len() >= 1
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let refused = env.slack.responses("t-a").len() + env.slack.responses("t-b").len();
     assert_eq!(refused, 1, "exactly one of the two clicks was refused");
 }
@@ -566,7 +571,8 @@ fn needs_attention_buttons_are_approval_gated() {
     });
     env.server.kill9();
     env.server = Server::start(&env.cfg, port, &env.dir.join("serve3.log"));
-    env.slack.wait(30, "needs attention", |s| {
+    // After the dead process's lease (15 s) lapses.
+    env.slack.wait(90, "needs attention", |s| {
         header(&card_of(s, "C1")).starts_with("Needs attention")
     });
     assert_eq!(

@@ -208,7 +208,7 @@ fn a_slow_envelope_does_not_hold_back_the_others() {
              c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
              c.execute('BEGIN IMMEDIATE')\n\
              print('locked', flush=True)\n\
-             time.sleep(8)\n\
+             time.sleep(20)\n\
              c.execute('ROLLBACK')",
         ])
         .arg(d.join("drbot.db"))

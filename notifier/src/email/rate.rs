@@ -60,6 +60,8 @@ mod tests {
         }
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(195), "{took:?}");
-        assert!(took < Duration::from_millis(400), "{took:?}");
+        // Late wake-ups on a loaded machine add up (a slot missed is not made up): a loose
+        // upper bound, still far below what a wrong interval (10× too long) would take.
+        assert!(took < Duration::from_secs(2), "{took:?}");
     }
 }
