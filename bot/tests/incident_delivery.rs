@@ -213,6 +213,25 @@ async fn retried_create_adopts_existing(b: Backend) {
     ));
 }
 
+/// A create Statuspage took but whose answer drbot cannot read (cut short, or rewritten by a
+/// proxy) is retried as ambiguous: the retry finds the incident by drbot's key and records
+/// its id, so there is one incident and the updates after it reach it.
+async fn a_create_with_an_unreadable_answer_is_adopted(b: Backend) {
+    let fake = FakeStatuspage::start("p1", "sp-key").await;
+    let env = env_with_fake(b, &fake).await;
+    fake.garble_next_answer();
+    say(&env, "bob", "/dr incident open API degraded").await;
+    drain(&env, 30).await;
+    assert_eq!(fake.incidents().len(), 1, "{:?}", fake.incidents());
+    let id = fake.incidents()[0]["id"].as_str().unwrap().to_string();
+    let row = env.app.store.incident(1).await.unwrap().unwrap();
+    assert_eq!(row.statuspage_incident_id.as_deref(), Some(id.as_str()));
+    say(&env, "bob", "/dr incident resolve").await;
+    drain(&env, 30).await;
+    assert_eq!(fake.incidents().len(), 1);
+    assert_eq!(fake.incidents()[0]["status"], "resolved");
+}
+
 /// An update Statuspage took but whose answer was lost (a 502 from a proxy) is not posted,
 /// and notified, a second time: the retry reads the incident, finds the update's key in its
 /// metadata, and records the row delivered. The next update goes out as usual.
@@ -271,6 +290,7 @@ async fn retried_update_is_not_posted_twice(b: Backend) {
 }
 
 both_backends!(
+    a_create_with_an_unreadable_answer_is_adopted,
     delivered_in_order,
     retried_create_adopts_existing,
     retried_update_is_not_posted_twice

@@ -145,6 +145,42 @@ async fn pipelined_4xx_at_rcpt_and_at_data_are_retried_to_one_message_each() {
     }
 }
 
+/// A session the server refuses (here a 554 to EHLO; a rotated password's 535 to AUTH is the
+/// same path) is every message's temporary failure, retried, never a permanent one.
+#[tokio::test]
+async fn a_refused_session_is_a_temporary_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtpd = Smtpd::custom(dir.path(), "refuse");
+    let mut cfg = EmailConfig::new(
+        SmtpUrl::parse(&format!("smtp://127.0.0.1:{}", smtpd.port)).unwrap(),
+        "status@example.com",
+    );
+    cfg.retry_backoff = Duration::from_millis(10);
+    cfg.max_attempts = 2;
+    let mailer = Mailer::new(&cfg).unwrap();
+    let deliveries: Vec<Delivery> = mailer
+        .send_many(
+            futures::stream::iter(emails(3, |i| format!("user{i}"))),
+            mailer.bulk_options(),
+        )
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(deliveries.len(), 3);
+    for d in deliveries {
+        let Err(SendError::Temporary {
+            code: Some(554),
+            message,
+        }) = &d.result
+        else {
+            panic!("{d:?}");
+        };
+        assert!(message.contains("Service refused"), "{message}");
+        assert_eq!(d.attempts, 2);
+    }
+    assert!(received(&smtpd).is_empty());
+}
+
 #[tokio::test]
 async fn an_unreachable_server_is_a_temporary_failure_after_the_attempts() {
     let port = email_common::closed_port();

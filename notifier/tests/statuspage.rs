@@ -43,6 +43,37 @@ fn new_incident(name: &str) -> NewIncident {
     }
 }
 
+/// A 2xx whose body cannot be read (cut short, or rewritten by a proxy) is an ambiguous
+/// retryable error, not a permanent one: Statuspage made the incident, and it is found by key.
+#[tokio::test]
+async fn a_success_with_an_unreadable_body_is_ambiguous() {
+    let (fake, client) = setup().await;
+    fake.garble_next_answer();
+    let err = client
+        .create_incident(&new_incident("Service Degradation - DR Activated"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StatuspageError::Retry {
+                ambiguous: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("unreadable answer to HTTP 201"),
+        "{err}"
+    );
+    let found = client.find_unresolved_by_key("drbot-inc-1").await.unwrap();
+    assert_eq!(
+        found.map(|i| i.id),
+        Some(fake.incidents()[0]["id"].as_str().unwrap().into())
+    );
+}
+
 /// An update whose answer is lost (502 after the change) is a retryable error; the incident,
 /// read back, carries the update's key in its metadata beside the incident's.
 #[tokio::test]

@@ -84,6 +84,9 @@ struct Inner {
     hang_next: Option<Duration>,
     /// The next request is handled, then answered 502 (its answer lost on the way).
     lose_next: bool,
+    /// The next request is handled and answered with its own status but a body that is not
+    /// JSON (an answer cut short, or rewritten by a proxy).
+    garble_next: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -110,6 +113,7 @@ impl FakeStatuspage {
             scripted: VecDeque::new(),
             hang_next: None,
             lose_next: false,
+            garble_next: false,
         }));
         let fake = Arc::new(FakeStatuspage {
             addr,
@@ -173,6 +177,12 @@ impl FakeStatuspage {
     /// answers when the answer is lost: the caller cannot tell whether it was taken.
     pub fn lose_next_answer(&self) {
         self.state.lock().unwrap().lose_next = true;
+    }
+
+    /// The next request is handled (its change made) and answered with its own status, but a
+    /// body that is not JSON.
+    pub fn garble_next_answer(&self) {
+        self.state.lock().unwrap().garble_next = true;
     }
 
     /// The next request waits `delay` before it is handled.
@@ -247,6 +257,7 @@ async fn handle(
         serde_json::from_slice(&body)
     };
     let path = uri.path().to_string();
+    let mut garbled = false;
     let (status, answer, retry_after) = if let Some((code, after)) = s.scripted.pop_front() {
         (code, json!({ "error": "scripted failure" }), after)
     } else if !authorized {
@@ -258,6 +269,9 @@ async fn handle(
                 let (code, answer) = route(&mut s, &method, &path, body);
                 if std::mem::take(&mut s.lose_next) {
                     (502, json!({ "error": "bad gateway" }), None)
+                } else if std::mem::take(&mut s.garble_next) {
+                    garbled = true;
+                    (code, answer, None)
                 } else {
                     (code, answer, None)
                 }
@@ -272,7 +286,16 @@ async fn handle(
         status,
     });
     drop(s);
-    let mut resp = (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response();
+    let mut resp = if garbled {
+        let cut = answer.to_string();
+        (
+            StatusCode::from_u16(status).unwrap(),
+            cut[..cut.len() / 2].to_string(),
+        )
+            .into_response()
+    } else {
+        (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response()
+    };
     // One request per connection, so that "stop listening" refuses the very next call.
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));

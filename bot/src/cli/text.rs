@@ -323,11 +323,11 @@ pub fn outbox_retried(n: u64, superseded: u64) -> String {
         0 => {}
         1 => out.push_str(
             " 1 stays failed: a later delivery of its group (a newer status update) already \
-             went out, and sending it now would take the status back in time.",
+             went out or is going out, and sending it now would take the status back in time.",
         ),
         k => out.push_str(&format!(
             " {k} stay failed: a later delivery of their group (a newer status update) already \
-             went out, and sending them now would take the status back in time."
+             went out or is going out, and sending them now would take the status back in time."
         )),
     }
     out

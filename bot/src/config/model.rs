@@ -393,16 +393,19 @@ pub struct EmailConfig {
     /// flight when larger than 8.
     #[serde(default = "default_email_connections")]
     pub max_connections: u32,
-    /// Most messages started per second, retries included (default: no limit).
+    /// Most messages started per second, retries included (default: no limit). Each `serve`
+    /// process sending email applies it on its own.
     #[serde(default)]
     pub rate_limit: Option<f64>,
-    /// Attempts per message before a temporary (4xx) failure is recorded as failed (default 5).
+    /// Attempts per message before a temporary (4xx) failure is recorded as failed (default
+    /// 10: with the default backoff, about 40 minutes of retries, past greylisting and a
+    /// relay's restart or throttling).
     #[serde(default = "default_email_attempts")]
     pub max_attempts: u32,
-    /// Wait before retrying a temporary failure, doubled at each retry (default `"1s"`).
+    /// Wait before retrying a temporary failure, doubled at each retry (default `"10s"`).
     #[serde(default = "default_email_backoff")]
     pub retry_backoff: String,
-    /// Longest wait between two retries (default `"60s"`).
+    /// Longest wait between two retries (default `"10m"`).
     #[serde(default = "default_email_max_backoff")]
     pub max_backoff: String,
     /// Longest wait for any one SMTP reply or connection (default `"30s"`).
@@ -414,13 +417,13 @@ fn default_email_connections() -> u32 {
     8
 }
 fn default_email_attempts() -> u32 {
-    5
+    10
 }
 fn default_email_backoff() -> String {
-    "1s".into()
+    "10s".into()
 }
 fn default_email_max_backoff() -> String {
-    "60s".into()
+    "10m".into()
 }
 fn default_email_timeout() -> String {
     "30s".into()

@@ -293,8 +293,9 @@ impl Store {
 
     /// Puts failed rows (`id`, or all failed ones) back to pending with fresh attempts;
     /// returns how many, and how many were left failed because a later row of their ordering
-    /// group was delivered (sending an old status update after a newer one would take the
-    /// status page back in time). The count restarts at one, not zero: the next attempt is
+    /// group was delivered or is being sent (sending an old status update after a newer one
+    /// would take the status page back in time; a row in flight is not waited for by an
+    /// earlier one that becomes due). The count restarts at one, not zero: the next attempt is
     /// never a first one, so a deliverer still checks what the failed ones may have done (a
     /// Statuspage create that timed out after Statuspage made the incident is looked up by
     /// drbot's key, not made twice).
@@ -302,7 +303,7 @@ impl Store {
         const MATCH: &str = "state = 'failed' AND (CAST($1 AS BIGINT) IS NULL OR id = $1)";
         const SUPERSEDED: &str = "ordering_key IS NOT NULL AND EXISTS (SELECT 1 FROM outbox l \
              WHERE l.ordering_key = outbox.ordering_key AND l.id > outbox.id \
-             AND l.state = 'delivered')";
+             AND l.state IN ('delivered', 'sending'))";
         let mut tx = self.begin_rows().await?;
         let superseded: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM outbox WHERE {MATCH} AND {SUPERSEDED}"

@@ -18,8 +18,8 @@ pub enum StatuspageError {
         /// (`find_unresolved_by_key`). `false` when it surely was not (refused, 429).
         ambiguous: bool,
     },
-    /// Retrying will not help: Statuspage refused the request (4xx other than 408/429), or
-    /// answered 2xx with a body drbot cannot read.
+    /// Retrying will not help: Statuspage refused the request (4xx other than 408/429). (A
+    /// 2xx with a body drbot cannot read is an ambiguous `Retry`: the request was taken.)
     #[error("statuspage: HTTP {status}: {message}")]
     Permanent {
         /// The HTTP status.

@@ -196,9 +196,17 @@ impl StatuspageClient {
         };
         tracing::debug!(route, status = status.as_u16(), "statuspage call");
         if status.is_success() {
-            return serde_json::from_str(&text).map_err(|e| StatuspageError::Permanent {
-                status: status.as_u16(),
-                message: format!("unreadable answer: {e}"),
+            // Statuspage took the request; only its answer is unusable. Retrying is safe
+            // because it is ambiguous: a create is looked for by key first, and an update
+            // by its key in the incident's metadata.
+            return serde_json::from_str(&text).map_err(|e| {
+                let err = StatuspageError::Retry {
+                    after: None,
+                    reason: format!("unreadable answer to HTTP {}: {e}", status.as_u16()),
+                    ambiguous: true,
+                };
+                tracing::warn!(route, error = %err, "statuspage call failed");
+                err
             });
         }
         let err = classify(status, &headers, &text);

@@ -86,8 +86,8 @@ fn free_port() -> u16 {
 /// `greylist` answers 450 at the first RCPT of each address; `drop` closes the connection
 /// without a reply (and without storing) at every third DATA, logging `drop` lines to
 /// `drops.log`; `pipe` advertises PIPELINING (aiosmtpd reads commands in order, so pipelined
-/// ones work). Every EHLO is logged to `ehlo.log` (one line per connection). Accepted
-/// messages go to the Maildir.
+/// ones work); `refuse` answers EHLO with `554` (a relay refusing service). Every EHLO is
+/// logged to `ehlo.log` (one line per connection). Accepted messages go to the Maildir.
 const HANDLER: &str = r#"
 import mailbox, os
 
@@ -111,6 +111,8 @@ class Handler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         self.log("ehlo.log", hostname)
+        if "refuse" in self.mode:
+            return ["554 5.7.1 Service refused, try again later"]
         if "pipe" in self.mode:
             responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses

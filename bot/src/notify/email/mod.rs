@@ -86,25 +86,29 @@ impl EmailDeliverer {
         })
     }
 
+    /// `Err` (failed) when `subscriber` unsubscribed after the send was queued.
+    async fn still_subscribed(&self, subscriber: i64) -> Result<(), Outcome> {
+        match self
+            .campaigns
+            .store()
+            .unsubscribed_among(&[subscriber])
+            .await
+        {
+            Ok(gone) if !gone.is_empty() => Err(unsubscribed()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(store_retry(&e)),
+        }
+    }
+
     /// The email a row's payload stands for, or the outcome that ends the attempt.
     async fn email_of(&self, payload: RowPayload) -> Result<email::OutgoingEmail, Outcome> {
         match payload {
-            RowPayload::Whole(p) => Ok(p.into_email()),
+            RowPayload::Whole(p) => {
+                self.still_subscribed(p.subscriber).await?;
+                Ok(p.into_email())
+            }
             RowPayload::Campaign(p) => {
-                match self
-                    .campaigns
-                    .store()
-                    .unsubscribed_among(&[p.subscriber])
-                    .await
-                {
-                    Ok(gone) if !gone.is_empty() => {
-                        return Err(Outcome::Failed {
-                            error: "unsubscribed before it was sent".into(),
-                        });
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(store_retry(&e)),
-                }
+                self.still_subscribed(p.subscriber).await?;
                 match self.campaigns.get(p.campaign).await {
                     Ok(Lookup::Found(c)) => Ok(c.content.email_for(&p.into_recipient())),
                     Ok(Lookup::Unusable(error)) => Err(Outcome::Failed { error }),
@@ -143,6 +147,13 @@ impl Policy {
                 error: e.to_string(),
             },
         }
+    }
+}
+
+/// The outcome of a row whose subscriber unsubscribed after the send was queued.
+fn unsubscribed() -> Outcome {
+    Outcome::Failed {
+        error: "unsubscribed before it was sent".into(),
     }
 }
 
@@ -233,15 +244,34 @@ where
     }
 }
 
+/// A group item's Message-ID.
+trait MessageId {
+    fn message_id(&self) -> &str;
+}
+
+impl MessageId for Recipient {
+    fn message_id(&self) -> &str {
+        &self.message_id
+    }
+}
+
+impl MessageId for email::OutgoingEmail {
+    fn message_id(&self) -> &str {
+        &self.message_id
+    }
+}
+
+/// A group split by [`without_unsubscribed`]: what to send, and the rows that end failed.
+type Split<T> = (Group<T>, BoxStream<'static, (i64, Outcome)>);
+
 /// Splits off the rows of subscribers who unsubscribed after the send was queued: they end
 /// failed ("unsubscribed before it was sent") and are not sent. On a store error the group is
 /// handed back whole.
-async fn without_unsubscribed(
+async fn without_unsubscribed<T: MessageId>(
     campaigns: &Campaigns,
-    mut group: Group<Recipient>,
+    mut group: Group<T>,
     subscribers: HashMap<String, i64>,
-) -> Result<(Group<Recipient>, BoxStream<'static, (i64, Outcome)>), (Group<Recipient>, anyhow::Error)>
-{
+) -> Result<Split<T>, (Group<T>, anyhow::Error)> {
     let ids: Vec<i64> = subscribers.values().copied().collect();
     let gone = match campaigns.store().unsubscribed_among(&ids).await {
         Ok(gone) => gone,
@@ -251,7 +281,7 @@ async fn without_unsubscribed(
     if !gone.is_empty() {
         group.items.retain(|r| {
             !subscribers
-                .get(&r.message_id)
+                .get(r.message_id())
                 .is_some_and(|s| gone.contains(s))
         });
         for (mid, sub) in &subscribers {
@@ -262,10 +292,7 @@ async fn without_unsubscribed(
             }
         }
     }
-    let failed = Outcome::Failed {
-        error: "unsubscribed before it was sent".into(),
-    };
-    Ok((group, every_row(left, &failed)))
+    Ok((group, every_row(left, &unsubscribed())))
 }
 
 /// A stream that starts (runs `start`) only when first polled: the groups of a round go out
@@ -315,6 +342,7 @@ impl Deliverer for EmailDeliverer {
         }
         let mut unreadable_rows = Vec::new();
         let mut whole = Group::default();
+        let mut whole_subscribers = HashMap::new();
         // Per campaign: its rows, and each row's subscriber by Message-ID.
         let mut by_campaign: std::collections::BTreeMap<
             i64,
@@ -323,6 +351,7 @@ impl Deliverer for EmailDeliverer {
         for d in rows {
             match RowPayload::read(d.payload) {
                 Ok(RowPayload::Whole(p)) => {
+                    whole_subscribers.insert(p.message_id.clone(), p.subscriber);
                     whole.add(d.id, d.attempt, p.message_id.clone(), p.into_email())
                 }
                 Ok(RowPayload::Campaign(p)) => {
@@ -337,9 +366,18 @@ impl Deliverer for EmailDeliverer {
         let mut streams = vec![futures::stream::iter(unreadable_rows).boxed()];
         if !whole.items.is_empty() {
             let (mailer, options) = (self.mailer.clone(), options.clone());
+            let campaigns = self.campaigns.clone();
             streams.push(later(async move {
+                let (whole, gone) =
+                    match without_unsubscribed(&campaigns, whole, whole_subscribers).await {
+                        Ok(split) => split,
+                        Err((whole, e)) => return whole.all(&store_retry(&e)),
+                    };
+                if whole.items.is_empty() {
+                    return gone;
+                }
                 let sent = mailer.send_many(futures::stream::iter(whole.items), options);
-                outcomes(sent, whole.rows_of, policy)
+                futures::stream::select(gone, outcomes(sent, whole.rows_of, policy)).boxed()
             }));
         }
         for (id, (group, subscribers)) in by_campaign {
@@ -376,5 +414,38 @@ impl Deliverer for EmailDeliverer {
             }));
         }
         Ok(futures::stream::iter(streams).flatten().boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `[email]`'s defaults, a message deferred by greylisting (typically 5 minutes) or
+    /// a relay restarting or throttling for half an hour is still retried, not failed.
+    #[test]
+    fn default_retries_outlast_greylisting_and_a_relay_outage() {
+        let cfg: crate::config::EmailConfig =
+            toml::from_str("smtp_url = \"smtp://relay:25\"\nfrom = \"s@example.com\"").unwrap();
+        let c = cfg.mailer_config().unwrap();
+        let policy = Policy {
+            max_attempts: c.max_attempts,
+            backoff: c.retry_backoff,
+            max_backoff: c.max_backoff,
+        };
+        let waits: Duration = (1..policy.max_attempts)
+            .map(|a| policy.retry_after(a))
+            .sum();
+        assert!(waits >= Duration::from_secs(30 * 60), "{waits:?}");
+        assert!(waits <= Duration::from_secs(2 * 3600), "{waits:?}");
+        let deferred = || SendError::Temporary {
+            code: Some(451),
+            message: "4.7.1 greylisted, try again later".into(),
+        };
+        let mut attempt = 1;
+        while let Outcome::Retry { .. } = policy.outcome(attempt, "m".into(), Err(deferred())) {
+            attempt += 1;
+        }
+        assert_eq!(attempt, 10, "the tenth deferral is the last");
     }
 }

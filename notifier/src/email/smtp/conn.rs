@@ -118,10 +118,18 @@ async fn within<T>(
 }
 
 impl Connection {
-    /// Connects to `target`: a temporary error when the server cannot be reached, a permanent
-    /// one when it refuses what the configuration requires (STARTTLS, AUTH).
+    /// Connects to `target`. Every failure is temporary, a 5xx greeting, EHLO or AUTH reply
+    /// and a missing STARTTLS included: they are the session's, not any message's (a password
+    /// rotated mid-send, a relay refusing service while overloaded), so the messages are
+    /// retried with backoff rather than failed for good, and an operator has time to fix it.
     pub(crate) async fn connect(target: &Target) -> Result<Connection, SendError> {
-        Self::open(target).await.map_err(Fail::into_error)
+        Self::open(target).await.map_err(|f| match f.into_error() {
+            SendError::Permanent { code, message } => SendError::Temporary {
+                code,
+                message: format!("the SMTP session failed: {message}"),
+            },
+            other => other,
+        })
     }
 
     async fn open(target: &Target) -> Result<Connection, Fail> {
