@@ -4,11 +4,19 @@
 //!
 //! **Architecture Invariant:** every journal write checks, inside its write transaction, that
 //! this process still holds the run's lease; a process that lost it writes nothing more and
-//! stops its step. A takeover then resumes under the engine's rules.
+//! stops its step. A process that cannot renew its lease (the store unreachable from it, the
+//! renewal stuck) stops its step itself at two thirds of the lease, before another process
+//! may take the run over, so a step never runs in two processes at once. A takeover then
+//! resumes under the engine's rules.
+//!
+//! **Architecture Invariant:** a panic while driving a run never leaves it `running` with a
+//! lease renewed forever: the run is paused for a person (needs attention at the step it
+//! was on) and its lease released.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use recovery::{
     engine::{
         Driven, Engine, Finish, Journal, JournalError, RunSnapshot, StepRecord, StepResult,
@@ -146,40 +154,34 @@ async fn drive_one(
     stop: CancellationToken,
 ) {
     let lost = CancellationToken::new();
-    let heartbeat = {
-        let (app, owner, lost, stop) = (app.clone(), owner.to_string(), lost.clone(), stop.clone());
-        tokio::spawn(async move {
-            let every = app.settings.lease / 3;
-            loop {
-                tokio::time::sleep(every).await;
-                let until = now_ms() + app.settings.lease.as_millis() as i64;
-                let res = sqlx::query(
-                    "UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
-                )
-                .bind(until)
-                .bind(id)
-                .bind(owner.clone())
-                .execute(app.store.pool())
-                .await;
-                match res {
-                    Ok(r) if r.rows_affected() == 1 => {}
-                    Ok(_) => {
-                        tracing::warn!(run = id, "lease lost: another process took the run over");
-                        lost.cancel();
-                        stop.cancel();
-                        return;
-                    }
-                    Err(e) => tracing::warn!(run = id, error = %e, "renewing the lease failed"),
-                }
-            }
-        })
-    };
+    // Aborted when dropped: also when the drive below panics.
+    let heartbeat = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(keep_lease(
+        app.clone(),
+        owner.to_string(),
+        id,
+        lost.clone(),
+        stop.clone(),
+    )));
     let journal = StoreJournal {
         app: app.clone(),
         owner: owner.to_string(),
     };
-    let result = engine.drive(&journal, id, drain, stop).await;
-    heartbeat.abort();
+    let driven = AssertUnwindSafe(engine.drive(&journal, id, drain, stop))
+        .catch_unwind()
+        .await;
+    drop(heartbeat);
+    let result = match driven {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(run = id, panic = what, "driving the run panicked");
+            pause_after_panic(&journal, id).await
+        }
+    };
     match &result {
         Ok(d) => tracing::info!(run = id, outcome = ?d, "drive ended"),
         Err(e) => tracing::error!(run = id, error = format!("{e:#}"), "driving the run failed"),
@@ -193,6 +195,88 @@ async fn drive_one(
         .execute(app.store.pool())
         .await;
     }
+}
+
+/// Renews run `id`'s lease every third of it while the engine drives the run. When another
+/// process took the run over, or when no renewal got through for two thirds of the lease (so
+/// it may lapse soon and another process take the run), cancels `stop`: the step is stopped
+/// before anyone else can start it again.
+async fn keep_lease(
+    app: App,
+    owner: String,
+    id: i64,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) {
+    let lease = app.settings.lease;
+    let every = lease / 3;
+    // The last renewal that got through was sent at `renewed` (or the claim, just before):
+    // the lease runs until at most `renewed + lease`.
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let sent = tokio::time::Instant::now();
+        let until = now_ms() + lease.as_millis() as i64;
+        let res = tokio::time::timeout(
+            every,
+            sqlx::query("UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+                .bind(until)
+                .bind(id)
+                .bind(owner.clone())
+                .execute(app.store.pool()),
+        )
+        .await;
+        match res {
+            Ok(Ok(r)) if r.rows_affected() == 1 => renewed = sent,
+            Ok(Ok(_)) => {
+                tracing::warn!(run = id, "lease lost: another process took the run over");
+                lost.cancel();
+                stop.cancel();
+                return;
+            }
+            Ok(Err(e)) => tracing::warn!(run = id, error = %e, "renewing the lease failed"),
+            Err(_) => tracing::warn!(
+                run = id,
+                waited_ms = every.as_millis() as u64,
+                "renewing the lease got no answer"
+            ),
+        }
+        if renewed.elapsed() >= lease * 2 / 3 {
+            tracing::error!(
+                run = id,
+                since_ms = renewed.elapsed().as_millis() as u64,
+                "the lease could not be renewed: stopping the run's step before the lease \
+                 lapses and another process may take the run over"
+            );
+            lost.cancel();
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+/// After a panic while driving run `id`: pauses it for a person at the step it was on
+/// (needs attention: retry, skip or abort, each approved), so that it neither stays
+/// `running` with nobody driving it nor is re-driven at once into the same panic.
+async fn pause_after_panic(journal: &StoreJournal, id: i64) -> anyhow::Result<Driven> {
+    let snap = journal.snapshot(id).await?;
+    let idx = snap
+        .steps
+        .iter()
+        .position(|s| s.state == StepState::Running)
+        .or_else(|| {
+            snap.steps
+                .iter()
+                .position(|s| s.state == StepState::Pending)
+        })
+        .unwrap_or(0);
+    let reason = format!(
+        "drbot failed internally while driving step {} (see its log); what the step did is \
+         unknown: retry, skip or abort it",
+        idx + 1
+    );
+    journal.needs_attention(id, idx, &reason).await?;
+    Ok(Driven::NeedsAttention(idx))
 }
 
 /// The engine's journal over the store, fenced by this process's lease.
