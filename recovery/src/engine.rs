@@ -449,6 +449,15 @@ impl Engine {
         stop: &CancellationToken,
     ) -> Result<Attempt, JournalError> {
         let step = &snap.plan.steps[idx];
+        let resources = self.registry.resources();
+        if !step.resources.is_empty() && resources.identity(&step.params) != step.resources {
+            return Ok(Attempt::Done(Err(StepError::fatal(format!(
+                "the configuration of what this step acts on changed since the plan was \
+                 approved (now: {}); nothing was done: request the runbook again to approve \
+                 the new plan",
+                resources.describe(&step.params).join(", ")
+            )))));
+        }
         let built = match self.registry.get(&step.kind) {
             None => Err(StepError::fatal(format!(
                 "unknown step type `{}`",

@@ -65,6 +65,11 @@ pub struct PlannedStep {
     /// What the step acts on (clusters, backup stores), shown in plan previews.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub touches: Vec<String>,
+    /// [`crate::resources::Resources::identity`] of what the step names, when the plan was
+    /// made: the engine refuses to run the step if it differs when the step is about to run
+    /// (empty: names nothing, or a plan made before this was recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resources: String,
     /// Checklist items ticked for the run when the step succeeds (`"<checklist>:<item>"`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ticks: Vec<String>,
@@ -149,6 +154,7 @@ impl Plan {
                 backoff_ms: def.backoff.unwrap_or(DEFAULT_BACKOFF).as_millis() as u64,
                 on_failure: def.on_failure,
                 touches: registry.resources().describe(&params),
+                resources: registry.resources().identity(&params),
                 ticks: def.ticks.clone(),
                 requires: def.requires.clone(),
             });

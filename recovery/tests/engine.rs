@@ -721,3 +721,76 @@ async fn steps_see_what_earlier_steps_recorded_also_after_a_resume() {
     assert_eq!(third["last_probe"]["tag"], "before the crash");
     assert_eq!(third["approved_at_ms"], serde_json::Value::Null);
 }
+
+/// Resources where cluster `main` is at `url` with data directory `data_dir`.
+fn cluster(url: &str, data_dir: &str) -> Arc<recovery::resources::Resources> {
+    let mut r = recovery::resources::Resources::default();
+    r.postgres.insert(
+        "main".into(),
+        recovery::resources::PgClusterDef {
+            url: recovery::secret::Secret::new(url),
+            bin_dir: None,
+            data_dir: Some(data_dir.into()),
+            os_user: None,
+        },
+    );
+    Arc::new(r)
+}
+
+/// A plan approved while `[postgres.main]` was one cluster is not run against another: when
+/// the config changed since (the host, or only the data directory), the step fails before it
+/// is built, saying what it would now touch; a rotated password alone changes nothing.
+#[tokio::test]
+async fn a_step_whose_resources_changed_since_approval_does_not_run() {
+    let registry = |resources| {
+        let mut reg = Registry::with_resources(resources);
+        reg.register(Arc::new(Probe));
+        reg
+    };
+    let text = "name = \"t\"\ncommand = \"drill\"\nrequest_roles = [\"r\"]\napprove_roles = [\"r\"]\n\
+                [[steps]]\nname = \"probe main\"\ntype = \"probe\"\n\
+                with = { tag = \"a\", cluster = \"main\" }\n";
+    let rb: RunbookDef = toml::from_str(text).expect("runbook parses");
+    let approved = registry(cluster("postgres://u:old@db-a:5432/app", "/data/a"));
+    let p = Plan::resolve(
+        &approved,
+        &rb,
+        BTreeMap::new(),
+        BTreeMap::new(),
+        "rev",
+        false,
+    )
+    .expect("plan");
+    assert_eq!(p.steps[0].touches, ["cluster main (db-a:5432/app)"]);
+    assert_eq!(p.steps[0].resources.len(), 64);
+    for (url, data, runs) in [
+        ("postgres://u:old@db-b:5432/app", "/data/a", false),
+        ("postgres://u:old@db-a:5432/app", "/data/b", false),
+        ("postgres://u:new@db-a:5432/app", "/data/a", true),
+    ] {
+        let j = MemJournal::new(p.clone(), true);
+        let d = Engine::new(registry(cluster(url, data)))
+            .drive(&j, 1, CancellationToken::new(), CancellationToken::new())
+            .await
+            .unwrap();
+        if runs {
+            assert_eq!(d, Driven::Finished(Finish::Succeeded), "{url} {data}");
+            continue;
+        }
+        let Driven::Finished(Finish::Failed { step: 0, error }) = d else {
+            panic!("{url} {data}: {d:?}")
+        };
+        assert!(
+            error.contains("changed since the plan was approved")
+                && error.contains("(now: cluster main (db-")
+                && !error.contains("old"),
+            "{error}"
+        );
+        assert!(
+            j.mem.lock().unwrap().results[0]
+                .as_ref()
+                .is_some_and(|r| r.data.is_null()),
+            "the step never ran"
+        );
+    }
+}

@@ -83,36 +83,66 @@ impl Resources {
     /// `replica us-west-2 (dr-db:5432/postgres)`, `store default (local /var/backups)`.
     pub fn describe(&self, params: &serde_json::Value) -> Vec<String> {
         let mut out = Vec::new();
+        self.each_named(params, &mut |label, name, display, _| {
+            out.push(format!("{label} {name} ({display})"));
+        });
+        out
+    }
+
+    /// Everything the definitions a step names are, credentials aside (hex SHA-256 of each
+    /// one's display and fields, a `Secret` reading as `[redacted]`); empty when it names
+    /// none. Recorded in the plan, and checked again before the step runs: a config changed
+    /// since approval never points an approved step at another cluster, data directory,
+    /// bucket, context, zone or server. A rotated password changes nothing.
+    pub fn identity(&self, params: &serde_json::Value) -> String {
+        use sha2::{Digest, Sha256};
+        let mut text = String::new();
+        self.each_named(params, &mut |label, name, display, fields| {
+            text.push_str(&format!("{label} {name} ({display}) {fields}\n"));
+        });
+        if text.is_empty() {
+            return text;
+        }
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+
+    /// Calls `f(label, name, display, fields)` for each definition `params` names, in a fixed
+    /// order (`fields`: the definition's `Debug`, credentials redacted).
+    fn each_named(
+        &self,
+        params: &serde_json::Value,
+        f: &mut dyn FnMut(&str, &str, String, String),
+    ) {
+        let named = |key: &str| params.get(key).and_then(|v| v.as_str());
         for key in CLUSTER_KEYS {
-            if let Some(name) = params.get(*key).and_then(|v| v.as_str())
+            if let Some(name) = named(key)
                 && let Some(def) = self.postgres.get(name)
             {
-                out.push(format!("{key} {name} ({})", def.display()));
+                f(key, name, def.display(), format!("{def:?}"));
             }
         }
-        if let Some(name) = params.get("store").and_then(|v| v.as_str())
+        if let Some(name) = named("store")
             && let Some(def) = self.backups.get(name)
         {
-            out.push(format!("store {name} ({})", def.display()));
+            f("store", name, def.display(), format!("{def:?}"));
         }
-        if let Some(name) = params.get("kube").and_then(|v| v.as_str())
+        if let Some(name) = named("kube")
             && let Some(def) = self.kubernetes.get(name)
         {
-            out.push(format!("kubernetes {name} ({})", def.display()));
+            f("kubernetes", name, def.display(), format!("{def:?}"));
         }
-        if let Some(name) = params.get("zone").and_then(|v| v.as_str())
+        if let Some(name) = named("zone")
             && let Some(def) = self.dns.get(name)
         {
-            out.push(format!("dns {name} ({})", def.display()));
+            f("dns", name, def.display(), format!("{def:?}"));
         }
         for key in ["redis", "primary_redis", "master"] {
-            if let Some(name) = params.get(key).and_then(|v| v.as_str())
+            if let Some(name) = named(key)
                 && let Some(def) = self.redis.get(name)
             {
-                out.push(format!("{key} {name} ({})", def.display()));
+                f(key, name, def.display(), format!("{def:?}"));
             }
         }
-        out
     }
 }
 
