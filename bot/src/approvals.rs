@@ -316,16 +316,31 @@ fn plan_still_current(app: &App, run: &RunRow) -> bool {
     }
 }
 
-/// The role that lets `person` approve `run`, if any.
-fn approving_role(app: &App, run: &RunRow, person: &str) -> Result<String, UserError> {
-    let allowed = app
-        .settings
-        .config
-        .runbooks
-        .iter()
-        .find(|r| r.name == run.plan.runbook)
-        .map(|r| r.approve_roles.clone())
-        .unwrap_or_default();
+/// The roles that may ask for, and approve, actions on `run`: `(request_roles,
+/// approve_roles)` of its runbook. When the runbook is no longer in the config (renamed or
+/// removed since the run started), only the abort of a run that needs attention is still
+/// possible, with the roles of every configured runbook (still two people): a run paused
+/// under a runbook since removed can always be ended, and nothing else can be done to it.
+fn run_roles(app: &App, run: &RunRow, abort: bool) -> (Vec<String>, Vec<String>) {
+    let runbooks = &app.settings.config.runbooks;
+    if let Some(rb) = runbooks.iter().find(|r| r.name == run.plan.runbook) {
+        return (rb.request_roles.clone(), rb.approve_roles.clone());
+    }
+    if !(abort && run.state == RunState::NeedsAttention) {
+        return (Vec::new(), Vec::new());
+    }
+    let union = |roles: fn(&recovery::runbook::RunbookDef) -> &Vec<String>| {
+        let mut all: Vec<String> = runbooks.iter().flat_map(|r| roles(r).clone()).collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    (union(|r| &r.request_roles), union(|r| &r.approve_roles))
+}
+
+/// The role that lets `person` approve `run` (an abort of it when `abort`), if any.
+fn approving_role(app: &App, run: &RunRow, person: &str, abort: bool) -> Result<String, UserError> {
+    let (_, allowed) = run_roles(app, run, abort);
     roles_of(app, person)
         .iter()
         .find(|r| allowed.contains(r))
@@ -376,7 +391,7 @@ pub async fn approve(
     if req.requester == person {
         return Err(UserError::SelfApproval { run: run_id }.into());
     }
-    let role = approving_role(app, &run, person)?;
+    let role = approving_role(app, &run, person, req.action == RequestAction::Abort)?;
     let current = if req.action == RequestAction::Run {
         plan_still_current(app, &run) && req.fingerprint == run.fingerprint
     } else {
@@ -501,7 +516,7 @@ pub async fn deny(
         .into());
     }
     if req.requester != person {
-        approving_role(app, &run, person)?;
+        approving_role(app, &run, person, req.action == RequestAction::Abort)?;
     }
     runs::close_request(&mut tx, req.id, "denied", Some(person), reason).await?;
     if matches!(req.action, RequestAction::Run | RequestAction::Gate) {
@@ -532,7 +547,7 @@ pub async fn cancel(app: &App, actor: &Actor, run_id: i64) -> Outcome<(RunView, 
     let Some(run) = Store::run_tx(&mut tx, run_id).await? else {
         return Err(UserError::UnknownRun { run: run_id }.into());
     };
-    if run.requested_by != person && approving_role(app, &run, person).is_err() {
+    if run.requested_by != person && approving_role(app, &run, person, false).is_err() {
         return Err(UserError::NotAllowedToCancel { run: run_id }.into());
     }
     let driven = run.lease_owner.is_some();
@@ -600,28 +615,12 @@ pub async fn decide(
         }
         .into());
     }
-    let rb = app
-        .settings
-        .config
-        .runbooks
+    let (request_roles, approve_roles) = run_roles(app, &run, action == RequestAction::Abort);
+    let allowed = roles_of(app, person)
         .iter()
-        .find(|r| r.name == run.plan.runbook);
-    let roles = roles_of(app, person);
-    let allowed = rb.is_some_and(|rb| {
-        roles
-            .iter()
-            .any(|r| rb.request_roles.contains(r) || rb.approve_roles.contains(r))
-    });
+        .any(|r| request_roles.contains(r) || approve_roles.contains(r));
     if !allowed {
-        let mut roles: Vec<String> = rb
-            .map(|r| {
-                r.request_roles
-                    .iter()
-                    .chain(&r.approve_roles)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut roles: Vec<String> = request_roles.into_iter().chain(approve_roles).collect();
         roles.sort();
         roles.dedup();
         return Err(UserError::NotAllowedToRequest {

@@ -525,7 +525,52 @@ async fn future_recovery_targets_are_refused(b: Backend) {
     }
 }
 
+/// A run that needs attention under a runbook since removed from the config (renamed here)
+/// can still be ended: abort is asked and approved by two people with roles of the runbooks
+/// configured now. Nothing else (retry, skip) can be done to it.
+async fn a_run_whose_runbook_left_the_config_can_still_be_aborted(b: Backend) {
+    let env = env(b).await;
+    let id = request_failover(&env, "bob").await;
+    approvals::approve(&env.app, &cli(&env.app, "carol"), id, None)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET state = 'needs_attention' WHERE id = $1")
+        .bind(id)
+        .execute(env.app.store.pool())
+        .await
+        .unwrap();
+    let marker = env.dir.path().join("marker").display().to_string();
+    let text = config_text(&env.url, 1, "30m", 0, &marker).replace(
+        "name = \"failover\"\ncommand = \"failover\"",
+        "name = \"failover-v2\"\ncommand = \"failover\"",
+    );
+    assert!(text.contains("failover-v2"));
+    let app = reconfigure(&env, &text);
+    let r = dispatch::handle(&app, &cli(&app, "bob"), &format!("/dr retry {id}")).await;
+    assert!(
+        matches!(refused(r), UserError::NotAllowedToRequest { .. }),
+        "retry needs the runbook"
+    );
+    let r = dispatch::handle(&app, &cli(&app, "bob"), &format!("/dr abort {id}")).await;
+    assert!(matches!(r, Reply::DecisionRequested(_)), "{r:?}");
+    let r = approvals::approve(&app, &cli(&app, "bob"), id, None).await;
+    assert!(matches!(r, Err(Fail::User(UserError::SelfApproval { .. }))));
+    let r = approvals::approve(&app, &cli(&app, "dave"), id, None).await;
+    assert!(
+        matches!(r, Err(Fail::User(UserError::NotAllowedToApprove { .. }))),
+        "a viewer still cannot"
+    );
+    approvals::approve(&app, &cli(&app, "carol"), id, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.store.run(id).await.unwrap().unwrap().state,
+        RunState::Aborted
+    );
+}
+
 both_backends!(
+    a_run_whose_runbook_left_the_config_can_still_be_aborted,
     future_recovery_targets_are_refused,
     self_approval_is_refused,
     roles_are_checked,

@@ -22,8 +22,11 @@ use super::target::Target;
 /// How a step failed.
 #[derive(Debug)]
 pub(super) enum Fail {
-    /// The connection broke or timed out.
+    /// The connection broke.
     Io(String),
+    /// The server did not answer (or take what was written) in time: it may still be working
+    /// on what it read.
+    TimedOut(String),
     /// The server answered with an error.
     Reply(Reply),
     /// The server's bytes were not SMTP.
@@ -35,7 +38,9 @@ pub(super) enum Fail {
 impl std::fmt::Display for Fail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Fail::Io(m) | Fail::Protocol(m) | Fail::Refused(m) => f.write_str(m),
+            Fail::Io(m) | Fail::TimedOut(m) | Fail::Protocol(m) | Fail::Refused(m) => {
+                f.write_str(m)
+            }
             Fail::Reply(r) => f.write_str(&r.text()),
         }
     }
@@ -44,10 +49,12 @@ impl std::fmt::Display for Fail {
 impl Fail {
     pub(super) fn into_error(self) -> SendError {
         match self {
-            Fail::Io(message) | Fail::Protocol(message) => SendError::Temporary {
-                code: None,
-                message,
-            },
+            Fail::Io(message) | Fail::TimedOut(message) | Fail::Protocol(message) => {
+                SendError::Temporary {
+                    code: None,
+                    message,
+                }
+            }
             Fail::Refused(message) => SendError::Permanent {
                 code: None,
                 message,
@@ -113,7 +120,7 @@ async fn within<T>(
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Fail::Io(format!("{what} failed: {e}"))),
-        Err(_) => Err(Fail::Io(format!("{what} timed out after {limit:?}"))),
+        Err(_) => Err(Fail::TimedOut(format!("{what} timed out after {limit:?}"))),
     }
 }
 

@@ -201,7 +201,11 @@ impl Connection {
                         }
                         Some(f) => {
                             reusable = false;
-                            let not_sent = answered == 0 || closing;
+                            // Nothing answered is "not taken" only when the server closed
+                            // (a reused connection it had dropped); a server that is merely
+                            // slow may have queued some of the window already.
+                            let not_sent =
+                                closing || (answered == 0 && !matches!(f, Fail::TimedOut(_)));
                             let message = match replies.iter().find(|r| r.code == 421) {
                                 Some(r) => r.text(),
                                 None => f.to_string(),
@@ -347,6 +351,16 @@ mod tests {
         n: usize,
         replies: &'static str,
     ) -> (Connection, tokio::task::JoinHandle<()>) {
+        scripted_slow(n, replies, Duration::ZERO, Duration::from_secs(5)).await
+    }
+
+    /// [`scripted`], answering only after `hold`, to a client that waits `timeout`.
+    async fn scripted_slow(
+        n: usize,
+        replies: &'static str,
+        hold: Duration,
+        timeout: Duration,
+    ) -> (Connection, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
@@ -408,10 +422,12 @@ mod tests {
                     done += 1;
                 }
             }
-            s.write_all(replies.as_bytes()).await.unwrap();
+            tokio::time::sleep(hold).await;
+            // The client may have given up and closed by now.
+            let _ = s.write_all(replies.as_bytes()).await;
         });
         let url = SmtpUrl::parse(&format!("smtp://127.0.0.1:{port}")).unwrap();
-        let target = Target::new(&url, Duration::from_secs(5)).unwrap();
+        let target = Target::new(&url, timeout).unwrap();
         let conn = Connection::connect(&target).await.unwrap();
         assert!(conn.windowed());
         (conn, server)
@@ -456,6 +472,32 @@ mod tests {
                 Err(SendError::Temporary { code: None, .. })
             ));
             assert!(!b.before_content);
+        }
+    }
+
+    /// A server that read the whole window but has not answered when the client's wait ends
+    /// may have queued some of it (a slow content scan): every message is an ambiguous
+    /// failure, never "surely not taken" (which would send it again at once).
+    #[tokio::test]
+    async fn a_window_unanswered_in_time_is_ambiguous() {
+        let (mut conn, server) = scripted_slow(
+            3,
+            "250 ok\r\n250 ok\r\n250 queued\r\n",
+            Duration::from_millis(1500),
+            Duration::from_millis(300),
+        )
+        .await;
+        let messages: Vec<Prepared> = (0..3).map(message).collect();
+        let refs: Vec<&Prepared> = messages.iter().collect();
+        let w = conn.send_window(&refs).await;
+        server.await.unwrap();
+        assert!(!w.reusable);
+        for o in &w.outcomes {
+            assert!(!o.before_content, "{o:?}");
+            let Err(SendError::Temporary { message, .. }) = &o.result else {
+                panic!("{o:?}")
+            };
+            assert!(message.contains("timed out"), "{message}");
         }
     }
 
