@@ -388,6 +388,16 @@ pub async fn approve(
         }
         .into());
     }
+    // Typed, a decision is approved by naming it (`/dr retry 42`, see `decide_or_approve`):
+    // a bare `/dr approve 42` could approve a retry that replaced the skip its approver was
+    // reading. A button names its request.
+    if decision && request_id.is_none() {
+        return Err(UserError::NameTheDecision {
+            run: run_id,
+            action: req.action.as_str().into(),
+        }
+        .into());
+    }
     if req.requester == person {
         return Err(UserError::SelfApproval { run: run_id }.into());
     }
@@ -682,6 +692,42 @@ pub async fn decide(
         action: action.as_str().into(),
     });
     view_or_missing(&app.store, run_id).await
+}
+
+/// What `/dr retry|skip|abort <run>` did.
+#[derive(Debug)]
+pub enum Decided {
+    /// Asked for the decision (it waits for approval).
+    Requested(RunView),
+    /// Approved the same decision someone else had asked for; `true` at quorum.
+    Approved(RunView, bool),
+}
+
+/// `/dr retry|skip|abort <run>`: approves the open request for that very decision when
+/// someone else asked for it (the typed way to approve a decision: the approver names what
+/// they approve), else asks for it ([`decide`]).
+pub async fn decide_or_approve(
+    app: &App,
+    actor: &Actor,
+    run_id: i64,
+    action: RequestAction,
+) -> Outcome<Decided> {
+    let person = person_of(actor)?;
+    let open = view(&app.store, run_id)
+        .await?
+        .and_then(|v| v.request)
+        .filter(|r| r.state == "pending" && r.action == action && now_ms() < r.expires_at);
+    if let Some(open) = open {
+        if open.requester == person {
+            return Err(UserError::SelfApproval { run: run_id }.into());
+        }
+        // `approve` checks again, in its transaction, that this request is still the open one.
+        let (view, quorum) = approve(app, actor, run_id, Some(open.id)).await?;
+        return Ok(Decided::Approved(view, quorum));
+    }
+    decide(app, actor, run_id, action)
+        .await
+        .map(Decided::Requested)
 }
 
 /// Expires every pending request past its deadline; returns how many.

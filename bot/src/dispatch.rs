@@ -252,15 +252,9 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
             let (view, immediate) = approvals::cancel(app, actor, run.0).await?;
             Reply::Cancelled { view, immediate }
         }
-        Command::Retry { run } => Reply::DecisionRequested(
-            approvals::decide(app, actor, run.0, RequestAction::Retry).await?,
-        ),
-        Command::Skip { run } => Reply::DecisionRequested(
-            approvals::decide(app, actor, run.0, RequestAction::Skip).await?,
-        ),
-        Command::Abort { run } => Reply::DecisionRequested(
-            approvals::decide(app, actor, run.0, RequestAction::Abort).await?,
-        ),
+        Command::Retry { run } => decision(app, actor, run.0, RequestAction::Retry).await?,
+        Command::Skip { run } => decision(app, actor, run.0, RequestAction::Skip).await?,
+        Command::Abort { run } => decision(app, actor, run.0, RequestAction::Abort).await?,
         Command::Incident(c) => Reply::Incident(crate::incidents::handle(app, actor, c).await?),
         Command::Checklist { name: None } => Reply::Checklists {
             checklists: app.settings.config.checklists.clone(),
@@ -279,6 +273,22 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
             Reply::Checklist(app.store.create_checklist(def, person).await?)
         }
     })
+}
+
+/// `/dr retry|skip|abort <run>`: asks for the decision, or approves it when someone else
+/// asked for the same one.
+async fn decision(
+    app: &App,
+    actor: &Actor,
+    run: i64,
+    action: RequestAction,
+) -> Result<Reply, Fail> {
+    Ok(
+        match approvals::decide_or_approve(app, actor, run, action).await? {
+            approvals::Decided::Requested(view) => Reply::DecisionRequested(view),
+            approvals::Decided::Approved(view, quorum) => Reply::Approved { view, quorum },
+        },
+    )
 }
 
 async fn status(app: &App) -> anyhow::Result<StatusView> {

@@ -47,6 +47,8 @@ pub enum UserError {
     NotNeedingAttention { run: i64, state: String },
     /// A decision is already waiting for approval on this run.
     RequestOpen { run: i64, action: String },
+    /// A bare `/dr approve` met a retry/skip/abort request: it is approved by naming it.
+    NameTheDecision { run: i64, action: String },
     /// The feature arrives with a later part of drbot (named).
     Unavailable { feature: String },
     /// A button was clicked on a card it does not belong to.
@@ -118,6 +120,11 @@ impl std::fmt::Display for UserError {
         ),
         Self::RequestOpen { run, action } => format!(
             "Run {run} already has an open `{action}` request; approve or deny it first."
+        ),
+        Self::NameTheDecision { run, action } => format!(
+            "Run {run} waits for approval of a `{action}`. Approve it by naming it: \
+             `/dr {action} {run}` (or the card's button), so that what you approve is what you \
+             meant to, even if the request changed meanwhile."
         ),
         Self::ForeignButton => {
             "This button does not belong to this card; nothing was changed.".into()

@@ -551,25 +551,88 @@ async fn a_run_whose_runbook_left_the_config_can_still_be_aborted(b: Backend) {
         matches!(refused(r), UserError::NotAllowedToRequest { .. }),
         "retry needs the runbook"
     );
-    let r = dispatch::handle(&app, &cli(&app, "bob"), &format!("/dr abort {id}")).await;
+    let abort = |who: &'static str| {
+        let app = app.clone();
+        async move { dispatch::handle(&app, &cli(&app, who), &format!("/dr abort {id}")).await }
+    };
+    let r = abort("bob").await;
     assert!(matches!(r, Reply::DecisionRequested(_)), "{r:?}");
-    let r = approvals::approve(&app, &cli(&app, "bob"), id, None).await;
-    assert!(matches!(r, Err(Fail::User(UserError::SelfApproval { .. }))));
-    let r = approvals::approve(&app, &cli(&app, "dave"), id, None).await;
+    assert!(matches!(
+        refused(abort("bob").await),
+        UserError::SelfApproval { .. }
+    ));
     assert!(
-        matches!(r, Err(Fail::User(UserError::NotAllowedToApprove { .. }))),
+        matches!(
+            refused(abort("dave").await),
+            UserError::NotAllowedToApprove { .. }
+        ),
         "a viewer still cannot"
     );
-    approvals::approve(&app, &cli(&app, "carol"), id, None)
-        .await
-        .unwrap();
+    let r = abort("carol").await;
+    assert!(matches!(r, Reply::Approved { quorum: true, .. }), "{r:?}");
     assert_eq!(
         app.store.run(id).await.unwrap().unwrap().state,
         RunState::Aborted
     );
 }
 
+/// Typed, a decision is approved by naming it: a bare `/dr approve` is refused (it could
+/// approve a retry that replaced the skip its approver was reading), and `/dr skip` by a
+/// second person approves only an open skip, never the retry that replaced it.
+async fn a_typed_decision_approval_names_the_decision(b: Backend) {
+    let env = env(b).await;
+    let id = request_failover(&env, "bob").await;
+    approvals::approve(&env.app, &cli(&env.app, "carol"), id, None)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE runs SET state = 'needs_attention' WHERE id = $1")
+        .bind(id)
+        .execute(env.app.store.pool())
+        .await
+        .unwrap();
+    let say = |who: &'static str, verb: &'static str| {
+        let app = env.app.clone();
+        async move { dispatch::handle(&app, &cli(&app, who), &format!("/dr {verb} {id}")).await }
+    };
+    assert!(matches!(
+        say("alice", "skip").await,
+        Reply::DecisionRequested(_)
+    ));
+    // carol denies the skip and asks for a retry instead.
+    assert!(matches!(say("carol", "deny").await, Reply::Denied(_)));
+    assert!(matches!(
+        say("carol", "retry").await,
+        Reply::DecisionRequested(_)
+    ));
+    // bob, still reading the skip card, types a bare approve: refused, naming the retry.
+    let e = refused(say("bob", "approve").await);
+    assert_eq!(
+        e,
+        UserError::NameTheDecision {
+            run: id,
+            action: "retry".into()
+        }
+    );
+    // `/dr skip` asks for a skip, which cannot open beside the retry: nothing approved.
+    assert!(matches!(
+        refused(say("bob", "skip").await),
+        UserError::RequestOpen { .. }
+    ));
+    assert_eq!(
+        env.app.store.run(id).await.unwrap().unwrap().state,
+        RunState::NeedsAttention
+    );
+    // Naming the retry approves it.
+    let r = say("alice", "retry").await;
+    assert!(matches!(r, Reply::Approved { quorum: true, .. }), "{r:?}");
+    assert_eq!(
+        env.app.store.run(id).await.unwrap().unwrap().state,
+        RunState::Queued
+    );
+}
+
 both_backends!(
+    a_typed_decision_approval_names_the_decision,
     a_run_whose_runbook_left_the_config_can_still_be_aborted,
     future_recovery_targets_are_refused,
     self_approval_is_refused,

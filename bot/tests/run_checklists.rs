@@ -147,7 +147,7 @@ async fn attached_checklists_tick_and_hold(b: Backend) {
     approvals::decide(&app, &cli(&app, "alice"), id, RequestAction::Retry)
         .await
         .unwrap();
-    approvals::approve(&app, &cli(&app, "carol"), id, None)
+    approvals::decide_or_approve(&app, &cli(&app, "carol"), id, RequestAction::Retry)
         .await
         .unwrap();
     held(&app, id).await;

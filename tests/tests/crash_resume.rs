@@ -127,13 +127,21 @@ fn sigkill_mid_step_resumes_without_repeating_non_idempotent_steps() {
     );
     assert_eq!(v["steps"][2]["state"], "running");
 
-    // Skip needs approval by another person; bob asks, bob cannot approve, alice can.
+    // Skip needs approval by another person, who names it; bob asks, bob cannot approve,
+    // a bare approve names nothing, alice's `skip` approves it.
     let o = cmd(&cfg, "bob", &format!("/dr skip {run}"));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let o = cmd(&cfg, "bob", &format!("/dr approve {run}"));
+    let o = cmd(&cfg, "bob", &format!("/dr skip {run}"));
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     assert!(stdout(&o).contains("cannot approve"), "{}", stdout(&o));
     let o = cmd(&cfg, "alice", &format!("/dr approve {run}"));
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("/dr skip {run}")),
+        "{}",
+        stdout(&o)
+    );
+    let o = cmd(&cfg, "alice", &format!("/dr skip {run}"));
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 
     let v = wait_run(&cfg, run, 30, "succeeded", |v| state(v) == "succeeded");
