@@ -135,7 +135,7 @@ pub fn reply(r: &Reply, unknown_as: Option<&str>) -> String {
                 .map(|r| r.action.as_str())
                 .unwrap_or("decision");
             format!(
-                "Requested `{action}` on run {}: another person must approve (`/dr approve {}`).\n",
+                "Requested `{action}` on run {}: another person must approve it (`/dr {action} {}`).\n",
                 v.run.id, v.run.id
             )
         }
