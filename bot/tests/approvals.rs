@@ -33,14 +33,6 @@ async fn request_failover(env: &Env, who: &str) -> i64 {
     }
 }
 
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 async fn self_approval_is_refused(b: Backend) {
     let env = env(b).await;
     let id = request_failover(&env, "alice").await;
@@ -525,12 +517,10 @@ async fn future_recovery_targets_are_refused(b: Backend) {
     }
 }
 
-/// A run that needs attention under a runbook since removed from the config (renamed here)
-/// can still be ended: abort is asked and approved by two people with roles of the runbooks
-/// configured now. Nothing else (retry, skip) can be done to it.
-async fn a_run_whose_runbook_left_the_config_can_still_be_aborted(b: Backend) {
-    let env = env(b).await;
-    let id = request_failover(&env, "bob").await;
+/// A failover requested by bob and approved by carol, then paused (needs attention) as after
+/// an interrupted step.
+async fn paused_failover(env: &Env) -> i64 {
+    let id = request_failover(env, "bob").await;
     approvals::approve(&env.app, &cli(&env.app, "carol"), id, None)
         .await
         .unwrap();
@@ -539,6 +529,15 @@ async fn a_run_whose_runbook_left_the_config_can_still_be_aborted(b: Backend) {
         .execute(env.app.store.pool())
         .await
         .unwrap();
+    id
+}
+
+/// A run that needs attention under a runbook since removed from the config (renamed here)
+/// can still be ended: abort is asked and approved by two people with roles of the runbooks
+/// configured now. Nothing else (retry, skip) can be done to it.
+async fn a_run_whose_runbook_left_the_config_can_still_be_aborted(b: Backend) {
+    let env = env(b).await;
+    let id = paused_failover(&env).await;
     let marker = env.dir.path().join("marker").display().to_string();
     let text = config_text(&env.url, 1, "30m", 0, &marker).replace(
         "name = \"failover\"\ncommand = \"failover\"",
@@ -581,15 +580,7 @@ async fn a_run_whose_runbook_left_the_config_can_still_be_aborted(b: Backend) {
 /// second person approves only an open skip, never the retry that replaced it.
 async fn a_typed_decision_approval_names_the_decision(b: Backend) {
     let env = env(b).await;
-    let id = request_failover(&env, "bob").await;
-    approvals::approve(&env.app, &cli(&env.app, "carol"), id, None)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE runs SET state = 'needs_attention' WHERE id = $1")
-        .bind(id)
-        .execute(env.app.store.pool())
-        .await
-        .unwrap();
+    let id = paused_failover(&env).await;
     let say = |who: &'static str, verb: &'static str| {
         let app = env.app.clone();
         async move { dispatch::handle(&app, &cli(&app, who), &format!("/dr {verb} {id}")).await }

@@ -180,11 +180,3 @@ async fn a_process_that_cannot_renew_its_lease_stops_its_step() {
     stop.cancel();
     driver.await.unwrap();
 }
-
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}

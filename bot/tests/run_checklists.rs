@@ -47,14 +47,6 @@ fn with_checklists(text: &str) -> String {
     out
 }
 
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 async fn audit(app: &App, action: &str) -> Vec<(drbot::store::audit::AuditRow, serde_json::Value)> {
     app.audit.flush().await.unwrap();
     let mut rows: Vec<_> = app

@@ -137,6 +137,15 @@ pub fn store_url(backend: Backend, dir: &std::path::Path) -> String {
     }
 }
 
+/// The lines of a marker file (none when it does not exist yet).
+pub fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Builds validated settings from config text.
 pub fn settings(text: &str) -> Settings {
     let parsed = parse_str(text, std::path::Path::new("."), &|_| None)
