@@ -63,7 +63,7 @@ pub async fn run(app: App, owner: String, shutdown: CancellationToken) {
         }
         match claim(&app, &owner, &in_flight).await {
             Ok(ids) => {
-                for id in ids {
+                for (id, claimed_at) in ids {
                     let (app, owner, engine, in_flight) = (
                         app.clone(),
                         owner.clone(),
@@ -73,7 +73,7 @@ pub async fn run(app: App, owner: String, shutdown: CancellationToken) {
                     let stop = stop_steps.child_token();
                     let drain = shutdown.clone();
                     tasks.spawn(async move {
-                        drive_one(&app, &owner, &engine, id, drain, stop).await;
+                        drive_one(&app, &owner, &engine, id, claimed_at, drain, stop).await;
                         in_flight.lock().await.remove(&id);
                     });
                 }
@@ -95,11 +95,13 @@ pub async fn run(app: App, owner: String, shutdown: CancellationToken) {
     }
 }
 
+/// Claims runnable runs; each with the moment just before its lease was computed (the
+/// lease runs until at most then plus the lease).
 async fn claim(
     app: &App,
     owner: &str,
     in_flight: &Mutex<HashSet<i64>>,
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<Vec<(i64, tokio::time::Instant)>> {
     let now = now_ms();
     let candidates = sqlx::query(
         "SELECT id FROM runs WHERE (state IN ('queued', 'running') \
@@ -116,6 +118,7 @@ async fn claim(
             continue;
         }
         let mut tx = app.store.write().await?;
+        let claimed_at = tokio::time::Instant::now();
         let until = now_ms() + app.settings.lease.as_millis() as i64;
         let res = sqlx::query(
             "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
@@ -139,7 +142,7 @@ async fn claim(
             .await?;
             tx.commit().await?;
             in_flight.lock().await.insert(id);
-            claimed.push(id);
+            claimed.push((id, claimed_at));
         }
     }
     Ok(claimed)
@@ -150,6 +153,7 @@ async fn drive_one(
     owner: &str,
     engine: &Engine,
     id: i64,
+    claimed_at: tokio::time::Instant,
     drain: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -159,6 +163,7 @@ async fn drive_one(
         app.clone(),
         owner.to_string(),
         id,
+        claimed_at,
         lost.clone(),
         stop.clone(),
     )));
@@ -205,14 +210,15 @@ async fn keep_lease(
     app: App,
     owner: String,
     id: i64,
+    claimed_at: tokio::time::Instant,
     lost: CancellationToken,
     stop: CancellationToken,
 ) {
     let lease = app.settings.lease;
     let every = lease / 3;
-    // The last renewal that got through was sent at `renewed` (or the claim, just before):
-    // the lease runs until at most `renewed + lease`.
-    let mut renewed = tokio::time::Instant::now();
+    // The claim, or the last renewal that got through, was computed at `renewed`: the lease
+    // runs until at most `renewed + lease`.
+    let mut renewed = claimed_at;
     loop {
         tokio::time::sleep(every).await;
         let sent = tokio::time::Instant::now();

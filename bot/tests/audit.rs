@@ -306,8 +306,16 @@ async fn queued_rows_survive_a_failed_commit(b: Backend) {
     }
     let err = writer.append(status_row(&env, "carol")).await.unwrap_err();
     assert!(format!("{err:#}").contains("injected failure"), "{err:#}");
-    // Attempts at the two queued rows fail while the store refuses them.
+    // Attempts at the two queued rows fail while the store refuses them; a caller who waits
+    // meanwhile is told at once, never held behind them.
     tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = tokio::time::timeout(
+        Duration::from_secs(10),
+        writer.append(status_row(&env, "carol")),
+    )
+    .await
+    .expect("a waiting caller is answered while queued rows are retried");
+    assert!(again.is_err());
     assert!(env.app.store.audit_rows(None, 10).await.unwrap().is_empty());
 
     sql(&env, "DELETE FROM audit_fail").await;

@@ -203,6 +203,10 @@ pub trait Journal: Send + Sync {
     async fn finish(&self, run_id: i64, finish: &Finish) -> Result<(), JournalError>;
 }
 
+/// How the error of a step whose resources changed since approval begins.
+const RESOURCES_CHANGED: &str =
+    "the configuration of what this step acts on changed since the plan was approved";
+
 /// Where a drive stopped.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Driven {
@@ -424,7 +428,10 @@ impl Engine {
                 };
                 journal.step_finished(run_id, idx, &result).await?;
                 record(&mut earlier[idx], &result);
-                if step.on_failure == OnFailure::Abort {
+                // A step refused because its resources changed ends the run whatever its
+                // `on_failure`: the steps after it were approved for the old ones too.
+                if step.on_failure == OnFailure::Abort || err.message.starts_with(RESOURCES_CHANGED)
+                {
                     let finish = Finish::Failed {
                         step: idx,
                         error: err.message,
@@ -452,9 +459,8 @@ impl Engine {
         let resources = self.registry.resources();
         if !step.resources.is_empty() && resources.identity(&step.params) != step.resources {
             return Ok(Attempt::Done(Err(StepError::fatal(format!(
-                "the configuration of what this step acts on changed since the plan was \
-                 approved (now: {}); nothing was done: request the runbook again to approve \
-                 the new plan",
+                "{RESOURCES_CHANGED} (now: {}); nothing was done: request the runbook again to \
+                 approve the new plan",
                 resources.describe(&step.params).join(", ")
             )))));
         }

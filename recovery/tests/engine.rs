@@ -749,7 +749,8 @@ async fn a_step_whose_resources_changed_since_approval_does_not_run() {
     };
     let text = "name = \"t\"\ncommand = \"drill\"\nrequest_roles = [\"r\"]\napprove_roles = [\"r\"]\n\
                 [[steps]]\nname = \"probe main\"\ntype = \"probe\"\n\
-                with = { tag = \"a\", cluster = \"main\" }\n";
+                with = { tag = \"a\", cluster = \"main\" }\non_failure = \"continue\"\n\
+                [[steps]]\nname = \"after\"\ntype = \"probe\"\nwith = { tag = \"b\" }\n";
     let rb: RunbookDef = toml::from_str(text).expect("runbook parses");
     let approved = registry(cluster("postgres://u:old@db-a:5432/app", "/data/a"));
     let p = Plan::resolve(
@@ -791,6 +792,10 @@ async fn a_step_whose_resources_changed_since_approval_does_not_run() {
                 .as_ref()
                 .is_some_and(|r| r.data.is_null()),
             "the step never ran"
+        );
+        assert!(
+            j.mem.lock().unwrap().results[1].is_none(),
+            "nothing after it runs, `on_failure = \"continue\"` or not"
         );
     }
 }

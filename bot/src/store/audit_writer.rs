@@ -15,10 +15,13 @@ use super::{
 /// A caller of [`AuditWriter::append`] waits until its row is committed; rows of
 /// [`AuditWriter::queue`] are committed within [`LINGER`].
 ///
-/// **Architecture Invariant:** a queued row is never lost to a failed commit (a store
+/// **Architecture Invariant:** a queued row is not lost to a failed commit (a store
 /// restarting, a lock held too long): the writer keeps the rows nobody waits for and commits
-/// them again, first and alone, until they are in, before it takes anything else. A caller
-/// who waits is told of the failure instead, so its command stops there.
+/// them again, in their own transaction, for about two and a half minutes
+/// ([`RETRY_TRIES`]), while it goes on committing new rows (so they may land after newer
+/// ones). A caller who waits is told of a failure at once, never held: its command stops
+/// there. Rows that still fail after that (a store down that long, or a row the store
+/// refuses) are dropped with an error in the log, so they never block the rows after them.
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Item>,
@@ -52,6 +55,13 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest pause between two attempts at the queued rows of a failed commit.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Attempts at the queued rows of a failed commit before they are dropped (with the pauses
+/// above: about two and a half minutes).
+const RETRY_TRIES: u32 = 35;
+
+/// Most queued rows of failed commits kept for another attempt (the oldest go beyond it).
+const RETRY_KEEP: usize = 100_000;
+
 /// The longest [`AuditWriter::flush`] waits: a store that stays unreachable must not hold a
 /// process's exit forever.
 const FLUSH_LIMIT: Duration = Duration::from_secs(30);
@@ -68,36 +78,30 @@ impl AuditWriter {
         let waiting = Arc::new(Notify::new());
         let wake = waiting.clone();
         tokio::spawn(async move {
-            // Queued rows of a failed commit, oldest first: committed before anything else.
-            let mut failed: Vec<Prepared> = Vec::new();
-            let mut pause = RETRY_FIRST;
+            let mut retry = Retry::default();
             loop {
-                if !failed.is_empty() {
-                    tokio::time::sleep(pause).await;
-                    match insert(&store, &failed).await {
-                        Ok(_) => {
-                            tracing::info!(
-                                rows = failed.len(),
-                                "queued audit rows committed after a failed group commit"
-                            );
-                            failed.clear();
-                            pause = RETRY_FIRST;
-                        }
-                        Err(e) => {
-                            tracing::error!(
-                                rows = failed.len(),
-                                error = format!("{e:#}"),
-                                retry_in_ms = pause.as_millis() as u64,
-                                "queued audit rows still not committed"
-                            );
-                            pause = (pause * 2).min(RETRY_MAX);
-                        }
-                    }
+                if retry.due() {
+                    retry.attempt(&store).await;
                     continue;
                 }
-                let Some(first) = rx.recv().await else { break };
-                let batch = gather(&mut rx, &wake, first, linger).await;
+                let first = match retry.at {
+                    None => rx.recv().await,
+                    Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
+                        Ok(first) => first,
+                        Err(_) => continue,
+                    },
+                };
+                let Some(first) = first else { break };
+                let mut batch = gather(&mut rx, &wake, first, linger).await;
+                // A flush waits for the rows queued before it, retried ones included.
+                let flushes: Vec<Waiter> = batch
+                    .extract_if(.., |(row, done)| row.is_none() && done.is_some())
+                    .filter_map(|(_, done)| done)
+                    .collect();
+                let mut failed = Vec::new();
                 commit(&store, batch, &mut failed).await;
+                retry.keep(failed);
+                retry.hold(flushes);
             }
         });
         AuditWriter { tx, waiting }
@@ -143,6 +147,102 @@ impl AuditWriter {
         wait.await
             .map_err(|_| anyhow::anyhow!("the audit writer stopped"))?
             .map_err(|e| anyhow::anyhow!("audit write failed: {e}"))
+    }
+}
+
+/// The queued rows of failed commits, oldest first, and when to try them again.
+#[derive(Default)]
+struct Retry {
+    rows: Vec<Prepared>,
+    at: Option<tokio::time::Instant>,
+    pause: Duration,
+    tries: u32,
+    /// Flushes waiting for these rows.
+    flushes: Vec<Waiter>,
+}
+
+impl Retry {
+    fn due(&self) -> bool {
+        self.at.is_some_and(|at| tokio::time::Instant::now() >= at)
+    }
+
+    /// Keeps the queued rows of a commit that just failed.
+    fn keep(&mut self, failed: Vec<Prepared>) {
+        if failed.is_empty() {
+            return;
+        }
+        self.rows.extend(failed);
+        if self.rows.len() > RETRY_KEEP {
+            let over = self.rows.len() - RETRY_KEEP;
+            tracing::error!(
+                rows = over,
+                "queued audit rows dropped: too many failed commits"
+            );
+            self.rows.drain(..over);
+        }
+        if self.at.is_none() {
+            self.pause = RETRY_FIRST;
+            self.tries = 0;
+            self.at = Some(tokio::time::Instant::now() + self.pause);
+        }
+    }
+
+    /// Answers `flushes` at once when no row waits for another attempt, else when they are
+    /// committed (or dropped).
+    fn hold(&mut self, flushes: Vec<Waiter>) {
+        if self.rows.is_empty() {
+            for done in flushes {
+                let _ = done.send(Ok(0));
+            }
+        } else {
+            self.flushes.extend(flushes);
+        }
+    }
+
+    /// Ends the retry: answers the flushes waiting for it.
+    fn end(&mut self, result: Result<i64, String>) {
+        for done in std::mem::take(&mut self.flushes) {
+            let _ = done.send(result.clone());
+        }
+        *self = Retry::default();
+    }
+
+    /// Commits the kept rows in their own transaction; on failure waits longer, and after
+    /// [`RETRY_TRIES`] attempts drops them.
+    async fn attempt(&mut self, store: &Store) {
+        let rows = self.rows.len();
+        match insert(store, &self.rows).await {
+            Ok(_) => {
+                tracing::info!(
+                    rows,
+                    "queued audit rows committed after a failed group commit"
+                );
+                self.end(Ok(0));
+            }
+            Err(e) => {
+                self.tries += 1;
+                if self.tries >= RETRY_TRIES {
+                    tracing::error!(
+                        rows,
+                        tries = self.tries,
+                        error = format!("{e:#}"),
+                        "queued audit rows dropped: their commit kept failing"
+                    );
+                    self.end(Err(format!(
+                        "{rows} queued audit rows could not be committed"
+                    )));
+                    return;
+                }
+                self.pause = (self.pause * 2).min(RETRY_MAX);
+                tracing::error!(
+                    rows,
+                    error = format!("{e:#}"),
+                    retry_in_ms = self.pause.as_millis() as u64,
+                    "queued audit rows still not committed"
+                );
+                self.at = Some(tokio::time::Instant::now() + self.pause);
+            }
+        }
     }
 }
 
