@@ -158,6 +158,42 @@ async fn ticks(b: Backend) {
         "{r:?}"
     );
     assert_eq!(app.store.checklist(id).await.unwrap().unwrap().done(), 2);
+
+    // A click on drbot's Slack post that came before the post was recorded (the record is
+    // still being written): the post's claim in `outbound` names the message, so it counts;
+    // another message, or a post still in flight past 2 s, does not.
+    let outbound = |key: &str, message: Option<&str>| {
+        sqlx::query(
+            "INSERT INTO outbound (key, platform, channel, created_at, message_id) \
+             VALUES ($1, 'slack', 'C2', 0, $2)",
+        )
+        .bind(key.to_string())
+        .bind(message.map(str::to_string))
+        .execute(app.store.pool())
+    };
+    outbound(&format!("checklist:{id}:C2"), Some("333.444"))
+        .await
+        .unwrap();
+    let r = click(app, &bob, "slack", "C2", "333.444", &tc).await;
+    assert!(matches!(r, Reply::Ticked { ticked: false, .. }), "{r:?}");
+    let r = click(app, &bob, "slack", "C2", "333.445", &tc).await;
+    assert!(
+        matches!(r, Reply::Refused(UserError::ForeignButton)),
+        "{r:?}"
+    );
+    let r = click(app, &bob, "slack", "C3", "333.444", &tc).await;
+    assert!(
+        matches!(r, Reply::Refused(UserError::ForeignButton)),
+        "{r:?}"
+    );
+    outbound(&format!("checklist:{id}:C3"), None).await.unwrap();
+    let started = std::time::Instant::now();
+    let r = click(app, &bob, "slack", "C3", "333.444", &tc).await;
+    assert!(
+        matches!(r, Reply::Refused(UserError::ForeignButton)),
+        "{r:?}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
 }
 
 both_backends!(ticks);

@@ -80,6 +80,30 @@ pub async fn click(
     reply
 }
 
+/// Whether `message` is drbot's Slack post of instance `instance` in `channel` whose record
+/// is still being written: the post's claim in `outbound` (`checklist:<id>:<channel>`) names
+/// it, or, while that post is still in flight, names it within 2 s. A click that comes that
+/// soon after the message appeared is not refused as foreign.
+async fn just_posted(
+    app: &App,
+    instance: i64,
+    channel: &str,
+    message: &str,
+) -> anyhow::Result<bool> {
+    let key = format!("checklist:{instance}:{channel}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match app.store.outbound_message(&key).await? {
+            None => return Ok(false),
+            Some(Some(posted)) => return Ok(posted == message),
+            Some(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Some(None) => return Ok(false),
+        }
+    }
+}
+
 async fn decide(
     app: &App,
     actor: &Actor,
@@ -97,6 +121,7 @@ async fn decide(
         .await?
     {
         Some(m) if m.instance == c.instance => {}
+        None if platform == "slack" && just_posted(app, c.instance, channel, message).await? => {}
         _ => return Ok(Reply::Refused(UserError::ForeignButton)),
     }
     let toggle = app.store.toggle_tick(c.instance, &c.item, actor).await?;

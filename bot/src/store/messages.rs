@@ -6,6 +6,18 @@ use sqlx::Row;
 use super::Store;
 
 impl Store {
+    /// The message posted under `outbound` key `key`: `None` when nothing was claimed under
+    /// it, `Some(None)` while its post is in flight.
+    pub async fn outbound_message(&self, key: &str) -> anyhow::Result<Option<Option<String>>> {
+        let row = sqlx::query("SELECT message_id FROM outbound WHERE key = $1")
+            .bind(key.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("message_id"))
+            .transpose()?)
+    }
+
     /// Records that the card `old` in `channel` was posted again as `new` (it could not be
     /// edited): `new` is the card from now on, and `old` is remembered as a replaced card of
     /// the same run, so a click made on it still reaches the run. Repeating it is harmless.
