@@ -443,6 +443,9 @@ pub async fn approve(
     }
     let count = runs::approvals_of(&mut *tx, req.id).await?.len() as i64;
     let quorum = count >= req.required;
+    // The state this approval set, published as soon as it is committed (a driver may move
+    // the run on right after: the event must not lag behind the run's own events).
+    let mut new_state = None;
     audit::append(
         &mut tx,
         actor,
@@ -474,6 +477,7 @@ pub async fn approve(
             RequestAction::Abort => RunState::Aborted,
         };
         runs::set_run_state(&mut tx, run_id, next, None).await?;
+        new_state = Some(next);
         audit::append(
             &mut tx,
             &Actor::system(),
@@ -490,14 +494,14 @@ pub async fn approve(
         person: person.to_string(),
         quorum,
     });
-    let view = view_or_missing(&app.store, run_id).await?;
-    if quorum {
+    if let Some(state) = new_state {
         app.events.publish(Event::RunStateChanged {
             run_id,
-            state: view.run.state.as_str().to_string(),
+            state: state.as_str().to_string(),
             detail: None,
         });
     }
+    let view = view_or_missing(&app.store, run_id).await?;
     Ok((view, quorum))
 }
 
