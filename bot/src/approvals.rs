@@ -717,9 +717,10 @@ pub async fn decide_or_approve(
     action: RequestAction,
 ) -> Outcome<Decided> {
     let person = person_of(actor)?;
-    let open = view(&app.store, run_id)
+    let open = app
+        .store
+        .latest_request(run_id)
         .await?
-        .and_then(|v| v.request)
         .filter(|r| r.state == "pending" && r.action == action && now_ms() < r.expires_at);
     if let Some(open) = open {
         if open.requester == person {

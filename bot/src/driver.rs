@@ -13,7 +13,12 @@
 //! lease renewed forever: the run is paused for a person (needs attention at the step it
 //! was on) and its lease released.
 
-use std::{collections::HashSet, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -26,7 +31,6 @@ use recovery::{
 };
 use serde_json::json;
 use sqlx::Row;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -50,7 +54,7 @@ pub fn owner_id() -> String {
 /// grace period, interrupts what is left, and releases its leases.
 pub async fn run(app: App, owner: String, shutdown: CancellationToken) {
     let engine = Engine::new(app.settings.registry.clone());
-    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let in_flight = InFlight::default();
     let stop_steps = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     let poll = app.settings.poll_interval.max(Duration::from_millis(50));
@@ -63,18 +67,14 @@ pub async fn run(app: App, owner: String, shutdown: CancellationToken) {
         }
         match claim(&app, &owner, &in_flight).await {
             Ok(ids) => {
-                for (id, claimed_at) in ids {
-                    let (app, owner, engine, in_flight) = (
-                        app.clone(),
-                        owner.clone(),
-                        engine.clone(),
-                        in_flight.clone(),
-                    );
+                for (id, claimed_at, driving) in ids {
+                    let (app, owner, engine) = (app.clone(), owner.clone(), engine.clone());
                     let stop = stop_steps.child_token();
                     let drain = shutdown.clone();
                     tasks.spawn(async move {
+                        // Dropped when the task ends, however it ends.
+                        let _driving = driving;
                         drive_one(&app, &owner, &engine, id, claimed_at, drain, stop).await;
-                        in_flight.lock().await.remove(&id);
                     });
                 }
             }
@@ -95,13 +95,46 @@ pub async fn run(app: App, owner: String, shutdown: CancellationToken) {
     }
 }
 
+/// The runs this process is driving: a run stays here until its drive's task ends (however it
+/// ends: the [`Driving`] entry is removed on drop), so it is never claimed twice by one process.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<HashSet<i64>>>);
+
+impl InFlight {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn contains(&self, id: i64) -> bool {
+        self.set().contains(&id)
+    }
+    fn enter(&self, id: i64) -> Driving {
+        self.set().insert(id);
+        Driving {
+            set: self.clone(),
+            id,
+        }
+    }
+}
+
+/// Run `id` being driven by this process, until dropped.
+struct Driving {
+    set: InFlight,
+    id: i64,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.set.set().remove(&self.id);
+    }
+}
+
 /// Claims runnable runs; each with the moment just before its lease was computed (the
 /// lease runs until at most then plus the lease).
 async fn claim(
     app: &App,
     owner: &str,
-    in_flight: &Mutex<HashSet<i64>>,
-) -> anyhow::Result<Vec<(i64, tokio::time::Instant)>> {
+    in_flight: &InFlight,
+) -> anyhow::Result<Vec<(i64, tokio::time::Instant, Driving)>> {
     let now = now_ms();
     let candidates = sqlx::query(
         "SELECT id FROM runs WHERE (state IN ('queued', 'running') \
@@ -114,7 +147,7 @@ async fn claim(
     let mut claimed = Vec::new();
     for r in candidates {
         let id: i64 = r.try_get("id")?;
-        if in_flight.lock().await.contains(&id) {
+        if in_flight.contains(id) {
             continue;
         }
         let mut tx = app.store.write().await?;
@@ -141,8 +174,7 @@ async fn claim(
             )
             .await?;
             tx.commit().await?;
-            in_flight.lock().await.insert(id);
-            claimed.push((id, claimed_at));
+            claimed.push((id, claimed_at, in_flight.enter(id)));
         }
     }
     Ok(claimed)
@@ -712,5 +744,27 @@ impl Journal for StoreJournal {
             detail,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drive's task that dies (a panic outside the engine's own catch, a cancelled task)
+    /// still lets its run go: else this process would never claim the run again.
+    #[tokio::test]
+    async fn a_drive_that_dies_leaves_the_in_flight_set() {
+        let in_flight = InFlight::default();
+        let driving = in_flight.enter(7);
+        let _other = in_flight.enter(8);
+        assert!(in_flight.contains(7));
+        let task = tokio::spawn(async move {
+            let _driving = driving;
+            panic!("drive_one failed outside catch_unwind");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(!in_flight.contains(7));
+        assert!(in_flight.contains(8));
     }
 }

@@ -50,12 +50,17 @@ async fn deadline(
     }
 }
 
+/// How long `/readyz` and `/metrics` wait for the store: well inside any prober's or
+/// scraper's timeout (Prometheus's default is 10 s), so they answer "unreachable" rather than
+/// nothing.
+const STORE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 async fn readyz(State(app): State<App>) -> impl IntoResponse {
-    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), app.store.ping());
+    let ping = tokio::time::timeout(STORE_PROBE_TIMEOUT, app.store.ping());
     if ping.await.unwrap_or(false) {
         (StatusCode::OK, "ready\n")
     } else {
@@ -64,12 +69,12 @@ async fn readyz(State(app): State<App>) -> impl IntoResponse {
 }
 
 /// Prometheus text. A store that cannot be read is `drbot_store_up 0`, the process's own
-/// counters still rendered: an outage is when they are wanted. The store gets 2 s, like
-/// `/readyz`, well inside any scraper's timeout (Prometheus's default is 10 s).
+/// counters still rendered: an outage is when they are wanted. The store gets
+/// [`STORE_PROBE_TIMEOUT`], like `/readyz`.
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let runs = tokio::time::timeout(std::time::Duration::from_secs(2), app.store.run_counts())
+    let runs = tokio::time::timeout(STORE_PROBE_TIMEOUT, app.store.run_counts())
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within 2 s"))
+        .map_err(|_| anyhow::anyhow!("no answer within {STORE_PROBE_TIMEOUT:?}"))
         .and_then(|r| r);
     let runs = match runs {
         Ok(runs) => Some(runs),

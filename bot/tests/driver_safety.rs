@@ -60,6 +60,17 @@ async fn request_failover(app: &App) -> i64 {
     }
 }
 
+/// A driver (lease owner `test-a`) over `app`, and the token that stops it.
+fn spawn_driver(app: &App) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let driver = tokio::spawn(drbot::driver::run(
+        app.clone(),
+        "test-a".into(),
+        stop.clone(),
+    ));
+    (stop, driver)
+}
+
 async fn lease_owner(app: &App, id: i64) -> Option<String> {
     sqlx::query("SELECT lease_owner FROM runs WHERE id = $1")
         .bind(id)
@@ -79,12 +90,7 @@ async fn a_panic_while_driving_pauses_the_run_for_a_person(b: Backend) {
     settings.registry.register(Arc::new(PanickingExec));
     let app = App::new(settings, Store::connect(&url, 16).await.unwrap());
     let id = request_failover(&app).await;
-    let stop = CancellationToken::new();
-    let driver = tokio::spawn(drbot::driver::run(
-        app.clone(),
-        "test-a".into(),
-        stop.clone(),
-    ));
+    let (stop, driver) = spawn_driver(&app);
     // The first step (the read-only preflight) panics.
     assert_eq!(
         wait_state(&app, id, &[RunState::NeedsAttention], 30).await,
@@ -128,12 +134,7 @@ async fn a_process_that_cannot_renew_its_lease_stops_its_step() {
     assert!(text.contains("sleep 8"), "{text}");
     let app = App::new(settings(&text), Store::connect(&url, 16).await.unwrap());
     let id = request_failover(&app).await;
-    let stop = CancellationToken::new();
-    let driver = tokio::spawn(drbot::driver::run(
-        app.clone(),
-        "test-a".into(),
-        stop.clone(),
-    ));
+    let (stop, driver) = spawn_driver(&app);
     assert_eq!(
         wait_state(&app, id, &[RunState::AwaitingApproval], 20).await,
         RunState::AwaitingApproval

@@ -203,10 +203,6 @@ pub trait Journal: Send + Sync {
     async fn finish(&self, run_id: i64, finish: &Finish) -> Result<(), JournalError>;
 }
 
-/// How the error of a step whose resources changed since approval begins.
-const RESOURCES_CHANGED: &str =
-    "the configuration of what this step acts on changed since the plan was approved";
-
 /// Where a drive stopped.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Driven {
@@ -373,7 +369,7 @@ impl Engine {
                     .attempt(journal, &snap, &earlier[..idx], idx, attempt, &stop)
                     .await?;
                 let duration_ms = started.elapsed().as_millis() as u64;
-                let err = match outcome {
+                let (err, ends_run) = match outcome {
                     Attempt::Interrupted => return Ok(Driven::Interrupted),
                     Attempt::Done(Ok(out)) => {
                         let result = StepResult {
@@ -388,10 +384,12 @@ impl Engine {
                         record(&mut earlier[idx], &result);
                         break;
                     }
-                    Attempt::Done(Err(e)) => e,
+                    Attempt::Done(Err(e)) => (e, false),
+                    // The steps after it were approved for the old resources too.
+                    Attempt::Refused(e) => (e, true),
                 };
                 failures += 1;
-                if err.retryable && failures <= step.retries {
+                if err.retryable && failures <= step.retries && !ends_run {
                     let delay = step.backoff(failures);
                     journal
                         .step_retrying(run_id, idx, attempt, &err, delay.as_millis() as u64)
@@ -428,10 +426,7 @@ impl Engine {
                 };
                 journal.step_finished(run_id, idx, &result).await?;
                 record(&mut earlier[idx], &result);
-                // A step refused because its resources changed ends the run whatever its
-                // `on_failure`: the steps after it were approved for the old ones too.
-                if step.on_failure == OnFailure::Abort || err.message.starts_with(RESOURCES_CHANGED)
-                {
+                if step.on_failure == OnFailure::Abort || ends_run {
                     let finish = Finish::Failed {
                         step: idx,
                         error: err.message,
@@ -458,11 +453,12 @@ impl Engine {
         let step = &snap.plan.steps[idx];
         let resources = self.registry.resources();
         if !step.resources.is_empty() && resources.identity(&step.params) != step.resources {
-            return Ok(Attempt::Done(Err(StepError::fatal(format!(
-                "{RESOURCES_CHANGED} (now: {}); nothing was done: request the runbook again to \
-                 approve the new plan",
+            return Ok(Attempt::Refused(StepError::fatal(format!(
+                "the configuration of what this step acts on changed since the plan was \
+                 approved (now: {}); nothing was done: request the runbook again to approve the \
+                 new plan",
                 resources.describe(&step.params).join(", ")
-            )))));
+            ))));
         }
         let built = match self.registry.get(&step.kind) {
             None => Err(StepError::fatal(format!(
@@ -527,6 +523,11 @@ fn now_ms() -> i64 {
 }
 
 enum Attempt {
+    /// The step ran: its result.
     Done(Result<StepOutput, StepError>),
+    /// The step was not run because what it acts on changed since the plan was approved: a
+    /// failure that ends the run whatever the step's `on_failure`.
+    Refused(StepError),
+    /// The drive was stopped mid-step.
     Interrupted,
 }

@@ -404,6 +404,64 @@ async fn fence_then_promote_caught_up_has_zero_gap_and_is_idempotent() {
     }
 }
 
+/// A primary that answers and takes writes (its fence did not get through, e.g. a network
+/// blip at fence time) is never promoted beside: two writable primaries would split the data.
+/// Nothing is done; after fencing, the same step promotes. `allow_writable_primary` is the
+/// explicit way past it.
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_refuses_while_the_old_primary_takes_writes() {
+    let primary = PgCluster::start().unwrap();
+    create_table(&primary);
+    let replica = PgCluster::start_replica_of(&primary).unwrap();
+    let reg = registry(&[("main", &primary), ("dr", &replica)]);
+
+    let e = run(
+        &reg,
+        "pg_promote",
+        json!({"replica": "dr", "primary": "main"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(!e.retryable, "{e:?}");
+    assert!(
+        e.message.contains("old primary main")
+            && e.message.contains("accepts writes")
+            && e.message.contains("Nothing was done"),
+        "{}",
+        e.message
+    );
+    assert!(replica.is_in_recovery().unwrap(), "promoted anyway");
+    primary
+        .psql("postgres", "INSERT INTO w VALUES (-7, now())")
+        .unwrap();
+
+    // Explicitly allowed: promoted, and the log says so.
+    let other = PgCluster::start_replica_of(&primary).unwrap();
+    let reg2 = registry(&[("main", &primary), ("dr2", &other)]);
+    let out = run(
+        &reg2,
+        "pg_promote",
+        json!({"replica": "dr2", "primary": "main", "allow_writable_primary": true}),
+    )
+    .await
+    .unwrap();
+    assert!(!other.is_in_recovery().unwrap());
+    assert!(out.log.contains("allow_writable_primary"), "{}", out.log);
+
+    // Fenced: the same step promotes.
+    run(&reg, "pg_fence", json!({"cluster": "main"}))
+        .await
+        .unwrap();
+    run(
+        &reg,
+        "pg_promote",
+        json!({"replica": "dr", "primary": "main", "catch_up_seconds": 30}),
+    )
+    .await
+    .unwrap();
+    assert!(!replica.is_in_recovery().unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fenced_lagging_replica_promote_measures_the_gap() {
     let primary = PgCluster::start_with(PgOptions {

@@ -11,6 +11,12 @@
 //! unreachable the gap is unknown and the summary says so; runbooks put such a promote behind
 //! `gate = true`. Promoting a server that is no longer in recovery is a no-op that reports the
 //! same evidence.
+//!
+//! It refuses to promote while the old primary answers and still accepts writes (not in
+//! recovery, `default_transaction_read_only` off): that would leave two writable primaries
+//! (split brain), and the old one's later writes would be lost at failback. The primary must be
+//! fenced (`pg_fence`) or stopped first, unless `allow_writable_primary` says clients are cut
+//! off from it by other means.
 
 use std::{sync::Arc, time::Duration};
 
@@ -42,6 +48,11 @@ pub struct PromoteParams {
     /// to the primary's flushed WAL before promoting (fence the primary first). Default 0.
     #[serde(default)]
     pub catch_up_seconds: u32,
+    /// Promote even when the old primary answers and accepts writes (it is cut off from its
+    /// clients by other means, e.g. network isolation). Default false: such a promote is
+    /// refused, since both servers would take writes.
+    #[serde(default)]
+    pub allow_writable_primary: bool,
 }
 
 fn default_wait() -> u32 {
@@ -133,6 +144,8 @@ pub struct RpoEvidence {
 /// What the old primary looked like right before promotion.
 struct PrimaryLook {
     reachable: bool,
+    /// It answered, is not in recovery and is not read-only by default: it takes writes.
+    writable: bool,
     error: Option<String>,
     lsn: Option<Lsn>,
     flush_lsn: Option<Lsn>,
@@ -142,6 +155,7 @@ struct PrimaryLook {
 async fn look(def: &PgClusterDef) -> PrimaryLook {
     let mut out = PrimaryLook {
         reachable: false,
+        writable: false,
         error: None,
         lsn: None,
         flush_lsn: None,
@@ -164,6 +178,8 @@ async fn look(def: &PgClusterDef) -> PrimaryLook {
         }
         Ok(s) => {
             out.reachable = true;
+            // Unknown counts as writable: promoting beside a writable primary is the harm.
+            out.writable = !pg::read_only_default(&mut conn, def).await.unwrap_or(false);
             out.lsn = s.current_lsn;
             out.flush_lsn = s.flush_lsn;
             // Only with track_commit_timestamp = on; an error just means unknown.
@@ -192,6 +208,7 @@ pub(crate) async fn promote(
     primary: Option<(&str, &PgClusterDef)>,
     wait_seconds: u32,
     catch_up_seconds: u32,
+    allow_writable_primary: bool,
     ctx: &StepContext,
 ) -> Result<(RpoEvidence, String, String), StepError> {
     let mut log = Vec::<String>::new();
@@ -204,6 +221,7 @@ pub(crate) async fn promote(
         Some((_, def)) => look(def).await,
         None => PrimaryLook {
             reachable: false,
+            writable: false,
             error: Some("no primary named".into()),
             lsn: None,
             flush_lsn: None,
@@ -212,6 +230,22 @@ pub(crate) async fn promote(
     };
     if let Some(e) = &look.error {
         log.push(format!("primary: {e}"));
+    }
+    if let (false, true, Some((name, def))) = (already_promoted, look.writable, primary) {
+        if !allow_writable_primary {
+            return Err(StepError::fatal(format!(
+                "the old primary {name} ({}) answers and accepts writes: promoting \
+                 {replica_name} now would leave two writable primaries. Nothing was done. \
+                 Fence {name} (pg_fence) or stop it, then request the promotion again",
+                def.display()
+            )));
+        }
+        log.push(format!(
+            "primary {name} accepts writes: promoting anyway (allow_writable_primary)"
+        ));
+        ctx.progress.line(format!(
+            "primary {name} still accepts writes: promoting anyway (allow_writable_primary)"
+        ));
     }
     if !already_promoted {
         if let (Some(target), true) = (look.flush_lsn, catch_up_seconds > 0) {
@@ -380,6 +414,7 @@ impl Step for Promote {
             primary,
             p.wait_seconds,
             p.catch_up_seconds,
+            p.allow_writable_primary,
             ctx,
         )
         .await?;

@@ -186,6 +186,8 @@ impl Step for Switchover {
             Some((&p.primary, primary)),
             p.wait_seconds,
             p.catch_up_seconds,
+            // Fenced read-only above: a primary that takes writes again is refused.
+            false,
             ctx,
         )
         .await?;
