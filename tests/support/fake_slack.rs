@@ -317,8 +317,30 @@ async fn api(
             "invalid_auth"
         });
     }
-    let Ok(body) = serde_json::from_str::<Value>(&body) else {
-        return err("invalid_json");
+    // As Slack: write methods take JSON or a form; read methods (`conversations.*`) take form
+    // arguments only and ignore a JSON body, so their required arguments are missing.
+    let json_body = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body = if json_body {
+        if method.starts_with("conversations.") {
+            return err("invalid_arguments");
+        }
+        match serde_json::from_str::<Value>(&body) {
+            Ok(v) => v,
+            Err(_) => return err("invalid_json"),
+        }
+    } else {
+        match serde_urlencoded::from_str::<Vec<(String, String)>>(&body) {
+            Ok(pairs) => Value::Object(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            ),
+            Err(_) => return err("invalid_form_data"),
+        }
     };
     let fault = {
         let mut g = ctx.inner.lock().unwrap();
@@ -421,7 +443,9 @@ fn handle(g: &mut Inner, method: &str, body: &Value) -> Response {
                 })
                 .map(|m| {
                     let mut v = json!({ "type": "message", "ts": m.ts, "text": m.text });
-                    if body["include_all_metadata"] == true {
+                    if body["include_all_metadata"] == true
+                        || body["include_all_metadata"] == "true"
+                    {
                         v["metadata"] = m.metadata.clone();
                     }
                     v

@@ -46,6 +46,13 @@ pub struct SlackApi {
     token: Secret,
 }
 
+/// A call's arguments: JSON (write methods) or a form (read methods, which take no JSON).
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Json(&'a Value),
+    Form(&'a [(&'a str, &'a str)]),
+}
+
 enum Outcome {
     Done(Value),
     /// Slack may or may not have acted (5xx, timeout after sending).
@@ -69,18 +76,26 @@ impl SlackApi {
 
     /// One call with the retry policy; `safe` calls (edits, reads) retry 5xx freely, unsafe
     /// ones (posts) report ambiguity instead.
-    async fn call(&self, method: &str, body: &Value, safe: bool) -> Result<Outcome, SlackError> {
+    async fn call(&self, method: &str, body: Body<'_>, safe: bool) -> Result<Outcome, SlackError> {
         let url = format!("{}/{method}", self.base);
         let mut backoff = Duration::from_millis(200);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
-            let res = self
-                .http
-                .post(&url)
-                .bearer_auth(self.token.expose())
-                .json(body)
-                .send()
-                .await;
+            let req = self.http.post(&url).bearer_auth(self.token.expose());
+            let req = match body {
+                Body::Json(v) => req.json(v),
+                Body::Form(pairs) => req
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(
+                        form_urlencoded::Serializer::new(String::new())
+                            .extend_pairs(pairs)
+                            .finish(),
+                    ),
+            };
+            let res = req.send().await;
             match res {
                 Ok(r) if r.status().as_u16() == 429 => {
                     let wait = r
@@ -140,7 +155,7 @@ impl SlackApi {
         Err(SlackError::Transport(last))
     }
 
-    async fn call_safe(&self, method: &str, body: &Value) -> Result<Value, SlackError> {
+    async fn call_safe(&self, method: &str, body: Body<'_>) -> Result<Value, SlackError> {
         match self.call(method, body, true).await? {
             Outcome::Done(v) => Ok(v),
             Outcome::Ambiguous(e) => Err(SlackError::Transport(e)),
@@ -168,7 +183,10 @@ impl SlackApi {
         }
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            match self.call("chat.postMessage", &body, false).await? {
+            match self
+                .call("chat.postMessage", Body::Json(&body), false)
+                .await?
+            {
                 Outcome::Done(v) => {
                     return v["ts"].as_str().map(str::to_string).ok_or_else(|| {
                         SlackError::Transport("chat.postMessage: answer without ts".into())
@@ -193,17 +211,21 @@ impl SlackApi {
         thread_ts: Option<&str>,
         key: &str,
     ) -> Result<Option<String>, SlackError> {
-        let (method, body) = match thread_ts {
-            Some(ts) => (
-                "conversations.replies",
-                json!({ "channel": channel, "ts": ts, "limit": 200, "include_all_metadata": true }),
-            ),
-            None => (
-                "conversations.history",
-                json!({ "channel": channel, "limit": 50, "include_all_metadata": true }),
-            ),
+        // Read methods take form arguments only: Slack ignores a JSON body there.
+        let mut args = vec![
+            ("channel", channel),
+            ("include_all_metadata", "true"),
+            ("limit", "50"),
+        ];
+        let method = match thread_ts {
+            Some(ts) => {
+                args.push(("ts", ts));
+                args[2].1 = "200";
+                "conversations.replies"
+            }
+            None => "conversations.history",
         };
-        let v = self.call_safe(method, &body).await?;
+        let v = self.call_safe(method, Body::Form(&args)).await?;
         let found = v["messages"].as_array().into_iter().flatten().find(|m| {
             m["metadata"]["event_type"] == EVENT_TYPE
                 && m["metadata"]["event_payload"]["key"] == key
@@ -243,7 +265,9 @@ impl SlackApi {
         blocks: &Value,
     ) -> Result<(), SlackError> {
         let body = json!({ "channel": channel, "ts": ts, "text": text, "blocks": blocks });
-        self.call_safe("chat.update", &body).await.map(|_| ())
+        self.call_safe("chat.update", Body::Json(&body))
+            .await
+            .map(|_| ())
     }
 
     /// A message only `user` sees.
@@ -254,7 +278,7 @@ impl SlackApi {
         text: &str,
     ) -> Result<(), SlackError> {
         let body = json!({ "channel": channel, "user": user, "text": text });
-        self.call_safe("chat.postEphemeral", &body)
+        self.call_safe("chat.postEphemeral", Body::Json(&body))
             .await
             .map(|_| ())
     }
