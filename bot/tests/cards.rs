@@ -134,3 +134,31 @@ async fn a_failed_card_sync_is_tried_again() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// A long deny reason (a person may write up to the grammar's 4 KB) keeps the Slack card's
+/// sections within Slack's 3,000-character limit: else every edit of the card is refused
+/// (`invalid_blocks`) and it keeps its Approve and Deny buttons.
+#[tokio::test]
+async fn a_long_deny_reason_keeps_the_slack_card_within_limits() {
+    let env = env(Backend::Sqlite).await;
+    let run = failover_run(&env).await;
+    let reason = "<b>wrong</b> & region ".repeat(150);
+    let text = format!("/dr deny {run} {reason}");
+    let view = match dispatch::handle(&env.app, &cli(&env.app, "carol"), &text).await {
+        Reply::Denied(v) => v,
+        other => panic!("deny failed: {other:?}"),
+    };
+    let card = drbot::slack::text::card(&view);
+    let mut seen_reason = false;
+    for block in card.as_array().unwrap() {
+        if let Some(t) = block["text"]["text"].as_str() {
+            assert!(
+                t.chars().count() <= 3_000,
+                "{} chars: {t}",
+                t.chars().count()
+            );
+            seen_reason |= t.contains("denied by") && t.contains("&lt;b&gt;wrong");
+        }
+    }
+    assert!(seen_reason, "{card:#}");
+}

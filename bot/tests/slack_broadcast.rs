@@ -57,6 +57,17 @@ async fn status_posts_are_idempotent() {
         .unwrap();
     let msgs = slack.messages("CINC");
     assert_eq!(msgs.len(), 3, "{msgs:?}");
+    // A long update (a person may type up to 4 KB) goes out whole, in sections Slack accepts.
+    let long = "We are moving traffic <now> & checking. ".repeat(100);
+    b.post_status("incident-1:update-4", &long).await.unwrap();
+    let msgs = slack.messages("CINC");
+    let blocks = msgs[3].blocks.as_array().unwrap();
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    let joined: String = blocks
+        .iter()
+        .map(|b| b["text"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, drbot::slack::text::esc(&long));
 }
 
 /// A post that failed lets its claim go at once: the retry (the outbox's next attempt) posts

@@ -384,8 +384,20 @@ async fn api(
     answer
 }
 
+/// Slack refuses a message whose section text is over 3,000 characters.
+fn blocks_too_long(body: &Value) -> bool {
+    body["blocks"].as_array().into_iter().flatten().any(|b| {
+        b["text"]["text"]
+            .as_str()
+            .is_some_and(|t| t.chars().count() > 3_000)
+    })
+}
+
 fn handle(g: &mut Inner, method: &str, body: &Value) -> Response {
     let channel = body["channel"].as_str().unwrap_or("").to_string();
+    if method.starts_with("chat.") && blocks_too_long(body) {
+        return err("invalid_blocks");
+    }
     match method {
         "chat.postMessage" => {
             if channel.is_empty() {

@@ -451,9 +451,7 @@ impl notifier::chat::ChatBroadcast for SlackBroadcast {
 
     async fn post_status(&self, key: &str, text: &str) -> anyhow::Result<String> {
         let slack = self.0.slack.clone().context("Slack is not configured")?;
-        let blocks = serde_json::json!([
-            { "type": "section", "text": { "type": "mrkdwn", "text": text::esc(text) } }
-        ]);
+        let blocks = text::text_sections(text);
         let key = format!("status:{key}");
         let channel = slack.incident_channel.clone();
         post_once(&self.0, &slack, &key, &channel, None, text, &blocks)
@@ -468,14 +466,14 @@ impl notifier::chat::ChatBroadcast for SlackBroadcast {
         action: &notifier::chat::ChatAction,
     ) -> anyhow::Result<String> {
         let slack = self.0.slack.clone().context("Slack is not configured")?;
-        let blocks = serde_json::json!([
-            { "type": "section", "text": { "type": "mrkdwn", "text": text::esc(text) } },
-            { "type": "actions", "elements": [{
+        let mut blocks = text::text_sections(text);
+        if let Some(blocks) = blocks.as_array_mut() {
+            blocks.push(serde_json::json!({ "type": "actions", "elements": [{
                 "type": "button", "style": "danger", "action_id": "propose",
                 "text": { "type": "plain_text", "text": action.label },
                 "value": action.value,
-            }]}
-        ]);
+            }]}));
+        }
         let key = format!("status:{key}");
         let channel = slack.incident_channel.clone();
         post_once(&self.0, &slack, &key, &channel, None, text, &blocks)

@@ -52,6 +52,38 @@ pub fn esc_clip(s: &str, max: usize) -> String {
     out
 }
 
+/// Longest text drbot puts in one section block (Slack refuses a section over 3,000
+/// characters with `invalid_blocks`, and the whole message with it).
+pub const SECTION_MAX: usize = 2_900;
+
+/// A person's text (an incident update, an alert) as section blocks: escaped, split into
+/// sections of at most [`SECTION_MAX`] bytes between characters (never inside an escape), so a
+/// long update is posted whole instead of refused.
+pub fn text_sections(s: &str) -> Value {
+    let mut sections = vec![String::new()];
+    let mut buf = [0u8; 4];
+    for c in s.chars() {
+        let piece = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            c => c.encode_utf8(&mut buf),
+        };
+        let last = sections.last_mut().expect("never empty");
+        if last.len() + piece.len() > SECTION_MAX {
+            sections.push(piece.to_string());
+        } else {
+            last.push_str(piece);
+        }
+    }
+    Value::Array(
+        sections
+            .into_iter()
+            .map(|t| json!({ "type": "section", "text": { "type": "mrkdwn", "text": t } }))
+            .collect(),
+    )
+}
+
 fn state_mark(s: StepState) -> &'static str {
     match s {
         StepState::Pending => "○",
@@ -174,7 +206,8 @@ pub fn card(v: &RunView) -> Value {
         if let (Some(by), "denied") = (&req.decided_by, req.state.as_str()) {
             line.push_str(&format!("\n✗ denied by *{}*", esc(by)));
             if let Some(reason) = &req.reason {
-                line.push_str(&format!(": {}", esc(reason)));
+                // The whole reason is in the audit log; the card keeps within Slack's limit.
+                line.push_str(&format!(": {}", esc_clip(reason, 1_000)));
             }
         }
         blocks.push(SlackSectionBlock::new().with_text(md!(line)).into());
@@ -650,6 +683,27 @@ mod tests {
         assert!(!t.contains("<!channel>") && !t.contains("<@U1>"), "{t}");
         assert!(t.contains("&lt;!channel&gt;") && t.contains("```line &lt;@U1&gt;"));
         assert!(t.ends_with("…```"), "{}", &t[t.len() - 20..]);
+    }
+
+    #[test]
+    fn long_texts_are_split_into_sections_slack_accepts() {
+        let text = "<!channel> a & b ü ".repeat(400);
+        let blocks = text_sections(&text);
+        let sections = blocks.as_array().unwrap();
+        assert!(sections.len() >= 3, "{}", sections.len());
+        let mut joined = String::new();
+        for s in sections {
+            let t = s["text"]["text"].as_str().unwrap();
+            assert!(t.len() <= SECTION_MAX, "{}", t.len());
+            assert!(!t.is_empty());
+            joined.push_str(t);
+        }
+        assert_eq!(
+            joined,
+            esc(&text),
+            "nothing lost, nothing cut inside an escape"
+        );
+        assert_eq!(text_sections("").as_array().unwrap().len(), 1);
     }
 
     #[test]
