@@ -32,9 +32,16 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::status_page::routes())
         .merge(crate::unsubscribe::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(deadline))
         .with_state(app)
 }
+
+/// Largest request body read (413 beyond it), before any signature is checked: Slack's and
+/// Discord's payloads stay well under it (a block_actions payload carries the whole card, at
+/// most 50 blocks of 3,000 characters), and an unauthenticated client can make drbot buffer at
+/// most this much per connection.
+pub const MAX_BODY: usize = 512 * 1024;
 
 /// Longest a request may take, its body included (a client sending its body a byte at a
 /// time, a page stuck on the store): then 408 and the handler is dropped.

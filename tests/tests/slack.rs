@@ -295,6 +295,18 @@ fn verification_refuses_forged_stale_and_replayed_requests() {
     }
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(commands(), 1, "the command ran exactly once");
+    // A body over drbot's limit is refused before it is read whole, signed or not.
+    let huge = format!("{body}&pad={}", "x".repeat(600 * 1024));
+    assert_eq!(
+        http_post(
+            env.server.port,
+            "/slack/commands",
+            &huge,
+            &signed(&huge, now)
+        )
+        .0,
+        413
+    );
     // Garbage with a valid signature: a clear 400, no panic.
     let junk = "payload=%7Bnot-json";
     assert_eq!(
