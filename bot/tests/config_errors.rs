@@ -281,6 +281,20 @@ fn an_empty_discord_bot_token_is_named() {
     );
 }
 
+/// A second secondary region would make `{secondary}` (the drill's DR region, the monitor's
+/// failover target) a guess: a staging region sorted first would have the drill promote and
+/// switch DNS to staging.
+#[test]
+fn only_one_secondary_region() {
+    expect_problem(
+        &GOOD.replace(
+            "[regions.us-west-2]",
+            "[regions.staging]\nrole = \"secondary\"\n\n[regions.us-west-2]",
+        ),
+        "only one region can have role = \"secondary\" (the DR region), not staging, us-west-2",
+    );
+}
+
 #[test]
 fn every_problem_is_listed_at_once() {
     let text = GOOD

@@ -314,6 +314,7 @@ fn check_regions(regions: &BTreeMap<String, RegionConfig>, out: &mut Vec<String>
         out.push("regions: define at least one `[regions.<name>]`".into());
     }
     let mut primaries = 0;
+    let mut secondaries = Vec::new();
     for (name, r) in regions {
         if !name
             .chars()
@@ -325,7 +326,7 @@ fn check_regions(regions: &BTreeMap<String, RegionConfig>, out: &mut Vec<String>
         }
         match r.role.as_str() {
             "primary" => primaries += 1,
-            "secondary" => {}
+            "secondary" => secondaries.push(name.as_str()),
             other => out.push(format!(
                 "regions.{name}.role: `{other}` is not `primary` or `secondary`"
             )),
@@ -336,6 +337,15 @@ fn check_regions(regions: &BTreeMap<String, RegionConfig>, out: &mut Vec<String>
     }
     if primaries > 1 {
         out.push("regions: only one region can have role = \"primary\"".into());
+    }
+    // `{secondary}` (the drill's DR region, the monitor's failover target) must name one.
+    if secondaries.len() > 1 {
+        out.push(format!(
+            "regions: only one region can have role = \"secondary\" (the DR region), not {}: \
+             describe another environment, such as staging, in its own drbot config, where \
+             its own primary and secondary are",
+            secondaries.join(", ")
+        ));
     }
 }
 
