@@ -95,9 +95,7 @@ pub async fn model(app: &App) -> anyhow::Result<HistoryModel> {
 }
 
 fn seconds(v: &serde_json::Value) -> Option<Duration> {
-    v.as_f64()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    v.as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
 /// A finished drill run as a history record: its [`MEASURE_KIND`] step's numbers (the last

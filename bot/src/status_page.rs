@@ -330,8 +330,7 @@ pub(crate) fn verification(r: &FinishedRun) -> BackupVerification {
         r.state == "succeeded" && report.and_then(|d| d["passed"].as_bool()).unwrap_or(true);
     let duration = report
         .and_then(|d| d["duration_seconds"].as_f64())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .unwrap_or_else(|| run_duration(r));
     let tables = report
         .and_then(|d| d["tables"].as_object())
@@ -360,17 +359,26 @@ pub fn recorded(steps: &[(String, Option<serde_json::Value>)], key: &str) -> Opt
 /// step recorded one (the measuring step was skipped): then the targets are not called met.
 fn drill(r: &FinishedRun, (rto_target, rpo_target): (Duration, Duration)) -> Drill {
     let recorded = |key: &str| recorded(&r.steps, key);
+    // A number too large for a duration (a step may record anything) counts as none.
     let rto = recorded("rto_seconds")
-        .map(Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .unwrap_or_else(|| run_duration(r));
-    let rpo = recorded("rpo_seconds").map(Duration::from_secs_f64);
+    let rpo = recorded("rpo_seconds").and_then(|s| Duration::try_from_secs_f64(s).ok());
+    // `pg_drill_measure` could only bound the RPO from below (no marker reached DR).
+    let rpo_bound_only = r
+        .steps
+        .iter()
+        .any(|(_, d)| d.as_ref().is_some_and(|d| d["rpo_at_least"] == true));
     Drill {
         at: time(r.finished_at),
         rto,
         rpo,
         rto_target,
         rpo_target,
-        met: r.state == "succeeded" && rto <= rto_target && rpo.is_some_and(|p| p <= rpo_target),
+        met: r.state == "succeeded"
+            && rto <= rto_target
+            && rpo.is_some_and(|p| p <= rpo_target)
+            && !rpo_bound_only,
     }
 }
 
@@ -450,6 +458,29 @@ mod tests {
         );
         let d = drill(&r, targets);
         assert_eq!(d.rpo, None);
+        assert!(!d.met);
+        // An RPO known only as a lower bound is not met, however small.
+        let r = run(
+            "succeeded",
+            vec![(
+                "pg_drill_measure",
+                Some(json!({ "rpo_seconds": 1.5, "rpo_at_least": true, "rto_seconds": 2.5 })),
+            )],
+        );
+        assert!(!drill(&r, targets).met);
+        // Numbers no duration can hold (a step may record anything) neither panic nor count.
+        let r = run(
+            "succeeded",
+            vec![(
+                "exec",
+                Some(
+                    json!({ "rpo_seconds": 1e300, "rto_seconds": 1e300, "passed": true,
+                             "duration_seconds": 1e300 }),
+                ),
+            )],
+        );
+        let d = drill(&r, targets);
+        assert_eq!((d.rto, d.rpo), (Duration::from_secs(60), None));
         assert!(!d.met);
     }
 

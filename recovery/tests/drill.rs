@@ -217,6 +217,15 @@ async fn a_cut_off_replica_misses_every_marker_and_the_measure_says_so() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The replica falls behind for a while before the disaster (the commits of that time are
+    // lost too, not only the markers').
+    std::thread::sleep(Duration::from_secs(2));
+    primary
+        .psql(
+            "postgres",
+            "CREATE TABLE lost_meanwhile (x int); INSERT INTO lost_meanwhile VALUES (1)",
+        )
+        .unwrap();
     let reg = registry(&[("main", &primary), ("dr", &replica)]);
     let d = run(
         &reg,
@@ -227,31 +236,66 @@ async fn a_cut_off_replica_misses_every_marker_and_the_measure_says_so() {
     .unwrap();
     let written = d.data["markers_written"].as_i64().unwrap();
     assert!(written > 5, "{written}");
-    run(
+    let promoted = run(
         &reg,
         "pg_promote",
         json!({ "replica": "dr", "wait_seconds": 60 }),
     )
     .await
     .unwrap();
-    let steps = vec![earlier(
+    let disaster = earlier(
         "pg_drill_disaster",
         StepState::Succeeded,
         d.data.clone(),
         Some(now_ms()),
-    )];
-    let m = measure(&reg, json!({ "cluster": "dr" }), steps, Some(now_ms()))
-        .await
-        .unwrap();
+    );
+    let last_acked = d.data["last_acked_at_ms"].as_i64().unwrap();
+    let span = (last_acked - d.data["first_acked_at_ms"].as_i64().unwrap()) as f64 / 1000.0;
+    assert!(span > 0.2 && span < 5.0, "{span}");
+
+    // Without the promotion's evidence the markers' span is only a lower bound: never "met".
+    let m = measure(
+        &reg,
+        json!({ "cluster": "dr" }),
+        vec![disaster.clone()],
+        Some(now_ms()),
+    )
+    .await
+    .unwrap();
     assert_eq!(m.data["rpo_rows"], written, "{}", m.data);
     assert_eq!(m.data["markers_on_dr"], 0);
-    // From the first acknowledged marker to the last: about the warmup.
-    let expect = (d.data["last_acked_at_ms"].as_i64().unwrap()
-        - d.data["first_acked_at_ms"].as_i64().unwrap()) as f64
-        / 1000.0;
-    assert_eq!(m.data["rpo_seconds"].as_f64().unwrap(), expect);
-    assert!(expect > 0.2 && expect < 5.0, "{expect}");
-    assert_eq!(m.data["met"], true, "well within 15 min");
+    assert_eq!(m.data["rpo_seconds"].as_f64().unwrap(), span);
+    assert_eq!(m.data["rpo_at_least"], true);
+    assert_eq!(m.data["met"], false, "{}", m.summary);
+    assert!(m.summary.contains("(at least "), "{}", m.summary);
+
+    // With it: what DR holds ends at its last replayed commit, before the replica fell behind.
+    let replayed = promoted.data["last_replayed_commit_at"].as_str().unwrap();
+    let replayed_ms = chrono::DateTime::parse_from_rfc3339(replayed)
+        .unwrap()
+        .timestamp_millis();
+    let promote = earlier(
+        "pg_promote",
+        StepState::Succeeded,
+        promoted.data.clone(),
+        Some(now_ms()),
+    );
+    let m = measure(
+        &reg,
+        json!({ "cluster": "dr" }),
+        vec![disaster, promote],
+        Some(now_ms()),
+    )
+    .await
+    .unwrap();
+    let rpo = m.data["rpo_seconds"].as_f64().unwrap();
+    assert_eq!(rpo, (last_acked - replayed_ms) as f64 / 1000.0);
+    assert!(
+        rpo >= span + 2.0,
+        "RPO {rpo} s covers the time behind, span {span} s"
+    );
+    assert_eq!(m.data["rpo_at_least"], false);
+    assert_eq!(m.data["met"], true, "well within 15 min: {}", m.summary);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -149,7 +149,10 @@ pub fn figures(measured: &Value, waits: Duration) -> Option<Figures> {
 }
 
 fn human(secs: f64) -> String {
-    humantime::format_duration(Duration::from_secs_f64(secs.max(0.0))).to_string()
+    match Duration::try_from_secs_f64(secs.max(0.0)) {
+        Ok(d) => humantime::format_duration(d).to_string(),
+        Err(_) => format!("{secs} s"),
+    }
 }
 
 /// The result lines (`RPO: …`, `RTO: …`, failover without waits).

@@ -87,7 +87,7 @@ impl DiscordApi {
             && let Some(secs) = get("x-ratelimit-reset-after").and_then(|v| v.parse::<f64>().ok())
             && let Ok(mut b) = self.blocked.lock()
         {
-            let wait = Duration::from_secs_f64(secs.clamp(0.0, MAX_WAIT.as_secs_f64()));
+            let wait = wait_of(secs, MAX_WAIT);
             b.insert(route.to_string(), Instant::now() + wait);
         }
     }
@@ -126,7 +126,7 @@ impl DiscordApi {
                         .and_then(|v| v.parse::<f64>().ok());
                     let body: Value = r.json().await.unwrap_or(Value::Null);
                     let secs = body["retry_after"].as_f64().or(header).unwrap_or(1.0);
-                    let wait = Duration::from_secs_f64(secs.clamp(0.0, 3600.0));
+                    let wait = wait_of(secs, Duration::from_secs(3600));
                     if wait > MAX_WAIT {
                         return Err(DiscordError::Transport(format!(
                             "rate limited for {wait:?}"
@@ -259,5 +259,33 @@ fn transport_kind(e: &reqwest::Error) -> String {
         "unreadable answer".into()
     } else {
         "request failed".into()
+    }
+}
+
+/// The wait Discord asked for, `secs` (from a header or the body; a header may read `nan` or
+/// `inf`), within `0..=max`; one second when it is not a number.
+fn wait_of(secs: f64, max: Duration) -> Duration {
+    if secs.is_nan() {
+        return Duration::from_secs(1);
+    }
+    Duration::try_from_secs_f64(secs.clamp(0.0, max.as_secs_f64())).unwrap_or(max)
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::*;
+
+    #[test]
+    fn any_wait_discord_sends_is_a_duration() {
+        let max = Duration::from_secs(60);
+        assert_eq!(wait_of(1.5, max), Duration::from_millis(1_500));
+        assert_eq!(wait_of(-3.0, max), Duration::ZERO);
+        assert_eq!(wait_of(1e300, max), max);
+        assert_eq!(wait_of(f64::INFINITY, max), max);
+        assert_eq!(wait_of(f64::NAN, max), Duration::from_secs(1));
+        assert_eq!(
+            "nan".parse::<f64>().map(|s| wait_of(s, max)),
+            Ok(Duration::from_secs(1))
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! `rto_target`/`rpo_target` (the config's `[targets]`, seed: 4 h / 15 min):
 //!
 //! - `rpo_rows`: markers the primary acknowledged that DR lacks; `rpo_seconds`: the time
-//!   between the last acknowledged one and the last one DR has (0 when none is missing);
+//!   between the last acknowledged one and the last one DR has (0 when none is missing; when
+//!   none reached DR, the last one DR replayed as the earlier `pg_promote` recorded it, else
+//!   only a lower bound, `rpo_at_least`, never reported as met);
 //! - `rto_seconds`: from the run's approval (the disaster's time when the run needed none) to
 //!   health green on the DR side, which is the end of the last `http_check` before this step
 //!   (else now), so a runbook puts its "wait for health" check right before the measurement.
@@ -139,8 +141,12 @@ fn summary(m: &Measured, t: &Targets) -> String {
         format!("{} over target ({})", missed.join(" and "), target_text(t))
     };
     format!(
-        "RPO {} rows ({:.2} s), RTO {:.2} s from {} — {verdict}",
-        m.rpo_rows, m.rpo_seconds, m.rto_seconds, m.rto_from
+        "RPO {} rows ({}{:.2} s), RTO {:.2} s from {} — {verdict}",
+        m.rpo_rows,
+        if m.rpo_at_least { "at least " } else { "" },
+        m.rpo_seconds,
+        m.rto_seconds,
+        m.rto_from
     )
 }
 
@@ -198,9 +204,16 @@ impl Step for Measure {
             .find(|s| s.kind == "http_check" && s.state == StepState::Succeeded)
             .and_then(|s| s.finished_at_ms);
         let green_at_ms = green.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        // The promotion's evidence: the DR database's last replayed commit.
+        let replayed_at_ms = ctx
+            .last_data_of_kind("pg_promote")
+            .and_then(|d| d["last_replayed_commit_at"].as_str())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis());
         let m = measure(
             &record,
             &present,
+            replayed_at_ms,
             ctx.approved_at_ms,
             green_at_ms,
             self.targets.rto,
