@@ -136,3 +136,25 @@ fn missing_secondary_variables_are_named_at_check_config() {
     assert!(err.contains("Switch DNS"), "{err}");
     assert!(err.contains("secondary.dns_"), "{err}");
 }
+
+/// A client-key passphrase in a cluster URL would go on the command line of every PostgreSQL
+/// tool drbot runs: refused at check-config, without showing it.
+#[test]
+fn an_sslpassword_in_a_cluster_url_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = drill_config("sqlite://x.db", dir.path(), true).replace(
+        "10.0.2.5:5432/postgres\"",
+        "10.0.2.5:5432/postgres?sslmode=verify-full&sslpassword=k3y-s3cret\"",
+    );
+    assert!(text.contains("k3y-s3cret"));
+    let parsed = drbot::config::parse_str(&text, std::path::Path::new("."), &|_| None).unwrap();
+    let err = drbot::config::Settings::from_parsed(parsed, "t.toml".into())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("postgres.us-west-2.url: `sslpassword` would show in process listings"),
+        "{err}"
+    );
+    assert!(!err.contains("k3y-s3cret"), "{err}");
+}

@@ -383,6 +383,61 @@ async fn put_raw_manifest(def: &recovery::resources::BackupStoreDef, name: &str,
     }
 }
 
+/// A manifest naming a file outside its backup (`../…`, as a hand edit or someone with write
+/// access to the store could) is unusable: fetching it would write outside the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_naming_a_path_outside_its_backup_is_refused() {
+    let (defs, _dir) = backup_support::stores();
+    for (label, def) in defs {
+        let store = backup::open(&def).await.expect(label);
+        for (i, bad) in ["../../etc/cron.d/x", "a/b", "manifest.json", ""]
+            .into_iter()
+            .enumerate()
+        {
+            let name = format!("t{i}");
+            let entry = store
+                .put_file(&name, "dump.sql.gz", &b"12345"[..])
+                .await
+                .unwrap();
+            let manifest = Manifest::new(
+                &name,
+                BackupKind::SqlGzip,
+                Utc::now(),
+                "src",
+                vec![entry],
+                BTreeMap::new(),
+            );
+            let mut m = serde_json::to_value(&manifest).unwrap();
+            m["files"][0]["name"] = bad.into();
+            put_raw_manifest(&def, &name, m.to_string().as_bytes()).await;
+            let err = store.read_manifest(&name).await.unwrap_err().to_string();
+            assert!(
+                err.contains("is not a valid file name"),
+                "{label} {bad}: {err}"
+            );
+        }
+        // The same manifest with its real file name is read.
+        let entry = store
+            .put_file("ok", "dump.sql.gz", &b"12345"[..])
+            .await
+            .unwrap();
+        let manifest = Manifest::new(
+            "ok",
+            BackupKind::SqlGzip,
+            Utc::now(),
+            "src",
+            vec![entry],
+            BTreeMap::new(),
+        );
+        let m = serde_json::to_value(&manifest).unwrap();
+        put_raw_manifest(&def, "ok", m.to_string().as_bytes()).await;
+        assert!(
+            store.read_manifest("ok").await.unwrap().is_some(),
+            "{label}"
+        );
+    }
+}
+
 /// A garbage manifest where the newest backup should be: `latest` fails naming it instead of
 /// quietly choosing an older backup; a backup named explicitly still resolves, and an
 /// unusable manifest that is certainly older, or of another kind, does not get in the way.

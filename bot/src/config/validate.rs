@@ -365,6 +365,17 @@ fn check_postgres(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
                 "postgres.{name}.url: expected a `postgres://user:password@host:port/db` URL"
             ));
         }
+        // libpq takes `sslpassword` only in the conninfo, which is on the command line of
+        // every tool drbot runs (seen by `ps`) and in its logged command lines.
+        if let Some((_, query)) = url.split_once('?')
+            && form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "sslpassword")
+        {
+            out.push(format!(
+                "postgres.{name}.url: `sslpassword` would show in process listings and logs of \
+                 the PostgreSQL tools drbot runs; give drbot a client key without a passphrase \
+                 (readable only by its user) instead"
+            ));
+        }
         for tool in &needed {
             let found = match &c.bin_dir {
                 Some(dir) => dir.join(tool).is_file(),

@@ -339,6 +339,17 @@ impl BackupStore {
                 message: format!("it names backup `{}`", manifest.name),
             });
         }
+        // File names become paths when a backup is fetched: `../x` would write outside it.
+        if let Some(f) = manifest
+            .files
+            .iter()
+            .find(|f| !valid_name(&f.name) || f.name == MANIFEST_FILE)
+        {
+            return Err(BackupError::Manifest {
+                path: path.to_string(),
+                message: format!("`{}` is not a valid file name", f.name.escape_debug()),
+            });
+        }
         Ok(manifest)
     }
 

@@ -164,7 +164,7 @@ impl Backend {
             "xact_age_s": self.xact_age_s,
             "state_age_s": self.state_age_s,
             "backend_xid": self.backend_xid,
-            "query": self.query,
+            "query": self.query.as_deref().map(mask_literals),
         })
     }
     fn line(&self) -> String {
@@ -178,12 +178,83 @@ impl Backend {
             self.xact_start.as_deref().unwrap_or("-"),
             self.xact_age_s.map(|s| s.round() as i64).unwrap_or(0),
             self.backend_xid.as_deref().unwrap_or("-"),
-            self.query
-                .as_deref()
-                .unwrap_or("")
-                .replace(['\n', '\r'], " ")
+            mask_literals(self.query.as_deref().unwrap_or("")).replace(['\n', '\r'], " ")
         )
     }
+}
+
+/// A session's query as drbot shows it (progress, log, step data): its string literals
+/// (`'…'`, `E'…'`, `$tag$…$tag$`) replaced by `***`, so `ALTER ROLE … PASSWORD '…'` or a
+/// customer's data in a `WHERE` never reaches chat. A literal cut off by the length limit is
+/// masked to the end.
+fn mask_literals(q: &str) -> String {
+    let mut out = String::with_capacity(q.len());
+    let mut rest = q;
+    while let Some(i) = rest.find(['\'', '$']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(body) = tail.strip_prefix('\'') {
+            // Ends at a quote not doubled; a backslash escapes the next character (E'' strings;
+            // in a plain string that only masks more).
+            let mut end = None;
+            let mut chars = body.char_indices().peekable();
+            while let Some((j, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '\'' if chars.peek().is_some_and(|(_, n)| *n == '\'') => {
+                        chars.next();
+                    }
+                    '\'' => {
+                        end = Some(j);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            match end {
+                Some(j) => {
+                    out.push_str("'***'");
+                    rest = &body[j + 1..];
+                }
+                None => {
+                    out.push_str("'***");
+                    rest = "";
+                }
+            }
+            continue;
+        }
+        // `$tag$` opens a dollar-quoted string (`tag` letters, digits, `_`); `$1` does not.
+        let after = &tail[1..];
+        let tag_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let opens =
+            after[tag_len..].starts_with('$') && !after.starts_with(|c: char| c.is_ascii_digit());
+        if !opens {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        let tag = &tail[..tag_len + 2];
+        let body = &tail[tag.len()..];
+        match body.find(tag) {
+            Some(j) => {
+                out.push_str(tag);
+                out.push_str("***");
+                out.push_str(tag);
+                rest = &body[j + tag.len()..];
+            }
+            None => {
+                out.push_str(tag);
+                out.push_str("***");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Columns of [`Backend`] from `pg_stat_activity` (`$1` = query characters).
@@ -473,6 +544,52 @@ impl Step for TerminateBackends {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any text (a query cut anywhere, any characters) is masked without a panic, and a
+        /// literal after plain text never shows.
+        #[test]
+        fn masking_any_text_never_panics_nor_shows_a_literal(
+            any in "\\PC{0,80}",
+            plain in "[a-zA-Z0-9 ,=()]{0,40}",
+            secret in "[a-z0-9]{1,20}",
+        ) {
+            let _ = mask_literals(&any);
+            let q = format!("{plain}'{secret}'");
+            proptest::prop_assert_eq!(mask_literals(&q), format!("{plain}'***'"));
+            let q = format!("{plain}$t${secret}$t$");
+            proptest::prop_assert_eq!(mask_literals(&q), format!("{plain}$t$***$t$"));
+        }
+    }
+
+    #[test]
+    fn literals_in_shown_queries_are_masked() {
+        for (q, shown) in [
+            (
+                "ALTER ROLE app PASSWORD 'zz9'",
+                "ALTER ROLE app PASSWORD '***'",
+            ),
+            (
+                "SELECT 'it''s', 2 WHERE a = 'x'",
+                "SELECT '***', 2 WHERE a = '***'",
+            ),
+            (r"SELECT E'a\'b' || 'c'", "SELECT E'***' || '***'"),
+            (
+                "DO $$ BEGIN secret; END $$; SELECT $1",
+                "DO $$***$$; SELECT $1",
+            ),
+            ("SELECT $f$x$y$f$, $2", "SELECT $f$***$f$, $2"),
+            (
+                "UPDATE t SET v = 'cut off by left(",
+                "UPDATE t SET v = '***",
+            ),
+            ("SELECT $ab$never closed", "SELECT $ab$***"),
+            ("SELECT 1 $", "SELECT 1 $"),
+            ("", ""),
+        ] {
+            assert_eq!(mask_literals(q), shown, "{q}");
+        }
+    }
 
     #[test]
     fn pid_lists() {
