@@ -612,3 +612,61 @@ fn needs_attention_buttons_are_approval_gated() {
         "the interrupted step was skipped, never re-run"
     );
 }
+
+/// Slack gives up on a command's answer after 3 s. While the store is locked (another writer
+/// holds SQLite's lock for 5 s, as a slow database during an outage would), a request still
+/// gets its HTTP answer in time ("working on it"), and its own answer follows through the
+/// command's `response_url` once the work is done, exactly once.
+#[test]
+fn a_command_slower_than_slacks_deadline_is_answered_in_time_and_then_for_real() {
+    let env = setup("30m");
+    let db = env.dir.join("drbot.db");
+    let mut locker = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(5)\n\
+             c.execute('ROLLBACK')\n",
+        ])
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let sent = std::time::Instant::now();
+    let (status, v) = slash(&env, "UBOB", "C1", "failover us-west-2", "t-slow");
+    let took = sent.elapsed();
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    assert_eq!(v["response_type"], "ephemeral");
+    assert!(
+        v["text"].as_str().unwrap().starts_with("Working on it"),
+        "{v}"
+    );
+    assert!(env.slack.responses("t-slow").is_empty(), "not done yet");
+    env.slack
+        .wait(60, "the late answer", |s| !s.responses("t-slow").is_empty());
+    let late = env.slack.responses("t-slow");
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0]["response_type"], "ephemeral");
+    assert!(
+        late[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Run 1 requested"),
+        "{}",
+        late[0]
+    );
+    assert!(locker.wait().unwrap().success());
+    // The card is posted as for any request.
+    wait_card(&env, "C1");
+}

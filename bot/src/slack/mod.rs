@@ -112,7 +112,38 @@ async fn commands(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
     if let Some(r) = remember(&slack, "/slack/commands", &identity, sig, &headers) {
         return r;
     }
-    Json(command(&app, cmd).await).into_response()
+    Json(command_in_time(&app, &slack, cmd.into_owned()).await).into_response()
+}
+
+/// How long a command's answer is waited for: Slack gives up on an answer after 3 s.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_millis(2_500);
+
+/// [`command`], answered within [`ANSWER_WITHIN`] however long the work takes (a store slow or
+/// locked during an outage): then the answer is "working on it", the work goes on, and its
+/// answer follows through the command's `response_url`. Shared by HTTP and Socket Mode.
+pub async fn command_in_time(
+    app: &App,
+    slack: &Slack,
+    cmd: slash::Slash<'static>,
+) -> serde_json::Value {
+    let response_url = cmd.response_url.clone();
+    let (app, trigger) = (app.clone(), cmd.trigger_id.clone());
+    let mut work = Box::pin(async move { command(&app, cmd).await });
+    if let Ok(answer) = tokio::time::timeout(ANSWER_WITHIN, &mut work).await {
+        return answer;
+    }
+    let api = slack.api.clone();
+    tokio::spawn(async move {
+        let answer = work.await;
+        let sent = match &response_url {
+            Some(url) => api.respond(url, &answer).await,
+            None => Err(api::SlackError::Transport("no response_url".into())),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(trigger = %trigger, error = %e, "could not send a slow command's answer");
+        }
+    });
+    text::working()
 }
 
 /// Runs a verified, first-seen slash command and returns the immediate (ephemeral) answer;

@@ -19,6 +19,8 @@ pub struct Slash<'a> {
     pub text: Cow<'a, str>,
     /// Slack's id of this invocation: the replay memory's key.
     pub trigger_id: Cow<'a, str>,
+    /// Where an answer that comes after the HTTP reply is posted (valid 30 minutes).
+    pub response_url: Option<Cow<'a, str>>,
 }
 
 /// Fields Slack always sends with a slash command: a body without one of them (or with one
@@ -31,12 +33,15 @@ impl<'a> Slash<'a> {
     pub fn from_form(body: &'a [u8]) -> Option<Slash<'a>> {
         let mut found: [Option<Cow<'a, str>>; 4] = Default::default();
         let mut text = None;
+        let mut response_url = None;
         // Slack never encodes the names; only the values drbot reads are decoded (a command
         // carries a dozen fields).
         for pair in body.split(|b| *b == b'&') {
             let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
             let slot = if name == b"text" {
                 &mut text
+            } else if name == b"response_url" {
+                &mut response_url
             } else if let Some(i) = REQUIRED.iter().position(|k| k.as_bytes() == name) {
                 &mut found[i]
             } else {
@@ -54,7 +59,19 @@ impl<'a> Slash<'a> {
             channel_id: channel_id?,
             text: text.unwrap_or_default(),
             trigger_id: trigger_id?,
+            response_url,
         })
+    }
+
+    /// The same command owning its fields (to be finished in a task of its own).
+    pub fn into_owned(self) -> Slash<'static> {
+        Slash {
+            user_id: Cow::Owned(self.user_id.into_owned()),
+            channel_id: Cow::Owned(self.channel_id.into_owned()),
+            text: Cow::Owned(self.text.into_owned()),
+            trigger_id: Cow::Owned(self.trigger_id.into_owned()),
+            response_url: self.response_url.map(|u| Cow::Owned(u.into_owned())),
+        }
     }
 
     /// From a Socket Mode event.
@@ -64,6 +81,7 @@ impl<'a> Slash<'a> {
             channel_id: Cow::Borrowed(&ev.channel_id.0),
             text: Cow::Borrowed(ev.text.as_deref().unwrap_or("")),
             trigger_id: Cow::Borrowed(&ev.trigger_id.0),
+            response_url: Some(Cow::Borrowed(ev.response_url.0.as_str())),
         }
     }
 }

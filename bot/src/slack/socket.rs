@@ -144,7 +144,10 @@ async fn handle(app: &App, slack: &Slack, env: &Value) -> Option<Value> {
                 .memory
                 .record(&format!("command:{}", cmd.trigger_id.0), "socket", now)
             {
-                Seen::New => Some(super::command(app, super::slash::Slash::from_event(&cmd)).await),
+                Seen::New => {
+                    let cmd = super::slash::Slash::from_event(&cmd).into_owned();
+                    Some(super::command_in_time(app, slack, cmd).await)
+                }
                 Seen::Replay | Seen::Retry => None,
             }
         }

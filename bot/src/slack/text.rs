@@ -339,6 +339,14 @@ pub fn step_detail(
     t
 }
 
+/// The answer to a command whose work outlasts Slack's 3 s: its own answer follows.
+pub fn working() -> Value {
+    json!({
+        "response_type": "ephemeral",
+        "text": "Working on it: drbot's answer will follow here in a moment."
+    })
+}
+
 /// The immediate (ephemeral) answer to a slash command.
 pub fn command_reply(r: &Reply) -> Value {
     let text = match r {
