@@ -211,8 +211,23 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     if let Some(r) = remember(&slack, "/slack/interactions", &identity, sig, &headers) {
         return r;
     }
-    block_actions(&app, &slack, ev).await;
+    block_actions_in_time(&app, &slack, ev).await;
     StatusCode::OK.into_response()
+}
+
+/// [`block_actions`], waited for at most [`ANSWER_WITHIN`] (Slack wants the click acknowledged
+/// within 3 s); a slower click goes on in its own task, its outcome shown by the card update or
+/// the ephemeral note it sends anyway. Shared by HTTP and Socket Mode.
+pub async fn block_actions_in_time(
+    app: &App,
+    slack: &Arc<Slack>,
+    ev: SlackInteractionBlockActionsEvent,
+) {
+    let (app, slack) = (app.clone(), slack.clone());
+    let work = tokio::spawn(async move { block_actions(&app, &slack, ev).await });
+    if tokio::time::timeout(ANSWER_WITHIN, work).await.is_err() {
+        tracing::info!("a Slack click outlasts Slack's deadline: acknowledged, still at work");
+    }
 }
 
 /// Handles a verified, first-seen button click: through the approval engine, then an

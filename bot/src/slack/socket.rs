@@ -127,7 +127,7 @@ where
 }
 
 /// Handles one envelope; returns the ack payload (a command's answer), if any.
-async fn handle(app: &App, slack: &Slack, env: &Value) -> Option<Value> {
+async fn handle(app: &App, slack: &std::sync::Arc<Slack>, env: &Value) -> Option<Value> {
     let now = chrono::Utc::now().timestamp();
     match env["type"].as_str()? {
         "slash_commands" => {
@@ -159,7 +159,7 @@ async fn handle(app: &App, slack: &Slack, env: &Value) -> Option<Value> {
             };
             let identity = super::click_identity(&ev)?;
             if slack.memory.record(&identity, "socket", now) == Seen::New {
-                super::block_actions(app, slack, ev).await;
+                super::block_actions_in_time(app, slack, ev).await;
             }
             None
         }
