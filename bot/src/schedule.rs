@@ -278,16 +278,28 @@ pub struct Tick {
     pub fired: Vec<(String, Option<i64>)>,
     /// Overdue alerts enqueued (one per chat platform and schedule).
     pub overdue_alerts: usize,
+    /// Schedules this tick could not handle (a store error), with the error; each is logged
+    /// and tried again next tick, and never keeps the other schedules from theirs.
+    pub failed: Vec<(String, String)>,
 }
 
 /// Fires every schedule due at `now` that has not fired yet and raises overdue alerts.
 pub async fn tick(app: &App, now: DateTime<Utc>) -> anyhow::Result<Tick> {
     let mut out = Tick::default();
     for s in schedules(app) {
-        if let Some(run) = fire_due(app, &s, now).await? {
-            out.fired.push((s.name.clone(), run));
+        let done = async {
+            if let Some(run) = fire_due(app, &s, now).await? {
+                out.fired.push((s.name.clone(), run));
+            }
+            out.overdue_alerts += check_overdue(app, &s, now).await?;
+            anyhow::Ok(())
         }
-        out.overdue_alerts += check_overdue(app, &s, now).await?;
+        .await;
+        if let Err(e) = done {
+            let error = format!("{e:#}");
+            tracing::error!(schedule = %s.name, error, "a schedule's tick failed");
+            out.failed.push((s.name.clone(), error));
+        }
     }
     Ok(out)
 }

@@ -491,6 +491,52 @@ both_backends!(
     status_page_shows_schedules,
 );
 
+/// One schedule the store refuses (here a trigger fails its fire) is reported and retried;
+/// the schedules after it still fire in the same tick.
+#[tokio::test]
+async fn a_failing_schedule_does_not_stop_the_others() {
+    let schedules = format!(
+        "{}{}",
+        daily("a-broken", "/dr verify-backup latest", "8d"),
+        daily("b-fine", "/dr verify-backup latest", "8d")
+    );
+    let env = sched_env(Backend::Sqlite, "30m", &schedules).await;
+    sqlx::query(
+        "CREATE TRIGGER refuse_a BEFORE INSERT ON schedule_fires WHEN NEW.schedule = 'a-broken' \
+         BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+    )
+    .execute(env.app.store.pool())
+    .await
+    .unwrap();
+    let t = at(2030, 1, 7, 3, 0);
+    let tick = schedule::tick(&env.app, t).await.unwrap();
+    assert_eq!(
+        tick.fired.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        ["b-fine"],
+        "{tick:?}"
+    );
+    assert_eq!(tick.failed.len(), 1, "{tick:?}");
+    assert_eq!(tick.failed[0].0, "a-broken");
+    assert!(
+        tick.failed[0].1.contains("refused for the test"),
+        "{tick:?}"
+    );
+    // Once the store takes it, the broken one fires on the next tick, and only it.
+    sqlx::query("DROP TRIGGER refuse_a")
+        .execute(env.app.store.pool())
+        .await
+        .unwrap();
+    let tick = schedule::tick(&env.app, t + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        tick.fired.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        ["a-broken"],
+        "{tick:?}"
+    );
+    assert!(tick.failed.is_empty());
+}
+
 fn problems(extra: &str) -> String {
     let base = config_text("sqlite://x.db", 1, "30m", 0, "m");
     let parsed = drbot::config::parse_str(
