@@ -163,3 +163,41 @@ async fn checklist_refreshes_never_go_backwards() {
     assert_eq!(shown.updates, 2);
     assert_eq!(shown.blocks, drbot::slack::text::checklist(&view));
 }
+
+/// A checklist posted in two channels, one of its messages since deleted: a tick still
+/// updates the other one (before, the refresh stopped at the first message it could not
+/// update).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_checklist_message_does_not_keep_the_others_stale() {
+    let slack = FakeSlack::start("xoxb-t");
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&slack, &dir).await;
+    let alice = common::cli(&app, "alice");
+    let id = match drbot::dispatch::handle(&app, &alice, "/dr checklist during-failover").await {
+        drbot::reply::Reply::Checklist(v) => v.instance.id,
+        other => panic!("{other:?}"),
+    };
+    // The first channel's message is one Slack no longer has.
+    app.store
+        .record_checklist_message(
+            "slack",
+            &drbot::store::checklists::ChecklistMessage {
+                channel: "C0".into(),
+                message_id: "1600000000.000001".into(),
+                instance: id,
+                part: 0,
+            },
+        )
+        .await
+        .unwrap();
+    drbot::slack::checklist::post(&app, id, "C1").await;
+    app.store
+        .toggle_tick(id, "stop-writes", &alice)
+        .await
+        .unwrap();
+    drbot::slack::checklist::refresh(&app, id).await;
+    let view = app.store.checklist(id).await.unwrap().unwrap();
+    let shown = &slack.messages("C1")[0];
+    assert_eq!(shown.updates, 1);
+    assert_eq!(shown.blocks, drbot::slack::text::checklist(&view));
+}

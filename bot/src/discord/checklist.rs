@@ -65,11 +65,21 @@ pub async fn refresh_others(app: &App, id: i64, skip: &str) {
             if m.message_id == skip {
                 continue;
             }
-            if let Some(body) = parts.get(m.part as usize) {
-                discord
+            // One message that cannot be edited (deleted, its channel gone) never keeps the
+            // others stale.
+            if let Some(body) = parts.get(m.part as usize)
+                && let Err(e) = discord
                     .api
                     .edit_message(&m.channel, &m.message_id, body)
-                    .await?;
+                    .await
+            {
+                tracing::warn!(
+                    checklist = id,
+                    channel = %m.channel,
+                    message = %m.message_id,
+                    error = %e,
+                    "updating a Discord checklist message failed"
+                );
             }
         }
         anyhow::Ok(())

@@ -63,11 +63,22 @@ pub async fn refresh(app: &App, id: i64) {
             return Ok(());
         };
         let (txt, blocks) = (text::checklist_text(&view), text::checklist(&view));
+        // One message that cannot be updated (deleted, the channel archived) never keeps the
+        // others stale.
         for m in app.store.checklist_messages("slack", id).await? {
-            slack
+            if let Err(e) = slack
                 .api
                 .update_message(&m.channel, &m.message_id, &txt, &blocks)
-                .await?;
+                .await
+            {
+                tracing::warn!(
+                    checklist = id,
+                    channel = %m.channel,
+                    message = %m.message_id,
+                    error = %e,
+                    "updating a Slack checklist message failed"
+                );
+            }
         }
         anyhow::Ok(())
     };
