@@ -86,6 +86,9 @@ async fn plans_the_drill_and_the_journal_loads_records(b: Backend) {
     assert_eq!(steps[5].params["url"], "http://127.0.0.1:9/dr-health");
     assert_eq!(steps[6].params["rto_target"], "1h");
     assert_eq!(steps[6].params["rpo_target"], "5m");
+    // The drill resolves its own incident: it never lingers for a real failover to post into.
+    assert_eq!(steps[1].params["action"], "open");
+    assert_eq!(steps[7].params["action"], "resolve");
     assert_eq!(v.run.plan.target, "failover");
     let touches = steps[2].touches.join(" | ");
     assert!(touches.contains("10.0.1.5:5432/postgres"), "{touches}");
