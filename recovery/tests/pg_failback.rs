@@ -234,6 +234,71 @@ async fn failed_rewind_falls_back_to_a_fresh_basebackup() {
     assert_eq!(count(&main), 250);
 }
 
+/// An attempt killed while `pg_basebackup` refills the emptied data directory (the process
+/// dies, the step is cancelled) leaves this host's files kept beside it: the re-run puts them
+/// back, so the rebuilt server keeps its own port and settings instead of the source's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_interrupted_mid_basebackup_keeps_this_hosts_files() {
+    use recovery::step::{ProgressSink, StepContext};
+    use tokio_util::sync::CancellationToken;
+
+    let mut main = PgCluster::start().unwrap();
+    let dr = PgCluster::start_replica_of(&main).unwrap();
+    let local = main.data_dir().join("drbot-local.conf");
+    let own = std::fs::read_to_string(&local).unwrap();
+    let registry::Reg(reg) = failover(&mut main, &dr).await;
+
+    let params = json!({"cluster": "main", "source": "dr", "keep_files": keep(),
+                        "force_basebackup": true});
+    let kind = reg.get("pg_rebuild_replica").unwrap();
+    let step = kind.build(&params).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let cancel = CancellationToken::new();
+    let watcher = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                println!("  [first attempt] {line}");
+                if line.starts_with("pg_basebackup main") {
+                    cancel.cancel();
+                }
+            }
+        })
+    };
+    let ctx = StepContext {
+        run_id: 1,
+        step_index: 0,
+        attempt: 1,
+        progress: ProgressSink::new(tx),
+        cancel: cancel.clone(),
+        ..Default::default()
+    };
+    let first = step.run(&ctx).await;
+    drop(ctx);
+    watcher.await.unwrap();
+    assert!(
+        cancel.is_cancelled(),
+        "the first attempt reached pg_basebackup"
+    );
+    assert!(first.is_err(), "the first attempt was stopped");
+    assert_ne!(
+        std::fs::read_to_string(&local).ok().as_deref(),
+        Some(own.as_str()),
+        "the interrupted attempt left the directory without this host's file"
+    );
+
+    let out = run(&reg, "pg_rebuild_replica", params).await.unwrap();
+    assert!(out.log.contains("drbot-kept.json"), "{}", out.log);
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), own);
+    assert!(main.is_in_recovery().unwrap());
+    assert_eq!(count(&main), 200);
+    let kept = main.data_dir().with_file_name(format!(
+        "{}.drbot-kept.json",
+        main.data_dir().file_name().unwrap().to_string_lossy()
+    ));
+    assert!(!kept.exists(), "removed once the server streams");
+}
+
 /// The replica is a primary already (promoted by hand, say): the step is a no-op only when
 /// the old primary cannot take writes (a standby, or fenced read-only when it is not to be
 /// rebuilt); a writable old primary, or one that cannot be reached, is refused, never

@@ -8,7 +8,9 @@
 //! `primary_conninfo` and `standby.signal` (PostgreSQL 12+). Files named in `keep_files`
 //! (this host's own configuration), and the files in the data directory they `include` or
 //! `include_if_exists` by plain name, are put back afterwards, since both tools copy the
-//! source's.
+//! source's. They are kept durably in `<data_dir>.drbot-kept.json` until the rebuilt server
+//! streams, so a re-run after an interrupted attempt (a kill, a failed `pg_basebackup` that
+//! left the directory empty) puts back this host's files, not the source's or none.
 //! Then `pg_ctl start`, and wait until the replica streams and has replayed up to the source's
 //! flushed WAL, with progress lines.
 
@@ -208,28 +210,30 @@ pub(crate) async fn rebuild(
     let (was_running, stop_log) = super::pg_fence::stop_server(def, ctx).await?;
     log.push(stop_log);
 
-    let mut saved: Vec<(String, Option<String>)> = opts
-        .keep_files
-        .iter()
-        .map(|f| (f.clone(), std::fs::read_to_string(data_dir.join(f)).ok()))
-        .collect();
-    // Files the kept configuration includes (per-host settings such as the port) are this
-    // host's too.
-    let mut i = 0;
-    while i < saved.len() {
-        let included = saved[i]
-            .1
-            .as_deref()
-            .map(included_files)
-            .unwrap_or_default();
-        for f in included {
-            if !saved.iter().any(|(k, _)| *k == f) {
-                let text = std::fs::read_to_string(data_dir.join(&f)).ok();
-                saved.push((f, text));
-            }
+    // This host's files are kept beside the data directory until the rebuilt server runs: an
+    // attempt interrupted after the directory was emptied or rewound (a kill, a failed
+    // pg_basebackup) is re-run with them, never with the source's copies or with nothing.
+    let kept = kept_path(data_dir);
+    let saved = match read_kept(&kept)? {
+        Some(saved) => {
+            ctx.progress.line(format!(
+                "restoring this host's files as an interrupted attempt kept them in {}",
+                kept.display()
+            ));
+            log.push(format!("this host's files from {}", kept.display()));
+            saved
         }
-        i += 1;
-    }
+        None => {
+            let saved = host_files(data_dir, opts.keep_files);
+            write_kept(&kept, &saved).map_err(|e| {
+                StepError::fatal(format!(
+                    "cannot keep this host's files in {} before rebuilding: {e}",
+                    kept.display()
+                ))
+            })?;
+            saved
+        }
+    };
 
     let mut method = "pg_rewind";
     let mut rewind_error: Option<String> = None;
@@ -373,6 +377,11 @@ pub(crate) async fn rebuild(
             _ => String::new(),
         }
     );
+    // Running and streaming: the kept copy has done its job.
+    if let Err(e) = std::fs::remove_file(&kept) {
+        log.push(format!("could not remove {}: {e}", kept.display()));
+        tracing::warn!(file = %kept.display(), error = %e, "could not remove the kept host files");
+    }
     let data = json!({
         "cluster": name,
         "source": source_name,
@@ -385,6 +394,81 @@ pub(crate) async fn rebuild(
         "receiver": receiver,
     });
     Ok((data, summary, log.join("\n")))
+}
+
+/// Where a rebuild keeps this host's files: `<data_dir>.drbot-kept.json`, beside the data
+/// directory (which is emptied or rewound).
+fn kept_path(data_dir: &Path) -> std::path::PathBuf {
+    let mut name = data_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".drbot-kept.json");
+    data_dir.with_file_name(name)
+}
+
+/// `keep_files` as they are in `data_dir` (`None`: the file does not exist), with the files
+/// their configuration includes by plain name (per-host settings such as the port).
+fn host_files(data_dir: &Path, keep_files: &[String]) -> Vec<(String, Option<String>)> {
+    let mut saved: Vec<(String, Option<String>)> = keep_files
+        .iter()
+        .map(|f| (f.clone(), std::fs::read_to_string(data_dir.join(f)).ok()))
+        .collect();
+    let mut i = 0;
+    while i < saved.len() {
+        let included = saved[i]
+            .1
+            .as_deref()
+            .map(included_files)
+            .unwrap_or_default();
+        for f in included {
+            if !saved.iter().any(|(k, _)| *k == f) {
+                let text = std::fs::read_to_string(data_dir.join(&f)).ok();
+                saved.push((f, text));
+            }
+        }
+        i += 1;
+    }
+    saved
+}
+
+/// The files an interrupted attempt kept in `kept`, if it left them.
+fn read_kept(kept: &Path) -> Result<Option<Vec<(String, Option<String>)>>, StepError> {
+    match std::fs::read(kept) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            StepError::fatal(format!(
+                "{} (this host's files kept by an earlier attempt) is unreadable: {e}; \
+                 restore them by hand, then remove it",
+                kept.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StepError::fatal(format!(
+            "cannot read {}: {e}",
+            kept.display()
+        ))),
+    }
+}
+
+/// Writes `saved` to `kept` durably (a temporary file, synced, renamed, its directory synced),
+/// readable by its owner only: a crash leaves the whole copy or none.
+fn write_kept(kept: &Path, saved: &[(String, Option<String>)]) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let tmp = kept.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec(saved).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, kept)?;
+    if let Some(dir) = kept.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Removes everything inside a stopped server's data directory, `PG_VERSION` last (so a
