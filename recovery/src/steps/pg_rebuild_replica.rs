@@ -396,6 +396,9 @@ pub(crate) async fn rebuild(
     Ok((data, summary, log.join("\n")))
 }
 
+/// This host's kept files: each name and its text (`None`: the file did not exist).
+type HostFiles = Vec<(String, Option<String>)>;
+
 /// Where a rebuild keeps this host's files: `<data_dir>.drbot-kept.json`, beside the data
 /// directory (which is emptied or rewound).
 fn kept_path(data_dir: &Path) -> std::path::PathBuf {
@@ -409,8 +412,8 @@ fn kept_path(data_dir: &Path) -> std::path::PathBuf {
 
 /// `keep_files` as they are in `data_dir` (`None`: the file does not exist), with the files
 /// their configuration includes by plain name (per-host settings such as the port).
-fn host_files(data_dir: &Path, keep_files: &[String]) -> Vec<(String, Option<String>)> {
-    let mut saved: Vec<(String, Option<String>)> = keep_files
+fn host_files(data_dir: &Path, keep_files: &[String]) -> HostFiles {
+    let mut saved: HostFiles = keep_files
         .iter()
         .map(|f| (f.clone(), std::fs::read_to_string(data_dir.join(f)).ok()))
         .collect();
@@ -433,7 +436,7 @@ fn host_files(data_dir: &Path, keep_files: &[String]) -> Vec<(String, Option<Str
 }
 
 /// The files an interrupted attempt kept in `kept`, if it left them.
-fn read_kept(kept: &Path) -> Result<Option<Vec<(String, Option<String>)>>, StepError> {
+fn read_kept(kept: &Path) -> Result<Option<HostFiles>, StepError> {
     match std::fs::read(kept) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             StepError::fatal(format!(
