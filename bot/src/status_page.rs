@@ -357,8 +357,17 @@ pub fn recorded(steps: &[(String, Option<serde_json::Value>)], key: &str) -> Opt
 /// RTO is the measured `rto_seconds` a step recorded (`pg_drill_measure`: approval to health
 /// green), else the drill's duration; RPO the largest `rpo_seconds` a step recorded, none if no
 /// step recorded one (the measuring step was skipped): then the targets are not called met.
-fn drill(r: &FinishedRun, (rto_target, rpo_target): (Duration, Duration)) -> Drill {
+/// The targets are the ones the measurement was made against (a runbook may set its own,
+/// e.g. the seed's 1 h for a failover test), else `[targets]`.
+fn drill(r: &FinishedRun, targets: (Duration, Duration)) -> Drill {
     let recorded = |key: &str| recorded(&r.steps, key);
+    let target = |key: &str, default: Duration| {
+        recorded(key)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .unwrap_or(default)
+    };
+    let rto_target = target("rto_target_seconds", targets.0);
+    let rpo_target = target("rpo_target_seconds", targets.1);
     // A number too large for a duration (a step may record anything) counts as none.
     let rto = recorded("rto_seconds")
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
@@ -439,6 +448,18 @@ mod tests {
         );
         assert!(!drill(&r, targets).met);
         assert!(!drill(&run("failed", vec![]), targets).met);
+        // The targets a measurement was made against win over `[targets]`.
+        let r = run(
+            "succeeded",
+            vec![(
+                "pg_drill_measure",
+                Some(json!({ "rpo_seconds": 0.0, "rto_seconds": 100.0,
+                             "rto_target_seconds": 60.0, "rpo_target_seconds": 900.0 })),
+            )],
+        );
+        let d = drill(&r, targets);
+        assert_eq!(d.rto_target, Duration::from_secs(60));
+        assert!(!d.met, "100 s over the step's own 60 s target");
         // A measured RTO wins over the run's duration.
         let r = run(
             "succeeded",
