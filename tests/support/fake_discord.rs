@@ -53,6 +53,8 @@ struct Inner {
     posts: usize,
     post_times: Vec<Instant>,
     webhooks: Vec<WebhookCall>,
+    unknown_original: usize,
+    refused_original: usize,
 }
 
 /// The running fake.
@@ -107,6 +109,17 @@ impl FakeDiscord {
     /// `discord.api_base_url` for drbot.
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}/api/v10", self.port)
+    }
+
+    /// The next `n` edits of `@original` answer 404 Unknown Webhook (10015), as Discord does
+    /// before it has registered the deferred response.
+    pub fn original_not_yet_known(&self, n: usize) {
+        self.inner.lock().unwrap().unknown_original = n;
+    }
+
+    /// Edits of `@original` refused with 404 so far.
+    pub fn refused_original(&self) -> usize {
+        self.inner.lock().unwrap().refused_original
     }
 
     /// The next call answers 429 with `retry_after`.
@@ -213,6 +226,18 @@ async fn edit_original(
     }
     if let Some(r) = expired(&token) {
         return r;
+    }
+    {
+        let mut g = ctx.inner.lock().unwrap();
+        if g.unknown_original > 0 {
+            g.unknown_original -= 1;
+            g.refused_original += 1;
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "message": "Unknown Webhook", "code": 10015 })),
+            )
+                .into_response();
+        }
     }
     ctx.inner.lock().unwrap().webhooks.push(WebhookCall {
         method: "PATCH".into(),

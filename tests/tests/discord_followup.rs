@@ -120,7 +120,10 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
     let cfg = setup(dir.path(), port, &fake.base_url(), "14m");
     let _server = Server::start(&cfg, port, &dir.path().join("serve.log"));
 
-    // A deferred `/dr status`: its answer is edited into @original through the webhook.
+    // A deferred `/dr status`: its answer is edited into @original through the webhook, also
+    // when Discord does not know @original yet at the first tries (it registers the deferred
+    // response a moment after drbot sent it): never posted in the channel instead.
+    fake.original_not_yet_known(2);
     deferred(&command(
         port,
         "2002",
@@ -136,6 +139,12 @@ fn deferred_answers_follow_ups_step_replies_and_expired_tokens() {
     });
     assert_eq!(edit.method, "PATCH");
     assert!(content(&edit.body).contains("us-west-2"), "{:?}", edit.body);
+    assert_eq!(fake.refused_original(), 2);
+    assert!(
+        fake.messages(CHANNEL).is_empty(),
+        "the private answer stayed private: {:?}",
+        fake.messages(CHANNEL)
+    );
 
     // bob requests a failover: the answer arrives the same way, the card in the channel.
     deferred(&command(

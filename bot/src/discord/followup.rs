@@ -74,6 +74,10 @@ impl Origins {
     }
 }
 
+/// How long after an interaction its webhook's "unknown" is taken for "not registered yet"
+/// rather than "expired".
+const NOT_YET_KNOWN: Duration = Duration::from_secs(8);
+
 /// Sends `body` through the interaction's webhook while the token is fresh (`edit` replaces
 /// the deferred answer, else a follow-up message is added); otherwise, or if the webhook
 /// fails for any reason (an expired token, an outage), posts `fallback` to the origin channel:
@@ -86,7 +90,8 @@ pub async fn deliver(
     fallback: String,
     key: &str,
 ) -> Result<(), DiscordError> {
-    if origin.at.elapsed() < discord.followup_window {
+    let mut pause = Duration::from_millis(250);
+    while origin.at.elapsed() < discord.followup_window {
         let sent = if edit {
             discord
                 .api
@@ -100,6 +105,14 @@ pub async fn deliver(
         };
         match sent {
             Ok(()) => return Ok(()),
+            // Just after the deferred answer, Discord may not know `@original` yet (Unknown
+            // Webhook): asked again for a few seconds before the answer goes to the channel,
+            // where everyone would read what was meant for one person.
+            Err(DiscordError::Gone) if origin.at.elapsed() < NOT_YET_KNOWN => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                continue;
+            }
             Err(DiscordError::Gone) => {
                 tracing::info!("Discord interaction token expired: answering in the channel")
             }
@@ -108,6 +121,7 @@ pub async fn deliver(
                 "Discord interaction follow-up failed: answering in the channel"
             ),
         }
+        break;
     }
     let msg = json!({
         "content": fallback,
