@@ -165,6 +165,29 @@ async fn disaster_kills_the_primary_mid_write_and_the_promoted_replica_is_measur
         m.summary
     );
 
+    // A passing health check from before the disaster (a preflight of the primary) is not
+    // health green: with only a failed one after it, green is the measurement's time.
+    let steps = vec![
+        earlier(
+            "http_check",
+            StepState::Succeeded,
+            Value::Null,
+            Some(disaster_at - 5_000),
+        ),
+        earlier(
+            "pg_drill_disaster",
+            StepState::Succeeded,
+            data.clone(),
+            Some(disaster_at),
+        ),
+        earlier("http_check", StepState::Failed, Value::Null, Some(now_ms())),
+    ];
+    let m = measure(&reg, json!({ "cluster": "dr" }), steps, Some(approved))
+        .await
+        .unwrap();
+    assert_eq!(m.data["green_at"], "measurement", "{}", m.data);
+    assert!(m.data["rto_seconds"].as_f64().unwrap() > 0.0);
+
     // Tight targets are reported as missed; without an approval RTO counts from the disaster.
     let steps = vec![earlier(
         "pg_drill_disaster",

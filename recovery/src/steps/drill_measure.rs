@@ -7,8 +7,9 @@
 //!   none reached DR, the last one DR replayed as the earlier `pg_promote` recorded it, else
 //!   only a lower bound, `rpo_at_least`, never reported as met);
 //! - `rto_seconds`: from the run's approval (the disaster's time when the run needed none) to
-//!   health green on the DR side, which is the end of the last `http_check` before this step
-//!   (else now), so a runbook puts its "wait for health" check right before the measurement.
+//!   health green on the DR side, which is the end of the last `http_check` that passed after
+//!   the disaster and before this step (else now), so a runbook puts its "wait for health"
+//!   check right before the measurement.
 //!
 //! The disaster's record comes from the run's earlier `pg_drill_disaster` step
 //! ([`StepContext::last_data_of_kind`]). In a dry run that step is skipped, and so is the
@@ -197,12 +198,15 @@ impl Step for Measure {
             r = read => r?,
             _ = ctx.cancel.cancelled() => return Err(StepError::retryable("cancelled")),
         };
+        // Green is a passing health check after the disaster: one before it (a preflight check
+        // of the primary) says nothing of the recovery.
         let green = ctx
             .earlier
             .iter()
             .rev()
-            .find(|s| s.kind == "http_check" && s.state == StepState::Succeeded)
-            .and_then(|s| s.finished_at_ms);
+            .filter(|s| s.kind == "http_check" && s.state == StepState::Succeeded)
+            .filter_map(|s| s.finished_at_ms)
+            .find(|at| *at >= record.disaster_at_ms);
         let green_at_ms = green.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
         // The promotion's evidence: the DR database's last replayed commit.
         let replayed_at_ms = ctx
