@@ -200,6 +200,20 @@ async fn plain_dump_round_trip_on_local_and_s3() {
                 "env": { "PSQL": psql.to_str().unwrap() },
             },
         });
+        // A scratch database a killed verification left behind days ago is dropped; a recent
+        // one (maybe another verification's, running) is left alone.
+        let old = format!("{prefix}_test_20000101000000");
+        let recent = format!(
+            "{prefix}_test_{}",
+            (chrono::Utc::now() - chrono::TimeDelta::hours(1)).format("%Y%m%d%H%M%S")
+        );
+        let mut admin = PgConnection::connect(&source.admin_url()).await.unwrap();
+        for db in [&old, &recent] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
         let kind = reg.get("verify_backup").unwrap();
         kind.validate(&params).unwrap();
         let step = kind.build(&params).unwrap();
@@ -208,6 +222,12 @@ async fn plain_dump_round_trip_on_local_and_s3() {
             .run(&ctx)
             .await
             .unwrap_or_else(|e| panic!("{label}: {e}\n{}", e.log));
+        assert_eq!(source.leftovers(&prefix).await, [recent.clone()], "{label}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{recent}\"")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
         let d = &out.data;
         assert_eq!(d["passed"], true, "{d}");
         assert_eq!(d["backup"], name.as_str());
@@ -250,6 +270,12 @@ async fn plain_dump_round_trip_on_local_and_s3() {
             progress
                 .iter()
                 .any(|l| l.starts_with("created scratch database vbplain")),
+            "{progress:?}"
+        );
+        assert!(
+            progress.contains(&format!(
+                "dropped scratch database {old}, left behind by a verification that died"
+            )),
             "{progress:?}"
         );
         assert!(

@@ -23,6 +23,9 @@ pub struct Scratch {
     def: PgClusterDef,
     name: String,
     armed: bool,
+    /// Scratch databases of earlier verifications that died before dropping them (a kill, a
+    /// reboot), dropped before this one was made.
+    pub leftovers: Vec<String>,
 }
 
 impl std::fmt::Debug for Scratch {
@@ -67,6 +70,7 @@ impl Scratch {
                 def: def.clone(),
                 name: name.clone(),
                 armed: true,
+                leftovers: Vec::new(),
             };
             let sql = format!("CREATE DATABASE {}", quote_ident(&name));
             match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -74,6 +78,7 @@ impl Scratch {
                 .await
             {
                 Ok(_) => {
+                    guard.leftovers = drop_leftovers(&mut conn, def, prefix).await;
                     let _ = conn.close().await;
                     return Ok(guard);
                 }
@@ -141,6 +146,61 @@ impl Drop for Scratch {
     }
 }
 
+/// How old (by its name) a scratch database nobody is connected to must be to count as left
+/// behind by a verification that died: well past any verification's run time.
+const LEFTOVER_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(48);
+
+/// Whether `name` is one of `prefix`'s scratch databases named for a time before `before`.
+fn is_leftover(name: &str, prefix: &str, before: chrono::NaiveDateTime) -> bool {
+    let Some(rest) = name.strip_prefix(&format!("{prefix}_test_")) else {
+        return false;
+    };
+    let (Some(stamp), Some(suffix)) = (rest.get(..14), rest.get(14..)) else {
+        return false;
+    };
+    let suffix_ok = suffix.is_empty()
+        || suffix
+            .strip_prefix('_')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    suffix_ok
+        && chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d%H%M%S").is_ok_and(|t| t < before)
+}
+
+/// Drops `prefix`'s scratch databases that a verification killed before it could drop them
+/// left behind (each a full copy of a backup's data): named more than [`LEFTOVER_AFTER`] ago
+/// and with no session. Failures are logged: they never stop this verification.
+async fn drop_leftovers(
+    conn: &mut sqlx::PgConnection,
+    def: &PgClusterDef,
+    prefix: &str,
+) -> Vec<String> {
+    let before = (Utc::now() - LEFTOVER_AFTER).naive_utc();
+    let names: Vec<String> = match sqlx::query_scalar(
+        "SELECT d.datname::text FROM pg_database d WHERE NOT EXISTS \
+         (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing left-behind scratch databases failed");
+            return Vec::new();
+        }
+    };
+    let mut dropped = Vec::new();
+    for name in names.into_iter().filter(|n| is_leftover(n, prefix, before)) {
+        match drop_database(def, &name).await {
+            Ok(()) => {
+                tracing::warn!(database = %name, "dropped a scratch database left behind");
+                dropped.push(name);
+            }
+            Err(e) => tracing::error!(database = %name, error = %e, "scratch database left behind"),
+        }
+    }
+    dropped
+}
+
 /// `DROP DATABASE IF EXISTS … WITH (FORCE)` (terminates sessions still restoring), retried.
 async fn drop_database(def: &PgClusterDef, name: &str) -> Result<(), String> {
     let maintenance = pg::url_database(def);
@@ -167,4 +227,31 @@ async fn drop_database(def: &PgClusterDef, name: &str) -> Result<(), String> {
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_old_scratch_names_of_this_prefix_only() {
+        let before = chrono::NaiveDate::from_ymd_opt(2026, 11, 26)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        for (name, left) in [
+            ("drbot_test_20260101120000", true),
+            ("drbot_test_20260101120000_3", true),
+            ("drbot_test_20261127120000", false),
+            ("drbot_test_20260101120000_", false),
+            ("drbot_test_20260101120000x", false),
+            ("drbot_test_2026010112", false),
+            ("other_test_20260101120000", false),
+            ("drbot_prod", false),
+            ("drbot_test_2026010112000ü", false),
+            ("drbot_test_ü0260101120000", false),
+        ] {
+            assert_eq!(is_leftover(name, "drbot", before), left, "{name}");
+        }
+    }
 }

@@ -305,6 +305,11 @@ impl Step for VerifyBackup {
             def.display()
         ));
         let scratch = Scratch::create(def, &p.cluster, &p.prefix).await?;
+        for left in &scratch.leftovers {
+            ctx.progress.line(format!(
+                "dropped scratch database {left}, left behind by a verification that died"
+            ));
+        }
         let scratch_db = scratch.name().to_string();
         ctx.progress
             .line(format!("created scratch database {scratch_db}"));
