@@ -222,7 +222,11 @@ async fn plain_dump_round_trip_on_local_and_s3() {
             .run(&ctx)
             .await
             .unwrap_or_else(|e| panic!("{label}: {e}\n{}", e.log));
-        assert_eq!(source.leftovers(&prefix).await, [recent.clone()], "{label}");
+        assert_eq!(
+            source.leftovers(&prefix).await,
+            std::slice::from_ref(&recent),
+            "{label}"
+        );
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{recent}\"")))
             .execute(&mut admin)
             .await
