@@ -128,6 +128,15 @@ async fn a_slow_post_is_not_made_twice_by_another_process() {
     assert_eq!(msgs.len(), 1, "{msgs:?}");
 }
 
+/// alice's new `during-failover` checklist: her actor and the instance id.
+async fn during_failover_checklist(app: &drbot::app::App) -> (drbot::actor::Actor, i64) {
+    let alice = common::cli(app, "alice");
+    match drbot::dispatch::handle(app, &alice, "/dr checklist during-failover").await {
+        drbot::reply::Reply::Checklist(v) => (alice, v.instance.id),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Two ticks in quick succession, the first refresh slowed by Slack: the checklist message
 /// ends showing both ticks, never the older render landing last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,11 +144,7 @@ async fn checklist_refreshes_never_go_backwards() {
     let slack = FakeSlack::start("xoxb-t");
     let dir = tempfile::tempdir().unwrap();
     let app = app(&slack, &dir).await;
-    let alice = common::cli(&app, "alice");
-    let id = match drbot::dispatch::handle(&app, &alice, "/dr checklist during-failover").await {
-        drbot::reply::Reply::Checklist(v) => v.instance.id,
-        other => panic!("{other:?}"),
-    };
+    let (alice, id) = during_failover_checklist(&app).await;
     drbot::slack::checklist::post(&app, id, "C1").await;
     assert_eq!(slack.messages("C1").len(), 1);
     app.store
@@ -172,11 +177,7 @@ async fn a_deleted_checklist_message_does_not_keep_the_others_stale() {
     let slack = FakeSlack::start("xoxb-t");
     let dir = tempfile::tempdir().unwrap();
     let app = app(&slack, &dir).await;
-    let alice = common::cli(&app, "alice");
-    let id = match drbot::dispatch::handle(&app, &alice, "/dr checklist during-failover").await {
-        drbot::reply::Reply::Checklist(v) => v.instance.id,
-        other => panic!("{other:?}"),
-    };
+    let (alice, id) = during_failover_checklist(&app).await;
     // The first channel's message is one Slack no longer has.
     app.store
         .record_checklist_message(

@@ -31,18 +31,23 @@ pub fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// `c` as mrkdwn: its escape, or itself (encoded in `buf`).
+fn esc_char(c: char, buf: &mut [u8; 4]) -> &str {
+    match c {
+        '&' => "&amp;",
+        '<' => "&lt;",
+        '>' => "&gt;",
+        c => c.encode_utf8(buf),
+    }
+}
+
 /// `esc(s)` cut to at most `max` bytes (then ending in `…`), never inside an escape: keeps
 /// a section within Slack's 3,000-character limit whatever a step or a person wrote.
 pub fn esc_clip(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max));
     let mut buf = [0u8; 4];
     for c in s.chars() {
-        let piece = match c {
-            '&' => "&amp;",
-            '<' => "&lt;",
-            '>' => "&gt;",
-            c => c.encode_utf8(&mut buf),
-        };
+        let piece = esc_char(c, &mut buf);
         if out.len() + piece.len() > max.saturating_sub('…'.len_utf8()) {
             out.push('…');
             break;
@@ -63,12 +68,7 @@ pub fn text_sections(s: &str) -> Value {
     let mut sections = vec![String::new()];
     let mut buf = [0u8; 4];
     for c in s.chars() {
-        let piece = match c {
-            '&' => "&amp;",
-            '<' => "&lt;",
-            '>' => "&gt;",
-            c => c.encode_utf8(&mut buf),
-        };
+        let piece = esc_char(c, &mut buf);
         let last = sections.last_mut().expect("never empty");
         if last.len() + piece.len() > SECTION_MAX {
             sections.push(piece.to_string());
