@@ -313,11 +313,32 @@ fn value_text(v: &Value) -> String {
     }
 }
 
+/// A typed option value as one word of the grammar, read back exactly as typed: quoted when
+/// it is empty, holds whitespace, or starts like a flag or a quote (`--status` typed as a
+/// message is text, not a flag). The grammar closes a quote at a quote of the same family
+/// followed by whitespace, so the family the value does not close is used (`"` else `'`);
+/// only a value that holds both ("a” b ’c d") has its double quotes made single.
 fn quote(s: &str) -> String {
-    if s.is_empty() || s.chars().any(char::is_whitespace) {
-        format!("\"{}\"", s.replace('"', "'"))
+    use crate::grammar::lex::{QuoteFamily, quote_family};
+    let plain = s
+        .chars()
+        .next()
+        .is_some_and(|c| !matches!(c, '-' | '—' | '–') && quote_family(c).is_none())
+        && !s.chars().any(char::is_whitespace);
+    if plain {
+        return s.to_string();
+    }
+    let closes = |family| {
+        s.chars()
+            .zip(s.chars().skip(1))
+            .any(|(c, next)| quote_family(c) == Some(family) && next.is_whitespace())
+    };
+    if !closes(QuoteFamily::Double) {
+        format!("\"{s}\"")
+    } else if !closes(QuoteFamily::Single) {
+        format!("'{s}'")
     } else {
-        s.to_string()
+        format!("\"{}\"", s.replace(['"', '“', '”'], "'"))
     }
 }
 
@@ -347,6 +368,43 @@ mod tests {
         ]}]});
         assert_eq!(to_text(&data).unwrap(), "deny 12 \"not now\"");
         assert!(to_text(&json!({})).is_err());
+    }
+
+    /// What a person types into a text option reaches the grammar unchanged: quotes of any
+    /// kind, a word that looks like a flag, a lone dash.
+    #[test]
+    fn text_options_reach_the_grammar_as_typed() {
+        use crate::grammar::{Command, IncidentCommand};
+        let vocab = crate::grammar::Vocabulary::default();
+        for message in [
+            "Fix is “live” now",
+            "we're \"almost\" done",
+            "--status",
+            "—dry-run",
+            "-",
+            "'single' and \"double\" quotes",
+            "ends with a quote\"",
+            "a ” b ’ c",
+        ] {
+            let data = json!({ "options": [{ "type": 2, "name": "incident", "options": [
+                { "type": 1, "name": "update", "options": [
+                    { "type": 3, "name": "message", "value": message }
+                ]}
+            ]}]});
+            let text = to_text(&data).unwrap();
+            let parsed = crate::grammar::parse(&text, &vocab);
+            let Ok(Command::Incident(IncidentCommand::Update { message: got, .. })) = parsed else {
+                panic!("{message:?} → {text:?} → {parsed:?}");
+            };
+            // Both families close inside these: their double quotes become single ones.
+            if message == "a ” b ’ c" {
+                assert_eq!(got, "a ' b ’ c", "{text}");
+            } else if message.starts_with("'single'") {
+                assert_eq!(got, "'single' and 'double' quotes", "{text}");
+            } else {
+                assert_eq!(got, message, "{text}");
+            }
+        }
     }
 
     #[test]

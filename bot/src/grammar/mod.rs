@@ -15,7 +15,7 @@ mod commands;
 mod display;
 mod error;
 mod incident;
-mod lex;
+pub(crate) mod lex;
 mod subcommand;
 mod timestamp;
 mod values;
