@@ -202,3 +202,26 @@ async fn a_deleted_checklist_message_does_not_keep_the_others_stale() {
     assert_eq!(shown.updates, 1);
     assert_eq!(shown.blocks, drbot::slack::text::checklist(&view));
 }
+
+/// A run requested in a channel drbot cannot post in (a DM, a private channel without the
+/// app): its card still goes to the incident channel at once, where approvers see it; the
+/// failure is reported (before, the first channel's error ended the attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_drbot_is_not_in_does_not_keep_the_card_from_the_incident_channel() {
+    let slack = FakeSlack::start("xoxb-t");
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&slack, &dir).await;
+    slack.not_in_channel("DPRIVATE");
+    let run =
+        match drbot::dispatch::handle(&app, &common::cli(&app, "bob"), "/dr failover us-west-2")
+            .await
+        {
+            drbot::reply::Reply::Requested(v) => v.run.id,
+            other => panic!("{other:?}"),
+        };
+    assert!(!drbot::slack::sync::ensure_cards(&app, run, Some("DPRIVATE")).await);
+    let cards = slack.messages("CINC");
+    assert_eq!(cards.len(), 1, "{cards:?}");
+    assert!(cards[0].text.contains("failover"), "{}", cards[0].text);
+    assert!(slack.messages("DPRIVATE").is_empty());
+}

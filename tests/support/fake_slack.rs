@@ -74,6 +74,8 @@ struct Inner {
     responses: Vec<(String, Value)>,
     faults: VecDeque<(String, Fault)>,
     next_ts: u64,
+    /// Channels the app is not in: posts there answer `not_in_channel`.
+    outside: Vec<String>,
 }
 
 /// The running fake.
@@ -142,6 +144,12 @@ impl FakeSlack {
     /// A `response_url` that records what is posted to it.
     pub fn response_url(&self, id: &str) -> String {
         format!("http://127.0.0.1:{}/respond/{id}", self.port)
+    }
+
+    /// The app is not in `channel` (a DM, a private channel): posts there are refused with
+    /// `not_in_channel`, as Slack does.
+    pub fn not_in_channel(&self, channel: &str) {
+        self.inner.lock().unwrap().outside.push(channel.to_string());
     }
 
     /// The next call of `method` fails with `fault`.
@@ -402,6 +410,9 @@ fn handle(g: &mut Inner, method: &str, body: &Value) -> Response {
         "chat.postMessage" => {
             if channel.is_empty() {
                 return err("channel_not_found");
+            }
+            if g.outside.contains(&channel) {
+                return err("not_in_channel");
             }
             if body["text"].as_str().unwrap_or("").is_empty() && !body["blocks"].is_array() {
                 return err("no_text");

@@ -195,15 +195,25 @@ async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow
     channels.dedup();
     let (txt, blocks) = (text::card_text(&view), text::card(&view));
     let mut posted = false;
+    // A channel drbot cannot post in (a DM, a private channel without the app) never keeps
+    // the card from the others, the incident channel's above all: its error comes at the end.
+    let mut failed = None;
     for ch in channels {
         if have.iter().any(|(c, _)| *c == ch) {
             continue;
         }
         posted = true;
         let key = format!("card:{run}:{ch}");
-        let Some(ts) = post_once(app, &slack, &key, &ch, None, &txt, &blocks).await? else {
-            done = false;
-            continue;
+        let ts = match post_once(app, &slack, &key, &ch, None, &txt, &blocks).await {
+            Ok(Some(ts)) => ts,
+            Ok(None) => {
+                done = false;
+                continue;
+            }
+            Err(e) => {
+                failed.get_or_insert(e.context(format!("posting the card in {ch}")));
+                continue;
+            }
         };
         sqlx::query(
             "INSERT INTO messages (platform, channel, message_id, run_id, request_id, created_at) \
@@ -223,7 +233,10 @@ async fn ensure_cards_inner(app: &App, run: i64, origin: Option<&str>) -> anyhow
         // Steps that finished before the card existed (preflight) get their details too.
         done &= all_step_details(app, run).await?;
     }
-    Ok(done)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
 }
 
 /// Posts each checklist opened for run `run` (a runbook's `checklists`) in each channel that

@@ -418,7 +418,7 @@ pub fn command_reply(r: &Reply) -> Value {
         Reply::Requested(v) => {
             let head = if v.run.state == RunState::AwaitingApproval {
                 format!(
-                    "Run {} requested. The approval request is posted in this channel; another allowed person must approve it.",
+                    "Run {} requested. Its approval request goes to this channel and the incident channel; another allowed person must approve it.",
                     v.run.id
                 )
             } else {
