@@ -311,8 +311,19 @@ pub(crate) async fn promote(
             "default_transaction_read_only was on: reset (ALTER SYSTEM RESET) and reloaded".into(),
         );
         drop(conn);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        conn = pg::connect(replica_def).await?;
+        // The reload is asynchronous: a new session sees the default once the postmaster has
+        // read the file; waited for (up to 10 s) rather than guessed.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            conn = pg::connect(replica_def).await?;
+            if !pg::read_only_default(&mut conn, replica_def).await?
+                || tokio::time::Instant::now() >= deadline
+            {
+                break;
+            }
+            drop(conn);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     write_check(&mut conn, replica_def).await?;
     log.push("write check: CREATE TEMP TABLE + INSERT committed".into());
