@@ -235,6 +235,32 @@ async fn components_on_the_page_and_open_joins_a_declared_incident(b: Backend) {
         ]
     );
 
+    // The run's resolve step does not close the incident it joined (a person declared it):
+    // it moves it to monitoring and the incident stays open, for people to resolve.
+    let resolve = kind
+        .build(&json!({ "action": "resolve", "message": "Drill over." }))
+        .unwrap();
+    let out = resolve
+        .run(&StepContext {
+            step_index: 1,
+            ..ctx.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.data["incident"], v.incident.id);
+    let row = env
+        .app
+        .store
+        .incident(v.incident.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.resolved_at.is_none(), "{row:?}");
+    let updates = env.app.store.incident_updates(v.incident.id).await.unwrap();
+    assert_eq!(updates.len(), 3);
+    assert_eq!(updates[2].body, "Drill over.");
+    assert_eq!(updates[2].status.as_str(), "monitoring");
+
     // Resolving puts every component back to operational.
     let r = say("bob", "/dr incident resolve").await;
     assert!(matches!(r, Reply::Incident(_)), "{r:?}");

@@ -221,8 +221,20 @@ impl Step for IncidentStep {
                     status: self.p.status,
                     message: self.p.message.clone().unwrap_or_default(),
                 },
-                (Action::Resolve, Some(_)) => IncidentCommand::Resolve {
-                    message: self.p.message.clone(),
+                // Only the incident this run opened: one that was open before it (a person's,
+                // which the run adopted) is resolved by people, never by a runbook's last step
+                // (a drill run during a real incident must not close it).
+                (Action::Resolve, Some(open)) if open.run_id == Some(ctx.run_id) => {
+                    IncidentCommand::Resolve {
+                        message: self.p.message.clone(),
+                    }
+                }
+                // The run's part is done: as close to resolved as the run may take it.
+                (Action::Resolve, Some(_)) => IncidentCommand::Update {
+                    status: Some(IncidentStatus::Monitoring),
+                    message: self.p.message.clone().unwrap_or_else(|| {
+                        format!("Run {} is done; the incident stays open.", ctx.run_id)
+                    }),
                 },
                 (Action::Update | Action::Resolve, None) => {
                     return Ok(StepOutput {
