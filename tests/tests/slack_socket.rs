@@ -192,7 +192,9 @@ fn commands_and_clicks_over_socket_mode() {
 }
 
 /// Envelopes are handled side by side: one waiting for the store (here SQLite's write lock,
-/// held by another process) does not hold back the acknowledgement of the next.
+/// held by another process for 20 s) does not hold back the acknowledgement of the next, and
+/// is itself acknowledged within Slack's 3 s ("working on it"); its answer follows through
+/// its `response_url` once the store answers.
 #[test]
 fn a_slow_envelope_does_not_hold_back_the_others() {
     let dir = tempfile::tempdir().unwrap();
@@ -222,13 +224,10 @@ fn a_slow_envelope_does_not_hold_back_the_others() {
     )
     .unwrap();
     assert_eq!(line.trim(), "locked");
-    slack.socket_send(slash_envelope(
-        "env-slow",
-        "UBOB",
-        "failover us-west-2",
-        "trig-s",
-        0,
-    ));
+    let mut slow = slash_envelope("env-slow", "UBOB", "failover us-west-2", "trig-s", 0);
+    slow["payload"]["response_url"] = json!(slack.response_url("trig-s"));
+    let sent = std::time::Instant::now();
+    slack.socket_send(slow);
     std::thread::sleep(std::time::Duration::from_millis(300));
     slack.socket_send(slash_envelope("env-fast", "UBOB", "help", "trig-f", 0));
     let a = ack(&slack, "env-fast");
@@ -240,14 +239,31 @@ fn a_slow_envelope_does_not_hold_back_the_others() {
             .any(|m| m["envelope_id"] == "env-slow"),
         "the request waiting for the store was answered first"
     );
-    assert!(lock.wait().unwrap().success());
     let a = ack(&slack, "env-slow");
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(10),
+        "acknowledged after {:?}, while the store was still locked",
+        sent.elapsed()
+    );
     assert!(
         a["payload"]["text"]
             .as_str()
             .unwrap()
-            .starts_with("Run 1 requested"),
+            .starts_with("Working on it"),
         "{a}"
+    );
+    assert!(slack.responses("trig-s").is_empty(), "not done yet");
+    assert!(lock.wait().unwrap().success());
+    slack.wait(60, "the late answer", |s| !s.responses("trig-s").is_empty());
+    let late = slack.responses("trig-s");
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert!(
+        late[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Run 1 requested"),
+        "{}",
+        late[0]
     );
     assert!(server.terminate(30).success());
 }
