@@ -4,7 +4,6 @@
 //! `outbound` table and Slack message metadata, so retries and restarts never post twice.
 
 use anyhow::Context;
-use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
 use recovery::engine::StepState;
@@ -38,15 +37,9 @@ pub(crate) async fn post_once(
     text: &str,
     blocks: &serde_json::Value,
 ) -> anyhow::Result<Option<String>> {
-    let existing = sqlx::query("SELECT message_id FROM outbound WHERE key = $1")
-        .bind(key.to_string())
-        .fetch_optional(app.store.pool())
-        .await?;
-    match existing {
-        Some(r) => {
-            if let Some(ts) = r.try_get::<Option<String>, _>("message_id")? {
-                return Ok(Some(ts));
-            }
+    match app.store.outbound_message(key).await? {
+        Some(Some(ts)) => return Ok(Some(ts)),
+        Some(None) => {
             let now = now_ms();
             let taken = sqlx::query(
                 "UPDATE outbound SET claimed_until = $1 WHERE key = $2 AND message_id IS NULL \
