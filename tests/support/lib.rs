@@ -53,6 +53,35 @@ pub fn drbot_bin() -> PathBuf {
     .clone()
 }
 
+/// Holds the write lock of the SQLite store `db` from another process for `secs` (as a slow
+/// or locked database during an outage would); returns once the lock is held. Wait on the
+/// child to know it was let go.
+pub fn hold_sqlite_lock(db: &Path, secs: u32) -> std::process::Child {
+    let mut locker = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(float(sys.argv[2]))\n\
+             c.execute('ROLLBACK')\n",
+        ])
+        .arg(db)
+        .arg(secs.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.take().expect("piped stdout")),
+        &mut line,
+    )
+    .expect("the locker's first line");
+    assert_eq!(line.trim(), "locked");
+    locker
+}
+
 /// A free loopback port, never the same one twice in this test process: tests run in
 /// parallel, and a port released by one test's probe could otherwise be handed to another
 /// test before the first test's server binds it.

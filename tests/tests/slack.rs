@@ -613,34 +613,6 @@ fn needs_attention_buttons_are_approval_gated() {
     );
 }
 
-/// Holds the SQLite store's write lock from another process for `secs` (as a slow or
-/// locked database during an outage would); returns once it is held.
-fn lock_store(env: &Env, secs: u32) -> std::process::Child {
-    let mut locker = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3, sys, time\n\
-             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-             c.execute('BEGIN IMMEDIATE')\n\
-             print('locked', flush=True)\n\
-             time.sleep(float(sys.argv[2]))\n\
-             c.execute('ROLLBACK')\n",
-        ])
-        .arg(env.dir.join("drbot.db"))
-        .arg(secs.to_string())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(locker.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "locked");
-    locker
-}
-
 /// Slack gives up on an answer after 3 s. While the store is locked for 5 s, a command still
 /// gets its HTTP answer in time ("working on it"), and its own answer follows through the
 /// command's `response_url` once the work is done, exactly once; a click is acknowledged in
@@ -648,7 +620,7 @@ fn lock_store(env: &Env, secs: u32) -> std::process::Child {
 #[test]
 fn a_command_slower_than_slacks_deadline_is_answered_in_time_and_then_for_real() {
     let env = setup("30m");
-    let mut locker = lock_store(&env, 5);
+    let mut locker = hold_sqlite_lock(&env.dir.join("drbot.db"), 5);
     let sent = std::time::Instant::now();
     let (status, v) = slash(&env, "UBOB", "C1", "failover us-west-2", "t-slow");
     let took = sent.elapsed();
@@ -676,7 +648,7 @@ fn a_command_slower_than_slacks_deadline_is_answered_in_time_and_then_for_real()
     assert!(locker.wait().unwrap().success());
     let c1 = wait_card(&env, "C1");
 
-    let mut locker = lock_store(&env, 5);
+    let mut locker = hold_sqlite_lock(&env.dir.join("drbot.db"), 5);
     let sent = std::time::Instant::now();
     assert_eq!(
         click(&env, "UCAROL", "C1", &c1.ts, "approve:1:1", "t-slow-click"),

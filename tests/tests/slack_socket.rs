@@ -203,27 +203,7 @@ fn a_slow_envelope_does_not_hold_back_the_others() {
     let port = free_port();
     let cfg = write_config(d, port, &slack);
     let mut server = Server::start(&cfg, port, &d.join("serve.log"));
-    let mut lock = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3, sys, time\n\
-             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-             c.execute('BEGIN IMMEDIATE')\n\
-             print('locked', flush=True)\n\
-             time.sleep(20)\n\
-             c.execute('ROLLBACK')",
-        ])
-        .arg(d.join("drbot.db"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(lock.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let mut lock = hold_sqlite_lock(&d.join("drbot.db"), 20);
     let mut slow = slash_envelope("env-slow", "UBOB", "failover us-west-2", "trig-s", 0);
     slow["payload"]["response_url"] = json!(slack.response_url("trig-s"));
     let sent = std::time::Instant::now();
