@@ -338,8 +338,99 @@ async fn switchover_never_reports_done_beside_a_writable_primary() {
     .unwrap_err();
     assert!(e.message.contains("two primaries"), "{}", e.message);
     old.stop().unwrap();
+    // Stopped (as a switchover with `fence = "stop"` leaves it): done.
+    let out = run(&reg, "pg_switchover", no_rebuild.clone())
+        .await
+        .unwrap();
+    assert!(out.summary.contains("old stopped"), "{}", out.summary);
+    // To be rebuilt, a stopped old primary is left to pg_rebuild_replica, never guessed at.
+    let e = run(
+        &reg,
+        "pg_switchover",
+        json!({"primary": "old", "replica": "new", "keep_files": keep()}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message.contains("pg_rebuild_replica"), "{}", e.message);
+    // Without its data_dir a stopped server cannot be told from an unreachable one.
+    let mut res = recovery::resources::Resources::default();
+    res.postgres.insert(
+        "old".into(),
+        recovery::resources::PgClusterDef {
+            data_dir: None,
+            ..def(&old)
+        },
+    );
+    res.postgres.insert("new".into(), def(&new));
+    let reg = recovery::registry::Registry::with_resources(std::sync::Arc::new(res));
     let e = run(&reg, "pg_switchover", no_rebuild).await.unwrap_err();
     assert!(e.message.contains("cannot be reached"), "{}", e.message);
+}
+
+/// The default switchover stops the old primary cleanly (its shutdown waits until the replica
+/// has all its WAL), so even a client that turns `default_transaction_read_only` off again after
+/// being cut off loses no acknowledged write; a soft read-only fence would let it write on until
+/// the rebuild, and those writes would be rewound away.
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_stops_the_old_primary_so_an_insistent_client_loses_nothing() {
+    let main = PgCluster::start().unwrap();
+    let dr = PgCluster::start_replica_of(&main).unwrap();
+    create_table(&main);
+    dr.wait_for_replay(&main, REPLAY).unwrap();
+    let reg = registry(&[("main", &main), ("dr", &dr)]);
+    let writer = Writer::start_insistent(main.url("postgres"), 1).await;
+    writer.wait_for(200, &main.url("postgres")).await;
+    let out = run(
+        &reg,
+        "pg_switchover",
+        json!({"primary": "main", "replica": "dr", "keep_files": keep(), "catch_up_seconds": 60}),
+    )
+    .await
+    .unwrap();
+    // The writer keeps trying against the old primary, now a standby.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (acked, err) = writer.finish().await;
+    assert!(err.is_some(), "the stop should cut the writer off");
+    assert!(acked.len() >= 200, "{}", acked.len());
+    assert_eq!(out.data["fence"]["mode"], "stop", "{}", out.data);
+    assert_eq!(out.data["promote"]["lsn_gap_bytes"], 0, "{}", out.data);
+    assert!(
+        out.summary
+            .starts_with("switched over: dr is primary (gap 0 B"),
+        "{}",
+        out.summary
+    );
+    assert!(!dr.is_in_recovery().unwrap());
+    assert!(main.is_in_recovery().unwrap());
+    let present = ids(&dr);
+    let lost: Vec<i64> = acked
+        .iter()
+        .map(|a| a.id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "writes lost in the switchover: {lost:?}");
+}
+
+/// A primary found stopped uncleanly (crashed) may not have sent its last WAL: the switchover
+/// refuses and promotes nothing (that is a failover, `pg_promote`, with its RPO evidence).
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_refuses_a_primary_that_crashed() {
+    let mut main = PgCluster::start().unwrap();
+    let dr = PgCluster::start_replica_of(&main).unwrap();
+    create_table(&main);
+    dr.wait_for_replay(&main, REPLAY).unwrap();
+    main.kill().unwrap();
+    let reg = registry(&[("main", &main), ("dr", &dr)]);
+    let e = run(
+        &reg,
+        "pg_switchover",
+        json!({"primary": "main", "replica": "dr", "keep_files": keep()}),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message.contains("not shut down cleanly"), "{}", e.message);
+    assert!(e.message.contains("Nothing was promoted"), "{}", e.message);
+    assert!(dr.is_in_recovery().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -200,6 +200,26 @@ impl FakeSlack {
         tx.send(envelope.to_string()).expect("socket send");
     }
 
+    /// Socket Mode: sends an envelope, then drops the connection at once, as a network failure
+    /// would: the client's acknowledgement never arrives (Slack then re-sends the envelope on
+    /// a later connection).
+    pub fn socket_send_and_drop(&self, envelope: Value) {
+        self.wait(20, "a Socket Mode connection", |s| {
+            s.inner.lock().unwrap().socket.is_some()
+        });
+        let tx = self
+            .inner
+            .lock()
+            .unwrap()
+            .socket
+            .clone()
+            .expect("connected");
+        tx.send(format!("{DROP}{envelope}")).expect("socket send");
+        self.wait(20, "the dropped connection", |s| {
+            s.inner.lock().unwrap().socket.is_none()
+        });
+    }
+
     /// Socket Mode: messages the client sent (acks), in order.
     pub fn socket_received(&self) -> Vec<Value> {
         self.inner.lock().unwrap().socket_received.clone()
@@ -258,6 +278,10 @@ async fn respond(
     StatusCode::OK.into_response()
 }
 
+/// Prefix of what `socket_send_and_drop` queues: the connection's task sends the rest, then
+/// drops the connection.
+const DROP: &str = "\u{0}drop after:";
+
 /// Accepts Socket Mode connections: greets with `hello`, forwards queued envelopes, records
 /// what the client sends.
 async fn socket_mode(listener: tokio::net::TcpListener, inner: Arc<Mutex<Inner>>) {
@@ -283,6 +307,12 @@ async fn socket_mode(listener: tokio::net::TcpListener, inner: Arc<Mutex<Inner>>
             loop {
                 tokio::select! {
                     out = rx.recv() => match out {
+                        Some(t) if t.starts_with(DROP) => {
+                            // Sent, and the connection dropped before anything is read.
+                            let _ = sink.send(Ws::Text(t[DROP.len()..].to_string().into())).await;
+                            inner2.lock().unwrap().socket = None;
+                            break;
+                        }
                         Some(t) => if sink.send(Ws::Text(t.into())).await.is_err() { break },
                         None => break,
                     },

@@ -247,3 +247,51 @@ fn a_slow_envelope_does_not_hold_back_the_others() {
     );
     assert!(server.terminate(30).success());
 }
+
+/// A command whose acknowledgement (which carries its answer) never reached Slack, because the
+/// connection dropped: Slack re-sends it on the next connection. It is not run again, and its
+/// first answer goes to the re-sent command's `response_url`, so the person still sees it.
+#[test]
+fn a_re_sent_command_gets_its_first_answer_without_running_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let slack = FakeSlack::start(TOKEN);
+    let port = free_port();
+    let cfg = write_config(d, port, &slack);
+    let mut server = Server::start(&cfg, port, &d.join("serve.log"));
+    let mut first = slash_envelope("env-1", "UBOB", "failover us-west-2", "trig-1", 0);
+    first["payload"]["response_url"] = json!(slack.response_url("trig-1"));
+    slack.socket_send_and_drop(first.clone());
+    slack.wait(20, "a second connection", |s| s.socket_connections() >= 2);
+    let mut again = first;
+    again["envelope_id"] = json!("env-2");
+    again["retry_attempt"] = json!(1);
+    again["retry_reason"] = json!("timeout");
+    slack.socket_send(again);
+    let a = ack(&slack, "env-2");
+    assert!(a.get("payload").is_none(), "{a}");
+    slack.wait(20, "the first answer", |s| {
+        !s.responses("trig-1").is_empty()
+    });
+    let answers = slack.responses("trig-1");
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(
+        answers[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Run 1 requested"),
+        "{}",
+        answers[0]
+    );
+    assert!(
+        !slack
+            .socket_received()
+            .iter()
+            .any(|m| m["envelope_id"] == "env-1"),
+        "the first acknowledgement was sent on the dropped connection"
+    );
+    let o = drbot(&cfg, &["--json", "runs"]);
+    let runs: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "run once: {runs}");
+    assert!(server.terminate(30).success());
+}

@@ -2,13 +2,20 @@
 //! drbot opens a WebSocket to Slack (`apps.connections.open` with the app-level token),
 //! receives slash commands and clicks as envelopes, handles them exactly as the HTTP
 //! endpoints do, and acknowledges each envelope (with the command's answer as payload).
-//! Reconnects on `disconnect` messages and on errors, with backoff.
+//! Reconnects on `disconnect` messages and on errors, with backoff. A command Slack re-sends
+//! (its acknowledgement, which carried the answer, never reached Slack) is not run again: its
+//! first answer goes to the re-sent command's `response_url`.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use slack_morphism::prelude::{SlackCommandEvent, SlackInteractionEvent};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -30,12 +37,14 @@ pub async fn run(app: App, shutdown: CancellationToken) {
         return;
     };
     let mut backoff = Duration::from_millis(500);
+    // Outlives each connection: re-sent commands come on a later one.
+    let answers = Arc::new(Answers::default());
     loop {
         let session = async {
             let url = slack.api.open_socket(&token).await?;
             let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
             tracing::info!("Slack Socket Mode connected");
-            anyhow::Ok(serve(&app, &slack, ws, &shutdown).await?)
+            anyhow::Ok(serve(&app, &slack, &answers, ws, &shutdown).await?)
         };
         let result = tokio::select! {
             r = session => r,
@@ -61,7 +70,8 @@ pub async fn run(app: App, shutdown: CancellationToken) {
 /// Handles one connection until Slack asks to reconnect or it drops.
 async fn serve<S>(
     app: &App,
-    slack: &std::sync::Arc<Slack>,
+    slack: &Arc<Slack>,
+    answers: &Arc<Answers>,
     ws: tokio_tungstenite::WebSocketStream<S>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()>
@@ -112,22 +122,23 @@ where
         let Some(id) = env["envelope_id"].as_str().map(str::to_string) else {
             continue;
         };
-        let (app, slack, acks) = (app.clone(), slack.clone(), acks.clone());
+        let (app, slack, acks, answers) =
+            (app.clone(), slack.clone(), acks.clone(), answers.clone());
         tokio::spawn(async move {
-            let ack = handle(&app, &slack, &env).await;
+            let ack = handle(&app, &slack, &answers, &env).await;
             let mut reply = json!({ "envelope_id": id });
             if let Some(payload) = ack {
                 reply["payload"] = payload;
             }
-            // The connection may be gone by now: Slack then re-sends the envelope, and the
-            // replay memory answers it without running it again.
+            // The connection may be gone by now: Slack then re-sends the envelope, which is
+            // not run again; its answer goes to the response_url (see `Answers`).
             let _ = acks.send(reply.to_string());
         });
     }
 }
 
 /// Handles one envelope; returns the ack payload (a command's answer), if any.
-async fn handle(app: &App, slack: &std::sync::Arc<Slack>, env: &Value) -> Option<Value> {
+async fn handle(app: &App, slack: &Arc<Slack>, answers: &Answers, env: &Value) -> Option<Value> {
     let now = chrono::Utc::now().timestamp();
     match env["type"].as_str()? {
         "slash_commands" => {
@@ -139,16 +150,27 @@ async fn handle(app: &App, slack: &std::sync::Arc<Slack>, env: &Value) -> Option
                 }
             };
             // The connection is authenticated by the app token; envelopes Slack re-sends
-            // (retry_attempt > 0) carry the same trigger id and are acknowledged only.
+            // (retry_attempt > 0) carry the same trigger id and are not run again.
+            let trigger = cmd.trigger_id.0.as_str();
             match slack
                 .memory
-                .record(&format!("command:{}", cmd.trigger_id.0), "socket", now)
+                .record(&format!("command:{trigger}"), "socket", now)
             {
                 Seen::New => {
+                    let first = answers.start(trigger);
                     let cmd = super::slash::Slash::from_event(&cmd).into_owned();
-                    Some(super::command_in_time(app, slack, cmd).await)
+                    let answer = super::command_in_time(app, slack, cmd).await;
+                    first.send_replace(Some(answer.clone()));
+                    Some(answer)
                 }
-                Seen::Replay | Seen::Retry => None,
+                Seen::Replay | Seen::Retry => {
+                    if let Some(first) = answers.get(trigger) {
+                        let (api, url) = (slack.api.clone(), cmd.response_url.0.to_string());
+                        let trigger = trigger.to_owned();
+                        tokio::spawn(resend(api, first, url, trigger));
+                    }
+                    None
+                }
             }
         }
         "interactive" => {
@@ -164,5 +186,69 @@ async fn handle(app: &App, slack: &std::sync::Arc<Slack>, env: &Value) -> Option
             None
         }
         _ => None,
+    }
+}
+
+/// Sends a re-sent command's first answer to its `response_url`, once that answer is ready.
+/// "Working on it" is not repeated: the real answer goes to the response_url by itself.
+async fn resend(
+    api: super::api::SlackApi,
+    mut first: watch::Receiver<Option<Value>>,
+    url: String,
+    trigger: String,
+) {
+    let answer = match tokio::time::timeout(
+        Duration::from_secs(30),
+        first.wait_for(Option::is_some),
+    )
+    .await
+    {
+        Ok(Ok(a)) => a.clone(),
+        _ => None,
+    };
+    let Some(answer) = answer.filter(|a| *a != super::text::working()) else {
+        return;
+    };
+    if let Err(e) = api.respond(&url, &answer).await {
+        tracing::warn!(trigger = %trigger, error = %e, "could not send a re-sent command's answer");
+    }
+}
+
+/// How long first answers are kept for re-sends (Slack re-sends within minutes).
+const KEEP_ANSWERS: Duration = Duration::from_secs(15 * 60);
+
+/// The first answer to each command, by trigger id, for [`KEEP_ANSWERS`]: Slack re-sends an
+/// envelope whose acknowledgement it did not get, and that acknowledgement carried the answer.
+#[derive(Default)]
+struct Answers(Mutex<AnswersInner>);
+
+#[derive(Default)]
+struct AnswersInner {
+    by_trigger: HashMap<String, watch::Receiver<Option<Value>>>,
+    /// Insertion order, for expiry.
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Answers {
+    /// Records that `trigger`'s command is being answered; send the answer through the result.
+    fn start(&self, trigger: &str) -> watch::Sender<Option<Value>> {
+        let (tx, rx) = watch::channel(None);
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((at, _)) = g.order.front()
+            && at.elapsed() >= KEEP_ANSWERS
+        {
+            if let Some((_, old)) = g.order.pop_front() {
+                g.by_trigger.remove(&old);
+            }
+        }
+        g.by_trigger.insert(trigger.to_owned(), rx);
+        g.order.push_back((Instant::now(), trigger.to_owned()));
+        tx
+    }
+
+    /// The first answer to `trigger`'s command (possibly not ready yet), if still kept.
+    fn get(&self, trigger: &str) -> Option<watch::Receiver<Option<Value>>> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.by_trigger.get(trigger).cloned()
     }
 }

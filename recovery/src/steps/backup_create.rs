@@ -259,17 +259,35 @@ impl BackupCreate {
         group.kill();
         let status = status.map_err(|e| StepError::fatal(format!("waiting for pg_dump: {e}")))?;
         let log = format!("$ {}\n{err}\n({status})", tool.display());
-        if !status.success() {
-            return Err(StepError::retryable(format!(
-                "pg_dump of {db} failed ({status}): {}",
-                last_line(&err)
-            ))
-            .with_log(log));
-        }
-        let file = uploaded.map_err(|e| step_error(e).with_log(log.clone()))?;
+        let file = dump_outcome(db, uploaded, status, &err).map_err(|e| e.with_log(log.clone()))?;
         ctx.progress
             .line(format!("stored {} ({})", file.name, mb(file.size)));
         Ok((file, log))
+    }
+}
+
+/// The stored file, or the error that explains the failure. A failed upload comes first: the
+/// store stopped reading, so pg_dump then failed on a broken pipe, which only hides the cause.
+fn dump_outcome(
+    db: &str,
+    uploaded: Result<backup::ManifestFile, backup::BackupError>,
+    status: std::process::ExitStatus,
+    stderr: &str,
+) -> Result<backup::ManifestFile, StepError> {
+    match uploaded {
+        Err(e) => {
+            let mut e = step_error(e);
+            if !status.success() {
+                e.message
+                    .push_str(&format!(" (pg_dump of {db} then stopped: {status})"));
+            }
+            Err(e)
+        }
+        Ok(_) if !status.success() => Err(StepError::retryable(format!(
+            "pg_dump of {db} failed ({status}): {}",
+            last_line(stderr)
+        ))),
+        Ok(file) => Ok(file),
     }
 }
 
@@ -288,4 +306,54 @@ async fn unique_name(store: &BackupStore, base: &str) -> Result<String, StepErro
     Err(StepError::retryable(format!(
         "too many backups named {base}-*"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    fn file() -> backup::ManifestFile {
+        backup::ManifestFile {
+            name: "dump.sql.gz".into(),
+            size: 1,
+            sha256: "00".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_upload_is_the_reported_cause_not_pg_dumps_broken_pipe() {
+        let upload = || {
+            Err(backup::BackupError::io(
+                "uploading app/dump.sql.gz to s3://bucket",
+                std::io::Error::other("connection refused"),
+            ))
+        };
+        let broken_pipe = std::process::ExitStatus::from_raw(1 << 8);
+        let stderr = "pg_dump: error: could not write to output file: Broken pipe";
+        let e = dump_outcome("app", upload(), broken_pipe, stderr).unwrap_err();
+        assert!(e.message.contains("connection refused"), "{}", e.message);
+        assert!(e.message.contains("s3://bucket"), "{}", e.message);
+        assert!(!e.message.contains("Broken pipe"), "{}", e.message);
+        assert!(
+            e.message.contains("pg_dump of app then stopped"),
+            "{}",
+            e.message
+        );
+        let ok = std::process::ExitStatus::from_raw(0);
+        let e = dump_outcome("app", upload(), ok, "").unwrap_err();
+        assert!(!e.message.contains("then stopped"), "{}", e.message);
+        // pg_dump failing on its own is pg_dump's error.
+        let e = dump_outcome(
+            "app",
+            Ok(file()),
+            broken_pipe,
+            "pg_dump: error: permission denied for table t",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("permission denied"), "{}", e.message);
+        assert!(e.retryable);
+        assert_eq!(dump_outcome("app", Ok(file()), ok, "").unwrap(), file());
+    }
 }

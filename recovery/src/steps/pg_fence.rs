@@ -167,12 +167,35 @@ pub(crate) async fn stop_server(
     def: &PgClusterDef,
     ctx: &StepContext,
 ) -> Result<(bool, String), StepError> {
-    let data = def.data_dir.as_ref().ok_or_else(|| {
+    let data = data_dir(def)?;
+    let (running, status_log) = server_running(def, ctx).await?;
+    if !running {
+        return Ok((false, status_log));
+    }
+    let out = pg::tool(def, "pg_ctl")
+        .args(["stop", "-m", "fast", "-w", "-t", "120", "-D"])
+        .arg(data)
+        .run_ok(ctx)
+        .await?;
+    Ok((true, format!("{status_log}\n{}", out.log)))
+}
+
+/// `def`'s data dir, which the pg_ctl-based steps need.
+pub(crate) fn data_dir(def: &PgClusterDef) -> Result<&std::path::Path, StepError> {
+    def.data_dir.as_deref().ok_or_else(|| {
         StepError::fatal(format!(
             "{} has no data_dir: cannot run pg_ctl",
             def.display()
         ))
-    })?;
+    })
+}
+
+/// `pg_ctl status` on `def`'s data dir: whether a server runs there, and the tool's log.
+pub(crate) async fn server_running(
+    def: &PgClusterDef,
+    ctx: &StepContext,
+) -> Result<(bool, String), StepError> {
+    let data = data_dir(def)?;
     let status = pg::tool(def, "pg_ctl")
         .arg("status")
         .arg("-D")
@@ -181,25 +204,17 @@ pub(crate) async fn stop_server(
         .await?;
     // pg_ctl status: 0 running, 3 not running, 4 no accessible data dir.
     match status.status.code() {
-        Some(3) => return Ok((false, status.log)),
+        Some(3) => Ok((false, status.log)),
         // 4: not a data directory (e.g. emptied by an interrupted rebuild): nothing runs there.
-        Some(4) if !data.join("postmaster.pid").exists() => return Ok((false, status.log)),
-        Some(0) => {}
-        _ => {
-            return Err(StepError::fatal(format!(
-                "pg_ctl status on {} failed ({})",
-                data.display(),
-                status.status
-            ))
-            .with_log(status.log));
-        }
+        Some(4) if !data.join("postmaster.pid").exists() => Ok((false, status.log)),
+        Some(0) => Ok((true, status.log)),
+        _ => Err(StepError::fatal(format!(
+            "pg_ctl status on {} failed ({})",
+            data.display(),
+            status.status
+        ))
+        .with_log(status.log)),
     }
-    let out = pg::tool(def, "pg_ctl")
-        .args(["stop", "-m", "fast", "-w", "-t", "120", "-D"])
-        .arg(data)
-        .run_ok(ctx)
-        .await?;
-    Ok((true, format!("{}\n{}", status.log, out.log)))
 }
 
 #[async_trait]

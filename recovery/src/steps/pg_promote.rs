@@ -201,11 +201,32 @@ fn secs(d: chrono::TimeDelta) -> f64 {
     d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
 }
 
+/// What `promote` knows of the old primary.
+#[derive(Clone, Copy)]
+pub(crate) enum OldPrimary<'a> {
+    /// None was named: the gap is unknown.
+    Unnamed,
+    /// Named: looked at right before the promotion (reachable, writable, its WAL position).
+    Live(&'a str, &'a PgClusterDef),
+    /// Stopped cleanly by the caller: its WAL ends with the shutdown checkpoint at this
+    /// position, so the gap is known although it no longer answers.
+    StoppedCleanly(&'a str, Lsn),
+}
+
+impl OldPrimary<'_> {
+    fn name(&self) -> Option<&str> {
+        match self {
+            OldPrimary::Unnamed => None,
+            OldPrimary::Live(n, _) | OldPrimary::StoppedCleanly(n, _) => Some(n),
+        }
+    }
+}
+
 /// Promotes `replica_def` (see the module doc) and returns the evidence, a summary and a log.
 pub(crate) async fn promote(
     replica_name: &str,
     replica_def: &PgClusterDef,
-    primary: Option<(&str, &PgClusterDef)>,
+    primary: OldPrimary<'_>,
     wait_seconds: u32,
     catch_up_seconds: u32,
     allow_writable_primary: bool,
@@ -218,8 +239,18 @@ pub(crate) async fn promote(
         .map_err(|e| pg::query_error(replica_def, "reading the replica's WAL state", e))?;
     let already_promoted = !before.in_recovery;
     let look = match primary {
-        Some((_, def)) => look(def).await,
-        None => PrimaryLook {
+        OldPrimary::Live(_, def) => look(def).await,
+        OldPrimary::StoppedCleanly(_, checkpoint) => PrimaryLook {
+            reachable: false,
+            writable: false,
+            error: Some(format!(
+                "stopped cleanly: its WAL ends with the shutdown checkpoint at {checkpoint}"
+            )),
+            lsn: Some(checkpoint),
+            flush_lsn: Some(checkpoint),
+            last_commit_at: None,
+        },
+        OldPrimary::Unnamed => PrimaryLook {
             reachable: false,
             writable: false,
             error: Some("no primary named".into()),
@@ -231,7 +262,7 @@ pub(crate) async fn promote(
     if let Some(e) = &look.error {
         log.push(format!("primary: {e}"));
     }
-    if let (false, true, Some((name, def))) = (already_promoted, look.writable, primary) {
+    if let (false, true, OldPrimary::Live(name, def)) = (already_promoted, look.writable, primary) {
         if !allow_writable_primary {
             return Err(StepError::fatal(format!(
                 "the old primary {name} ({}) answers and accepts writes: promoting \
@@ -361,15 +392,15 @@ pub(crate) async fn promote(
     let commit = last_replayed
         .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
         .unwrap_or_else(|| "unknown".into());
-    let summary = match (lsn_gap, primary) {
-        (Some(gap), Some((pname, _))) => format!(
+    let summary = match (lsn_gap, primary.name()) {
+        (Some(gap), Some(pname)) => format!(
             "{verb} {replica_name}, writes OK; RPO: {} behind primary {pname}{}, last replayed commit {commit}",
             human_bytes(gap),
             rpo_seconds
                 .map(|s| format!(" ({s:.1} s of commits)"))
                 .unwrap_or_default()
         ),
-        (_, Some((pname, _))) => format!(
+        (_, Some(pname)) => format!(
             "{verb} {replica_name}, writes OK; primary {pname} unreachable: lag unknown, \
              last replayed commit {commit}{}",
             ev.seconds_since_last_replayed_commit
@@ -413,11 +444,11 @@ impl Step for Promote {
         let p = &self.p;
         let replica = pg::cluster(&self.res, &p.replica).map_err(StepError::fatal)?;
         let primary = match &p.primary {
-            Some(name) => Some((
+            Some(name) => OldPrimary::Live(
                 name.as_str(),
                 pg::cluster(&self.res, name).map_err(StepError::fatal)?,
-            )),
-            None => None,
+            ),
+            None => OldPrimary::Unnamed,
         };
         let (ev, summary, log) = promote(
             &p.replica,

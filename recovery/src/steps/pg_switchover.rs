@@ -1,21 +1,27 @@
 //! `pg_switchover` step (destructive; put it behind `gate = true`): a planned switchover with
 //! zero data loss, e.g. back to the original primary after a failback rebuild.
 //!
-//! 1. Fence the current primary read-only (`pg_fence` semantics: new sessions read-only,
-//!    existing client sessions terminated).
-//! 2. Wait until the replica has replayed up to the primary's `pg_current_wal_flush_lsn()`.
+//! 1. Stop the current primary taking writes. `fence = "stop"` (the default when the primary
+//!    has a `data_dir` on this host): `pg_ctl stop -m fast`, whose shutdown waits until the
+//!    streaming replica has every WAL record, up to the shutdown checkpoint. `fence =
+//!    "read_only"` (the default otherwise): `pg_fence`'s soft fence (new sessions read-only,
+//!    existing client sessions terminated); a client that turns `default_transaction_read_only`
+//!    off again can still write there, and such writes are lost at the rebuild.
+//! 2. Wait until the replica has replayed everything: past the shutdown checkpoint (stop), or up
+//!    to the primary's `pg_current_wal_flush_lsn()` (read-only).
 //! 3. Promote the replica (`pg_promote` semantics, with RPO evidence: the gap must be 0) and
 //!    check that it takes writes.
 //! 4. With `rebuild_old = true` (default), rebuild the demoted primary as a streaming replica
 //!    of the new one (`pg_rebuild_replica` semantics).
 //!
 //! If the replica does not catch up in time the step fails and the old primary **stays
-//! read-only**: nothing was lost, and a person decides (retry, or undo the fence with
-//! `ALTER SYSTEM RESET default_transaction_read_only`). Running it again after a successful
-//! switchover (the replica is primary, the old primary a standby; or, with `rebuild_old =
-//! false`, fenced read-only) is a no-op. When the replica is a primary already and the old
-//! primary is writable, or cannot be reached to tell, the step refuses: it never reports a
-//! switchover done while two primaries may take writes.
+//! stopped or read-only**: nothing was lost, and a person decides (retry, or undo: `pg_ctl
+//! start` it, or `ALTER SYSTEM RESET default_transaction_read_only` there). A primary found
+//! stopped uncleanly (crashed) is refused: its last WAL may never have reached the replica.
+//! Running it again after a successful switchover (the replica is primary, the old primary a
+//! standby; or, with `rebuild_old = false`, stopped or fenced read-only) is a no-op. When the
+//! replica is a primary already and the old primary is writable, or cannot be reached to tell,
+//! the step refuses: it never reports a switchover done while two primaries may take writes.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,7 +29,11 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{pg_fence, pg_promote, pg_rebuild_replica};
+use super::{
+    pg_fence::{self, FenceMode},
+    pg_promote::{self, OldPrimary},
+    pg_rebuild_replica,
+};
 use crate::{
     pg::{self, Lsn, replication},
     registry::{StepKind, StepTraits, params},
@@ -39,6 +49,10 @@ pub struct SwitchoverParams {
     pub primary: String,
     /// `[postgres.<name>]` of the streaming replica to promote.
     pub replica: String,
+    /// How the primary stops taking writes: `stop` (needs its `data_dir`; the default when it
+    /// has one) or `read_only` (the soft fence; the default otherwise).
+    #[serde(default)]
+    pub fence: Option<FenceMode>,
     /// How long the replica may take to replay up to the fenced primary's WAL. Default 300.
     #[serde(default = "default_catch_up")]
     pub catch_up_seconds: u32,
@@ -83,7 +97,7 @@ impl StepKind for SwitchoverKind {
         "pg_switchover"
     }
     fn tools(&self) -> &'static [&'static str] {
-        &["pg_rewind", "pg_basebackup", "pg_ctl"]
+        &["pg_rewind", "pg_basebackup", "pg_ctl", "pg_controldata"]
     }
     fn traits(&self) -> StepTraits {
         StepTraits {
@@ -102,6 +116,15 @@ impl StepKind for SwitchoverKind {
         pg::check_cluster(&self.0, "replica", &p.replica)?;
         if p.primary == p.replica {
             return Err("replica: must differ from primary".into());
+        }
+        if p.fence == Some(FenceMode::Stop)
+            && let Ok(def) = pg::cluster(&self.0, &p.primary)
+            && def.data_dir.is_none()
+        {
+            return Err(format!(
+                "fence: `stop` needs data_dir in [postgres.{}]",
+                p.primary
+            ));
         }
         if p.wait_seconds == 0 {
             return Err("wait_seconds: must be at least 1".into());
@@ -131,51 +154,85 @@ impl Step for Switchover {
         let replica = pg::cluster(&self.res, &p.replica).map_err(StepError::fatal)?;
         let mut log = Vec::new();
 
+        let mode = p.fence.unwrap_or(if primary.data_dir.is_some() {
+            FenceMode::Stop
+        } else {
+            FenceMode::ReadOnly
+        });
+
         let mut rconn = pg::connect(replica).await?;
         let rstate = replication::server_state(&mut rconn)
             .await
             .map_err(|e| pg::query_error(replica, "reading the replica's state", e))?;
         if !rstate.in_recovery {
-            return already_switched(p, primary).await;
+            return already_switched(p, primary, ctx).await;
         }
 
-        // 1. No more writes on the current primary.
-        ctx.progress
-            .line(format!("fencing {} (read-only)", p.primary));
-        let fence = pg_fence::fence_read_only(primary).await?;
-        log.push(format!(
-            "fenced {}: read-only, {} session(s) terminated",
-            p.primary, fence.terminated
-        ));
-
-        // 2. Everything it flushed must be replayed on the replica.
-        let flush: String = {
-            let mut c = pg::connect(primary).await?;
-            sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
-                .fetch_one(&mut c)
-                .await
-                .map_err(|e| pg::query_error(primary, "pg_current_wal_flush_lsn()", e))?
+        // 1. No more writes on the current primary, and 2. the position the replica must reach.
+        let (fence, target, old, undo) = match mode {
+            FenceMode::Stop => {
+                ctx.progress.line(format!(
+                    "stopping {} (pg_ctl stop -m fast): its shutdown waits until the replica has all its WAL",
+                    p.primary
+                ));
+                let (was_running, slog) = pg_fence::stop_server(primary, ctx).await?;
+                log.push(slog);
+                let checkpoint = shutdown_checkpoint(primary, &p.replica, ctx).await?;
+                log.push(format!(
+                    "stopped {}: its WAL ends with the shutdown checkpoint at {checkpoint}",
+                    p.primary
+                ));
+                (
+                    json!({"mode": "stop", "was_running": was_running, "shutdown_checkpoint": checkpoint}),
+                    // Past the checkpoint record's start: the record itself replayed.
+                    Lsn(checkpoint.0 + 1),
+                    OldPrimary::StoppedCleanly(&p.primary, checkpoint),
+                    "stays stopped (nothing was lost; retry, or pg_ctl start it to undo)",
+                )
+            }
+            FenceMode::ReadOnly => {
+                ctx.progress
+                    .line(format!("fencing {} (read-only)", p.primary));
+                let fence = pg_fence::fence_read_only(primary).await?;
+                log.push(format!(
+                    "fenced {}: read-only, {} session(s) terminated",
+                    p.primary, fence.terminated
+                ));
+                let flush: String = {
+                    let mut c = pg::connect(primary).await?;
+                    sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
+                        .fetch_one(&mut c)
+                        .await
+                        .map_err(|e| pg::query_error(primary, "pg_current_wal_flush_lsn()", e))?
+                };
+                let flush: Lsn = flush.parse().map_err(StepError::fatal)?;
+                let mut fence = json!(fence);
+                fence["mode"] = json!("read_only");
+                fence["primary_flush_lsn"] = json!(flush);
+                (
+                    fence,
+                    flush,
+                    OldPrimary::Live(&p.primary, primary),
+                    "stays read-only (nothing was lost; retry, or ALTER SYSTEM RESET \
+                     default_transaction_read_only there to undo)",
+                )
+            }
         };
-        let flush: Lsn = flush.parse().map_err(StepError::fatal)?;
         let caught_up = replication::wait_for_replay(
             &mut rconn,
-            flush,
+            target,
             Duration::from_secs(p.catch_up_seconds.into()),
             ctx,
             &format!("replica {}", p.replica),
         )
         .await
         .map_err(|e| StepError {
-            message: format!(
-                "{}; {} stays read-only (nothing was lost; retry, or ALTER SYSTEM RESET \
-                 default_transaction_read_only there to undo)",
-                e.message, p.primary
-            ),
+            message: format!("{}; {} {undo}", e.message, p.primary),
             ..e
         })?;
         drop(rconn);
         log.push(format!(
-            "{} replayed up to {caught_up} (primary flushed {flush})",
+            "{} replayed up to {caught_up} (target {target})",
             p.replica
         ));
 
@@ -183,10 +240,10 @@ impl Step for Switchover {
         let (ev, promote_summary, promote_log) = pg_promote::promote(
             &p.replica,
             replica,
-            Some((&p.primary, primary)),
+            old,
             p.wait_seconds,
             p.catch_up_seconds,
-            // Fenced read-only above: a primary that takes writes again is refused.
+            // Stopped or fenced above: a primary that takes writes again is refused.
             false,
             ctx,
         )
@@ -232,6 +289,7 @@ impl Step for Switchover {
                     p.primary,
                     d["method"].as_str().unwrap_or("?")
                 ),
+                None if mode == FenceMode::Stop => format!(", {} left stopped", p.primary),
                 None => format!(", {} left fenced (read-only)", p.primary),
             }
         );
@@ -242,7 +300,6 @@ impl Step for Switchover {
                 "primary": p.primary,
                 "replica": p.replica,
                 "fence": fence,
-                "primary_flush_lsn": flush,
                 "replica_caught_up_lsn": caught_up,
                 "promote": ev,
                 "rebuild": rebuilt,
@@ -252,10 +309,12 @@ impl Step for Switchover {
 }
 
 /// The replica is a primary already: a no-op when the switchover was done before (the old
-/// primary a standby, or fenced read-only when it is not to be rebuilt); otherwise refused.
+/// primary a standby; or, when it is not to be rebuilt, stopped or fenced read-only);
+/// otherwise refused.
 async fn already_switched(
     p: &SwitchoverParams,
     primary: &crate::resources::PgClusterDef,
+    ctx: &StepContext,
 ) -> Result<StepOutput, StepError> {
     // (in recovery, read-only for new sessions), or None when it cannot be told.
     let old = match pg::connect(primary).await {
@@ -276,6 +335,14 @@ async fn already_switched(
         log: String::new(),
         data: json!({"already_done": true}),
     };
+    let unreachable = || {
+        StepError::fatal(format!(
+            "{} is not in recovery and {} cannot be reached to tell whether it is a standby or \
+             fenced: refusing to report the switchover done while it may take writes; check \
+             it, then retry or skip this step",
+            p.replica, p.primary
+        ))
+    };
     match old {
         Some((true, _)) => Ok(done(format!("{} a standby", p.primary))),
         Some((false, true)) if !p.rebuild_old => {
@@ -289,11 +356,89 @@ async fn already_switched(
             if p.rebuild_old { "" } else { " taking writes" },
             p.primary
         ))),
-        None => Err(StepError::fatal(format!(
-            "{} is not in recovery and {} cannot be reached to tell whether it is a standby or \
-             fenced: refusing to report the switchover done while it may take writes; check \
-             it, then retry or skip this step",
-            p.replica, p.primary
-        ))),
+        // It does not answer: stopped here (by an earlier run of this step, say)?
+        None if primary.data_dir.is_some() => {
+            if pg_fence::server_running(primary, ctx).await?.0 {
+                Err(unreachable())
+            } else if !p.rebuild_old {
+                Ok(done(format!("{} stopped", p.primary)))
+            } else {
+                Err(StepError::fatal(format!(
+                    "{} is already the primary and {} is stopped: if this step was interrupted \
+                     after its promotion, rebuild {} with pg_rebuild_replica (source {}), or \
+                     skip this step",
+                    p.replica, p.primary, p.primary, p.replica
+                )))
+            }
+        }
+        None => Err(unreachable()),
+    }
+}
+
+/// The shutdown checkpoint that a stopped `def` ended its WAL with, read with `pg_controldata`.
+/// Refused unless it was shut down cleanly: after a crash its last WAL may never have reached
+/// `replica`.
+async fn shutdown_checkpoint(
+    def: &crate::resources::PgClusterDef,
+    replica: &str,
+    ctx: &StepContext,
+) -> Result<Lsn, StepError> {
+    let out = pg::tool(def, "pg_controldata")
+        .env("LC_ALL", "C")
+        .arg("-D")
+        .arg(pg_fence::data_dir(def)?)
+        .run_ok(ctx)
+        .await?;
+    let (state, checkpoint) = controldata(&out.stdout);
+    if state.as_deref() != Some("shut down") {
+        return Err(StepError::fatal(format!(
+            "{} is stopped but was not shut down cleanly (pg_controldata: cluster state `{}`): \
+             its last WAL may never have reached {replica}. Nothing was promoted; start it and \
+             retry, or fail over with pg_promote",
+            def.display(),
+            state.as_deref().unwrap_or("unknown")
+        ))
+        .with_log(out.log));
+    }
+    checkpoint
+        .ok_or_else(|| "no `Latest checkpoint location`".to_owned())
+        .and_then(|c| c.parse())
+        .map_err(|e| {
+            StepError::fatal(format!("pg_controldata of {}: {e}", def.display())).with_log(out.log)
+        })
+}
+
+/// `Database cluster state` and `Latest checkpoint location` from `pg_controldata`'s output.
+fn controldata(stdout: &str) -> (Option<String>, Option<String>) {
+    let field = |name: &str| {
+        stdout.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        })
+    };
+    (
+        field("Database cluster state"),
+        field("Latest checkpoint location"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controldata_fields() {
+        let out = "pg_control version number:            1300\n\
+                   Database cluster state:               shut down\n\
+                   Latest checkpoint location:           0/3000028\n\
+                   Latest checkpoint's REDO location:    0/3000028\n";
+        assert_eq!(
+            controldata(out),
+            (Some("shut down".into()), Some("0/3000028".into()))
+        );
+        let crashed = "Database cluster state:               in production\n";
+        assert_eq!(controldata(crashed), (Some("in production".into()), None));
+        assert_eq!(controldata("garbage"), (None, None));
     }
 }

@@ -112,27 +112,64 @@ pub fn create_table(primary: &PgCluster) {
 impl Writer {
     /// Starts writing to `url`, ids from `first`.
     pub async fn start(url: String, first: i64) -> Writer {
+        Writer::spawn(url, first, false).await
+    }
+
+    /// Like [`Writer::start`], but a client that will not be fenced: after an error it
+    /// reconnects (until stopped) and turns `default_transaction_read_only` off in every session.
+    /// The error it returns is the first one it met.
+    pub async fn start_insistent(url: String, first: i64) -> Writer {
+        Writer::spawn(url, first, true).await
+    }
+
+    async fn spawn(url: String, first: i64, insist: bool) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let mut conn = Some(PgConnection::connect(&url).await.unwrap());
         let handle = tokio::spawn(async move {
             let mut acked = Vec::new();
+            let mut first_error = None;
             let mut id = first;
             while !s.load(Ordering::SeqCst) {
-                let r = sqlx::query(
-                    "INSERT INTO w (id, at, pad) VALUES ($1, clock_timestamp(), repeat('x', 200))",
-                )
-                .bind(id)
-                .execute(&mut conn)
-                .await;
+                let r = match conn.as_mut() {
+                    Some(c) => sqlx::query(
+                        "INSERT INTO w (id, at, pad) VALUES ($1, clock_timestamp(), repeat('x', 200))",
+                    )
+                    .bind(id)
+                    .execute(c)
+                    .await
+                    .map(|_| true),
+                    None => match PgConnection::connect(&url).await {
+                        Ok(mut c) => {
+                            let r = sqlx::query("SET default_transaction_read_only = off")
+                                .execute(&mut c)
+                                .await
+                                .map(|_| false);
+                            conn = Some(c);
+                            r
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
                 match r {
-                    Ok(_) => acked.push(Acked { id, at: Utc::now() }),
+                    Ok(true) => {
+                        acked.push(Acked { id, at: Utc::now() });
+                        id += 1;
+                    }
+                    Ok(false) => continue,
+                    Err(e) if insist => {
+                        first_error.get_or_insert(e.to_string());
+                        conn = None;
+                        // The failed insert may have committed: never reuse its id.
+                        id += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
                     Err(e) => return (acked, Some(e.to_string())),
                 }
-                id += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            (acked, None)
+            (acked, first_error)
         });
         Writer { stop, handle }
     }
