@@ -155,6 +155,52 @@ async fn replication_check_passes_fails_on_lag_and_on_a_primary() {
     );
 }
 
+/// On an idle primary the last commit may be hours old. WAL without a commit (here a
+/// checkpoint) that the replica has not replayed yet when the check reads it is in flight, not
+/// lag: the check waits a moment for it instead of reporting the time since the last commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn wal_in_flight_on_an_idle_primary_is_not_lag() {
+    let primary = PgCluster::start().unwrap();
+    create_table(&primary);
+    let replica = PgCluster::start_replica_of(&primary).unwrap();
+    primary
+        .psql("postgres", "INSERT INTO w VALUES (1, now())")
+        .unwrap();
+    replica.wait_for_replay(&primary, REPLAY).unwrap();
+    let reg = registry(&[("main", &primary), ("dr", &replica)]);
+    // The last commit is now older than the limit; then a record without a commit, held back
+    // on the replica for 300 ms (the moment it is in flight).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    replica
+        .psql("postgres", "SELECT pg_wal_replay_pause()")
+        .unwrap();
+    primary.psql("postgres", "CHECKPOINT").unwrap();
+    let (out, ()) = tokio::join!(
+        run(
+            &reg,
+            "pg_replication_check",
+            json!({"primary": "main", "replica": "dr", "max_lag": "1s"}),
+        ),
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            replica
+                .psql("postgres", "SELECT pg_wal_replay_resume()")
+                .unwrap();
+        }
+    );
+    let out = out.unwrap();
+    assert_eq!(out.data["lag_bytes"], 0, "{}", out.data);
+    assert_eq!(out.data["lag_seconds"], 0.0, "{}", out.data);
+    assert!(
+        out.data["seconds_since_last_replayed_commit"]
+            .as_f64()
+            .unwrap()
+            > 2.0,
+        "{}",
+        out.data
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_replication_promote_after_primary_crash_loses_no_acknowledged_row() {
     let mut primary = PgCluster::start().unwrap();

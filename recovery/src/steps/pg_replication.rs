@@ -5,6 +5,8 @@
 //! `pg_last_xact_replay_timestamp()` on the replica. Lag in bytes is measured against the
 //! primary's current WAL position; lag in seconds is the time since the last replayed commit
 //! (0 when caught up), i.e. at most that many seconds of commits are missing on the replica.
+//! WAL in flight when the primary was read gets up to 1 s to be replayed first, so that on an
+//! idle primary a checkpoint record does not make hours since the last commit read as lag.
 //! With the primary unreachable the lag is unknown: the step says so and succeeds, so that a
 //! runbook can go on to a gated promote.
 
@@ -36,6 +38,9 @@ pub struct ReplicationCheckParams {
     #[serde(default)]
     pub max_lag_bytes: Option<u64>,
 }
+
+/// How long WAL in flight gets to be replayed before the lag is measured.
+const SETTLE: Duration = Duration::from_secs(1);
 
 fn default_max_lag() -> String {
     "15m".into()
@@ -144,7 +149,7 @@ impl Step for ReplicationCheck {
             _ = ctx.cancel.cancelled() => return Err(StepError::retryable("cancelled")),
         };
         let mut conn = pg::connect(replica_def).await?;
-        let replica = replication::server_state(&mut conn)
+        let mut replica = replication::server_state(&mut conn)
             .await
             .map_err(|e| pg::query_error(replica_def, "reading the replica's WAL state", e))?;
         let name = replication::cluster_name(&mut conn)
@@ -157,7 +162,6 @@ impl Step for ReplicationCheck {
                 replica_def.display()
             )));
         }
-        let replay = replica.replay_lsn.unwrap_or_default();
         // The position the replica should have reached.
         let primary_lsn: Option<Lsn> = primary.state.as_ref().and_then(|s| {
             if s.in_recovery {
@@ -166,6 +170,21 @@ impl Step for ReplicationCheck {
                 s.current_lsn
             }
         });
+        // WAL the primary wrote just before it was read (a checkpoint, a running-xacts record)
+        // is usually replayed within milliseconds. Wait a moment for it rather than report, on
+        // an idle primary, the hours since the last replayed commit as lag.
+        if let Some(target) = primary_lsn {
+            let deadline = tokio::time::Instant::now() + SETTLE;
+            while replica.replay_lsn.unwrap_or_default() < target
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                replica = replication::server_state(&mut conn).await.map_err(|e| {
+                    pg::query_error(replica_def, "reading the replica's WAL state", e)
+                })?;
+            }
+        }
+        let replay = replica.replay_lsn.unwrap_or_default();
         let sender = match primary.senders.as_slice() {
             [one] => Some(one),
             many => many
