@@ -451,13 +451,18 @@ impl Engine {
         stop: &CancellationToken,
     ) -> Result<Attempt, JournalError> {
         let step = &snap.plan.steps[idx];
+        // Environment references (`${NAME}`) are read now: the plan never holds their values.
+        let params = match crate::env::expand_value(&step.params, &crate::env::process) {
+            Ok(p) => p,
+            Err(e) => return Ok(Attempt::Done(Err(StepError::fatal(e)))),
+        };
         let resources = self.registry.resources();
-        if !step.resources.is_empty() && resources.identity(&step.params) != step.resources {
+        if !step.resources.is_empty() && resources.identity(&params) != step.resources {
             return Ok(Attempt::Refused(StepError::fatal(format!(
                 "the configuration of what this step acts on changed since the plan was \
                  approved (now: {}); nothing was done: request the runbook again to approve the \
                  new plan",
-                resources.describe(&step.params).join(", ")
+                resources.describe(&params).join(", ")
             ))));
         }
         let built = match self.registry.get(&step.kind) {
@@ -465,7 +470,7 @@ impl Engine {
                 "unknown step type `{}`",
                 step.kind
             ))),
-            Some(kind) => kind.build(&step.params).map_err(StepError::fatal),
+            Some(kind) => kind.build(&params).map_err(StepError::fatal),
         };
         let runnable = match built {
             Ok(s) => s,

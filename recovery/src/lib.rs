@@ -18,6 +18,7 @@ pub mod builtin;
 pub mod dns;
 pub mod drill;
 pub mod engine;
+pub mod env;
 pub mod k8s;
 pub mod pg;
 pub mod plan;

@@ -124,15 +124,19 @@ impl Plan {
         }
         let mut steps = Vec::with_capacity(runbook.steps.len());
         for def in &runbook.steps {
+            // The plan keeps environment references as written; they are checked (and what
+            // the step acts on is found) with their values.
             let params = substitute_value(&def.with, &vars, &def.name)?;
-            let kind = registry.get(&def.kind).ok_or_else(|| PlanError::Step {
-                step: def.name.clone(),
-                message: format!("unknown step type `{}`", def.kind),
-            })?;
-            kind.validate(&params).map_err(|message| PlanError::Step {
+            let step_error = |message| PlanError::Step {
                 step: def.name.clone(),
                 message,
-            })?;
+            };
+            let expanded =
+                crate::env::expand_value(&params, &crate::env::process).map_err(step_error)?;
+            let kind = registry
+                .get(&def.kind)
+                .ok_or_else(|| step_error(format!("unknown step type `{}`", def.kind)))?;
+            kind.validate(&expanded).map_err(step_error)?;
             let traits = kind.traits();
             let (destructive, idempotent) = if traits.overridable {
                 (
@@ -153,8 +157,8 @@ impl Plan {
                 retries: def.retries,
                 backoff_ms: def.backoff.unwrap_or(DEFAULT_BACKOFF).as_millis() as u64,
                 on_failure: def.on_failure,
-                touches: registry.resources().describe(&params),
-                resources: registry.resources().identity(&params),
+                touches: registry.resources().describe(&expanded),
+                resources: registry.resources().identity(&expanded),
                 ticks: def.ticks.clone(),
                 requires: def.requires.clone(),
             });
@@ -227,7 +231,8 @@ fn substitute_value(
     })
 }
 
-/// Replaces `{name}` with `vars[name]`; `{{` and `}}` stand for literal braces.
+/// Replaces `{name}` with `vars[name]`; `{{` and `}}` stand for literal braces. An
+/// environment reference `${NAME}` is kept as written (see [`crate::env`]).
 pub fn substitute(
     text: &str,
     vars: &BTreeMap<String, String>,
@@ -238,7 +243,13 @@ pub fn substitute(
     while let Some(pos) = rest.find(['{', '}']) {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
-        if let Some(t) = tail.strip_prefix("{{") {
+        if tail.starts_with('{')
+            && out.ends_with('$')
+            && let Some(end) = tail.find('}')
+        {
+            out.push_str(&tail[..=end]);
+            rest = &tail[end + 1..];
+        } else if let Some(t) = tail.strip_prefix("{{") {
             out.push('{');
             rest = t;
         } else if let Some(t) = tail.strip_prefix("}}") {
@@ -300,6 +311,11 @@ mod tests {
             substitute("{region", &vars(), "s"),
             Err(PlanError::Unclosed { .. })
         ));
+        // Environment references stay for the step to read when it runs.
+        assert_eq!(
+            substitute("Bearer ${TOKEN} $${X} {region}", &vars(), "s").unwrap(),
+            "Bearer ${TOKEN} $${X} us-west-2"
+        );
     }
 
     fn runbook(cmd: &str) -> RunbookDef {

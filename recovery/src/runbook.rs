@@ -170,7 +170,11 @@ impl RunbookDef {
                     registry.names().join(", ")
                 )),
                 Some(kind) => {
-                    if let Err(e) = kind.validate(&step.with) {
+                    // Environment references are checked with their values (an unset one is
+                    // the config loader's problem to report).
+                    let with = crate::env::expand_value(&step.with, &crate::env::process)
+                        .unwrap_or_else(|_| step.with.clone());
+                    if let Err(e) = kind.validate(&with) {
                         // Parameter errors read "key.path: message"; fold the path into ours.
                         match e.split_once(": ") {
                             Some((path, msg)) if !path.is_empty() && !path.contains(' ') => {

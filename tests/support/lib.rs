@@ -102,11 +102,17 @@ pub fn free_port() -> u16 {
 
 /// Runs `drbot --config <config> <args…>` to completion.
 pub fn drbot(config: &Path, args: &[&str]) -> Output {
+    drbot_env(config, args, &[])
+}
+
+/// [`drbot`] with extra environment variables.
+pub fn drbot_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(drbot_bin())
         .arg("--config")
         .arg(config)
         .args(args)
         .env_remove("DRBOT_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("running drbot")
 }
@@ -175,6 +181,11 @@ impl Server {
     /// Starts `drbot serve` with `config` (whose `server.listen` must use `port`) and waits
     /// for `/healthz`.
     pub fn start(config: &Path, port: u16, log: &Path) -> Server {
+        Server::start_env(config, port, log, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_env(config: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> Server {
         let err = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -185,6 +196,7 @@ impl Server {
             .arg(config)
             .arg("serve")
             .env("DRBOT_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()

@@ -279,7 +279,9 @@ fn redact_values(msg: &str) -> String {
 }
 
 /// Replaces `${NAME}` in every string with the environment variable's value; `$${` is a
-/// literal `${`. A missing variable is a problem naming the key and the variable.
+/// literal `${`. A missing variable is a problem naming the key and the variable. Runbook step
+/// parameters (`with`) are only checked: they keep their references, read when a plan is
+/// checked and when the step runs (see [`recovery::env`]).
 fn substitute_env(
     value: &mut toml::Value,
     at: &str,
@@ -287,7 +289,7 @@ fn substitute_env(
     problems: &mut Vec<String>,
 ) {
     match value {
-        toml::Value::String(s) if s.contains("${") => match expand(s, env) {
+        toml::Value::String(s) if s.contains("${") => match recovery::env::expand(s, env) {
             Ok(v) => *s = v,
             Err(e) => problems.push(format!("{at}: {e}")),
         },
@@ -298,62 +300,57 @@ fn substitute_env(
         }
         toml::Value::Table(t) => {
             for (k, v) in t.iter_mut() {
-                substitute_env(v, &format!("{at}.{k}"), env, problems);
+                let path = format!("{at}.{k}");
+                if k == "with" && is_runbook_step(at) {
+                    check_env(v, &path, env, problems);
+                } else {
+                    substitute_env(v, &path, env, problems);
+                }
             }
         }
         _ => {}
     }
 }
 
-fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos..];
-        if let Some(t) = tail.strip_prefix("$${") {
-            out.push_str("${");
-            rest = t;
-        } else if let Some(t) = tail.strip_prefix("${") {
-            let end = t
-                .find('}')
-                .ok_or("unclosed `${` (write `$${` for a literal)")?;
-            let name = &t[..end];
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "`${{{name}}}` is not a valid environment variable name"
-                ));
+/// Whether `at` names a runbook step: `runbooks[0].steps[2]`, `runbooks_dir/x.toml.steps[2]`.
+fn is_runbook_step(at: &str) -> bool {
+    at.starts_with("runbooks")
+        && at.rsplit_once(".steps[").is_some_and(|(_, i)| {
+            i.strip_suffix(']')
+                .is_some_and(|n| n.parse::<usize>().is_ok())
+        })
+}
+
+/// Reports the `${NAME}` references in `value` that cannot be read, leaving them as written.
+fn check_env(
+    value: &toml::Value,
+    at: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) {
+    match value {
+        toml::Value::String(s) if s.contains("${") => {
+            if let Err(e) = recovery::env::expand(s, env) {
+                problems.push(format!("{at}: {e}"));
             }
-            match env(name) {
-                Some(v) => out.push_str(&v),
-                None => return Err(format!("environment variable {name} is not set")),
-            }
-            rest = &t[end + 1..];
-        } else {
-            out.push('$');
-            rest = &tail[1..];
         }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                check_env(v, &format!("{at}[{i}]"), env, problems);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                check_env(v, &format!("{at}.{k}"), env, problems);
+            }
+        }
+        _ => {}
     }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expands_env() {
-        let env = |k: &str| (k == "TOKEN").then(|| "xoxb-1".to_string());
-        assert_eq!(expand("a ${TOKEN} b", &env).unwrap(), "a xoxb-1 b");
-        assert_eq!(expand("$${TOKEN} $5", &env).unwrap(), "${TOKEN} $5");
-        assert!(
-            expand("${MISSING}", &env)
-                .unwrap_err()
-                .contains("MISSING is not set")
-        );
-        assert!(expand("${TOKEN", &env).unwrap_err().contains("unclosed"));
-    }
 
     #[test]
     fn redacts_string_values() {

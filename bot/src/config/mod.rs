@@ -316,6 +316,49 @@ with = { command = "true" }
         );
     }
 
+    /// `${NAME}` is read at load time everywhere except in runbook step parameters, which keep
+    /// the reference (the plan, its fingerprint and the config revision never hold the value)
+    /// and still have it checked.
+    #[test]
+    fn step_parameters_keep_their_environment_references() {
+        let text = BASE.replace(
+            "with = { command = \"true\" }",
+            "with = { command = \"true\", args = [\"Bearer ${TOKEN}\"] }",
+        );
+        let text = format!("{text}\n[store]\nurl = \"sqlite://${{DB}}\"\n");
+        let env = |k: &str| match k {
+            "TOKEN" => Some("sekret-1".to_string()),
+            "DB" => Some("/tmp/x.db".to_string()),
+            _ => None,
+        };
+        let parsed = parse_str(&text, Path::new("."), &env).unwrap();
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        let with = &parsed.config.runbooks[0].steps[0].with;
+        assert_eq!(with["args"][0], "Bearer ${TOKEN}");
+        assert_eq!(parsed.config.store.url.expose(), "sqlite:///tmp/x.db");
+        let rotated = |k: &str| match k {
+            "TOKEN" => Some("sekret-2".to_string()),
+            other => env(other),
+        };
+        assert_eq!(
+            revision(&parsed.config),
+            revision(&parse_str(&text, Path::new("."), &rotated).unwrap().config),
+            "a rotated secret does not void pending requests"
+        );
+        let unset = |k: &str| (k == "DB").then(|| "/tmp/x.db".to_string());
+        let problems = match parse_str(&text, Path::new("."), &unset) {
+            Ok(p) => p.problems,
+            Err(e) => e.0,
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p
+                    == "runbooks[0].steps[0].with.args[0]: environment variable TOKEN is not set"),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn unknown_builtin_runbook_is_named_with_the_available_ones() {
         let text = format!("builtin_runbooks = [\"nope\"]\n{BASE}");
