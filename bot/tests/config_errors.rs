@@ -341,6 +341,15 @@ fn secrets_stay_out_of_errors() {
     let (code, out) = check(&broken);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not valid TOML"), "{out}");
+    // A secret that is all digits, written without quotes where a string belongs.
+    let numeric = GOOD.replace(
+        "signing_secret = \"${TEST_SLACK_SIGNING}\"",
+        "signing_secret = 98765432123456789",
+    );
+    let (code, out) = check(&numeric);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("98765432123456789"), "{out}");
+    assert!(out.contains("invalid type: an integer"), "{out}");
 }
 
 #[test]

@@ -217,6 +217,8 @@ fn section<T: DeserializeOwned>(
         Ok(v) => Some(v),
         Err(e) => {
             let inner = redact_values(&e.inner().to_string());
+            // toml adds the key again on a line of its own; the path below says it.
+            let inner = inner.split("\nin `").next().unwrap_or_default().trim_end();
             let path = e.path().to_string();
             if path.is_empty() || path == "." {
                 problems.push(format!("{at}: {inner}"));
@@ -273,6 +275,32 @@ fn redact_values(msg: &str) -> String {
             }
         }
         rest = end.map_or("", |e| &after[e + 1..]);
+    }
+    out.push_str(rest);
+    redact_plain_values(&out)
+}
+
+/// The non-string values serde echoes between backticks (`integer `1234``, `boolean `true``,
+/// `floating point `1.5``, `character `x``), named by their kind only.
+fn redact_plain_values(msg: &str) -> String {
+    const KINDS: [(&str, &str); 4] = [
+        ("integer `", "an integer"),
+        ("boolean `", "a boolean"),
+        ("floating point `", "a number"),
+        ("character `", "a character"),
+    ];
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    loop {
+        let next = KINDS
+            .iter()
+            .filter_map(|(k, name)| rest.find(k).map(|p| (p, *k, *name)))
+            .min_by_key(|(p, _, _)| *p);
+        let Some((pos, kind, name)) = next else { break };
+        out.push_str(&rest[..pos]);
+        out.push_str(name);
+        let after = &rest[pos + kind.len()..];
+        rest = after.find('`').map_or("", |e| &after[e + 1..]);
     }
     out.push_str(rest);
     out
@@ -364,12 +392,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn redacts_other_values() {
+        assert_eq!(
+            redact_values("invalid type: integer `987654321`, expected a string"),
+            "invalid type: an integer, expected a string"
+        );
+        assert_eq!(
+            redact_values("invalid type: boolean `true`, expected a string"),
+            "invalid type: a boolean, expected a string"
+        );
+        assert_eq!(
+            redact_values("invalid type: floating point `1.5`, expected a string"),
+            "invalid type: a number, expected a string"
+        );
+    }
+
     proptest::proptest! {
         /// Whatever the value, serde's message about it never carries any of it.
         #[test]
         fn no_value_survives_redaction(v in ".*") {
             let msg = format!("invalid type: string {v:?}, expected u32");
             proptest::prop_assert_eq!(redact_values(&msg), "invalid type: a string, expected u32");
+        }
+
+        /// Nor of a number.
+        #[test]
+        fn no_number_survives_redaction(n in proptest::num::i64::ANY, f in proptest::num::f64::NORMAL) {
+            let msg = format!("invalid type: integer `{n}`, expected a string");
+            proptest::prop_assert_eq!(redact_values(&msg), "invalid type: an integer, expected a string");
+            let msg = format!("invalid value: floating point `{f}`, expected u8");
+            proptest::prop_assert_eq!(redact_values(&msg), "invalid value: a number, expected u8");
         }
     }
 }
