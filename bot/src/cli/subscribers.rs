@@ -117,7 +117,18 @@ fn check_line(
     }
     let email = normalize_email(raw);
     if let Err(e) = email.parse::<lettre::Address>() {
-        return Err(format!("`{raw}` is not a valid email address ({e})"));
+        // Control characters shown escaped: the file's bytes must not drive the terminal.
+        let shown: String = raw
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        return Err(format!("`{shown}` is not a valid email address ({e})"));
     }
     let name = name.map(str::trim).filter(|n| !n.is_empty());
     if let Some(n) = name {
@@ -182,6 +193,16 @@ fn read_file(file: &Path) -> Result<ReadLines, String> {
             Ok(false) => break,
             Ok(true) => {
                 let line = record.position().map_or(line, |p| p.line());
+                // A quoted field that runs over line ends: in a subscriber file that is an
+                // unclosed quote, which swallows every line up to the next quote (or the end).
+                let next = reader.position().line();
+                if next > line + 1 {
+                    bad.push(ImportLine {
+                        line,
+                        message: text::subscribers_spanning_quote(line, next - 1),
+                    });
+                    continue;
+                }
                 let field = |i: Option<usize>| -> Result<Option<&str>, String> {
                     match i.and_then(|i| record.get(i)) {
                         None => Ok(None),
@@ -313,9 +334,45 @@ mod tests {
             "no email address"
         );
         assert!(check_line(Some("a@x.org"), Some("a\nb"), None).is_err());
+        let e = check_line(Some("\u{1b}]0;pwned\u{7}@x.org"), None, None).unwrap_err();
+        assert!(
+            !e.contains('\u{1b}') && e.contains("\\u{1b}]0;pwned"),
+            "{e}"
+        );
         let s = check_line(Some("a@x.org"), None, Some("2026-01-27T14:30:00Z")).unwrap();
         assert_eq!(s.unsubscribed_at, Some(1_769_524_200_000));
         assert!(check_line(Some("a@x.org"), None, Some("yesterday")).is_err());
+    }
+
+    /// An unclosed quote swallows the lines after it: they are reported, never lost silently.
+    #[test]
+    fn an_unclosed_quote_is_reported_with_the_lines_it_swallows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        let mut text = String::from("email,name\nfirst@example.org,First\nu1@example.com,\"Ann\n");
+        for i in 0..500 {
+            text.push_str(&format!("a{i}@example.com,A\n"));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let (good, bad) = read_file(&path).unwrap();
+        assert_eq!(good.len(), 1, "{good:?}");
+        assert_eq!(good[0].1.email, "first@example.org");
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(bad[0].line, 3);
+        assert!(
+            bad[0]
+                .message
+                .contains("a quote opened on line 3 runs to line 503"),
+            "{}",
+            bad[0].message
+        );
+        // Closed further down: only the lines up to the closing quote.
+        let text = "email,name\nu1@example.com,\"Ann\nb@example.com,B\"\nc@example.com,C\n";
+        std::fs::write(&path, text).unwrap();
+        let (good, bad) = read_file(&path).unwrap();
+        assert_eq!(good.len(), 1, "{good:?}");
+        assert_eq!(good[0].0, 4);
+        assert!(bad[0].message.contains("lines 2-3"), "{}", bad[0].message);
     }
 
     #[test]

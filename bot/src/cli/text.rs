@@ -408,6 +408,15 @@ pub fn subscribers_unreadable(file: &Path, reason: &str) -> String {
     format!("error: cannot read {}: {reason}", file.display())
 }
 
+/// `drbot subscribers import`: a quoted field runs from `from` to `to` (an unclosed quote).
+pub fn subscribers_spanning_quote(from: u64, to: u64) -> String {
+    format!(
+        "a quote opened on line {from} runs to line {to} (an unclosed quote?): nothing on lines \
+         {from}-{to} was imported; close the quote and import the file again (addresses already \
+         imported are reported as already present)"
+    )
+}
+
 /// `drbot subscribers import` with a file whose header has no `email` column.
 pub fn subscribers_no_email_column(file: &Path) -> String {
     format!(
