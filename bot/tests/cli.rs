@@ -324,6 +324,38 @@ fn report_and_timeline_through_the_binary() {
     assert!(md.contains("\n## Lessons learned\n"), "{md}");
     let html = std::fs::read_to_string(out_dir.join("run-1.html")).unwrap();
     assert!(html.contains("<h1>Run 1: drill</h1>"));
+    // The team's edits are never overwritten without --force.
+    let edited = md.replace(
+        "## Lessons learned\n",
+        "## Lessons learned\n\nPage the DBA sooner.\n",
+    );
+    std::fs::write(out_dir.join("run-1.md"), &edited).unwrap();
+    let (code, _, err) = drbot(
+        &cfg,
+        &["report", "run:1", "--out", out_dir.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("run-1.md exists already"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("run-1.md")).unwrap(),
+        edited
+    );
+    let (code, _, err) = drbot(
+        &cfg,
+        &[
+            "report",
+            "run:1",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("run-1.md")).unwrap(),
+        md
+    );
 
     let (code, _, err) = drbot(&cfg, &["report", "incident:9"]);
     assert_eq!((code, err.as_str()), (2, "No incident 9.\n"));

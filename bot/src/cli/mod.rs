@@ -122,6 +122,9 @@ pub enum Cmd {
         /// Directory to write into (created if missing).
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// Replace report files that exist already (they may hold the team's edits).
+        #[arg(long)]
+        force: bool,
     },
     /// Print the timeline of `incident:<id>` or `run:<id>`: every event in order, and the
     /// milestones detection → declaration → approval → recovery → verification with the time
@@ -267,7 +270,11 @@ async fn run(cli: Cli) -> ExitCode {
             limit,
             retry,
         } => outbox(&app, state, limit, retry, cli.json).await,
-        Cmd::Report { subject, out } => report::write(&app, &subject, &out).await,
+        Cmd::Report {
+            subject,
+            out,
+            force,
+        } => report::write(&app, &subject, &out, force).await,
         Cmd::Timeline { subject } => report::timeline(&app, &subject, cli.json).await,
         Cmd::Cmd { as_person, text } => cmd(&app, &as_person, &text.join(" "), cli.json).await,
         Cmd::Subscribers { action } => subscribers::run(&app, action, cli.json).await,

@@ -23,8 +23,9 @@ async fn load(app: &App, subject: &str) -> anyhow::Result<Result<Report, ExitCod
     }
 }
 
-/// `drbot report`.
-pub async fn write(app: &App, subject: &str, out: &Path) -> anyhow::Result<ExitCode> {
+/// `drbot report`. Files that exist are kept unless `force`: the Markdown is where the team
+/// writes its lessons learned.
+pub async fn write(app: &App, subject: &str, out: &Path, force: bool) -> anyhow::Result<ExitCode> {
     let r = match load(app, subject).await? {
         Ok(r) => r,
         Err(code) => return Ok(code),
@@ -33,6 +34,10 @@ pub async fn write(app: &App, subject: &str, out: &Path) -> anyhow::Result<ExitC
     let stem = r.subject.file_stem();
     let md = out.join(format!("{stem}.md"));
     let html = out.join(format!("{stem}.html"));
+    if !force && let Some(existing) = [&md, &html].into_iter().find(|p| p.exists()) {
+        eprintln!("{}", text::report_exists(existing));
+        return Ok(ExitCode::from(2));
+    }
     std::fs::write(&md, report::markdown::render(&r))
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", md.display()))?;
     std::fs::write(&html, report::html::render(&r))

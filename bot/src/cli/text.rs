@@ -549,7 +549,16 @@ pub fn report_not_found(subject: crate::report::Subject) -> String {
     }
 }
 
-/// The report files written.
+/// `drbot report` onto a report that exists.
+pub fn report_exists(path: &Path) -> String {
+    format!(
+        "{} exists already and may hold your edits (\"Lessons learned\"): nothing was written. \
+         Write to another directory with --out, or replace it with --force.",
+        path.display()
+    )
+}
+
+/// `drbot report` done.
 pub fn report_written(md: &Path, html: &Path) -> String {
     format!(
         "Wrote {} and {} (fill in \"Lessons learned\" in the Markdown).",
