@@ -281,6 +281,24 @@ fn an_empty_discord_bot_token_is_named() {
     );
 }
 
+/// 64 hex digits that are no Ed25519 key (not a curve point, or a small-order one) would
+/// have every interaction refused, and Discord switched off: named at check-config.
+#[test]
+fn a_public_key_that_is_no_ed25519_key_is_named() {
+    for key in ["02".repeat(32), "00".repeat(32)] {
+        expect_problem(
+            &GOOD.replace(
+                "[store]",
+                &format!(
+                    "[discord]\npublic_key = \"{key}\"\nbot_token = \"t\"\napplication_id = \"1\"\n\
+                     incident_channel = \"2\"\n\n[store]"
+                ),
+            ),
+            "discord.public_key: not a valid Ed25519 public key",
+        );
+    }
+}
+
 /// A second secondary region would make `{secondary}` (the drill's DR region, the monitor's
 /// failover target) a guess: a staging region sorted first would have the drill promote and
 /// switch DNS to staging.

@@ -157,6 +157,16 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
             out.push(
                 "discord.public_key: must be the application's 64-hex-digit public key".into(),
             );
+        } else if crate::discord::verify::public_key(&d.public_key)
+            .and_then(crate::discord::batch::Key::new)
+            .is_none()
+        {
+            // 64 hex digits that no Ed25519 key has: every request would be refused.
+            out.push(
+                "discord.public_key: not a valid Ed25519 public key (64 hex digits, but no \
+                 application's key); copy the Public Key from the Discord Developer Portal again"
+                    .into(),
+            );
         }
     }
     if let Some(s) = &cfg.statuspage {
