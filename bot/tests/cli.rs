@@ -107,6 +107,26 @@ fn replies_and_exit_codes() {
             "You requested run 1, so you cannot approve it: a second person must.\n"
         )
     );
+    // Unquoted words that look like drbot's own flags are the command's text: they never
+    // switch the config (or the output format) under the person typing.
+    let (code, out, err) = drbot(
+        &cfg,
+        &[
+            "cmd",
+            "--as",
+            "alice",
+            "/dr",
+            "deny",
+            "1",
+            "wrong",
+            "--config",
+            "/nonexistent.toml",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("Unknown flag `--config`"), "{out}{err}");
+    assert!(!err.contains("nonexistent"), "{err}");
     let (code, out, _) = drbot(&cfg, &["cmd", "--as", "bob", "/dr failover mars"]);
     assert_eq!(code, 2);
     assert!(

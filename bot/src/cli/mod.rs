@@ -139,7 +139,9 @@ pub enum Cmd {
         /// Person (`[[people]].name`) acting.
         #[arg(long = "as")]
         as_person: String,
-        /// The command, e.g. '/dr failover us-west-2'.
+        /// The command, e.g. '/dr failover us-west-2'. Everything after its first word is
+        /// the command's text, even words that look like drbot's own flags (`--config`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         text: Vec<String>,
     },
 }
