@@ -251,6 +251,12 @@ fn register_puts_the_dr_command() {
         free_port(),
         &format!("http://127.0.0.1:{api_port}/api/v10"),
     );
+    // A guild is a snowflake: anything else never reaches a URL the bot token is sent to.
+    for bad in ["../../../../x", "1?a=b", ""] {
+        let o = drbot(&cfg, &["discord", "register", "--guild", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--guild"), "{}", stderr(&o));
+    }
     let o = drbot(
         &cfg,
         &["discord", "register", "--guild", "1150000000000000000"],

@@ -161,9 +161,9 @@ pub enum NotifyCmd {
 pub enum DiscordCmd {
     /// Create or replace the `/dr` application command (globally, or in one guild at once).
     Register {
-        /// Guild (server) id: register there only, visible immediately.
+        /// Guild (server) id, a number: register there only, visible immediately.
         #[arg(long)]
-        guild: Option<String>,
+        guild: Option<u64>,
     },
 }
 
@@ -285,12 +285,10 @@ async fn run(cli: Cli) -> ExitCode {
         } => notify_preview(&app, template.as_deref()),
         Cmd::Discord {
             action: DiscordCmd::Register { guild },
-        } => crate::discord::register(&app, guild.as_deref())
-            .await
-            .map(|msg| {
-                println!("{msg}");
-                ExitCode::SUCCESS
-            }),
+        } => crate::discord::register(&app, guild).await.map(|msg| {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }),
     };
     // `drbot cmd '/dr status'` queues its audit row: commit it before exiting.
     let res = match (res, audit_writer.flush().await) {

@@ -288,7 +288,7 @@ async fn tick_click(
 }
 
 /// `drbot discord register [--guild <id>]`: creates or replaces the `/dr` command.
-pub async fn register(app: &App, guild: Option<&str>) -> anyhow::Result<String> {
+pub async fn register(app: &App, guild: Option<u64>) -> anyhow::Result<String> {
     let discord = app
         .discord
         .clone()
