@@ -299,6 +299,24 @@ fn a_public_key_that_is_no_ed25519_key_is_named() {
     }
 }
 
+/// Slack signs HTTP requests only: the signing secret is required in HTTP mode, not in
+/// Socket Mode.
+#[test]
+fn the_signing_secret_is_required_for_http_only() {
+    let without = GOOD.replace("signing_secret = \"${TEST_SLACK_SIGNING}\"\n", "");
+    assert_ne!(without, GOOD);
+    expect_problem(
+        &without,
+        "slack.signing_secret: required with mode = \"http\"",
+    );
+    let socket = without.replace(
+        "incident_channel = \"C123\"",
+        "incident_channel = \"C123\"\nmode = \"socket\"\napp_token = \"xapp-1-A-1-abc\"",
+    );
+    let (code, out) = check(&socket);
+    assert_eq!(code, 0, "{out}");
+}
+
 /// A second secondary region would make `{secondary}` (the drill's DR region, the monitor's
 /// failover target) a guess: a staging region sorted first would have the drill promote and
 /// switch DNS to staging.

@@ -73,7 +73,6 @@ poll_interval = "50ms"
 [slack]
 mode = "socket"
 app_token = "xapp-1-A0MDYCDME-1-abc"
-signing_secret = "unused-in-socket-mode"
 bot_token = "{TOKEN}"
 api_base_url = "{api}"
 incident_channel = "CINCIDENT"

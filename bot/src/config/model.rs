@@ -272,8 +272,10 @@ fn default_rpo() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
-    /// Signing secret that verifies Slack's requests.
-    pub signing_secret: Secret,
+    /// Signing secret that verifies Slack's requests; required with `mode = "http"` (Socket
+    /// Mode traffic is not signed).
+    #[serde(default)]
+    pub signing_secret: Option<Secret>,
     /// Bot token (`xoxb-…`) for the Web API.
     pub bot_token: Secret,
     /// Web API prefix; drbot calls `{api_base_url}/chat.postMessage`.

@@ -122,10 +122,16 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
     if let Some(s) = &cfg.slack {
         check_url("slack.api_base_url", &s.api_base_url, &mut out);
         non_empty("slack.incident_channel", &s.incident_channel, &mut out);
-        non_empty("slack.signing_secret", s.signing_secret.expose(), &mut out);
         non_empty("slack.bot_token", s.bot_token.expose(), &mut out);
         match (s.mode.as_str(), &s.app_token) {
-            ("http", _) => {}
+            ("http", _) => match &s.signing_secret {
+                Some(secret) => non_empty("slack.signing_secret", secret.expose(), &mut out),
+                None => out.push(
+                    "slack.signing_secret: required with mode = \"http\" (it verifies Slack's \
+                     requests)"
+                        .into(),
+                ),
+            },
             ("socket", Some(t)) if t.expose().starts_with("xapp-") => {}
             ("socket", _) => {
                 out.push("slack.app_token: Socket Mode needs the app-level token (`xapp-…`)".into())

@@ -49,7 +49,13 @@ impl Slack {
     pub fn new(cfg: &SlackConfig) -> Arc<Slack> {
         Arc::new(Slack {
             api: api::SlackApi::new(&cfg.api_base_url, cfg.bot_token.clone()),
-            verifier: verify::verifier(cfg.signing_secret.expose()),
+            // Socket Mode has none (its traffic is not signed); its HTTP endpoints are not served.
+            verifier: verify::verifier(
+                cfg.signing_secret
+                    .as_ref()
+                    .map(|s| s.expose())
+                    .unwrap_or_default(),
+            ),
             memory: verify::Memory::default(),
             incident_channel: cfg.incident_channel.clone(),
             socket_mode: cfg.mode == "socket",
