@@ -203,7 +203,7 @@ async fn scripted_incident_report() {
 
     // `drbot report incident:<id>` writes both files.
     let out = tempfile::tempdir().unwrap();
-    let code = drbot::cli::report::write(&app, &format!("incident:{incident}"), out.path())
+    let code = drbot::cli::report::write(&app, &format!("incident:{incident}"), out.path(), false)
         .await
         .unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);
