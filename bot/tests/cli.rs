@@ -383,3 +383,33 @@ fn report_and_timeline_through_the_binary() {
     assert_eq!(code, 2);
     assert!(err.contains("`job:1` is not a report subject"), "{err}");
 }
+
+/// A PostgreSQL store that refuses connections is named with the cause (the pool alone retried
+/// for 30 s, then said only that it timed out), and its password is not.
+#[test]
+fn an_unreachable_postgres_store_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("drbot.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\nurl = \"postgres://drbot:sekret-pg-42@127.0.0.1:{port}/drbot\"\n\
+             [[people]]\nname = \"alice\"\nroles = [\"lead\"]\n[regions.r1]\nrole = \"primary\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = drbot(&cfg, &["runs"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("cannot open the store"), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    assert!(
+        !err.contains("sekret-pg-42") && !out.contains("sekret-pg-42"),
+        "{err}"
+    );
+}

@@ -55,6 +55,9 @@ pub fn now_ms() -> i64 {
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// How long the first connection to a PostgreSQL store may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Store {
     /// Connects (creating a SQLite file if missing) and applies migrations.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
@@ -67,6 +70,26 @@ impl Store {
             anyhow::bail!("store.url must start with `sqlite:` or `postgres://`");
         };
         let opts = AnyConnectOptions::from_str(&url).context("store.url is not a valid URL")?;
+        if backend == Backend::Postgres {
+            // One direct attempt first: the pool retries a refused connection until its acquire
+            // timeout and then says only that it timed out, hiding why.
+            match tokio::time::timeout(CONNECT_TIMEOUT, sqlx::AnyConnection::connect_with(&opts))
+                .await
+            {
+                Ok(Ok(c)) => {
+                    let _ = c.close().await;
+                }
+                Ok(Err(e)) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot open the store ({})", redact_url(&url))));
+                }
+                Err(_) => anyhow::bail!(
+                    "cannot open the store ({}): no answer within {} s",
+                    redact_url(&url),
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            }
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 // SQLite serialises writers anyway; a few connections serve the reads.
