@@ -173,10 +173,74 @@ async fn addresses_are_unique_in_the_database(b: Backend) {
     assert!(dup.is_err(), "a second row for one address must be refused");
 }
 
+async fn sql(env: &Env, q: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
+        .execute(env.app.store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{q}: {e}"));
+}
+
+/// A big import commits in batches (one transaction would hold the store's write lock for the
+/// whole file): when a later batch fails, the earlier ones stay, and the error says how many
+/// made it and that importing again adds the rest.
+async fn a_big_import_commits_in_batches(b: Backend) {
+    use drbot::store::subscribers::IMPORT_BATCH;
+    let env = env(b).await;
+    let s = &env.app.store;
+    let total = IMPORT_BATCH * 2 + 10;
+    let entries: Vec<NewSubscriber> = (0..total)
+        .map(|i| new(&format!("s{i}@example.org"), None))
+        .collect();
+    // The store refuses one address of the second batch.
+    let poison = format!("s{}@example.org", IMPORT_BATCH + 5);
+    match s.backend() {
+        drbot::store::Backend::Sqlite => {
+            sql(
+                &env,
+                &format!(
+                    "CREATE TRIGGER poison BEFORE INSERT ON subscribers \
+                     WHEN NEW.email = '{poison}' BEGIN SELECT RAISE(ABORT, 'injected'); END"
+                ),
+            )
+            .await
+        }
+        drbot::store::Backend::Postgres => {
+            sql(
+                &env,
+                &format!(
+                    "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                     IF NEW.email = '{poison}' THEN RAISE EXCEPTION 'injected'; END IF; \
+                     RETURN NEW; END $$"
+                ),
+            )
+            .await;
+            sql(
+                &env,
+                "CREATE TRIGGER poison BEFORE INSERT ON subscribers \
+                 FOR EACH ROW EXECUTE FUNCTION poison()",
+            )
+            .await
+        }
+    }
+    let e = s.import_subscribers(&entries, false).await.unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains(&format!(
+            "{IMPORT_BATCH} of {total} addresses were imported"
+        )),
+        "{msg}"
+    );
+    assert_eq!(
+        s.subscriber_counts().await.unwrap().active,
+        IMPORT_BATCH as i64
+    );
+}
+
 both_backends!(
     import_reports_each_address,
     unsubscribe_is_idempotent_and_sticks,
-    addresses_are_unique_in_the_database
+    addresses_are_unique_in_the_database,
+    a_big_import_commits_in_batches
 );
 
 /// An unsubscribe with a guessed token (or a second click) only reads: it never waits for

@@ -11,7 +11,12 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use anyhow::Context as _;
+
 use super::{Store, Tx, now_ms};
+
+/// Addresses per transaction of an import.
+pub const IMPORT_BATCH: usize = 1000;
 
 /// One subscriber.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -197,18 +202,37 @@ pub async fn active_tx(tx: &mut Tx) -> anyhow::Result<Vec<SubscriberRow>> {
 }
 
 impl Store {
-    /// Adds `entries` in one write transaction; one outcome per entry, in order.
+    /// Adds `entries`, [`IMPORT_BATCH`] per write transaction; one outcome per entry, in order.
+    /// On a failure the batches before it stay imported, and the error says how many.
     pub async fn import_subscribers(
         &self,
         entries: &[NewSubscriber],
         resubscribe: bool,
     ) -> anyhow::Result<Vec<AddOutcome>> {
-        let mut tx = self.write().await?;
+        // In batches: one transaction for a whole file would hold the store's write lock (on
+        // SQLite, every writer's) for as long as it takes, and break-glass commands wait.
         let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            out.push(add(&mut tx, e, resubscribe).await?);
+        for chunk in entries.chunks(IMPORT_BATCH) {
+            let done = out.len();
+            let batch = async {
+                let mut tx = self.write().await?;
+                let mut got = Vec::with_capacity(chunk.len());
+                for e in chunk {
+                    got.push(add(&mut tx, e, resubscribe).await?);
+                }
+                tx.commit().await?;
+                anyhow::Ok(got)
+            }
+            .await
+            .with_context(|| {
+                format!(
+                    "{done} of {} addresses were imported before this failed; importing the \
+                     file again adds the rest (those already here are reported as present)",
+                    entries.len()
+                )
+            })?;
+            out.extend(batch);
         }
-        tx.commit().await?;
         Ok(out)
     }
 
