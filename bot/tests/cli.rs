@@ -413,3 +413,44 @@ fn an_unreachable_postgres_store_says_why() {
         "{err}"
     );
 }
+
+/// Break-glass from a shell without the chat and mail secrets: the commands that only use the
+/// store work (naming what they left out); the ones that plan runs or serve still need them.
+#[test]
+fn store_only_commands_work_without_integration_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("drbot.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\nurl = \"sqlite://{db}\"\n\
+             [[people]]\nname = \"alice\"\nroles = [\"lead\"]\n[regions.r1]\nrole = \"primary\"\n\
+             [slack]\nsigning_secret = \"${{DRBOT_TEST_UNSET_SIGNING}}\"\n\
+             bot_token = \"${{DRBOT_TEST_UNSET_TOKEN}}\"\nincident_channel = \"C1\"\n",
+            db = dir.path().join("drbot.db").display()
+        ),
+    )
+    .unwrap();
+    for args in [
+        &["runs"][..],
+        &["audit", "--verify"],
+        &["subscribers", "count"],
+    ] {
+        let (code, out, err) = drbot(&cfg, args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("note: [slack] (slack.bot_token: environment variable DRBOT_TEST_UNSET_TOKEN is not set"),
+            "{err}"
+        );
+        assert!(
+            err.contains("left out; this command does not need it"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = drbot(&cfg, &["cmd", "--as", "alice", "/dr status"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("environment variable DRBOT_TEST_UNSET_TOKEN is not set"),
+        "{err}"
+    );
+}

@@ -187,7 +187,28 @@ pub fn main() -> ExitCode {
 }
 
 fn load(cli: &Cli) -> Result<Settings, ExitCode> {
-    Settings::load(&cli.config).map_err(|p| {
+    let store_only = matches!(
+        cli.command,
+        Cmd::Migrate
+            | Cmd::Runs { .. }
+            | Cmd::Show { .. }
+            | Cmd::Audit { .. }
+            | Cmd::Outbox { .. }
+            | Cmd::Subscribers { .. }
+            | Cmd::Report { .. }
+            | Cmd::Timeline { .. }
+    );
+    let loaded = if store_only {
+        Settings::load_for_store(&cli.config).map(|(s, left_out)| {
+            for section in left_out {
+                eprintln!("{}", text::section_left_out(&section));
+            }
+            s
+        })
+    } else {
+        Settings::load(&cli.config)
+    };
+    loaded.map_err(|p| {
         eprintln!("{}", text::config_problems(&cli.config, &p));
         ExitCode::from(2)
     })
@@ -195,9 +216,14 @@ fn load(cli: &Cli) -> Result<Settings, ExitCode> {
 
 fn init_logs(settings: &Settings, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DRBOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        // sqlx logs an unrecognised connect parameter with its value, which can be a
+        // mistyped password: its option parser logs errors only.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{default},sqlx_postgres::options=error"))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if settings.config.server.log_format == "json" {
         builder.json().try_init()

@@ -549,6 +549,11 @@ pub fn report_not_found(subject: crate::report::Subject) -> String {
     }
 }
 
+/// A store-only command ran without an integration whose secrets are not set.
+pub fn section_left_out(section: &str) -> String {
+    format!("note: {section}: left out; this command does not need it")
+}
+
 /// `drbot report` onto a report that exists.
 pub fn report_exists(path: &Path) -> String {
     format!(

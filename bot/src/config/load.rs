@@ -28,20 +28,40 @@ pub struct Parsed {
     pub config: Config,
     /// Structural problems found while parsing (unknown keys, wrong types, missing variables).
     pub problems: Vec<String>,
+    /// Integration sections left out, and why (see [`parse_file_for_store`]).
+    pub left_out: Vec<String>,
+}
+
+/// The integrations only `serve`, `cmd` and their own commands use: the commands that only read
+/// or write the store (`runs`, `audit`, `subscribers`, …) work without their secrets.
+const INTEGRATIONS: [&str; 4] = ["slack", "discord", "statuspage", "email"];
+
+/// [`parse_file`] for commands that use only the store: an integration section whose
+/// environment variables are not set is left out (named in `Parsed::left_out`) instead of
+/// being a problem, so that a break-glass shell without chat or mail secrets can still read
+/// the audit log, runs and subscribers.
+pub fn parse_file_for_store(path: &Path) -> Result<Parsed, ConfigProblems> {
+    let text = read(path)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_str_with(&text, &base, &|k| std::env::var(k).ok(), true)
 }
 
 /// Reads and parses `path`, collecting every structural problem (in `Parsed::problems`);
 /// only an unreadable file or broken TOML syntax is an error. Semantic checks are in
 /// `validate`.
 pub fn parse_file(path: &Path) -> Result<Parsed, ConfigProblems> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read(path)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_str(&text, &base, &|k| std::env::var(k).ok())
+}
+
+fn read(path: &Path) -> Result<String, ConfigProblems> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigProblems(vec![format!(
             "cannot read config file {}: {e}",
             path.display()
         )])
-    })?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse_str(&text, &base, &|k| std::env::var(k).ok())
+    })
 }
 
 /// Parses config text; `base` resolves relative paths; `env` looks variables up.
@@ -50,7 +70,19 @@ pub fn parse_str(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Parsed, ConfigProblems> {
+    parse_str_with(text, base, env, false)
+}
+
+/// [`parse_str`]; with `store_only`, integration sections whose variables are not set are
+/// left out (see [`parse_file_for_store`]).
+pub fn parse_str_with(
+    text: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    store_only: bool,
+) -> Result<Parsed, ConfigProblems> {
     let mut problems = Vec::new();
+    let mut left_out = Vec::new();
     let mut root: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -60,8 +92,21 @@ pub fn parse_str(
             )]));
         }
     };
+    let mut unused = Vec::new();
     for (key, value) in root.iter_mut() {
+        if store_only && INTEGRATIONS.contains(&key.as_str()) {
+            let mut missing = Vec::new();
+            substitute_env(value, key, env, &mut missing);
+            if !missing.is_empty() {
+                left_out.push(format!("[{key}] ({})", missing.join("; ")));
+                unused.push(key.clone());
+            }
+            continue;
+        }
         substitute_env(value, key, env, &mut problems);
+    }
+    for key in unused {
+        root.remove(&key);
     }
     let mut cfg = Config::default();
     for (key, value) in root {
@@ -115,6 +160,7 @@ pub fn parse_str(
     Ok(Parsed {
         config: cfg,
         problems,
+        left_out,
     })
 }
 

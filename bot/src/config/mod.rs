@@ -80,11 +80,21 @@ impl Settings {
         Self::from_parsed(load::parse_file(path)?, path.to_path_buf())
     }
 
+    /// [`Settings::load`] for commands that use only the store: integration sections whose
+    /// environment variables are not set are left out (see [`load::parse_file_for_store`]);
+    /// also returns what was left out, and why.
+    pub fn load_for_store(path: &Path) -> Result<(Settings, Vec<String>), ConfigProblems> {
+        let mut parsed = load::parse_file_for_store(path)?;
+        let left_out = std::mem::take(&mut parsed.left_out);
+        Ok((Self::from_parsed(parsed, path.to_path_buf())?, left_out))
+    }
+
     /// Validates a parsed config: its structural problems plus every semantic one.
     pub fn from_parsed(parsed: Parsed, path: PathBuf) -> Result<Settings, ConfigProblems> {
         let Parsed {
             config,
             mut problems,
+            ..
         } = parsed;
         let app_slot = crate::steps::AppSlot::default();
         let mut registry = Registry::with_resources(std::sync::Arc::new(Resources {
