@@ -41,14 +41,15 @@ pub enum UrlError {
     /// No host name.
     #[error("the SMTP URL has no host")]
     NoHost,
-    /// A `tls=` value other than `required` or `opportunistic`.
-    #[error("the SMTP URL has tls=`{0}`; expected `required` or `opportunistic`")]
+    /// A `tls=` value other than `required` or `opportunistic` (not shown: the URL is a
+    /// secret, and a misplaced password would show).
+    #[error("the SMTP URL's tls= value is neither `required` nor `opportunistic`")]
     TlsMode(String),
     /// `?tls=` on an `smtps://` URL, which always uses implicit TLS.
     #[error("the SMTP URL combines smtps:// with ?tls=; smtps:// is always implicit TLS")]
     TlsWithSmtps,
-    /// A query parameter other than `tls`.
-    #[error("the SMTP URL has unknown parameter `{0}`; only `tls` is accepted")]
+    /// A query parameter other than `tls` (not shown, as above).
+    #[error("the SMTP URL has a query parameter other than `tls`, the only one accepted")]
     Parameter(String),
     /// A password without a user name.
     #[error("the SMTP URL has a password but no user name")]
@@ -256,6 +257,11 @@ mod tests {
         for (text, want) in cases {
             let got = SmtpUrl::parse(text).unwrap_err();
             assert_eq!(got, want, "{text}");
+            assert!(!got.to_string().contains("hunter2"), "{got}");
+        }
+        // A password pasted into the query is not echoed either.
+        for text in ["smtp://u@x?tls=hunter2", "smtp://u@x?hunter2=1"] {
+            let got = SmtpUrl::parse(text).unwrap_err();
             assert!(!got.to_string().contains("hunter2"), "{got}");
         }
         let e = SmtpUrl::parse("smtp://u:hunter2@x:99999").unwrap_err();
