@@ -113,6 +113,11 @@ fn each_mistake_has_its_own_message() {
             "approvals.expires_after: `soon` is not a duration",
         ),
         (
+            "[store]",
+            "[approvals]\nexpires_after = \"500000000 years\"\n[store]",
+            "approvals.expires_after: must be at most 100 years",
+        ),
+        (
             "url = \"sqlite://STORE\"",
             "url = \"mysql://x\"",
             "store.url: must start with",

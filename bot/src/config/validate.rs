@@ -6,6 +6,9 @@ use recovery::{plan::Plan, registry::Registry};
 
 use super::{Config, model::RegionConfig, sample_args, vars_for};
 
+/// The longest duration setting: far beyond any use, and far from overflowing a time.
+const MAX_SETTING: std::time::Duration = std::time::Duration::from_secs(100 * 366 * 24 * 3600);
+
 /// Every semantic problem in `cfg`.
 /// What a valid config allows but an SRE should know before 3 a.m.: `check-config` prints
 /// these and `serve` logs them, neither refuses to run.
@@ -65,7 +68,7 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
         || store.starts_with("postgres://")
         || store.starts_with("postgresql://"))
     {
-        out.push("store.url: must start with `sqlite:` or `postgres://`".into());
+        out.push("store.url: must start with `sqlite:`, `postgres://` or `postgresql://`".into());
     }
     if cfg.store.max_connections == 0 {
         out.push("store.max_connections: must be at least 1".into());
@@ -97,6 +100,8 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
             Ok(d) if d.is_zero() && key != "engine.shutdown_grace" => {
                 out.push(format!("{key}: must be more than zero"))
             }
+            // Beyond this, times computed from it overflow (a request expired at once).
+            Ok(d) if d > MAX_SETTING => out.push(format!("{key}: must be at most 100 years")),
             Ok(_) => {}
             Err(e) => out.push(format!(
                 "{key}: `{value}` is not a duration like \"30m\": {e}"

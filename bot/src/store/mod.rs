@@ -67,7 +67,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string())
         } else {
-            anyhow::bail!("store.url must start with `sqlite:` or `postgres://`");
+            anyhow::bail!("store.url must start with `sqlite:`, `postgres://` or `postgresql://`");
         };
         let opts = AnyConnectOptions::from_str(&url).context("store.url is not a valid URL")?;
         if backend == Backend::Postgres {
