@@ -263,6 +263,18 @@ fn notify_preview_and_template_checks() {
     let (code, out, _) = drbot(&cfg, &["notify", "preview", "email_subject"]);
     assert_eq!(code, 0);
     assert!(out.contains("Service Update - DR Activation"), "{out}");
+    // The notice's name as `/dr notify customers` takes it: subject, text and HTML.
+    let (code, out, err) = drbot(&cfg, &["notify", "preview", "dr-activated"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("==> email_subject.txt\nService Update - DR Activation"),
+        "{out}"
+    );
+    assert!(
+        out.contains("==> email_body.txt\n") && out.contains("==> email_body.html\n"),
+        "{out}"
+    );
+    assert!(out.contains("<html"), "{out}");
     let (code, _, err) = drbot(&cfg, &["notify", "preview", "nope"]);
     assert_eq!(code, 2);
     assert!(err.contains("no template `nope`"), "{err}");
@@ -382,6 +394,7 @@ fn report_and_timeline_through_the_binary() {
     let (code, _, err) = drbot(&cfg, &["timeline", "job:1"]);
     assert_eq!(code, 2);
     assert!(err.contains("`job:1` is not a report subject"), "{err}");
+    assert!(err.contains("`drbot timeline incident:12`"), "{err}");
 }
 
 /// A PostgreSQL store that refuses connections is named with the cause (the pool alone retried

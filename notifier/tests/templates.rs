@@ -47,7 +47,7 @@ fn defaults_render_the_seed_texts() {
         assert!(part.contains("Recent data may be delayed"));
         assert!(part.contains("will provide updates every hour"));
         assert!(part.contains("https://status.example.com"));
-        assert!(part.contains("https://status.example.com/unsubscribe/sample-token"));
+        assert!(part.contains("https://status.example.com/unsubscribe?token=sample-token"));
     }
     assert!(
         email

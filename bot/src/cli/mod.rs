@@ -452,6 +452,18 @@ fn notify_preview(app: &App, template: Option<&str>) -> anyhow::Result<ExitCode>
         print!("{}", text::template_list(&names));
         return Ok(ExitCode::SUCCESS);
     };
+    // A customer notice by the name `/dr notify customers` takes: its three email templates.
+    if crate::notify::email::TEMPLATES.contains(&name) {
+        use notifier::templates::{EMAIL_HTML, EMAIL_SUBJECT, EMAIL_TEXT};
+        for file in [EMAIL_SUBJECT, EMAIL_TEXT, EMAIL_HTML] {
+            let ctx = notifier::templates::Templates::sample_context(file);
+            let out = templates
+                .render(file, &ctx)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", text::template_part(file, &out));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(name) = names
         .iter()
         .find(|n| **n == name || n.split('.').next() == Some(name))

@@ -9,9 +9,9 @@ use crate::{
     report::{self, Report, Subject},
 };
 
-async fn load(app: &App, subject: &str) -> anyhow::Result<Result<Report, ExitCode>> {
+async fn load(app: &App, command: &str, subject: &str) -> anyhow::Result<Result<Report, ExitCode>> {
     let Ok(subject) = subject.parse::<Subject>() else {
-        eprintln!("{}", text::report_subject_usage(subject));
+        eprintln!("{}", text::report_subject_usage(command, subject));
         return Ok(Err(ExitCode::from(2)));
     };
     match report::build(app, subject).await? {
@@ -26,7 +26,7 @@ async fn load(app: &App, subject: &str) -> anyhow::Result<Result<Report, ExitCod
 /// `drbot report`. Files that exist are kept unless `force`: the Markdown is where the team
 /// writes its lessons learned.
 pub async fn write(app: &App, subject: &str, out: &Path, force: bool) -> anyhow::Result<ExitCode> {
-    let r = match load(app, subject).await? {
+    let r = match load(app, "report", subject).await? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
@@ -48,7 +48,7 @@ pub async fn write(app: &App, subject: &str, out: &Path, force: bool) -> anyhow:
 
 /// `drbot timeline`.
 pub async fn timeline(app: &App, subject: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let r = match load(app, subject).await? {
+    let r = match load(app, "timeline", subject).await? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };

@@ -534,10 +534,10 @@ fn checklist_view(v: &crate::store::checklists::ChecklistView) -> String {
 }
 
 /// `drbot report`/`timeline` with a subject that is not `incident:<id>` or `run:<id>`.
-pub fn report_subject_usage(given: &str) -> String {
+pub fn report_subject_usage(command: &str, given: &str) -> String {
     format!(
         "`{given}` is not a report subject: use incident:<id> or run:<id>, e.g. \
-         `drbot report incident:12`"
+         `drbot {command} incident:12`"
     )
 }
 
@@ -547,6 +547,11 @@ pub fn report_not_found(subject: crate::report::Subject) -> String {
         crate::report::Subject::Incident(id) => format!("No incident {id}."),
         crate::report::Subject::Run(id) => format!("No run {id}."),
     }
+}
+
+/// One part of a customer notice's preview.
+pub fn template_part(file: &str, rendered: &str) -> String {
+    format!("==> {file}\n{rendered}\n")
 }
 
 /// A store-only command ran without an integration whose secrets are not set.

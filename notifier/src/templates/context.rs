@@ -99,7 +99,7 @@ impl Context {
             recipient: Some(Recipient {
                 email: "jane@example.com".into(),
                 name: Some("Jane Doe".into()),
-                unsubscribe_url: "https://status.example.com/unsubscribe/sample-token".into(),
+                unsubscribe_url: "https://status.example.com/unsubscribe?token=sample-token".into(),
             }),
         }
     }
