@@ -25,7 +25,8 @@ pub struct Cli {
         env = "DRBOT_CONFIG"
     )]
     pub config: PathBuf,
-    /// Print JSON instead of text (runs, show, audit, cmd, check-config, timeline).
+    /// Print JSON instead of text (runs, show, audit, cmd, check-config, timeline, outbox,
+    /// subscribers count).
     #[arg(long, global = true)]
     pub json: bool,
     /// What to do.
