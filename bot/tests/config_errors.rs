@@ -322,6 +322,24 @@ fn the_signing_secret_is_required_for_http_only() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// A runbook from `runbooks_dir` is named by its file, not by its place in a list the user
+/// never wrote.
+#[test]
+fn a_runbook_file_problem_names_the_file() {
+    let books = tempfile::tempdir().unwrap();
+    std::fs::write(
+        books.path().join("verify.toml"),
+        "name = \"verify\"\ncommand = \"verify-backup\"\nrequest_roles = [\"nobody\"]\n\
+         approve_roles = [\"sre-lead\"]\n[[steps]]\nname = \"x\"\ntype = \"exec\"\n\
+         with = { command = \"true\" }\n",
+    )
+    .unwrap();
+    expect_problem(
+        &format!("runbooks_dir = \"{}\"\n{GOOD}", books.path().display()),
+        "runbooks_dir/verify.toml.request_roles: no person has role `nobody`",
+    );
+}
+
 /// A second secondary region would make `{secondary}` (the drill's DR region, the monitor's
 /// failover target) a guess: a staging region sorted first would have the drill promote and
 /// switch DNS to staging.

@@ -12,6 +12,10 @@ use crate::registry::Registry;
 pub struct RunbookDef {
     /// Unique name, e.g. `failover`.
     pub name: String,
+    /// Where it is defined, for problems (`runbooks_dir/failover.toml`,
+    /// `builtin_runbooks.failover`); `None` inline. Not part of the runbook.
+    #[serde(skip)]
+    pub source: Option<String>,
     /// Bump when the steps change; part of the plan fingerprint, so approvals of an older
     /// version become void.
     #[serde(default = "one")]

@@ -196,7 +196,10 @@ fn add_builtin_runbooks(cfg: &mut Config, problems: &mut Vec<String>) {
                 recovery::builtin::names().join(", ")
             )),
             Some(_) if cfg.runbooks.iter().any(|r| r.name == name) => {}
-            Some(Ok(rb)) => cfg.runbooks.push(rb),
+            Some(Ok(mut rb)) => {
+                rb.source = Some(format!("builtin_runbooks.{name}"));
+                cfg.runbooks.push(rb)
+            }
             Some(Err(e)) => problems.push(format!("builtin_runbooks: `{name}` is broken: {e}")),
         }
     }
@@ -235,7 +238,8 @@ fn read_runbook_dir(
             Ok(t) => {
                 let mut v = toml::Value::Table(t);
                 substitute_env(&mut v, &at, env, problems);
-                if let Some(rb) = section(v, &at, problems) {
+                if let Some(mut rb) = section::<recovery::runbook::RunbookDef>(v, &at, problems) {
+                    rb.source = Some(at.clone());
                     cfg.runbooks.push(rb);
                 }
             }

@@ -35,8 +35,9 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
             .collect();
         if !stuck.is_empty() {
             out.push(format!(
-                "runbooks[{i}] ({}): a request by {} cannot reach its {required} approval(s): \
+                "{} ({}): a request by {} cannot reach its {required} approval(s): \
                  nobody else holds {}",
+                runbook_at(i, rb),
                 rb.name,
                 stuck.join(" or "),
                 rb.approve_roles.join(" or ")
@@ -417,6 +418,14 @@ fn check_postgres(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
     }
 }
 
+/// How problems name the `i`th runbook: by its file (`runbooks_dir/x.toml`), as a built-in
+/// (`builtin_runbooks.failover`), or by its place among the inline ones.
+fn runbook_at(i: usize, rb: &recovery::runbook::RunbookDef) -> String {
+    rb.source
+        .clone()
+        .unwrap_or_else(|| format!("runbooks[{i}]"))
+}
+
 fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
     let roles: BTreeSet<&str> = cfg
         .people
@@ -426,7 +435,7 @@ fn check_runbooks(cfg: &Config, registry: &Registry, out: &mut Vec<String>) {
     let mut by_command: BTreeMap<&str, &str> = BTreeMap::new();
     let mut names = BTreeSet::new();
     for (i, rb) in cfg.runbooks.iter().enumerate() {
-        let at = format!("runbooks[{i}]");
+        let at = runbook_at(i, rb);
         let structural = rb.problems(registry, &at);
         let well_formed = structural.is_empty();
         out.extend(structural);
