@@ -235,6 +235,17 @@ fn outbox_lists_and_retries_failed_deliveries() {
     let (code, _, err) = drbot(&cfg, &["outbox", "--state", "lost"]);
     assert_eq!(code, 2);
     assert!(err.contains("--state is one of"), "{err}");
+    // Any case; limits from 1; run ids as people write them.
+    let (code, out, err) = drbot(&cfg, &["outbox", "--state", "FAILED"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("last error: 550 no such user"), "{out}");
+    for bad in ["--limit=-1", "--limit=0"] {
+        let (code, _, err) = drbot(&cfg, &["audit", bad]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("is not a number from 1 to 100000"), "{err}");
+    }
+    let (code, _, err) = drbot(&cfg, &["audit", "--run", "#1"]);
+    assert_eq!(code, 0, "{err}");
     let (code, _, err) = drbot(&cfg, &["outbox", "--retry", "x"]);
     assert_eq!(code, 2);
     assert!(err.contains("--retry takes a row id"), "{err}");

@@ -48,13 +48,14 @@ pub enum Cmd {
         /// Only active runs.
         #[arg(long)]
         active: bool,
-        /// How many.
-        #[arg(long, default_value_t = 20)]
+        /// How many (1 to 100000).
+        #[arg(long, default_value_t = 20, value_parser = limit)]
         limit: i64,
     },
     /// Show one run: plan, steps, approvals.
     Show {
-        /// Run id.
+        /// Run id (`42` or `#42`).
+        #[arg(value_parser = run_id)]
         run: i64,
     },
     /// Print the audit log, or verify its hash chain.
@@ -67,21 +68,21 @@ pub enum Cmd {
         /// its head rewound, or rows rewritten with their hashes recomputed).
         #[arg(long, value_name = "SEQ:HASH", requires = "verify", value_parser = anchor)]
         expect_head: Option<(i64, String)>,
-        /// Only rows about this run.
-        #[arg(long)]
+        /// Only rows about this run (`42` or `#42`).
+        #[arg(long, value_parser = run_id)]
         run: Option<i64>,
-        /// Newest N rows.
-        #[arg(long, default_value_t = 50)]
+        /// Newest N rows (1 to 100000).
+        #[arg(long, default_value_t = 50, value_parser = limit)]
         limit: i64,
     },
     /// The delivery outbox (emails, Statuspage calls, chat broadcasts): list rows, or put
     /// failed ones back in the queue.
     Outbox {
         /// Only rows in this state: pending, sending, delivered or failed.
-        #[arg(long)]
+        #[arg(long, value_parser = outbox_state)]
         state: Option<String>,
-        /// Newest N rows.
-        #[arg(long, default_value_t = 50)]
+        /// Newest N rows (1 to 100000).
+        #[arg(long, default_value_t = 50, value_parser = limit)]
         limit: i64,
         /// Retry failed row ID (or every failed row with `--retry all`).
         #[arg(long)]
@@ -429,12 +430,6 @@ async fn outbox(
             ExitCode::SUCCESS
         });
     }
-    if let Some(s) = &state
-        && !["pending", "sending", "delivered", "failed"].contains(&s.as_str())
-    {
-        eprintln!("{}", text::OUTBOX_STATE_USAGE);
-        return Ok(ExitCode::from(2));
-    }
     let rows = app.store.outbox_rows(state.as_deref(), limit).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -491,6 +486,32 @@ async fn show(app: &App, run: i64, json: bool) -> anyhow::Result<ExitCode> {
         print!("{}", text::run_view(&view));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a `--limit`: 1 to 100000 (`--limit=-1` read as "everything", `0` as nothing).
+fn limit(text: &str) -> Result<i64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a number from 1 to 100000")),
+    }
+}
+
+/// Reads a run id as people write it, `42` or `#42`.
+fn run_id(text: &str) -> Result<i64, String> {
+    match text.trim().trim_start_matches('#').parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{text}` is not a run id like 42")),
+    }
+}
+
+/// Reads `--state`, in any case.
+fn outbox_state(given: &str) -> Result<String, String> {
+    let state = given.trim().to_ascii_lowercase();
+    if ["pending", "sending", "delivered", "failed"].contains(&state.as_str()) {
+        Ok(state)
+    } else {
+        Err(text::OUTBOX_STATE_USAGE.into())
+    }
 }
 
 /// Reads `--expect-head SEQ:HASH`.

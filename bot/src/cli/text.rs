@@ -308,7 +308,7 @@ pub fn audit_report(r: &AuditReport) -> String {
 pub const OUTBOX_RETRY_USAGE: &str =
     "error: --retry takes a row id from `drbot outbox` or `all` (every failed row)";
 /// `drbot outbox --state` with an unknown state.
-pub const OUTBOX_STATE_USAGE: &str = "error: --state is one of pending, sending, delivered, failed";
+pub const OUTBOX_STATE_USAGE: &str = "--state is one of pending, sending, delivered, failed";
 
 /// How many failed deliveries went back in the queue, and how many were left failed because
 /// a later delivery of their ordering group went out.
