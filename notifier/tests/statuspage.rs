@@ -428,6 +428,15 @@ async fn a_wrong_key_is_permanent_and_no_key_shows_anywhere() {
 
     let debug = format!("{client:?}");
     assert!(!debug.contains(wrong), "{debug}");
+    // An answer that quotes the key: the error (stored in the outbox, logged) does not.
+    fake.echo_key_next();
+    let echoed = client
+        .create_incident(&new_incident("DR"))
+        .await
+        .unwrap_err();
+    let text = echoed.to_string();
+    assert!(text.contains("bad credentials: OAuth [redacted]"), "{text}");
+    assert!(!text.contains(wrong), "{text}");
     for text in [err.to_string(), format!("{err:?}")] {
         assert!(!text.contains(wrong), "{text}");
     }

@@ -87,6 +87,9 @@ struct Inner {
     /// The next request is handled and answered with its own status but a body that is not
     /// JSON (an answer cut short, or rewritten by a proxy).
     garble_next: bool,
+    /// The next request is refused 401 with a body that quotes its `Authorization` header, as
+    /// a careless proxy might.
+    echo_next: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -114,6 +117,7 @@ impl FakeStatuspage {
             hang_next: None,
             lose_next: false,
             garble_next: false,
+            echo_next: false,
         }));
         let fake = Arc::new(FakeStatuspage {
             addr,
@@ -177,6 +181,12 @@ impl FakeStatuspage {
     /// answers when the answer is lost: the caller cannot tell whether it was taken.
     pub fn lose_next_answer(&self) {
         self.state.lock().unwrap().lose_next = true;
+    }
+
+    /// The next request is refused 401 with a body quoting its `Authorization` header (the API
+    /// key), as a careless proxy might.
+    pub fn echo_key_next(&self) {
+        self.state.lock().unwrap().echo_next = true;
     }
 
     /// The next request is handled (its change made) and answered with its own status, but a
@@ -258,7 +268,17 @@ async fn handle(
     };
     let path = uri.path().to_string();
     let mut garbled = false;
-    let (status, answer, retry_after) = if let Some((code, after)) = s.scripted.pop_front() {
+    let (status, answer, retry_after) = if std::mem::take(&mut s.echo_next) {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        (
+            401,
+            json!({ "error": format!("bad credentials: {given}") }),
+            None,
+        )
+    } else if let Some((code, after)) = s.scripted.pop_front() {
         (code, json!({ "error": "scripted failure" }), after)
     } else if !authorized {
         (401, json!({ "error": "Could not authenticate" }), None)

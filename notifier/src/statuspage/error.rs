@@ -38,6 +38,31 @@ impl StatuspageError {
         matches!(self, StatuspageError::Retry { .. })
     }
 
+    /// The error with every occurrence of `secret` (the API key, should an answer quote it)
+    /// replaced by `[redacted]`.
+    pub fn without(self, secret: &str) -> StatuspageError {
+        if secret.is_empty() {
+            return self;
+        }
+        let scrub = |s: String| s.replace(secret, "[redacted]");
+        match self {
+            StatuspageError::Retry {
+                after,
+                reason,
+                ambiguous,
+            } => StatuspageError::Retry {
+                after,
+                reason: scrub(reason),
+                ambiguous,
+            },
+            StatuspageError::Permanent { status, message } => StatuspageError::Permanent {
+                status,
+                message: scrub(message),
+            },
+            StatuspageError::Invalid(m) => StatuspageError::Invalid(scrub(m)),
+        }
+    }
+
     /// How long Statuspage asked to wait, if it said.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

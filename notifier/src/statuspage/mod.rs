@@ -209,7 +209,7 @@ impl StatuspageClient {
                 err
             });
         }
-        let err = classify(status, &headers, &text);
+        let err = classify(status, &headers, &text).without(self.api_key.expose());
         tracing::warn!(route, error = %err, "statuspage call refused");
         Err(err)
     }
