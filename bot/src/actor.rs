@@ -41,6 +41,17 @@ impl Actor {
         }
     }
 
+    /// A `drbot` command run by an OS user on its own (e.g. `subscribers import`), for no
+    /// person in `[[people]]`.
+    pub fn cli_tool() -> Actor {
+        Actor {
+            person: None,
+            account: format!("cli:{}", os_user()),
+            platform: Platform::Cli,
+            channel: None,
+        }
+    }
+
     /// drbot itself (engine, scheduler, expiry).
     pub fn system() -> Actor {
         Actor {

@@ -172,6 +172,25 @@ fn notify_customers_end_to_end_with_unsubscribe() {
         stdout(&count).trim(),
         "5 active subscribers, 0 unsubscribed"
     );
+    // The import is audited: who (the OS user) and what it changed.
+    let audit = drbot(&cfg, &["--json", "audit", "--limit", "1000"]);
+    let rows: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    let import = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "subscribers.import")
+        .unwrap_or_else(|| panic!("no subscribers.import row: {rows}"));
+    assert!(
+        import["account"].as_str().unwrap().starts_with("cli:"),
+        "{import}"
+    );
+    let detail: serde_json::Value =
+        serde_json::from_str(import["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (detail["added"].as_u64(), detail["invalid"].as_u64()),
+        (Some(5), Some(1))
+    );
 
     let log = dir.path().join("serve.log");
     let _server = Server::start(&cfg, port, &log);

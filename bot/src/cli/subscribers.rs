@@ -262,6 +262,25 @@ async fn import(app: &App, file: &Path, resubscribe: bool, json: bool) -> anyhow
         }
     }
     report.invalid.sort_by_key(|l| l.line);
+    // Who changed the customer list, and how: audited like every other change.
+    app.audit
+        .append(crate::store::audit::Entry {
+            actor: crate::actor::Actor::cli_tool(),
+            action: "subscribers.import".into(),
+            run_id: None,
+            detail: serde_json::json!({
+                "file": file.display().to_string(),
+                "resubscribe": resubscribe,
+                "added": report.added,
+                "added_unsubscribed": report.added_unsubscribed,
+                "already_present": report.already_present,
+                "resubscribed": report.resubscribed,
+                "unsubscribed": report.unsubscribed,
+                "skipped": report.skipped.len(),
+                "invalid": report.invalid.len(),
+            }),
+        })
+        .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

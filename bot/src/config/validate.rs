@@ -184,7 +184,8 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
     if let Some(s) = &cfg.statuspage {
         check_url("statuspage.base_url", &s.base_url, &mut out);
         if let Err(e) = s.client() {
-            out.push(format!("statuspage: {e}"));
+            // The error names its origin already ("statuspage: …").
+            out.push(e.to_string());
         }
     }
     for (i, c) in cfg.status_page.components.iter().enumerate() {
