@@ -272,6 +272,11 @@ async fn execute(app: &App, actor: &Actor, cmd: Command, text: &str) -> Result<R
             let person = actor.person.as_deref().unwrap_or(&actor.account);
             Reply::Checklist(app.store.create_checklist(def, person).await?)
         }
+        Command::Tick {
+            checklist,
+            item,
+            ticked,
+        } => crate::checklists::tick::typed(app, actor, checklist.0, &item, ticked).await?,
     })
 }
 

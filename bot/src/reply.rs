@@ -63,6 +63,8 @@ pub enum UserError {
     BadIncidentTransition { id: i64, from: String, to: String },
     /// A checklist button names an item its checklist does not have.
     UnknownChecklistItem { item: String },
+    /// `/dr checklist tick` names a checklist that was never posted.
+    UnknownChecklist { instance: i64 },
     /// A recovery target time (`pitr`, `recover-corruption`) that has not happened yet.
     TargetInFuture { target: String, now: String },
 }
@@ -145,6 +147,10 @@ impl std::fmt::Display for UserError {
         Self::UnknownChecklistItem { item } => {
             format!("This checklist has no item `{item}`; nothing was changed.")
         }
+        Self::UnknownChecklist { instance } => format!(
+            "There is no posted checklist #{instance} (its number is in its title); nothing \
+             was changed."
+        ),
         Self::TargetInFuture { target, now } => format!(
             "The recovery target {target} is in the future (now {now}; a time without a zone \
              is read as UTC), so there is nothing to recover to yet. Nothing was requested."

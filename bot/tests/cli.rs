@@ -174,6 +174,8 @@ fn replies_and_exit_codes() {
     assert!(out.contains("approved by alice"), "{out}");
     let (code, _, err) = drbot(&cfg, &["show", "99"]);
     assert_eq!((code, err.as_str()), (2, "No run 99.\n"));
+    let (code, out, _) = drbot(&cfg, &["--json", "show", "#99"]);
+    assert_eq!((code, out.as_str()), (2, "{\"error\":\"No run 99.\"}\n"));
     let (code, out, _) = drbot(&cfg, &["--json", "audit", "--verify"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -477,4 +479,56 @@ fn store_only_commands_work_without_integration_secrets() {
         err.contains("environment variable DRBOT_TEST_UNSET_TOKEN is not set"),
         "{err}"
     );
+}
+
+/// Break-glass ticking, through the binary: `/dr checklist tick|untick <#id> <item>` sets an
+/// item (typing it twice changes nothing), names what it cannot find, and is audited.
+#[test]
+fn checklist_items_are_ticked_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    let (code, out, err) = drbot(
+        &cfg,
+        &["cmd", "--as", "alice", "/dr checklist pre-failover"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("Checklist #1 Pre-Failover"), "{out}");
+    assert!(out.contains("`/dr checklist tick 1 <item>`"), "{out}");
+    for _ in 0..2 {
+        let (code, out, err) = drbot(
+            &cfg,
+            &["cmd", "--as", "bob", "/dr checklist tick #1 notify-ic"],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("1/4 done"), "{out}");
+        assert!(
+            out.contains("[x] Notify incident commander (notify-ic, ticked by bob"),
+            "{out}"
+        );
+    }
+    let (code, out, _) = drbot(
+        &cfg,
+        &["cmd", "--as", "alice", "/dr checklist untick 1 notify-ic"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0/4 done"), "{out}");
+    let (code, out, _) = drbot(&cfg, &["cmd", "--as", "alice", "/dr checklist tick 1 nope"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no item `nope`"), "{out}");
+    let (code, out, _) = drbot(
+        &cfg,
+        &["cmd", "--as", "alice", "/dr checklist tick 99 notify-ic"],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no posted checklist #99"), "{out}");
+    let (code, out, _) = drbot(&cfg, &["--json", "audit", "--limit", "100"]);
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ticks = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "checklist.tick")
+        .count();
+    assert_eq!(ticks, 2, "one tick and one untick: {rows}");
 }

@@ -162,11 +162,18 @@ async fn attached_checklists_tick_and_hold(b: Backend) {
     assert_eq!(audit(&app, "run.held").await.len(), 3);
     assert_eq!(lines(&marker), ["promote us-west-2"]);
 
-    // Both ticked: the gate is asked for; still nothing ran until it is approved.
-    app.store
-        .toggle_tick(pre, "activate-dr-team", &discord(&app, "1001"))
-        .await
-        .unwrap();
+    // Both ticked (the second typed, as `drbot cmd` does when chat is down): the gate is asked
+    // for; still nothing ran until it is approved.
+    let reply = drbot::dispatch::handle(
+        &app,
+        &cli(&app, "bob"),
+        &format!("/dr checklist tick #{pre} Activate-DR-Team"),
+    )
+    .await;
+    assert!(
+        matches!(&reply, drbot::reply::Reply::Ticked { ticked: true, item, .. } if item == "activate-dr-team"),
+        "{reply:?}"
+    );
     assert_eq!(
         wait_state(&app, id, &[RunState::AwaitingGate], 20).await,
         RunState::AwaitingGate

@@ -42,6 +42,12 @@ pub fn problems(c: &ChecklistDef, at: &str) -> Vec<String> {
             crate::grammar::MAX_NAME_LEN
         ));
     }
+    if ["tick", "untick"].contains(&c.name.as_str()) {
+        out.push(format!(
+            "{at}.name: `{}` is taken by `/dr checklist tick|untick`; choose another name",
+            c.name
+        ));
+    }
     if c.title.trim().is_empty() || c.title.chars().count() > MAX_TITLE {
         out.push(format!("{at}.title: must be 1 to {MAX_TITLE} characters"));
     }

@@ -80,6 +80,50 @@ pub async fn click(
     reply
 }
 
+/// `/dr checklist tick|untick <#id> <item>`: what the item's button does, for when chat is
+/// down (`drbot cmd`) or the message is gone. Only people in `[[people]]` may; the item is
+/// set (not toggled: typing it twice changes nothing), audited, and every posted copy of the
+/// checklist is brought up to date.
+pub async fn typed(
+    app: &App,
+    actor: &Actor,
+    instance: i64,
+    item: &str,
+    want: bool,
+) -> anyhow::Result<Reply> {
+    if actor.person.is_none() {
+        return Ok(Reply::Refused(UserError::UnknownAccount));
+    }
+    let ticked = match app
+        .store
+        .set_tick(instance, item, actor, Some(want))
+        .await?
+    {
+        Toggle::Ticked | Toggle::Already(true) => true,
+        Toggle::Unticked | Toggle::Already(false) => false,
+        Toggle::UnknownInstance => {
+            return Ok(Reply::Refused(UserError::UnknownChecklist { instance }));
+        }
+        Toggle::UnknownItem => {
+            return Ok(Reply::Refused(UserError::UnknownChecklistItem {
+                item: item.to_string(),
+            }));
+        }
+    };
+    let view = app
+        .store
+        .checklist(instance)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("checklist {instance} vanished"))?;
+    let app2 = app.clone();
+    tokio::spawn(async move { super::runs::refresh(&app2, instance, None).await });
+    Ok(Reply::Ticked {
+        view,
+        item: item.to_string(),
+        ticked,
+    })
+}
+
 /// Whether `message` is drbot's Slack post of instance `instance` in `channel` whose record
 /// is still being written: the post's claim in `outbound` (`checklist:<id>:<channel>`) names
 /// it, or, while that post is still in flight, names it within 2 s. A click that comes that
@@ -126,8 +170,8 @@ async fn decide(
     }
     let toggle = app.store.toggle_tick(c.instance, &c.item, actor).await?;
     let ticked = match toggle {
-        Toggle::Ticked => true,
-        Toggle::Unticked => false,
+        Toggle::Ticked | Toggle::Already(true) => true,
+        Toggle::Unticked | Toggle::Already(false) => false,
         Toggle::UnknownInstance | Toggle::UnknownItem => {
             return Ok(Reply::Refused(UserError::UnknownChecklistItem {
                 item: c.item.clone(),

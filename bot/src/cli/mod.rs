@@ -477,7 +477,14 @@ fn notify_preview(app: &App, template: Option<&str>) -> anyhow::Result<ExitCode>
 
 async fn show(app: &App, run: i64, json: bool) -> anyhow::Result<ExitCode> {
     let Some(view) = approvals::view(&app.store, run).await? else {
-        eprintln!("No run {run}.");
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "error": format!("No run {run}.") })
+            );
+        } else {
+            eprintln!("No run {run}.");
+        }
         return Ok(ExitCode::from(2));
     };
     if json {

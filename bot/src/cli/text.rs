@@ -529,7 +529,11 @@ fn checklist_view(v: &crate::store::checklists::ChecklistView) -> String {
             None => t.push_str(&format!("  [ ] {} ({})\n", item.text, item.id)),
         }
     }
-    t.push_str("Tick items on the message drbot posts in Slack or Discord.\n");
+    t.push_str(&format!(
+        "Tick items on the message drbot posts in Slack or Discord, or with `/dr checklist tick \
+         {} <item>`.\n",
+        i.id
+    ));
     t
 }
 

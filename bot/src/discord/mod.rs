@@ -314,7 +314,8 @@ pub async fn register(app: &App, guild: Option<u64>) -> anyhow::Result<String> {
         .json(&body)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("Discord unreachable: {e}"))?;
+        // With its causes (connection refused, DNS, TLS): reqwest's own text names none.
+        .map_err(|e| anyhow::Error::new(e).context("Discord unreachable"))?;
     let status = r.status();
     if !status.is_success() {
         let text = r.text().await.unwrap_or_default();

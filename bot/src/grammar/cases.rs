@@ -368,6 +368,34 @@ fn notify_customers_and_checklist() {
             name: Some("pitr".into())
         }
     );
+    assert_eq!(
+        ok("checklist tick #12 Stop-Writes"),
+        Command::Tick {
+            checklist: run(12),
+            item: "stop-writes".into(),
+            ticked: true
+        }
+    );
+    assert_eq!(
+        ok("CHECKLIST untick 3 a_b"),
+        Command::Tick {
+            checklist: run(3),
+            item: "a_b".into(),
+            ticked: false
+        }
+    );
+    for bad in [
+        "checklist tick",
+        "checklist tick 12",
+        "checklist tick x stop-writes",
+        "checklist tick 0 stop-writes",
+        "checklist tick 12 stop:writes",
+        "checklist tick 12 stop-writes extra",
+    ] {
+        assert!(parse(bad, &vocab()).is_err(), "{bad}");
+    }
+    // Quoted, `tick` is a name, not the verb.
+    assert!(parse("checklist \"tick\" 1 a", &vocab()).is_err());
 }
 
 #[test]
@@ -768,7 +796,7 @@ fn malformed_and_unknown_names() {
     );
     assert_eq!(
         message("checklist nope"),
-        "Unknown checklist `nope`. Known checklists: failover, pitr.\nUsage: /dr checklist [name]"
+        "Unknown checklist `nope`. Known checklists: failover, pitr.\nUsage: /dr checklist [name] | /dr checklist tick|untick <#id> <item>"
     );
 }
 

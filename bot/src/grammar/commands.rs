@@ -102,11 +102,36 @@ fn parse_simple(
                 )?,
             }
         }
-        Subcommand::Checklist => Command::Checklist {
-            name: pos
-                .next()
-                .map(|t| values::resolve_name(&t.text, &vocab.checklists, NameKind::Checklist))
-                .transpose()?,
+        Subcommand::Checklist => match pos.next() {
+            Some(t)
+                if !t.quoted
+                    && ["tick", "untick"].contains(&t.text.to_ascii_lowercase().as_str()) =>
+            {
+                let id = pos.required("<checklist>")?;
+                let checklist =
+                    RunId::parse(&id.text).ok_or_else(|| ParseErrorKind::UnexpectedArgument {
+                        input: snippet(&id.text),
+                    })?;
+                let item = pos.required("<item>")?;
+                if !values::is_item_id(&item.text) {
+                    return Err(ParseErrorKind::UnexpectedArgument {
+                        input: snippet(&item.text),
+                    });
+                }
+                Command::Tick {
+                    checklist,
+                    item: item.text.to_ascii_lowercase(),
+                    ticked: t.text.eq_ignore_ascii_case("tick"),
+                }
+            }
+            Some(t) => Command::Checklist {
+                name: Some(values::resolve_name(
+                    &t.text,
+                    &vocab.checklists,
+                    NameKind::Checklist,
+                )?),
+            },
+            None => Command::Checklist { name: None },
         },
         Subcommand::Incident => {
             // Handled by `parse_subcommand`; kept total so no input can panic here.

@@ -76,6 +76,14 @@ impl fmt::Display for Command {
                     write!(f, " {}", word(name))?;
                 }
             }
+            Command::Tick {
+                checklist,
+                item,
+                ticked,
+            } => {
+                let verb = if *ticked { "tick" } else { "untick" };
+                write!(f, " {verb} {} {}", checklist.0, word(item))?;
+            }
         }
         Ok(())
     }

@@ -88,6 +88,13 @@ pub enum Command {
     NotifyCustomers { template: String },
     /// Show the checklist `name`, or list the checklists.
     Checklist { name: Option<String> },
+    /// Tick (or, with `ticked = false`, untick) item `item` of the posted checklist
+    /// `checklist` (its `#id`): what its buttons do, for when chat is down (`drbot cmd`).
+    Tick {
+        checklist: RunId,
+        item: String,
+        ticked: bool,
+    },
 }
 
 impl Command {
@@ -112,7 +119,7 @@ impl Command {
             Command::Abort { .. } => Subcommand::Abort,
             Command::Incident(_) => Subcommand::Incident,
             Command::NotifyCustomers { .. } => Subcommand::Notify,
-            Command::Checklist { .. } => Subcommand::Checklist,
+            Command::Checklist { .. } | Command::Tick { .. } => Subcommand::Checklist,
         }
     }
 

@@ -101,7 +101,9 @@ impl Subcommand {
             Subcommand::Abort => "/dr abort <run>",
             Subcommand::Incident => incident::INCIDENT_USAGE,
             Subcommand::Notify => "/dr notify customers <template>",
-            Subcommand::Checklist => "/dr checklist [name]",
+            Subcommand::Checklist => {
+                "/dr checklist [name] | /dr checklist tick|untick <#id> <item>"
+            }
         }
     }
 
@@ -130,7 +132,9 @@ impl Subcommand {
             Subcommand::Abort => "Abort a run that needs attention.",
             Subcommand::Incident => "Open, update or resolve the status-page incident.",
             Subcommand::Notify => "Send customers the notification made from <template>.",
-            Subcommand::Checklist => "Show the checklist <name>, or list the checklists.",
+            Subcommand::Checklist => {
+                "Post the checklist <name>, or list them; tick or untick an item of a posted one."
+            }
         }
     }
 

@@ -258,6 +258,13 @@ fn command() -> impl Strategy<Value = Command> {
         incident().prop_map(Command::Incident),
         name().prop_map(|template| Command::NotifyCustomers { template }),
         prop::option::of(select(vocab().checklists)).prop_map(|name| Command::Checklist { name }),
+        (run_id(), "[a-z0-9][a-z0-9_-]{0,47}", any::<bool>()).prop_map(
+            |(checklist, item, ticked)| Command::Tick {
+                checklist,
+                item,
+                ticked
+            }
+        ),
     ]
 }
 

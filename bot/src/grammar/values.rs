@@ -14,6 +14,17 @@ pub const MAX_NAME_LEN: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunId(pub i64);
 
+/// Whether `text` can be a checklist item id: `[a-z0-9][a-z0-9_-]*`, at most 48 bytes (any
+/// case: ids are matched lower-cased).
+pub fn is_item_id(text: &str) -> bool {
+    let t = text.as_bytes();
+    !t.is_empty()
+        && t.len() <= 48
+        && t[0].is_ascii_alphanumeric()
+        && t.iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
 impl RunId {
     /// Parses `42` or `#42`; `None` unless it is a positive number that fits in an `i64`.
     pub fn parse(text: &str) -> Option<RunId> {

@@ -79,6 +79,8 @@ pub enum Toggle {
     UnknownInstance,
     /// The instance has no such item.
     UnknownItem,
+    /// [`Store::set_tick`]: the item was in that state already (`true`: ticked); unchanged.
+    Already(bool),
 }
 
 /// A chat message showing (part of) a checklist instance.
@@ -352,6 +354,18 @@ impl Store {
     /// Toggles item `item` of instance `id` for `actor` (who must be a person) and appends
     /// the `checklist.tick` audit row, in one transaction.
     pub async fn toggle_tick(&self, id: i64, item: &str, actor: &Actor) -> anyhow::Result<Toggle> {
+        self.set_tick(id, item, actor, None).await
+    }
+
+    /// Like [`Store::toggle_tick`], but to a given state (`Some(true)`: ticked): an item
+    /// already in that state is left alone ([`Toggle::Already`]; nothing audited).
+    pub async fn set_tick(
+        &self,
+        id: i64,
+        item: &str,
+        actor: &Actor,
+        want: Option<bool>,
+    ) -> anyhow::Result<Toggle> {
         let person = actor
             .person
             .clone()
@@ -367,6 +381,19 @@ impl Store {
         let instance = instance_from(&r)?;
         if !instance.items.iter().any(|i| i.id == item) {
             return Ok(Toggle::UnknownItem);
+        }
+        if let Some(want) = want {
+            let ticked = sqlx::query(
+                "SELECT 1 AS x FROM checklist_ticks WHERE instance_id = $1 AND item_id = $2",
+            )
+            .bind(id)
+            .bind(item.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if ticked == want {
+                return Ok(Toggle::Already(want));
+            }
         }
         let removed =
             sqlx::query("DELETE FROM checklist_ticks WHERE instance_id = $1 AND item_id = $2")
