@@ -148,12 +148,7 @@ async fn rewind_then_switchover_back_loses_nothing() {
     // main is the primary again with every write; dr streams from it.
     assert!(!main.is_in_recovery().unwrap());
     assert!(dr.is_in_recovery().unwrap());
-    let present = ids(&main);
-    let lost: Vec<i64> = acked
-        .iter()
-        .map(|a| a.id)
-        .filter(|id| !present.contains(id))
-        .collect();
+    let lost = lost(&acked, &main);
     assert!(lost.is_empty(), "writes lost in the switchover: {lost:?}");
     assert_eq!(count(&main), 200 + acked.len() as i64);
     main.psql("postgres", "INSERT INTO w VALUES (-1, now())")
@@ -402,12 +397,7 @@ async fn switchover_stops_the_old_primary_so_an_insistent_client_loses_nothing()
     );
     assert!(!dr.is_in_recovery().unwrap());
     assert!(main.is_in_recovery().unwrap());
-    let present = ids(&dr);
-    let lost: Vec<i64> = acked
-        .iter()
-        .map(|a| a.id)
-        .filter(|id| !present.contains(id))
-        .collect();
+    let lost = lost(&acked, &dr);
     assert!(lost.is_empty(), "writes lost in the switchover: {lost:?}");
 }
 

@@ -264,12 +264,7 @@ async fn sync_replication_promote_after_primary_crash_loses_no_acknowledged_row(
     );
     assert!(!replica.is_in_recovery().unwrap());
 
-    let present = ids(&replica);
-    let missing: Vec<i64> = acked
-        .iter()
-        .map(|a| a.id)
-        .filter(|id| !present.contains(id))
-        .collect();
+    let missing = lost(&acked, &replica);
     assert!(
         missing.is_empty(),
         "acknowledged rows missing after promotion: {missing:?}"

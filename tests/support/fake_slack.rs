@@ -187,34 +187,31 @@ impl FakeSlack {
 
     /// Socket Mode: sends an envelope to the connected client (waits for a connection).
     pub fn socket_send(&self, envelope: Value) {
+        self.socket()
+            .send(envelope.to_string())
+            .expect("socket send");
+    }
+
+    /// The connected client's queue (waits for a connection).
+    fn socket(&self) -> tokio::sync::mpsc::UnboundedSender<String> {
         self.wait(20, "a Socket Mode connection", |s| {
             s.inner.lock().unwrap().socket.is_some()
         });
-        let tx = self
-            .inner
+        self.inner
             .lock()
             .unwrap()
             .socket
             .clone()
-            .expect("connected");
-        tx.send(envelope.to_string()).expect("socket send");
+            .expect("connected")
     }
 
     /// Socket Mode: sends an envelope, then drops the connection at once, as a network failure
     /// would: the client's acknowledgement never arrives (Slack then re-sends the envelope on
     /// a later connection).
     pub fn socket_send_and_drop(&self, envelope: Value) {
-        self.wait(20, "a Socket Mode connection", |s| {
-            s.inner.lock().unwrap().socket.is_some()
-        });
-        let tx = self
-            .inner
-            .lock()
-            .unwrap()
-            .socket
-            .clone()
-            .expect("connected");
-        tx.send(format!("{DROP}{envelope}")).expect("socket send");
+        self.socket()
+            .send(format!("{DROP}{envelope}"))
+            .expect("socket send");
         self.wait(20, "the dropped connection", |s| {
             s.inner.lock().unwrap().socket.is_none()
         });

@@ -195,6 +195,16 @@ impl Writer {
     }
 }
 
+/// The acknowledged ids that `c` does not have.
+pub fn lost(acked: &[Acked], c: &PgCluster) -> Vec<i64> {
+    let present = ids(c);
+    acked
+        .iter()
+        .map(|a| a.id)
+        .filter(|id| !present.contains(id))
+        .collect()
+}
+
 /// Ids present in `w`.
 pub fn ids(c: &PgCluster) -> BTreeSet<i64> {
     c.psql("postgres", "SELECT id FROM w ORDER BY id")
