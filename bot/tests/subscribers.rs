@@ -57,6 +57,8 @@ async fn import_reports_each_address(b: Backend) {
     assert_eq!(rows[0].name.as_deref(), Some("Ann"));
     assert_eq!(rows[1].name, None);
     assert_eq!(rows[2].unsubscribed_at, Some(1_700_000_000_000));
+    // Never unsubscribed before it was subscribed (an export would show that).
+    assert!(rows[2].created_at <= 1_700_000_000_000, "{rows:?}");
     let tokens: BTreeSet<&str> = rows.iter().map(|r| r.token.as_str()).collect();
     assert_eq!(tokens.len(), 3, "every subscriber has its own token");
     assert!(rows.iter().all(|r| token_shape_ok(&r.token)), "{rows:?}");

@@ -172,7 +172,8 @@ pub async fn add(
     .bind(email)
     .bind(new.name.clone())
     .bind(new_token()?)
-    .bind(now_ms())
+    // Stored unsubscribed as of an earlier time: it was subscribed by then, not after.
+    .bind(new.unsubscribed_at.map_or(now_ms(), |at| at.min(now_ms())))
     .bind(new.unsubscribed_at)
     .execute(&mut **tx)
     .await?;
