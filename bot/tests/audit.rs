@@ -374,6 +374,14 @@ async fn a_rewound_head_is_caught_by_an_earlier_anchor(b: Backend) {
     );
     let (code, _) = verify_cli_with(&env, &["--expect-head", "six:abc"]);
     assert_eq!(code, 2, "a malformed anchor is a usage error");
+    // The head an empty log printed (`0:` and the genesis hash) holds for every later log; any
+    // other row 0 is malformed.
+    let genesis = format!("0:{}", drbot::store::audit::GENESIS);
+    let (code, out) = verify_cli_with(&env, &["--expect-head", &genesis]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("audit log intact"), "{out}");
+    let (code, _) = verify_cli_with(&env, &["--expect-head", &format!("0:{}", "1".repeat(64))]);
+    assert_eq!(code, 2);
 }
 
 /// Verifying a store that a running drbot keeps appending to is no false alarm.

@@ -527,7 +527,11 @@ fn anchor(text: &str) -> Result<(i64, String), String> {
     let (seq, hash) = text.split_once(':').ok_or_else(bad)?;
     let seq: i64 = seq.trim().parse().map_err(|_| bad())?;
     let hash = hash.trim().to_ascii_lowercase();
-    if seq < 1 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    // `0:000…0` is the head of an empty log, which `--verify` prints as such.
+    if seq < 0 || (seq == 0 && hash != crate::store::audit::GENESIS) {
         return Err(bad());
     }
     Ok((seq, hash))

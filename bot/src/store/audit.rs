@@ -362,7 +362,8 @@ impl Store {
         let mut prev_hash = GENESIS.to_string();
         let mut count = 0;
         let mut after = i64::MIN;
-        let mut anchor_seen = false;
+        // Row 0 is the empty log's head (the genesis hash): every log holds it.
+        let mut anchor_seen = anchor.is_some_and(|(seq, _)| seq == 0);
         loop {
             let sql = format!("{SELECT} WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3");
             let page = sqlx::query(sqlx::AssertSqlSafe(sql))
