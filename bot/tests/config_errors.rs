@@ -340,6 +340,24 @@ fn a_runbook_file_problem_names_the_file() {
     );
 }
 
+/// A password in a region's URL would be stored with every plan that uses it: warned about,
+/// without showing it.
+#[test]
+fn a_password_in_a_region_url_is_warned_about() {
+    let text = GOOD.replace(
+        "[regions.us-west-2]\nrole = \"secondary\"",
+        "[regions.us-west-2]\nrole = \"secondary\"\nhealth_url = \"https://probe:pw-4242@api.example.com/health\"",
+    );
+    assert_ne!(text, GOOD);
+    let (code, out) = check(&text);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("regions.us-west-2.health_url: holds a password"),
+        "{out}"
+    );
+    assert!(!out.contains("pw-4242"), "{out}");
+}
+
 /// A second secondary region would make `{secondary}` (the drill's DR region, the monitor's
 /// failover target) a guess: a staging region sorted first would have the drill promote and
 /// switch DNS to staging.

@@ -44,6 +44,24 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
             ));
         }
     }
+    // Region fields become plan variables, which plans store and `show` prints: a password in
+    // a URL there would be too.
+    for (name, r) in &cfg.regions {
+        let fields = r
+            .health_url
+            .iter()
+            .map(|u| ("health_url".to_string(), u))
+            .chain(r.vars.iter().map(|(k, v)| (format!("vars.{k}"), v)));
+        for (key, value) in fields {
+            if reqwest::Url::parse(value).is_ok_and(|u| u.password().is_some()) {
+                out.push(format!(
+                    "regions.{name}.{key}: holds a password, which every plan using it stores \
+                     and `drbot show` prints; give it to the step instead, e.g. as a header \
+                     `Authorization = \"Basic ${{HEALTH_AUTH}}\"` in its `with`"
+                ));
+            }
+        }
+    }
     out
 }
 
