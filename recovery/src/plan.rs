@@ -232,7 +232,9 @@ fn substitute_value(
 }
 
 /// Replaces `{name}` with `vars[name]`; `{{` and `}}` stand for literal braces. An
-/// environment reference `${NAME}` is kept as written (see [`crate::env`]).
+/// environment reference `${NAME}` written in `text` is kept as written (see [`crate::env`]);
+/// one that a value would form (a value holding `${`, or ending in `$` before a `{`) is escaped
+/// as `$${`, so it stays literal text: a value never reads the environment.
 pub fn substitute(
     text: &str,
     vars: &BTreeMap<String, String>,
@@ -241,15 +243,19 @@ pub fn substitute(
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find(['{', '}']) {
-        out.push_str(&rest[..pos]);
+        let literal = &rest[..pos];
+        out.push_str(literal);
         let tail = &rest[pos..];
         if tail.starts_with('{')
-            && out.ends_with('$')
+            && literal.ends_with('$')
             && let Some(end) = tail.find('}')
         {
             out.push_str(&tail[..=end]);
             rest = &tail[end + 1..];
         } else if let Some(t) = tail.strip_prefix("{{") {
+            if out.ends_with('$') {
+                out.push('$');
+            }
             out.push('{');
             rest = t;
         } else if let Some(t) = tail.strip_prefix("}}") {
@@ -267,7 +273,13 @@ pub fn substitute(
             };
             let name = tail[1..end].trim();
             match vars.get(name) {
-                Some(v) => out.push_str(v),
+                Some(v) => {
+                    let v = v.replace("${", "$${");
+                    if out.ends_with('$') && v.starts_with('{') {
+                        out.push('$');
+                    }
+                    out.push_str(&v);
+                }
                 None => {
                     return Err(PlanError::UnknownPlaceholder {
                         step: step.into(),
@@ -316,6 +328,43 @@ mod tests {
             substitute("Bearer ${TOKEN} $${X} {region}", &vars(), "s").unwrap(),
             "Bearer ${TOKEN} $${X} us-west-2"
         );
+        // A value never forms one: it stays literal text once expanded.
+        let env = |k: &str| Some(format!("<{k}>"));
+        let tricky: BTreeMap<String, String> = [
+            ("a", "${SECRET}"),
+            ("d", "cost 5$"),
+            ("b", "{SECRET}"),
+            ("region", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (text, shown) in [
+            ("{a}", "${SECRET}"),
+            ("{d}{b}", "cost 5${SECRET}"),
+            ("{d}{{SECRET}}", "cost 5${SECRET}"),
+            ("{d}{region}", "cost 5$x"),
+            ("${TOKEN} {a}", "<TOKEN> ${SECRET}"),
+        ] {
+            let planned = substitute(text, &tricky, "s").unwrap();
+            assert_eq!(crate::env::expand(&planned, &env).unwrap(), shown, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the values, none reads the environment.
+        #[test]
+        fn values_never_read_the_environment(a in "\\PC{0,12}", b in "\\PC{0,12}") {
+            let vars: BTreeMap<String, String> =
+                [("a".to_string(), a.clone()), ("b".to_string(), b.clone())].into_iter().collect();
+            let env = |_: &str| Some("SECRET".to_string());
+            for text in ["{a}{b}", "{a}{{b}}", "x{a}y{b}z"] {
+                let planned = substitute(text, &vars, "s").unwrap();
+                if let Ok(shown) = crate::env::expand(&planned, &env) {
+                    proptest::prop_assert!(!shown.contains("SECRET") || a.contains("SECRET") || b.contains("SECRET"), "{text}: {shown}");
+                }
+            }
+        }
     }
 
     fn runbook(cmd: &str) -> RunbookDef {
