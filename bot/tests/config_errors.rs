@@ -397,6 +397,27 @@ fn every_problem_is_listed_at_once() {
     );
 }
 
+/// Several bad keys in one section are all named at once (serde alone stops at the first), and
+/// a required key of the wrong type is not named again as missing.
+#[test]
+fn every_bad_key_of_a_section_is_named() {
+    let text = GOOD.replace(
+        "incident_channel = \"C123\"",
+        "incident_channel = 5\nmode = true\nchanel = \"C1\"",
+    );
+    let (code, out) = check(&text);
+    assert_eq!(code, 1, "{out}");
+    for needle in [
+        "slack.incident_channel: invalid type: an integer",
+        "slack.mode: invalid type: a boolean",
+        "slack.chanel: unknown field `chanel`",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    assert!(out.contains("3 problems"), "{out}");
+    assert!(!out.contains("missing field"), "{out}");
+}
+
 #[test]
 fn secrets_stay_out_of_errors() {
     // A secret written where a number belongs, and a literal secret on a line that breaks TOML.

@@ -263,20 +263,65 @@ fn section<T: DeserializeOwned>(
     at: &str,
     problems: &mut Vec<String>,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = redact_values(&e.inner().to_string());
-            // toml adds the key again on a line of its own; the path below says it.
-            let inner = inner.split("\nin `").next().unwrap_or_default().trim_end();
-            let path = e.path().to_string();
-            if path.is_empty() || path == "." {
-                problems.push(format!("{at}: {inner}"));
-            } else {
-                problems.push(format!("{at}.{path}: {inner}"));
+    let mut value = value;
+    // serde stops at the first bad key: take it out and try again, so that every bad key of
+    // the section is named at once (up to a bound), not one per edit.
+    let mut failed = false;
+    for _ in 0..MAX_PROBLEMS_PER_SECTION {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return (!failed).then_some(v),
+            Err(e) => {
+                let inner = redact_values(&e.inner().to_string());
+                // toml adds the key again on a line of its own; the path below says it.
+                let inner = inner.split("\nin `").next().unwrap_or_default().trim_end();
+                // A required key taken out above is missing now: already named.
+                if failed && inner.starts_with("missing field") {
+                    return None;
+                }
+                failed = true;
+                let path = e.path().to_string();
+                if path.is_empty() || path == "." {
+                    problems.push(format!("{at}: {inner}"));
+                } else {
+                    problems.push(format!("{at}.{path}: {inner}"));
+                }
+                if !remove_at(&mut value, e.path()) {
+                    return None;
+                }
             }
-            None
         }
+    }
+    None
+}
+
+/// The most problems named in one section before its first ones must be fixed.
+const MAX_PROBLEMS_PER_SECTION: usize = 16;
+
+/// Removes the key (or array element) `path` names; `false` when there is none to remove (a
+/// missing field, a problem of the section as a whole).
+fn remove_at(value: &mut toml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for seg in parents {
+        v = match (seg, v) {
+            (Segment::Map { key }, toml::Value::Table(t)) => match t.get_mut(key.as_str()) {
+                Some(x) => x,
+                None => return false,
+            },
+            (Segment::Seq { index }, toml::Value::Array(a)) => match a.get_mut(*index) {
+                Some(x) => x,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, v) {
+        (Segment::Map { key }, toml::Value::Table(t)) => t.remove(key.as_str()).is_some(),
+        _ => false,
     }
 }
 
