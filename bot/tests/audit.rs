@@ -434,3 +434,134 @@ async fn sqlite_commits_are_synced() {
         assert_eq!(mode, 2, "FULL");
     }
 }
+
+/// A TCP proxy to PostgreSQL that, once armed, lets the next `COMMIT` through and then cuts the
+/// connection before the server's answer reaches the client: a commit that took effect but
+/// reported an error (as a network failure at that moment does).
+struct CommitCutter {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CommitCutter {
+    async fn start(upstream: String) -> CommitCutter {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicUsize},
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (a, c) = (armed.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                tokio::spawn(proxy(client, server, a.clone(), c.clone()));
+            }
+        });
+        CommitCutter { port, armed, cuts }
+    }
+}
+
+/// Pipes one connection, reading the client's side as PostgreSQL messages.
+async fn proxy(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let answers = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+    });
+    let mut startup = true;
+    let mut cutting = false;
+    loop {
+        // Startup packets have no type byte; the rest do.
+        let mut kind = [0u8; 1];
+        if !startup && from_client.read_exact(&mut kind).await.is_err() {
+            break;
+        }
+        let mut len = [0u8; 4];
+        if from_client.read_exact(&mut len).await.is_err() {
+            break;
+        }
+        let n = u32::from_be_bytes(len).saturating_sub(4) as usize;
+        let mut body = vec![0u8; n];
+        if from_client.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        let mut msg = Vec::with_capacity(n + 5);
+        if !startup {
+            msg.push(kind[0]);
+        }
+        msg.extend_from_slice(&len);
+        msg.extend_from_slice(&body);
+        if !startup
+            && matches!(kind[0], b'Q' | b'P')
+            && body.windows(6).any(|w| w == b"COMMIT")
+            && armed.swap(false, Ordering::SeqCst)
+        {
+            // From here on nothing the server says reaches the client (the statements before
+            // were all answered: a client sends COMMIT after their results).
+            cutting = true;
+            answers.abort();
+            cuts.fetch_add(1, Ordering::SeqCst);
+        }
+        if to_server.write_all(&msg).await.is_err() {
+            break;
+        }
+        if startup {
+            // The protocol-3.0 startup message ends the untyped part (an SSLRequest does not).
+            startup = body.get(..4) != Some(&196_608u32.to_be_bytes()[..]);
+            continue;
+        }
+        // Simple query, or the Sync that runs an extended one: the server commits; the
+        // connection is cut before its answer.
+        if cutting && matches!(kind[0], b'Q' | b'S') {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+    }
+    answers.abort();
+}
+
+/// A group commit whose answer is lost although it took effect is seen to have landed: its
+/// awaited row's caller is told so, and its queued rows are not committed a second time (which
+/// would have put them in the log twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_whose_answer_is_lost_is_not_appended_twice() {
+    let env = env(Backend::Postgres).await;
+    let (head, tail) = env.url.rsplit_once('@').unwrap();
+    let (hostport, db) = tail.split_once('/').unwrap();
+    let cutter = CommitCutter::start(hostport.to_string()).await;
+    let url = format!("{head}@127.0.0.1:{}/{db}", cutter.port);
+    let store = drbot::store::Store::connect(&url, 4).await.unwrap();
+    let writer = AuditWriter::spawn_with(store.clone(), Duration::from_secs(3600));
+    writer.append(status_row(&env, "alice")).await.unwrap();
+    cutter
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for who in ["bob", "carol"] {
+        writer.queue(status_row(&env, who)).await.unwrap();
+    }
+    let seq = writer
+        .append(status_row(&env, "dave"))
+        .await
+        .expect("the commit took effect");
+    assert_eq!(seq, 4);
+    assert_eq!(cutter.cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    writer.flush().await.unwrap();
+    let rows = env.app.store.audit_rows(None, 100).await.unwrap();
+    let people: Vec<_> = rows.iter().map(|r| r.person.clone().unwrap()).collect();
+    assert_eq!(people, ["alice", "bob", "carol", "dave"], "each row once");
+    let report = env.app.store.audit_verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}

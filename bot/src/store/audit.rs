@@ -163,8 +163,18 @@ pub async fn append_many(
     backend: Backend,
     entries: &[Prepared],
 ) -> anyhow::Result<Vec<i64>> {
+    Ok(append_chained(tx, backend, entries).await?.0)
+}
+
+/// [`append_many`], also returning the new head's hash (the last row's): with its sequence
+/// number it tells whether a commit whose answer was lost took effect ([`Store::audit_has`]).
+pub async fn append_chained(
+    tx: &mut Tx,
+    backend: Backend,
+    entries: &[Prepared],
+) -> anyhow::Result<(Vec<i64>, String)> {
     if entries.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), String::new()));
     }
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_optional(&mut **tx)
@@ -233,10 +243,10 @@ pub async fn append_many(
          ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
     )
     .bind(last_seq)
-    .bind(prev_hash)
+    .bind(prev_hash.clone())
     .execute(&mut **tx)
     .await?;
-    Ok(seqs)
+    Ok((seqs, prev_hash))
 }
 
 /// Rows per INSERT statement, largest first (11 parameters per row: well under both
@@ -315,6 +325,16 @@ impl Store {
                 .await?,
             };
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Whether row `seq` is there with hash `hash`: after a commit that reported an error,
+    /// whether it took effect anyway.
+    pub async fn audit_has(&self, seq: i64, hash: &str) -> anyhow::Result<bool> {
+        let found: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(found.as_deref() == Some(hash))
     }
 
     /// Walks the whole chain; returns every break found, each naming the row.

@@ -7,7 +7,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
     Store,
-    audit::{Entry, Prepared, append_many},
+    audit::{Entry, Prepared, append_chained},
 };
 
 /// Appends rows that need no other write in their transaction (the audit row of every
@@ -22,6 +22,8 @@ use super::{
 /// ones). A caller who waits is told of a failure at once, never held: its command stops
 /// there. Rows that still fail after that (a store down that long, or a row the store
 /// refuses) are dropped with an error in the log, so they never block the rows after them.
+/// A commit that reported an error is looked for first (its last row and hash): one that took
+/// effect anyway is not committed a second time.
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Item>,
@@ -327,12 +329,35 @@ async fn commit(store: &Store, mut batch: Vec<Item>, failed: &mut Vec<Prepared>)
 }
 
 /// Appends `rows` in one transaction; their sequence numbers.
+///
+/// A commit can fail after it took effect (its answer lost with the connection). Committing
+/// the rows again would then append them twice, so a failed commit is checked first: when the
+/// group's last row is there with its hash, it landed.
 async fn insert(store: &Store, rows: &[Prepared]) -> anyhow::Result<Vec<i64>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let mut tx = store.write().await?;
-    let seqs = append_many(&mut tx, store.backend(), rows).await?;
-    tx.commit().await?;
-    Ok(seqs)
+    let (seqs, head) = append_chained(&mut tx, store.backend(), rows).await?;
+    let Err(e) = tx.commit().await else {
+        return Ok(seqs);
+    };
+    let last = seqs.last().copied().unwrap_or_default();
+    for pause in [0, 200, 800] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        match store.audit_has(last, &head).await {
+            Ok(true) => {
+                tracing::warn!(
+                    rows = rows.len(),
+                    error = %e,
+                    "audit commit reported an error but took effect"
+                );
+                return Ok(seqs);
+            }
+            Ok(false) => break,
+            // The store is still away: look again (or keep the rows for a later attempt).
+            Err(_) => {}
+        }
+    }
+    Err(e.into())
 }
