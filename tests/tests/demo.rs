@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use drbot_e2e::{drbot_bin, http_get, stdout};
+use drbot_e2e::{drbot, drbot_bin, http_get, stdout};
 
 /// Processes whose command line mentions `dir` (PostgreSQL servers run with `-D <dir>/…`).
 fn processes_under(dir: &Path) -> Vec<String> {
@@ -197,6 +197,11 @@ fn demo_keep_serves_the_evidence_until_sigint() {
     assert_eq!(report["ok"], true, "{report}");
     assert!(report["figures"]["rpo_rows"].as_i64().unwrap() >= 0);
     assert!(root.join("drbot.toml").is_file());
+    // The config it wrote is one `check-config` has nothing to say about.
+    let check = drbot(&root.join("drbot.toml"), &["check-config"]);
+    let said = format!("{}{}", stdout(&check), drbot_e2e::stderr(&check));
+    assert!(check.status.success(), "{said}");
+    assert!(!said.contains("warning"), "{said}");
     let left = processes_under(&root);
     let _ = std::fs::remove_dir_all(&root);
     assert!(left.is_empty(), "still running: {left:#?}");

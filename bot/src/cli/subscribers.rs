@@ -149,6 +149,12 @@ fn check_line(
                 .timestamp_millis(),
         ),
     };
+    // An opt-out dated after now is a typo (or a clock far off): not taken as given.
+    if let Some(at) = unsubscribed_at
+        && at > chrono::Utc::now().timestamp_millis() + 60_000
+    {
+        return Err("unsubscribed_at is in the future".into());
+    }
     Ok(NewSubscriber {
         email,
         name: name.map(str::to_string),
@@ -182,6 +188,23 @@ fn read_file(file: &Path) -> Result<ReadLines, String> {
     let Some(email_col) = column("email") else {
         return Err(text::subscribers_no_email_column(file));
     };
+    // A column named twice would be read from its first place only: which one was meant?
+    for name in ["email", "name", "unsubscribed_at"] {
+        let places: Vec<usize> = headers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| {
+                String::from_utf8_lossy(h)
+                    .trim_start_matches('\u{feff}')
+                    .trim()
+                    .eq_ignore_ascii_case(name)
+            })
+            .map(|(i, _)| i + 1)
+            .collect();
+        if places.len() > 1 {
+            return Err(text::subscribers_column_twice(file, name, &places));
+        }
+    }
     let name_col = column("name");
     let unsub_col = column("unsubscribed_at");
     let mut good = Vec::new();
@@ -361,6 +384,20 @@ mod tests {
         let s = check_line(Some("a@x.org"), None, Some("2026-01-27T14:30:00Z")).unwrap();
         assert_eq!(s.unsubscribed_at, Some(1_769_524_200_000));
         assert!(check_line(Some("a@x.org"), None, Some("yesterday")).is_err());
+        assert_eq!(
+            check_line(Some("a@x.org"), None, Some("2999-01-01T00:00:00Z")).unwrap_err(),
+            "unsubscribed_at is in the future"
+        );
+    }
+
+    /// A header naming a column twice is refused, naming both places.
+    #[test]
+    fn a_column_named_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, "email,name,Email\na@x.org,A,b@x.org\n").unwrap();
+        let e = read_file(&path).unwrap_err();
+        assert!(e.contains("`email` twice (columns 1 and 3)"), "{e}");
     }
 
     /// An unclosed quote swallows the lines after it: they are reported, never lost silently.

@@ -408,6 +408,16 @@ pub fn subscribers_unreadable(file: &Path, reason: &str) -> String {
     format!("error: cannot read {}: {reason}", file.display())
 }
 
+/// `drbot subscribers import` with a header that names a column twice.
+pub fn subscribers_column_twice(file: &Path, name: &str, places: &[usize]) -> String {
+    let places: Vec<String> = places.iter().map(usize::to_string).collect();
+    format!(
+        "error: {}: the header names `{name}` twice (columns {}); keep one",
+        file.display(),
+        places.join(" and ")
+    )
+}
+
 /// `drbot subscribers import`: a quoted field runs from `from` to `to` (an unclosed quote).
 pub fn subscribers_spanning_quote(from: u64, to: u64) -> String {
     format!(

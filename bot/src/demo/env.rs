@@ -320,7 +320,9 @@ fn config_text(i: &ConfigInputs<'_>) -> anyhow::Result<String> {
          [engine]\nlease = \"15s\"\npoll_interval = \"50ms\"\nshutdown_grace = \"5s\"\n\n\
          [targets]\nrto = \"4h\"\nrpo = \"15m\"\n\n\
          [[people]]\nname = \"alice\"\nroles = [\"oncall\"]\n\n\
-         [[people]]\nname = \"bob\"\nroles = [\"oncall\", \"sre-lead\"]\n",
+         [[people]]\nname = \"bob\"\nroles = [\"oncall\", \"sre-lead\"]\n\n\
+         # A second lead, so that a request by bob can be approved too.\n\
+         [[people]]\nname = \"carol\"\nroles = [\"sre-lead\"]\n",
         q(&i.runbooks_dir.display().to_string()),
         q(i.listen),
         q(i.base_url),
