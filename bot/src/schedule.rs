@@ -55,6 +55,8 @@ pub struct Schedule {
     pub tz: Tz,
     /// `overdue_after`.
     pub overdue_after: Duration,
+    /// `catch_up_within`: a due time found later than this is recorded as missed.
+    pub catch_up_within: Option<Duration>,
 }
 
 /// The runbook command, arguments and dry-run flag a parsed `/dr` command requests, or `None`
@@ -177,6 +179,21 @@ pub fn compile(cfg: &Config, s: &ScheduleConfig, at: &str) -> Result<Schedule, V
             None
         }
     };
+    let catch_up_within = match s.catch_up_within.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) if !d.is_zero() => Some(d),
+        Some(Ok(_)) => {
+            problems.push(format!("{at}.catch_up_within: must be more than zero"));
+            None
+        }
+        Some(Err(e)) => {
+            problems.push(format!(
+                "{at}.catch_up_within: `{}` is not a duration like \"6h\": {e}",
+                s.catch_up_within.as_deref().unwrap_or_default()
+            ));
+            None
+        }
+    };
     let request = match grammar::parse(&s.runbook_command, &vocabulary(cfg)) {
         Err(e) => {
             problems.push(format!("{at}.runbook_command: {e}"));
@@ -213,6 +230,7 @@ pub fn compile(cfg: &Config, s: &ScheduleConfig, at: &str) -> Result<Schedule, V
                 cron,
                 tz,
                 overdue_after,
+                catch_up_within,
             })
         }
         _ => Err(problems),
@@ -274,7 +292,8 @@ impl Schedule {
 /// What one tick did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tick {
-    /// Schedules fired by this tick: (schedule, run id; `None` when the request was refused).
+    /// Schedules fired by this tick: (schedule, run id; `None` when the request was refused or
+    /// the due time was missed).
     pub fired: Vec<(String, Option<i64>)>,
     /// Overdue alerts enqueued (one per chat platform and schedule).
     pub overdue_alerts: usize,
@@ -308,8 +327,8 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> anyhow::Result<Tick> {
 const CLOCK_SKEW_MS: i64 = 5 * 60_000;
 
 /// Fires `s`'s most recent due time at or before `now` unless it (or a later one, dated at
-/// most `CLOCK_SKEW_MS` ahead) already fired. Returns `Some(run id or None when refused)`
-/// when this call fired it.
+/// most `CLOCK_SKEW_MS` ahead) already fired. Returns `Some(run id or None when refused, or
+/// recorded as missed: found later than `catch_up_within`)` when this call fired it.
 pub async fn fire_due(
     app: &App,
     s: &Schedule,
@@ -335,6 +354,41 @@ pub async fn fire_due(
     .try_get("due")?;
     if latest.is_some_and(|l| l >= due_ms) {
         return Ok(None);
+    }
+    // Found too late (drbot was down): recorded as missed, not requested at an hour nobody
+    // planned for.
+    let late = now - due;
+    if let Some(limit) = s.catch_up_within
+        && late.to_std().is_ok_and(|l| l > limit)
+    {
+        let error = format!(
+            "missed: came due at {} while drbot was not running, and {} is later than \
+             catch_up_within ({})",
+            due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            humantime::format_duration(Duration::from_secs(late.num_seconds().max(0) as u64)),
+            humantime::format_duration(limit)
+        );
+        sqlx::query(
+            "INSERT INTO schedule_fires (schedule, due_at, run_id, error, fired_at) \
+             VALUES ($1, $2, NULL, $3, $4)",
+        )
+        .bind(s.name.clone())
+        .bind(due_ms)
+        .bind(error.clone())
+        .bind(now.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+        audit::append(
+            &mut tx,
+            &actor,
+            "schedule.missed",
+            None,
+            json!({ "schedule": s.name, "due_at": due.to_rfc3339(), "command": s.text, "error": error }),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::warn!(schedule = %s.name, error, "a scheduled DR test was missed");
+        return Ok(Some(None));
     }
     let outcome = match &prepared {
         Ok(p) => approvals::insert_request(app, &mut tx, &actor, p, &s.text).await,

@@ -158,6 +158,44 @@ async fn missed_fires_fire_once(b: Backend) {
     assert_eq!(scheduler_runs(&env.app.store).await, 2);
 }
 
+/// With `catch_up_within`, a due time found later than that (drbot was down) is recorded as
+/// missed and audited, not requested at an hour nobody planned for; one found in time still
+/// fires.
+async fn a_due_time_found_too_late_is_missed(b: Backend) {
+    let sched = format!(
+        "{}catch_up_within = \"6h\"\n",
+        daily("verify", "/dr verify-backup latest", "8d")
+    );
+    let env = sched_env(b, "30m", &sched).await;
+    // Back at 10:00, seven hours after the 03:00 due time.
+    let back = at(2030, 1, 11, 10, 0);
+    let t = schedule::tick(&env.app, back).await.unwrap();
+    assert_eq!(t.fired, vec![("verify".to_string(), None)], "{t:?}");
+    assert_eq!(fired(&schedule::tick(&env.app, back).await.unwrap()), 0);
+    assert_eq!(scheduler_runs(&env.app.store).await, 0);
+    let status = schedule::status(&env.app, back).await.unwrap();
+    let error = status[0].last_error.clone().unwrap();
+    assert!(
+        error.starts_with("missed: came due at 2030-01-11T03:00:00Z while drbot was not running"),
+        "{error}"
+    );
+    assert!(
+        drbot::slack::text::schedule_last(&status[0]).starts_with("last due time missed"),
+        "{error}"
+    );
+    let audited = env.app.store.audit_rows(None, 100).await.unwrap();
+    assert!(
+        audited.iter().any(|r| r.action == "schedule.missed"),
+        "{audited:?}"
+    );
+    // The next day, two hours late: in time, requested.
+    let t = schedule::tick(&env.app, at(2030, 1, 12, 5, 0))
+        .await
+        .unwrap();
+    assert!(matches!(t.fired.as_slice(), [(_, Some(_))]), "{t:?}");
+    assert_eq!(scheduler_runs(&env.app.store).await, 1);
+}
+
 /// A process whose clock runs a year ahead fires next year's due time; the others still fire
 /// today's, and next year's is not fired again when it comes.
 async fn a_clock_far_ahead_does_not_stop_the_schedule(b: Backend) {
@@ -485,6 +523,7 @@ both_backends!(
     a_clock_far_ahead_does_not_stop_the_schedule,
     due_runs_fire_once,
     missed_fires_fire_once,
+    a_due_time_found_too_late_is_missed,
     concurrent_processes_fire_once,
     overdue_alert_once_per_period,
     scheduled_run_needing_approval_expires,
@@ -627,6 +666,20 @@ fn config_errors() {
         s = s.replace(&line, &format!("{field} = \"{value}\""));
         let p = problems(&s);
         assert!(p.contains(expect), "{field} = {value}: {p}");
+    }
+    for (value, expect) in [
+        (
+            "soon",
+            "schedules[0].catch_up_within: `soon` is not a duration",
+        ),
+        ("0s", "schedules[0].catch_up_within: must be more than zero"),
+    ] {
+        let s = format!(
+            "{}catch_up_within = \"{value}\"\n",
+            daily("n", "/dr verify-backup latest", "8d")
+        );
+        let p = problems(&s);
+        assert!(p.contains(expect), "{value}: {p}");
     }
     // The README's suggested schedules.
     for cron in ["0 3 * * MON", "0 10 * * TUE#1", "0 10 1 1,4,7,10 *"] {

@@ -575,6 +575,11 @@ pub struct ScheduleConfig {
     pub timezone: String,
     /// Raise an overdue alert when no run of this runbook succeeded for this long, e.g. `8d`.
     pub overdue_after: String,
+    /// How late a due time may still be requested after drbot was down, e.g. `"6h"`; a later
+    /// one is recorded as missed, not requested (the overdue alert then reminds people).
+    /// Default: no limit (the latest missed due time is requested when drbot is back).
+    #[serde(default)]
+    pub catch_up_within: Option<String>,
 }
 
 fn default_schedule_timezone() -> String {

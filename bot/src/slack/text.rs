@@ -653,7 +653,10 @@ pub fn checklist(v: &crate::store::checklists::ChecklistView) -> Value {
 pub fn schedule_last(s: &crate::schedule::ScheduleStatus) -> String {
     match (&s.last_run, &s.last_error) {
         (Some((id, state)), _) => format!("last run {id} {state}"),
-        (None, Some(e)) => format!("last fire refused ({e})"),
+        (None, Some(e)) => match e.strip_prefix("missed: ") {
+            Some(why) => format!("last due time missed ({why})"),
+            None => format!("last fire refused ({e})"),
+        },
         (None, None) => "not run yet".into(),
     }
 }
