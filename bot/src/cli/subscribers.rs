@@ -130,7 +130,14 @@ fn check_line(
             .collect();
         return Err(format!("`{shown}` is not a valid email address ({e})"));
     }
-    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    // An exported name kept safe from spreadsheets (see `spreadsheet_safe`) reads back as is.
+    let name = name
+        .map(str::trim)
+        .map(|n| match n.strip_prefix('\'') {
+            Some(rest) if rest.starts_with(FORMULA_STARTS) => rest,
+            _ => n,
+        })
+        .filter(|n| !n.is_empty());
     if let Some(n) = name {
         if n.chars().any(char::is_control) {
             return Err("the name holds a control character (e.g. a line break)".into());
@@ -316,6 +323,19 @@ async fn import(app: &App, file: &Path, resubscribe: bool, json: bool) -> anyhow
     })
 }
 
+/// A cell a spreadsheet will not run as a formula: text starting with `=`, `+`, `-`, `@`, a
+/// tab or a carriage return gets a leading `'` (which import takes off again).
+fn spreadsheet_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(FORMULA_STARTS) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
+
+/// What makes a spreadsheet read a cell as a formula.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
 /// `time` as RFC 3339 UTC (seconds), or empty.
 fn rfc3339(ms: Option<i64>) -> String {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
@@ -330,7 +350,7 @@ pub fn to_csv(rows: &[SubscriberRow]) -> anyhow::Result<Vec<u8>> {
     for r in rows {
         w.write_record([
             r.email.as_str(),
-            r.name.as_deref().unwrap_or(""),
+            &spreadsheet_safe(r.name.as_deref().unwrap_or("")),
             &rfc3339(Some(r.created_at)),
             &rfc3339(r.unsubscribed_at),
         ])?;
@@ -450,5 +470,30 @@ mod tests {
         assert_eq!(good[0].0, 2);
         assert_eq!(good[0].1.name.as_deref(), Some("Ann, \"Sales\""));
         assert_eq!(good[0].1.unsubscribed_at, Some(1_769_524_260_000));
+    }
+
+    /// A name a spreadsheet would run as a formula is exported with a leading `'`, and reads
+    /// back as it was.
+    #[test]
+    fn formula_names_are_exported_safely_and_read_back() {
+        let name = "=HYPERLINK(\"https://evil.example\",\"x\")";
+        let rows = vec![SubscriberRow {
+            id: 1,
+            email: "eve@example.org".into(),
+            name: Some(name.into()),
+            token: "t".into(),
+            created_at: 1_769_524_200_000,
+            unsubscribed_at: None,
+        }];
+        let csv = String::from_utf8(to_csv(&rows).unwrap()).unwrap();
+        assert!(csv.contains("\"'=HYPERLINK("), "{csv}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, &csv).unwrap();
+        let (good, bad) = read_file(&path).unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(good[0].1.name.as_deref(), Some(name));
+        assert_eq!(spreadsheet_safe("Ann"), "Ann");
+        assert_eq!(spreadsheet_safe("-1"), "'-1");
     }
 }
