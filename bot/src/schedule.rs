@@ -358,47 +358,33 @@ pub async fn fire_due(
     // Found too late (drbot was down): recorded as missed, not requested at an hour nobody
     // planned for.
     let late = now - due;
-    if let Some(limit) = s.catch_up_within
-        && late.to_std().is_ok_and(|l| l > limit)
-    {
-        let error = format!(
-            "missed: came due at {} while drbot was not running, and {} is later than \
-             catch_up_within ({})",
-            due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            humantime::format_duration(Duration::from_secs(late.num_seconds().max(0) as u64)),
-            humantime::format_duration(limit)
-        );
-        sqlx::query(
-            "INSERT INTO schedule_fires (schedule, due_at, run_id, error, fired_at) \
-             VALUES ($1, $2, NULL, $3, $4)",
-        )
-        .bind(s.name.clone())
-        .bind(due_ms)
-        .bind(error.clone())
-        .bind(now.timestamp_millis())
-        .execute(&mut *tx)
-        .await?;
-        audit::append(
-            &mut tx,
-            &actor,
-            "schedule.missed",
-            None,
-            json!({ "schedule": s.name, "due_at": due.to_rfc3339(), "command": s.text, "error": error }),
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::warn!(schedule = %s.name, error, "a scheduled DR test was missed");
-        return Ok(Some(None));
-    }
-    let outcome = match &prepared {
-        Ok(p) => approvals::insert_request(app, &mut tx, &actor, p, &s.text).await,
-        Err(Fail::User(e)) => Err(Fail::User(e.clone())),
-        Err(Fail::Internal(e)) => Err(Fail::Internal(anyhow::anyhow!("{e:#}"))),
-    };
-    let (run_id, error) = match outcome {
-        Ok(id) => (Some(id), None),
-        Err(Fail::User(e)) => (None, Some(serde_json::to_string(&e)?)),
-        Err(Fail::Internal(e)) => return Err(e),
+    let missed = s
+        .catch_up_within
+        .filter(|limit| late.to_std().is_ok_and(|l| l > *limit));
+    let (action, run_id, error) = match missed {
+        Some(limit) => {
+            let error = format!(
+                "missed: came due at {} while drbot was not running, and {} is later than \
+                 catch_up_within ({})",
+                due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                humantime::format_duration(Duration::from_secs(late.num_seconds().max(0) as u64)),
+                humantime::format_duration(limit)
+            );
+            tracing::warn!(schedule = %s.name, error, "a scheduled DR test was missed");
+            ("schedule.missed", None, Some(error))
+        }
+        None => {
+            let outcome = match &prepared {
+                Ok(p) => approvals::insert_request(app, &mut tx, &actor, p, &s.text).await,
+                Err(Fail::User(e)) => Err(Fail::User(e.clone())),
+                Err(Fail::Internal(e)) => Err(Fail::Internal(anyhow::anyhow!("{e:#}"))),
+            };
+            match outcome {
+                Ok(id) => ("schedule.fired", Some(id), None),
+                Err(Fail::User(e)) => ("schedule.fired", None, Some(serde_json::to_string(&e)?)),
+                Err(Fail::Internal(e)) => return Err(e),
+            }
+        }
     };
     sqlx::query(
         "INSERT INTO schedule_fires (schedule, due_at, run_id, error, fired_at) \
@@ -414,7 +400,7 @@ pub async fn fire_due(
     audit::append(
         &mut tx,
         &actor,
-        "schedule.fired",
+        action,
         run_id,
         json!({ "schedule": s.name, "due_at": due.to_rfc3339(), "command": s.text, "error": error }),
     )
