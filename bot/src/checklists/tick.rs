@@ -94,17 +94,28 @@ pub async fn typed(
     if actor.person.is_none() {
         return Ok(Reply::Refused(UserError::UnknownAccount));
     }
-    let ticked = match app
+    let toggle = app
         .store
         .set_tick(instance, item, actor, Some(want))
-        .await?
-    {
+        .await?;
+    if toggle == Toggle::UnknownInstance {
+        return Ok(Reply::Refused(UserError::UnknownChecklist { instance }));
+    }
+    let reply = answer(app, instance, item, toggle).await?;
+    if matches!(reply, Reply::Ticked { .. }) {
+        let app2 = app.clone();
+        tokio::spawn(async move { super::runs::refresh(&app2, instance, None).await });
+    }
+    Ok(reply)
+}
+
+/// The answer to a tick the store has taken: the checklist as it is now, or a refusal
+/// naming the item.
+async fn answer(app: &App, instance: i64, item: &str, toggle: Toggle) -> anyhow::Result<Reply> {
+    let ticked = match toggle {
         Toggle::Ticked | Toggle::Already(true) => true,
         Toggle::Unticked | Toggle::Already(false) => false,
-        Toggle::UnknownInstance => {
-            return Ok(Reply::Refused(UserError::UnknownChecklist { instance }));
-        }
-        Toggle::UnknownItem => {
+        Toggle::UnknownInstance | Toggle::UnknownItem => {
             return Ok(Reply::Refused(UserError::UnknownChecklistItem {
                 item: item.to_string(),
             }));
@@ -115,8 +126,6 @@ pub async fn typed(
         .checklist(instance)
         .await?
         .ok_or_else(|| anyhow::anyhow!("checklist {instance} vanished"))?;
-    let app2 = app.clone();
-    tokio::spawn(async move { super::runs::refresh(&app2, instance, None).await });
     Ok(Reply::Ticked {
         view,
         item: item.to_string(),
@@ -169,25 +178,7 @@ async fn decide(
         _ => return Ok(Reply::Refused(UserError::ForeignButton)),
     }
     let toggle = app.store.toggle_tick(c.instance, &c.item, actor).await?;
-    let ticked = match toggle {
-        Toggle::Ticked | Toggle::Already(true) => true,
-        Toggle::Unticked | Toggle::Already(false) => false,
-        Toggle::UnknownInstance | Toggle::UnknownItem => {
-            return Ok(Reply::Refused(UserError::UnknownChecklistItem {
-                item: c.item.clone(),
-            }));
-        }
-    };
-    let view = app
-        .store
-        .checklist(c.instance)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("checklist {} vanished", c.instance))?;
-    Ok(Reply::Ticked {
-        view,
-        item: c.item.clone(),
-        ticked,
-    })
+    answer(app, c.instance, &c.item, toggle).await
 }
 
 #[cfg(test)]
