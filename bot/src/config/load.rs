@@ -41,27 +41,27 @@ const INTEGRATIONS: [&str; 4] = ["slack", "discord", "statuspage", "email"];
 /// being a problem, so that a break-glass shell without chat or mail secrets can still read
 /// the audit log, runs and subscribers.
 pub fn parse_file_for_store(path: &Path) -> Result<Parsed, ConfigProblems> {
-    let text = read(path)?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse_str_with(&text, &base, &|k| std::env::var(k).ok(), true)
+    parse_path(path, true)
 }
 
 /// Reads and parses `path`, collecting every structural problem (in `Parsed::problems`);
 /// only an unreadable file or broken TOML syntax is an error. Semantic checks are in
 /// `validate`.
 pub fn parse_file(path: &Path) -> Result<Parsed, ConfigProblems> {
-    let text = read(path)?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse_str(&text, &base, &|k| std::env::var(k).ok())
+    parse_path(path, false)
 }
 
-fn read(path: &Path) -> Result<String, ConfigProblems> {
-    std::fs::read_to_string(path).map_err(|e| {
+/// Reads `path` (relative paths in it are read from its folder) with this process's
+/// environment.
+fn parse_path(path: &Path, store_only: bool) -> Result<Parsed, ConfigProblems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigProblems(vec![format!(
             "cannot read config file {}: {e}",
             path.display()
         )])
-    })
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_str_with(&text, &base, &|k| std::env::var(k).ok(), store_only)
 }
 
 /// Parses config text; `base` resolves relative paths; `env` looks variables up.
