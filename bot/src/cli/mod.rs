@@ -505,10 +505,9 @@ fn limit(text: &str) -> Result<i64, String> {
 
 /// Reads a run id as people write it, `42` or `#42`.
 fn run_id(text: &str) -> Result<i64, String> {
-    match text.trim().trim_start_matches('#').parse::<i64>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("`{text}` is not a run id like 42")),
-    }
+    crate::grammar::RunId::parse(text.trim())
+        .map(|r| r.0)
+        .ok_or_else(|| format!("`{text}` is not a run id like 42"))
 }
 
 /// Reads `--state`, in any case.

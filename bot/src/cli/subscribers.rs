@@ -184,14 +184,14 @@ fn read_file(file: &Path) -> Result<ReadLines, String> {
         .byte_headers()
         .map_err(|e| text::subscribers_unreadable(file, &e.to_string()))?
         .clone();
-    let column = |name: &str| {
-        headers.iter().position(|h| {
-            String::from_utf8_lossy(h)
-                .trim_start_matches('\u{feff}')
-                .trim()
-                .eq_ignore_ascii_case(name)
-        })
+    // A header cell names `name`: any case, spaces and a byte-order mark aside.
+    let names = |h: &[u8], name: &str| {
+        String::from_utf8_lossy(h)
+            .trim_start_matches('\u{feff}')
+            .trim()
+            .eq_ignore_ascii_case(name)
     };
+    let column = |name: &str| headers.iter().position(|h| names(h, name));
     let Some(email_col) = column("email") else {
         return Err(text::subscribers_no_email_column(file));
     };
@@ -200,12 +200,7 @@ fn read_file(file: &Path) -> Result<ReadLines, String> {
         let places: Vec<usize> = headers
             .iter()
             .enumerate()
-            .filter(|(_, h)| {
-                String::from_utf8_lossy(h)
-                    .trim_start_matches('\u{feff}')
-                    .trim()
-                    .eq_ignore_ascii_case(name)
-            })
+            .filter(|(_, h)| names(h, name))
             .map(|(i, _)| i + 1)
             .collect();
         if places.len() > 1 {
