@@ -1,6 +1,7 @@
 //! DR testing schedules (`[[schedules]]`): `serve` requests each schedule's runbook command when
 //! its cron expression comes due, as the `scheduler` (platform `system`), and raises an overdue
-//! alert when no run of that runbook succeeded within `overdue_after`.
+//! alert when no run of that runbook with the schedule's arguments succeeded within
+//! `overdue_after`.
 //!
 //! **Exactly once:** a due time fires by inserting `schedule_fires (schedule, due_at)` (UNIQUE)
 //! in the same [`Store::write`](crate::store::Store::write) transaction as the run request, so
@@ -412,20 +413,32 @@ pub async fn fire_due(
     Ok(Some(run_id))
 }
 
-/// When the last run of `s`'s runbook succeeded (ms), if any.
+/// When the last run of `s`'s runbook with `s`'s arguments succeeded (ms), if any: a drill
+/// of another region, or a check of another backup, does not prove this schedule's test.
 async fn last_success(app: &App, s: &Schedule) -> anyhow::Result<Option<i64>> {
+    use futures::TryStreamExt;
     let Some(rb) = app.settings.runbook_for(s.command) else {
         return Ok(None);
     };
-    Ok(sqlx::query(
-        "SELECT MAX(COALESCE(finished_at, updated_at)) AS at FROM runs \
-         WHERE runbook = $1 AND state = 'succeeded' AND dry_run = $2",
+    let mut rows = sqlx::query(
+        "SELECT plan, COALESCE(finished_at, updated_at) AS at FROM runs \
+         WHERE runbook = $1 AND state = 'succeeded' AND dry_run = $2 ORDER BY at DESC",
     )
     .bind(rb.name.clone())
     .bind(i64::from(s.dry_run))
-    .fetch_one(app.store.pool())
-    .await?
-    .try_get("at")?)
+    .fetch(app.store.pool());
+    while let Some(row) = rows.try_next().await? {
+        let plan: String = row.try_get("plan")?;
+        let args = serde_json::from_str::<serde_json::Value>(&plan)
+            .ok()
+            .and_then(|p| {
+                serde_json::from_value::<BTreeMap<String, String>>(p["args"].clone()).ok()
+            });
+        if args.as_ref() == Some(&s.args) {
+            return Ok(Some(row.try_get("at")?));
+        }
+    }
+    Ok(None)
 }
 
 /// When this schedule first fired (ms), if it ever did.
@@ -522,7 +535,7 @@ pub struct ScheduleStatus {
     pub last_error: Option<String>,
     /// When it next comes due (RFC 3339, UTC).
     pub next_due: Option<String>,
-    /// Whether no run of its runbook succeeded within `overdue_after`.
+    /// Whether no run of its runbook with its arguments succeeded within `overdue_after`.
     pub overdue: bool,
 }
 

@@ -437,33 +437,60 @@ async fn sqlite_commits_are_synced() {
 
 /// A TCP proxy to PostgreSQL that, once armed, lets the next `COMMIT` through and then cuts the
 /// connection before the server's answer reaches the client: a commit that took effect but
-/// reported an error (as a network failure at that moment does).
+/// reported an error (as a network failure at that moment does). With `outage_ms` set, it then
+/// refuses every connection for that long (the store away).
 struct CommitCutter {
     port: u16,
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    outage_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Until when the proxy refuses connections.
+type Away = std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>;
 
 impl CommitCutter {
     async fn start(upstream: String) -> CommitCutter {
         use std::sync::{
             Arc,
-            atomic::{AtomicBool, AtomicUsize},
+            atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicUsize::new(0));
+        let outage_ms = Arc::new(AtomicU64::new(0));
+        let away: Away = Default::default();
         let (a, c) = (armed.clone(), cuts.clone());
+        let (o, w) = (outage_ms.clone(), away.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if w.lock()
+                    .unwrap()
+                    .is_some_and(|t| std::time::Instant::now() < t)
+                {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                     continue;
                 };
-                tokio::spawn(proxy(client, server, a.clone(), c.clone()));
+                tokio::spawn(proxy(
+                    client,
+                    server,
+                    a.clone(),
+                    c.clone(),
+                    o.clone(),
+                    w.clone(),
+                ));
             }
         });
-        CommitCutter { port, armed, cuts }
+        CommitCutter {
+            port,
+            armed,
+            cuts,
+            outage_ms,
+        }
     }
 }
 
@@ -473,6 +500,8 @@ async fn proxy(
     server: tokio::net::TcpStream,
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    outage_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    away: Away,
 ) {
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -514,6 +543,18 @@ async fn proxy(
             cutting = true;
             answers.abort();
             cuts.fetch_add(1, Ordering::SeqCst);
+            let outage = Duration::from_millis(outage_ms.load(Ordering::SeqCst));
+            if !outage.is_zero() {
+                *away.lock().unwrap() = Some(std::time::Instant::now() + outage);
+            }
+        }
+        // While the store is away, every live connection dies at its next message too.
+        let gone = away
+            .lock()
+            .unwrap()
+            .is_some_and(|t| std::time::Instant::now() < t);
+        if gone && !cutting {
+            break;
         }
         if to_server.write_all(&msg).await.is_err() {
             break;
@@ -562,6 +603,45 @@ async fn a_commit_whose_answer_is_lost_is_not_appended_twice() {
     let rows = env.app.store.audit_rows(None, 100).await.unwrap();
     let people: Vec<_> = rows.iter().map(|r| r.person.clone().unwrap()).collect();
     assert_eq!(people, ["alice", "bob", "carol", "dave"], "each row once");
+    let report = env.app.store.audit_verify().await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// The same, when the store then stays away longer than the writer's own look (about a
+/// second): the waiting caller is told the commit failed, and the queued rows are held until
+/// the store can say whether it landed. It did, so they are not committed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_commit_answer_then_an_outage_does_not_append_twice() {
+    let env = env(Backend::Postgres).await;
+    let (head, tail) = env.url.rsplit_once('@').unwrap();
+    let (hostport, db) = tail.split_once('/').unwrap();
+    let cutter = CommitCutter::start(hostport.to_string()).await;
+    let url = format!("{head}@127.0.0.1:{}/{db}", cutter.port);
+    let store = drbot::store::Store::connect(&url, 4).await.unwrap();
+    let writer = AuditWriter::spawn_with(store.clone(), Duration::from_secs(3600));
+    writer.append(status_row(&env, "alice")).await.unwrap();
+    cutter
+        .outage_ms
+        .store(3_000, std::sync::atomic::Ordering::SeqCst);
+    cutter
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for who in ["bob", "carol"] {
+        writer.queue(status_row(&env, who)).await.unwrap();
+    }
+    let told = writer.append(status_row(&env, "dave")).await;
+    assert!(told.is_err(), "nobody could tell the caller: {told:?}");
+    assert_eq!(cutter.cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    writer.flush().await.unwrap();
+    // And the writer goes on.
+    writer.append(status_row(&env, "alice")).await.unwrap();
+    let rows = env.app.store.audit_rows(None, 100).await.unwrap();
+    let people: Vec<_> = rows.iter().map(|r| r.person.clone().unwrap()).collect();
+    assert_eq!(
+        people,
+        ["alice", "bob", "carol", "dave", "alice"],
+        "each row once"
+    );
     let report = env.app.store.audit_verify().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }

@@ -330,6 +330,65 @@ async fn overdue_alert_once_per_period(b: Backend) {
     );
 }
 
+/// Only a run with the schedule's own arguments proves it: a passing check of another backup
+/// leaves `verify-backup latest` overdue; a typed `verify-backup latest` counts like a
+/// scheduled one.
+async fn only_a_run_with_the_schedules_arguments_proves_it(b: Backend) {
+    let sched = "\n[[schedules]]\nname = \"verify\"\nrunbook_command = \"/dr verify-backup latest\"\n\
+                 cron = \"0 3 1 1 *\"\ntimezone = \"UTC\"\noverdue_after = \"1h\"\n";
+    let env = sched_env(b, "30m", sched).await;
+    let now = Utc::now();
+    let minutes = chrono::Duration::minutes;
+    // First due 50 minutes ago; its run is cancelled, so only the typed runs below can pass.
+    let first = schedule::tick(&env.app, now - minutes(50)).await.unwrap();
+    let scheduled = first.fired[0].1.unwrap();
+    let r = dispatch::handle(
+        &env.app,
+        &cli(&env.app, "alice"),
+        &format!("/dr cancel {scheduled}"),
+    )
+    .await;
+    assert_eq!(
+        approvals::view(&env.app.store, scheduled)
+            .await
+            .unwrap()
+            .unwrap()
+            .run
+            .state,
+        RunState::Cancelled,
+        "{r:?}"
+    );
+    let drive = |typed: &'static str| {
+        let app = env.app.clone();
+        async move {
+            let Reply::Requested(req) = dispatch::handle(&app, &cli(&app, "bob"), typed).await
+            else {
+                panic!("{typed} was not requested")
+            };
+            let stop = CancellationToken::new();
+            let driver = tokio::spawn(drbot::driver::run(app.clone(), "t".into(), stop.clone()));
+            wait_state(&app, req.run.id, &[RunState::Succeeded], 30).await;
+            stop.cancel();
+            driver.await.unwrap();
+        }
+    };
+    drive("/dr verify-backup nightly-2026-11-01").await;
+    let t = schedule::tick(&env.app, now + minutes(15)).await.unwrap();
+    assert_eq!(
+        t.overdue_alerts, 1,
+        "an hour since the first due time, and no check of the latest backup passed"
+    );
+    drive("/dr verify-backup latest").await;
+    let st = schedule::status(&env.app, Utc::now() + minutes(16))
+        .await
+        .unwrap();
+    assert!(!st[0].overdue, "{st:?}");
+    let t = schedule::tick(&env.app, Utc::now() + minutes(59))
+        .await
+        .unwrap();
+    assert_eq!(t.overdue_alerts, 0, "a typed run with its arguments counts");
+}
+
 async fn scheduled_run_needing_approval_expires(b: Backend) {
     let env = sched_env(
         b,
@@ -526,6 +585,7 @@ both_backends!(
     a_due_time_found_too_late_is_missed,
     concurrent_processes_fire_once,
     overdue_alert_once_per_period,
+    only_a_run_with_the_schedules_arguments_proves_it,
     scheduled_run_needing_approval_expires,
     status_page_shows_schedules,
 );

@@ -573,7 +573,8 @@ pub struct ScheduleConfig {
     /// IANA time zone the cron expression is read in, e.g. `Europe/Berlin`.
     #[serde(default = "default_schedule_timezone")]
     pub timezone: String,
-    /// Raise an overdue alert when no run of this runbook succeeded for this long, e.g. `8d`.
+    /// Raise an overdue alert when no run of this command (same arguments) succeeded for this
+    /// long, e.g. `8d`.
     pub overdue_after: String,
     /// How late a due time may still be requested after drbot was down, e.g. `"6h"`; a later
     /// one is recorded as missed, not requested (the overdue alert then reminds people).

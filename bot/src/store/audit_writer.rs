@@ -23,7 +23,9 @@ use super::{
 /// there. Rows that still fail after that (a store down that long, or a row the store
 /// refuses) are dropped with an error in the log, so they never block the rows after them.
 /// A commit that reported an error is looked for first (its last row and hash): one that took
-/// effect anyway is not committed a second time.
+/// effect anyway is not committed a second time. While the store cannot say (it stays away),
+/// its rows are held with that check, and committed again only once the store answers that
+/// the commit did not land.
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Item>,
@@ -100,8 +102,7 @@ impl AuditWriter {
                     .extract_if(.., |(row, done)| row.is_none() && done.is_some())
                     .filter_map(|(_, done)| done)
                     .collect();
-                let mut failed = Vec::new();
-                commit(&store, batch, &mut failed).await;
+                let failed = commit(&store, batch).await;
                 retry.keep(failed);
                 retry.hold(flushes);
             }
@@ -155,7 +156,7 @@ impl AuditWriter {
 /// The queued rows of failed commits, oldest first, and when to try them again.
 #[derive(Default)]
 struct Retry {
-    rows: Vec<Prepared>,
+    groups: Vec<Kept>,
     at: Option<tokio::time::Instant>,
     pause: Duration,
     tries: u32,
@@ -168,19 +169,32 @@ impl Retry {
         self.at.is_some_and(|at| tokio::time::Instant::now() >= at)
     }
 
+    /// The rows kept for another attempt.
+    fn rows(&self) -> usize {
+        self.groups.iter().map(|g| g.rows.len()).sum()
+    }
+
     /// Keeps the queued rows of a commit that just failed.
-    fn keep(&mut self, failed: Vec<Prepared>) {
-        if failed.is_empty() {
+    fn keep(&mut self, failed: Option<Kept>) {
+        let Some(failed) = failed.filter(|k| !k.rows.is_empty()) else {
             return;
-        }
-        self.rows.extend(failed);
-        if self.rows.len() > RETRY_KEEP {
-            let over = self.rows.len() - RETRY_KEEP;
+        };
+        self.groups.push(failed);
+        let mut over = self.rows().saturating_sub(RETRY_KEEP);
+        if over > 0 {
             tracing::error!(
                 rows = over,
                 "queued audit rows dropped: too many failed commits"
             );
-            self.rows.drain(..over);
+        }
+        while over > 0 {
+            let oldest = &mut self.groups[0];
+            let n = over.min(oldest.rows.len());
+            oldest.rows.drain(..n);
+            if oldest.rows.is_empty() {
+                self.groups.remove(0);
+            }
+            over -= n;
         }
         if self.at.is_none() {
             self.pause = RETRY_FIRST;
@@ -192,7 +206,7 @@ impl Retry {
     /// Answers `flushes` at once when no row waits for another attempt, else when they are
     /// committed (or dropped).
     fn hold(&mut self, flushes: Vec<Waiter>) {
-        if self.rows.is_empty() {
+        if self.groups.is_empty() {
             for done in flushes {
                 let _ = done.send(Ok(0));
             }
@@ -210,40 +224,116 @@ impl Retry {
     }
 
     /// Commits the kept rows in their own transaction; on failure waits longer, and after
-    /// [`RETRY_TRIES`] attempts drops them.
+    /// [`RETRY_TRIES`] attempts drops them. The kept rows of a commit whose outcome was not
+    /// known are first looked for: they are dropped if it landed, and the attempt waits while
+    /// the store cannot say.
     async fn attempt(&mut self, store: &Store) {
-        let rows = self.rows.len();
-        match insert(store, &self.rows).await {
+        let mut unsettled = None;
+        let mut landed = Vec::new();
+        for (i, group) in self.groups.iter_mut().enumerate() {
+            let Some((seq, hash)) = &group.check else {
+                continue;
+            };
+            match store.audit_has(*seq, hash).await {
+                Ok(true) => landed.push(i),
+                Ok(false) => group.check = None,
+                Err(e) => {
+                    unsettled = Some(e);
+                    break;
+                }
+            }
+        }
+        for i in landed.into_iter().rev() {
+            let group = self.groups.remove(i);
+            tracing::warn!(
+                rows = group.rows.len(),
+                "audit commit reported an error but took effect; its rows are not committed again"
+            );
+        }
+        if let Some(e) = unsettled {
+            self.failed(e.context("the store cannot say yet whether a failed audit commit landed"));
+            return;
+        }
+        if self.groups.is_empty() {
+            self.end(Ok(0));
+            return;
+        }
+        let rows: Vec<Prepared> = std::mem::take(&mut self.groups)
+            .into_iter()
+            .flat_map(|g| g.rows)
+            .collect();
+        match insert(store, &rows).await {
             Ok(_) => {
                 tracing::info!(
-                    rows,
+                    rows = rows.len(),
                     "queued audit rows committed after a failed group commit"
                 );
                 self.end(Ok(0));
             }
             Err(e) => {
-                self.tries += 1;
-                if self.tries >= RETRY_TRIES {
-                    tracing::error!(
-                        rows,
-                        tries = self.tries,
-                        error = format!("{e:#}"),
-                        "queued audit rows dropped: their commit kept failing"
-                    );
-                    self.end(Err(format!(
-                        "{rows} queued audit rows could not be committed"
-                    )));
-                    return;
-                }
-                self.pause = (self.pause * 2).min(RETRY_MAX);
-                tracing::error!(
+                self.groups = vec![Kept {
                     rows,
-                    error = format!("{e:#}"),
-                    retry_in_ms = self.pause.as_millis() as u64,
-                    "queued audit rows still not committed"
-                );
-                self.at = Some(tokio::time::Instant::now() + self.pause);
+                    check: e.check,
+                }];
+                self.failed(e.error);
             }
+        }
+    }
+
+    /// Counts a failed attempt: waits longer before the next, or drops the rows after
+    /// [`RETRY_TRIES`].
+    fn failed(&mut self, e: anyhow::Error) {
+        let rows = self.rows();
+        self.tries += 1;
+        if self.tries >= RETRY_TRIES {
+            tracing::error!(
+                rows,
+                tries = self.tries,
+                error = format!("{e:#}"),
+                "queued audit rows dropped: their commit kept failing"
+            );
+            self.end(Err(format!(
+                "{rows} queued audit rows could not be committed"
+            )));
+            return;
+        }
+        self.pause = (self.pause * 2).min(RETRY_MAX);
+        tracing::error!(
+            rows,
+            error = format!("{e:#}"),
+            retry_in_ms = self.pause.as_millis() as u64,
+            "queued audit rows still not committed"
+        );
+        self.at = Some(tokio::time::Instant::now() + self.pause);
+    }
+}
+
+/// Queued rows of a failed commit, kept for another attempt.
+struct Kept {
+    rows: Vec<Prepared>,
+    /// The last row's sequence number and hash when the commit failed at `COMMIT` and the
+    /// store could not say whether it took effect: looked for before the rows go again.
+    check: Option<(i64, String)>,
+}
+
+/// A failed [`insert`].
+struct InsertError {
+    error: anyhow::Error,
+    /// Set when the outcome is unknown (see [`Kept::check`]).
+    check: Option<(i64, String)>,
+}
+
+impl From<anyhow::Error> for InsertError {
+    fn from(error: anyhow::Error) -> Self {
+        InsertError { error, check: None }
+    }
+}
+
+impl From<sqlx::Error> for InsertError {
+    fn from(error: sqlx::Error) -> Self {
+        InsertError {
+            error: error.into(),
+            check: None,
         }
     }
 }
@@ -281,8 +371,8 @@ async fn gather(
 }
 
 /// Appends the batch's rows in one transaction and answers everyone waiting. The rows nobody
-/// waits for are moved to `failed` when the commit fails.
-async fn commit(store: &Store, mut batch: Vec<Item>, failed: &mut Vec<Prepared>) {
+/// waits for are returned when the commit fails.
+async fn commit(store: &Store, mut batch: Vec<Item>) -> Option<Kept> {
     // Which items are rows (the others are flush markers), then the rows themselves, moved
     // out, and whether someone waits for each.
     let is_row: Vec<bool> = batch.iter().map(|(e, _)| e.is_some()).collect();
@@ -303,8 +393,9 @@ async fn commit(store: &Store, mut batch: Vec<Item>, failed: &mut Vec<Prepared>)
                     let _ = done.send(Ok(seq));
                 }
             }
+            None
         }
-        Err(e) => {
+        Err(InsertError { error: e, check }) => {
             let msg = format!("{e:#}");
             let queued = awaited.iter().filter(|a| !**a).count();
             tracing::error!(
@@ -313,17 +404,18 @@ async fn commit(store: &Store, mut batch: Vec<Item>, failed: &mut Vec<Prepared>)
                 error = msg,
                 "audit group commit failed; its queued rows will be committed again"
             );
-            failed.extend(
-                rows.into_iter()
-                    .zip(awaited)
-                    .filter(|(_, awaited)| !awaited)
-                    .map(|(row, _)| row),
-            );
             for (_, done) in batch {
                 if let Some(done) = done {
                     let _ = done.send(Err(msg.clone()));
                 }
             }
+            let rows = rows
+                .into_iter()
+                .zip(awaited)
+                .filter(|(_, awaited)| !awaited)
+                .map(|(row, _)| row)
+                .collect();
+            Some(Kept { rows, check })
         }
     }
 }
@@ -332,8 +424,9 @@ async fn commit(store: &Store, mut batch: Vec<Item>, failed: &mut Vec<Prepared>)
 ///
 /// A commit can fail after it took effect (its answer lost with the connection). Committing
 /// the rows again would then append them twice, so a failed commit is checked first: when the
-/// group's last row is there with its hash, it landed.
-async fn insert(store: &Store, rows: &[Prepared]) -> anyhow::Result<Vec<i64>> {
+/// group's last row is there with its hash, it landed. When the store cannot say within about
+/// a second, the error carries that check for the caller to make later.
+async fn insert(store: &Store, rows: &[Prepared]) -> Result<Vec<i64>, InsertError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -354,10 +447,13 @@ async fn insert(store: &Store, rows: &[Prepared]) -> anyhow::Result<Vec<i64>> {
                 );
                 return Ok(seqs);
             }
-            Ok(false) => break,
-            // The store is still away: look again (or keep the rows for a later attempt).
+            Ok(false) => return Err(e.into()),
+            // The store is still away: look again (or leave the check to a later attempt).
             Err(_) => {}
         }
     }
-    Err(e.into())
+    Err(InsertError {
+        error: e.into(),
+        check: Some((last, head)),
+    })
 }
