@@ -604,3 +604,49 @@ async fn fence_unreachable_and_stop_modes() {
         err.message
     );
 }
+
+/// A primary that answers but refuses drbot's session (a rotated password, a dropped role or
+/// database: here a database that does not exist) is running and may take writes: a fence
+/// with `allow_unreachable` does not call it unreachable, and the promotion refuses to run
+/// beside it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_that_refuses_drbot_is_not_unreachable() {
+    let primary = PgCluster::start().unwrap();
+    create_table(&primary);
+    let replica = PgCluster::start_replica_of(&primary).unwrap();
+    let mut res = recovery::resources::Resources::default();
+    let mut main = def(&primary);
+    main.url = recovery::secret::Secret::new(primary.url("no_such_db"));
+    res.postgres.insert("main".into(), main);
+    res.postgres.insert("dr".into(), def(&replica));
+    let reg = recovery::registry::Registry::with_resources(std::sync::Arc::new(res));
+
+    let e = run(
+        &reg,
+        "pg_fence",
+        json!({"cluster": "main", "allow_unreachable": true}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.retryable && e.message.starts_with("refused by") && e.message.contains("no_such_db"),
+        "{}",
+        e.message
+    );
+    let e = run(
+        &reg,
+        "pg_promote",
+        json!({"replica": "dr", "primary": "main"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        !e.retryable
+            && e.message.contains("old primary main")
+            && e.message.contains("may accept writes")
+            && e.message.contains("Nothing was done"),
+        "{}",
+        e.message
+    );
+    assert!(replica.is_in_recovery().unwrap(), "promoted anyway");
+}

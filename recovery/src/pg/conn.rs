@@ -15,9 +15,18 @@ use crate::{
 /// How long a connection attempt may take before the cluster counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How every connection failure from [`connect`] starts, so callers can tell "unreachable"
-/// from other errors.
+/// The oldest server the PostgreSQL steps work with (`server_version_num`): 14. Older ones
+/// lack functions the steps use, and 12 and 13 are past their end of life.
+pub const MIN_SERVER_VERSION: u32 = 140_000;
+
+/// How a connection failure from [`connect`] starts when nothing answered (refused, reset,
+/// timed out, no route), so callers can tell "unreachable" from other errors.
 pub const CANNOT_CONNECT: &str = "cannot connect to";
+
+/// How a connection failure from [`connect`] starts when the server answered and refused the
+/// session (a login it rejects, too many clients, starting up): the server is alive, so it is
+/// never "unreachable".
+pub const REFUSED: &str = "refused by";
 
 /// The cluster called `name`, or an error naming the known ones.
 pub fn cluster<'a>(resources: &'a Resources, name: &str) -> Result<&'a PgClusterDef, String> {
@@ -50,7 +59,9 @@ pub fn check_cluster(resources: &Resources, field: &str, name: &str) -> Result<(
 }
 
 /// Opens one connection to the database the URL names (application name `drbot`, statement
-/// logging off). Failures are retryable and name the cluster by `display()`, never by URL.
+/// logging off). Failures are retryable and name the cluster by `display()`, never by URL;
+/// they start with [`CANNOT_CONNECT`] when nothing answered and with [`REFUSED`] when the
+/// server did.
 pub async fn connect(def: &PgClusterDef) -> Result<PgConnection, StepError> {
     open(def, None).await
 }
@@ -77,7 +88,14 @@ async fn open(def: &PgClusterDef, db: Option<&str>) -> Result<PgConnection, Step
     }
     let opts = opts.application_name("drbot").disable_statement_logging();
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
-        Ok(Ok(conn)) => Ok(conn),
+        Ok(Ok(conn)) => match too_old(&where_, conn.server_version_num()) {
+            Some(e) => Err(e),
+            None => Ok(conn),
+        },
+        Ok(Err(e @ sqlx::Error::Database(_))) => Err(StepError::retryable(format!(
+            "{REFUSED} {where_} (the server answered, so it is running): {}",
+            scrub(def, &e.to_string())
+        ))),
         Ok(Err(e)) => Err(StepError::retryable(format!(
             "{CANNOT_CONNECT} {where_}: {}",
             scrub(def, &e.to_string())
@@ -87,6 +105,19 @@ async fn open(def: &PgClusterDef, db: Option<&str>) -> Result<PgConnection, Step
             CONNECT_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// The error for a server older than [`MIN_SERVER_VERSION`] (`server_version_num`, e.g.
+/// 130012 for 13.12), if it is.
+fn too_old(where_: &str, version: Option<u32>) -> Option<StepError> {
+    let v = version.filter(|v| *v < MIN_SERVER_VERSION)?;
+    Some(StepError::fatal(format!(
+        "{where_} runs PostgreSQL {}.{}: drbot's PostgreSQL steps need 14 or later (they use \
+         pg_terminate_backend with a timeout, pg_current_xact_id, DROP DATABASE … WITH (FORCE) \
+         and pg_rewind --write-recovery-conf). Nothing was done on it",
+        v / 10_000,
+        v % 10_000
+    )))
 }
 
 /// Whether new sessions on `conn`'s server are read-only (`default_transaction_read_only`, as
@@ -115,6 +146,30 @@ pub fn query_error(def: &PgClusterDef, what: &str, e: sqlx::Error) -> StepError 
 mod tests {
     use super::*;
     use crate::pg::test_def as def;
+
+    #[test]
+    fn servers_older_than_14_are_refused() {
+        let e = too_old("db:5432/app", Some(130_012)).unwrap();
+        assert!(!e.retryable);
+        assert!(
+            e.message
+                .starts_with("db:5432/app runs PostgreSQL 13.12: drbot's PostgreSQL steps need 14"),
+            "{}",
+            e.message
+        );
+        assert!(
+            too_old("x", Some(120_022))
+                .unwrap()
+                .message
+                .contains("12.22")
+        );
+        assert!(too_old("x", Some(140_000)).is_none());
+        assert!(too_old("x", Some(150_010)).is_none());
+        assert!(
+            too_old("x", None).is_none(),
+            "unknown: the steps find out themselves"
+        );
+    }
 
     #[test]
     fn unknown_clusters_are_named() {

@@ -164,6 +164,9 @@ async fn look(def: &PgClusterDef) -> PrimaryLook {
     let mut conn = match pg::connect(def).await {
         Ok(c) => c,
         Err(e) => {
+            // A server that answers but refuses drbot (a rotated password, too many clients)
+            // is running, and may take writes: unknown counts as writable.
+            out.writable = e.message.starts_with(pg::conn::REFUSED);
             out.error = Some(e.message);
             return out;
         }
@@ -192,7 +195,10 @@ async fn look(def: &PgClusterDef) -> PrimaryLook {
             .flatten()
             .and_then(replication::ts);
         }
-        Err(e) => out.error = Some(pg::query_error(def, "reading the WAL position", e).message),
+        Err(e) => {
+            out.writable = true;
+            out.error = Some(pg::query_error(def, "reading the WAL position", e).message);
+        }
     }
     out
 }
@@ -264,10 +270,18 @@ pub(crate) async fn promote(
     }
     if let (false, true, OldPrimary::Live(name, def)) = (already_promoted, look.writable, primary) {
         if !allow_writable_primary {
+            let why = match &look.error {
+                Some(e) => {
+                    format!(
+                        "answers but drbot cannot read its state ({e}), so it may accept writes"
+                    )
+                }
+                None => "answers and accepts writes".to_string(),
+            };
             return Err(StepError::fatal(format!(
-                "the old primary {name} ({}) answers and accepts writes: promoting \
-                 {replica_name} now would leave two writable primaries. Nothing was done. \
-                 Fence {name} (pg_fence) or stop it, then request the promotion again",
+                "the old primary {name} ({}) {why}: promoting {replica_name} now could leave \
+                 two writable primaries. Nothing was done. Fence {name} (pg_fence) or stop it, \
+                 or give drbot access to it, then request the promotion again",
                 def.display()
             )));
         }
