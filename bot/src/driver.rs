@@ -6,8 +6,9 @@
 //! this process still holds the run's lease; a process that lost it writes nothing more and
 //! stops its step. A process that cannot renew its lease (the store unreachable from it, the
 //! renewal stuck) stops its step itself at two thirds of the lease, before another process
-//! may take the run over, so a step never runs in two processes at once. A takeover then
-//! resumes under the engine's rules.
+//! may take the run over, so a step never runs in two processes at once: a step that does not
+//! return when told is dropped by the engine a sixth of the lease later (its tools killed).
+//! A takeover then resumes under the engine's rules.
 //!
 //! **Architecture Invariant:** a panic while driving a run never leaves it `running` with a
 //! lease renewed forever: the run is paused for a person (needs attention at the step it
@@ -53,7 +54,9 @@ pub fn owner_id() -> String {
 /// Claims and drives runs until `shutdown` fires, then lets in-flight steps finish for the
 /// grace period, interrupts what is left, and releases its leases.
 pub async fn run(app: App, owner: String, shutdown: CancellationToken) {
-    let engine = Engine::new(app.settings.registry.clone());
+    // A step is told to stop with a third of its lease left (see `keep_lease`); it must be
+    // gone with half of that still to spare.
+    let engine = Engine::new(app.settings.registry.clone()).with_stop_grace(app.settings.lease / 6);
     let in_flight = InFlight::default();
     let stop_steps = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();

@@ -12,7 +12,7 @@
 //! can build on an earlier one's evidence (a drill's measurement reads its disaster's markers)
 //! also after a crash and a resume by another process.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -226,12 +226,28 @@ pub enum Driven {
 #[derive(Clone)]
 pub struct Engine {
     registry: Registry,
+    stop_grace: Duration,
 }
+
+/// How long, by default, a step told to stop (its process lost or cannot renew its lease, or
+/// shuts down) may take to return before the engine drops it ([`Engine::with_stop_grace`]).
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// An engine using these step types.
     pub fn new(registry: Registry) -> Self {
-        Self { registry }
+        Self {
+            registry,
+            stop_grace: STOP_GRACE,
+        }
+    }
+
+    /// How long a step told to stop may take to return before it is dropped (which kills the
+    /// tools it started). A step whose process must give up its lease has to be gone before
+    /// the lease ends: keep this well inside what is left of it when the step is told.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
     }
 
     /// The step types.
@@ -490,15 +506,33 @@ impl Engine {
         let timeout = step.timeout();
         let fut = tokio::time::timeout(timeout, runnable.run(&ctx));
         tokio::pin!(fut);
+        // A step told to stop gets the stop grace to return; one that does not (a connect or
+        // a statement that never looks at its token) is dropped then, which kills its tools,
+        // so that it never outlives the lease of the process running it.
+        let abandon = async {
+            stop.cancelled().await;
+            tokio::time::sleep(self.stop_grace).await;
+        };
+        tokio::pin!(abandon);
         let result = loop {
             tokio::select! {
-                r = &mut fut => break r,
+                r = &mut fut => break Some(r),
                 Some(line) = rx.recv() => journal.step_progress(snap.run_id, idx, &line).await,
+                () = &mut abandon => break None,
             }
         };
         while let Ok(line) = rx.try_recv() {
             journal.step_progress(snap.run_id, idx, &line).await;
         }
+        let Some(result) = result else {
+            tracing::warn!(
+                run = snap.run_id,
+                step = idx,
+                grace_ms = self.stop_grace.as_millis() as u64,
+                "the step did not stop when told to: abandoned"
+            );
+            return Ok(Attempt::Interrupted);
+        };
         if stop.is_cancelled() {
             return Ok(Attempt::Interrupted);
         }

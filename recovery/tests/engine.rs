@@ -632,6 +632,10 @@ impl recovery::step::Step for ProbeStep {
         &self,
         ctx: &recovery::step::StepContext,
     ) -> Result<recovery::step::StepOutput, StepError> {
+        if self.0 == "deaf" {
+            // Never looks at ctx.cancel (like a connect that hangs).
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
         Ok(recovery::step::StepOutput {
             summary: self.0.clone(),
             log: String::new(),
@@ -798,4 +802,32 @@ async fn a_step_whose_resources_changed_since_approval_does_not_run() {
             "nothing after it runs, `on_failure = \"continue\"` or not"
         );
     }
+}
+
+/// A step that never looks at its cancellation token is dropped the stop grace after it was
+/// told to stop: the drive ends (interrupted) instead of outliving the process's lease.
+#[tokio::test]
+async fn a_step_that_ignores_its_stop_is_dropped() {
+    let (p, reg) = probe_plan(&["deaf", "after"]);
+    let j = MemJournal::new(p, true);
+    let engine = Engine::new(reg).with_stop_grace(Duration::from_millis(200));
+    let stop = CancellationToken::new();
+    let told = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        told.cancel();
+    });
+    let d = tokio::time::timeout(
+        Duration::from_secs(30),
+        engine.drive(&j, 1, CancellationToken::new(), stop),
+    )
+    .await
+    .expect("the drive ended although the step ignored its stop")
+    .unwrap();
+    assert_eq!(d, Driven::Interrupted);
+    let results = j.mem.lock().unwrap().results.clone();
+    assert!(
+        results.iter().all(Option::is_none),
+        "nothing recorded: {results:?}"
+    );
 }
