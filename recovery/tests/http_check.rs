@@ -423,6 +423,29 @@ async fn unreachable_is_retryable() {
     assert_eq!(lines.len(), 1);
 }
 
+/// A token in the URL (its query or user info, often from `${NAME}`) is never shown: not in
+/// the error, its progress lines, nor the transport error's own text.
+#[tokio::test]
+async fn a_token_in_the_url_is_never_shown() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://probe:s3cret@127.0.0.1:{port}/health?key=s3cret&region=west");
+    let (r, lines) = run(json!({"url": url, "request_timeout": "2s"})).await;
+    let e = r.unwrap_err();
+    let shown = format!("{} {} {lines:?}", e.message, e.log);
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        e.message.contains(&format!(
+            "http://probe:***@127.0.0.1:{port}/health?key=***&region=***"
+        )),
+        "{}",
+        e.message
+    );
+}
+
 #[test]
 fn validation_errors() {
     let reg = Registry::builtin();

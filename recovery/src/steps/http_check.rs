@@ -265,10 +265,25 @@ impl StepKind for HttpCheckKind {
 }
 
 fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    let u =
-        reqwest::Url::parse(url).map_err(|e| format!("url: `{url}` is not a valid URL: {e}"))?;
+    // Shown without what could be a secret (`${NAME}`s are expanded by now): no query, no
+    // user info.
+    let shown = || {
+        let base = url.split(['?', '#']).next().unwrap_or_default();
+        match base.split_once("://") {
+            Some((scheme, rest)) => match rest.split('/').next().and_then(|a| a.rsplit_once('@')) {
+                Some((_, host)) => {
+                    let path = &rest[rest.find('/').unwrap_or(rest.len())..];
+                    format!("{scheme}://***@{host}{path}")
+                }
+                None => base.to_string(),
+            },
+            None => base.to_string(),
+        }
+    };
+    let u = reqwest::Url::parse(url)
+        .map_err(|e| format!("url: `{}` is not a valid URL: {e}", shown()))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("url: `{url}` is not an http or https URL"));
+        return Err(format!("url: `{}` is not an http or https URL", shown()));
     }
     Ok(u)
 }
@@ -278,6 +293,15 @@ fn shown_url(url: &reqwest::Url) -> String {
     let mut u = url.clone();
     if u.password().is_some() {
         let _ = u.set_password(Some("***"));
+    }
+    // A query often carries a token (`?key=${HEALTH_KEY}`): its names stay, its values go.
+    if u.query().is_some() {
+        let names: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        u.set_query(None);
+        let mut q = u.query_pairs_mut();
+        for name in &names {
+            q.append_pair(name, "***");
+        }
     }
     u.to_string()
 }
@@ -354,7 +378,7 @@ impl HttpCheck {
             Err(e) => {
                 return Outcome {
                     status: None,
-                    problem: Some(format!("unreachable: {}", error_chain(&e))),
+                    problem: Some(format!("unreachable: {}", error_chain(&e.without_url()))),
                     millis: started.elapsed().as_millis(),
                 };
             }
@@ -604,7 +628,11 @@ fn redirect_target(base: &reqwest::Url, headers: &HeaderMap) -> String {
 /// Reads at most [`MAX_BODY`] bytes of the body.
 async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| error_chain(&e.without_url()))?
+    {
         let room = MAX_BODY - out.len();
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if out.len() >= MAX_BODY {
@@ -655,6 +683,16 @@ mod tests {
         assert_eq!(clip(&"é".repeat(200)).chars().count(), SNIPPET + 1);
         let u = reqwest::Url::parse("https://u:pw@h/x").unwrap();
         assert_eq!(shown_url(&u), "https://u:***@h/x");
+        let u = reqwest::Url::parse("https://h/x?key=s3cret&v=2").unwrap();
+        assert_eq!(shown_url(&u), "https://h/x?key=***&v=***");
+        for bad in [
+            "ftp://u:s3cret@h/x?k=s3cret",
+            "http://u:s3cret@[zz/x?k=s3cret",
+        ] {
+            let e = check_url(bad).unwrap_err();
+            assert!(!e.contains("s3cret"), "{e}");
+            assert!(e.contains("***@"), "{e}");
+        }
     }
 
     #[test]
