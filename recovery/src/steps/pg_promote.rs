@@ -82,8 +82,11 @@ impl StepKind for PromoteKind {
                 return Err("primary: must differ from replica".into());
             }
         }
-        if p.wait_seconds == 0 {
-            return Err("wait_seconds: must be at least 1".into());
+        if !(1..=86_400).contains(&p.wait_seconds) {
+            return Err(format!(
+                "wait_seconds: {} is out of range (1 to 86400)",
+                p.wait_seconds
+            ));
         }
         Ok(())
     }
@@ -480,5 +483,29 @@ impl Step for Promote {
             obj.insert("primary".into(), json!(p.primary));
         }
         Ok(StepOutput { summary, log, data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::test_def;
+
+    #[test]
+    fn wait_seconds_beyond_a_day_is_refused_at_validation() {
+        let mut res = Resources::default();
+        res.postgres
+            .insert("dr".into(), test_def("postgres://u@h/d"));
+        let kind = PromoteKind(Arc::new(res));
+        for (wait, ok) in [
+            (0u64, false),
+            (1, true),
+            (86_400, true),
+            (86_401, false),
+            (3_000_000_000, false),
+        ] {
+            let r = kind.validate(&json!({"replica": "dr", "wait_seconds": wait}));
+            assert_eq!(r.is_ok(), ok, "{wait}: {r:?}");
+        }
     }
 }

@@ -126,8 +126,11 @@ impl StepKind for SwitchoverKind {
                 p.primary
             ));
         }
-        if p.wait_seconds == 0 {
-            return Err("wait_seconds: must be at least 1".into());
+        if !(1..=86_400).contains(&p.wait_seconds) {
+            return Err(format!(
+                "wait_seconds: {} is out of range (1 to 86400)",
+                p.wait_seconds
+            ));
         }
         pg_rebuild_replica::check_keep_files(&p.keep_files)
     }
