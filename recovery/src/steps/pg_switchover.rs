@@ -12,7 +12,10 @@
 //! 3. Promote the replica (`pg_promote` semantics, with RPO evidence: the gap must be 0) and
 //!    check that it takes writes.
 //! 4. With `rebuild_old = true` (default), rebuild the demoted primary as a streaming replica
-//!    of the new one (`pg_rebuild_replica` semantics).
+//!    of the new one (`pg_rebuild_replica` semantics). A failed rebuild does not fail the
+//!    step: the switchover stands, the summary says the rebuild FAILED and why, and the old
+//!    primary stays stopped for a person to rebuild (the cutover after it is not held up
+//!    while nothing serves writes).
 //!
 //! If the replica does not catch up in time the step fails and the old primary **stays
 //! stopped or read-only**: nothing was lost, and a person decides (retry, or undo: `pg_ctl
@@ -254,7 +257,12 @@ impl Step for Switchover {
         log.push(promote_log);
         log.push(promote_summary);
 
-        // 4. The old primary follows the new one.
+        // 4. The old primary follows the new one. The switchover stands whatever happens
+        // here: a failed rebuild (pg_rewind refused, a base backup cut short) leaves the old
+        // primary stopped, which is safe, and must not hold up the cutover that follows
+        // while nothing serves writes; the runbook's replication check after the cutover
+        // reports it.
+        let mut rebuild_error = None;
         let rebuilt = if p.rebuild_old {
             let opts = pg_rebuild_replica::RebuildOptions {
                 force_basebackup: p.force_basebackup,
@@ -262,20 +270,25 @@ impl Step for Switchover {
                 catch_up: Duration::from_secs(p.catch_up_seconds.into()),
                 log_file: p.log_file.as_deref(),
             };
-            let (data, summary, rlog) =
-                pg_rebuild_replica::rebuild(&p.primary, primary, &p.replica, replica, &opts, ctx)
-                    .await
-                    .map_err(|e| StepError {
-                        message: format!(
-                            "switched over ({} is primary) but rebuilding {} failed: {}",
-                            p.replica, p.primary, e.message
-                        ),
-                        log: format!("{}\n{}", log.join("\n"), e.log),
-                        ..e
-                    })?;
-            log.push(rlog);
-            log.push(summary);
-            Some(data)
+            match pg_rebuild_replica::rebuild(&p.primary, primary, &p.replica, replica, &opts, ctx)
+                .await
+            {
+                Ok((data, summary, rlog)) => {
+                    log.push(rlog);
+                    log.push(summary);
+                    Some(data)
+                }
+                Err(e) => {
+                    ctx.progress.line(format!(
+                        "rebuilding {} failed ({}); the switchover stands: {} is primary",
+                        p.primary, e.message, p.replica
+                    ));
+                    log.push(e.log);
+                    log.push(format!("rebuilding {} failed: {}", p.primary, e.message));
+                    rebuild_error = Some(e.message);
+                    None
+                }
+            }
         } else {
             None
         };
@@ -286,14 +299,19 @@ impl Step for Switchover {
             ev.lsn_gap_bytes
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "unknown".into()),
-            match &rebuilt {
-                Some(d) => format!(
+            match (&rebuilt, &rebuild_error) {
+                (Some(d), _) => format!(
                     ", {} rebuilt with {} and streaming from it",
                     p.primary,
                     d["method"].as_str().unwrap_or("?")
                 ),
-                None if mode == FenceMode::Stop => format!(", {} left stopped", p.primary),
-                None => format!(", {} left fenced (read-only)", p.primary),
+                (None, Some(e)) => format!(
+                    "; rebuilding {} FAILED ({e}): it is not a replica yet, rebuild it with \
+                     pg_rebuild_replica (source {})",
+                    p.primary, p.replica
+                ),
+                (None, None) if mode == FenceMode::Stop => format!(", {} left stopped", p.primary),
+                (None, None) => format!(", {} left fenced (read-only)", p.primary),
             }
         );
         Ok(StepOutput {
@@ -306,6 +324,7 @@ impl Step for Switchover {
                 "replica_caught_up_lsn": caught_up,
                 "promote": ev,
                 "rebuild": rebuilt,
+                "rebuild_error": rebuild_error,
             }),
         })
     }
@@ -366,11 +385,11 @@ async fn already_switched(
             } else if !p.rebuild_old {
                 Ok(done(format!("{} stopped", p.primary)))
             } else {
-                Err(StepError::fatal(format!(
-                    "{} is already the primary and {} is stopped: if this step was interrupted \
-                     after its promotion, rebuild {} with pg_rebuild_replica (source {}), or \
-                     skip this step",
-                    p.replica, p.primary, p.primary, p.replica
+                // Stopped after the promotion (this step's rebuild failed, or it was
+                // interrupted): one primary, safe; the rebuild is left to a person, as above.
+                Ok(done(format!(
+                    "{} stopped, not rebuilt (rebuild it with pg_rebuild_replica, source {})",
+                    p.primary, p.replica
                 )))
             }
         }
