@@ -15,7 +15,7 @@ use std::{
 };
 
 use chrono::Utc;
-use pitr_support::{cluster_def, os_user, owned_temp_dir, run_step, s};
+use pitr_support::{cluster_def, os_user, owned_temp_dir, run_step, run_step_with_progress, s};
 use recovery::{
     resources::{BackupStoreDef, PgClusterDef, Resources},
     secret::Secret,
@@ -103,6 +103,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+/// [`setup`], with `before_backup` done to the source right before its base backup.
+async fn setup_with(before_backup: impl FnOnce(&PgCluster)) -> Setup {
     let src = PgCluster::start().unwrap();
     src.psql(
         "postgres",
@@ -110,6 +115,7 @@ async fn setup() -> Setup {
          INSERT INTO items SELECT g, 'before backup' FROM generate_series(1, 50) g;",
     )
     .unwrap();
+    before_backup(&src);
     let store = tempfile::tempdir().unwrap();
     let mut res = Resources::default();
     res.postgres.insert("main".into(), cluster_def(&src));
@@ -314,6 +320,49 @@ async fn pitr_recovers_exactly_the_rows_before_the_target() {
         "{}",
         err.message
     );
+}
+
+/// A source that keeps its configuration outside its data directory (as Debian and Ubuntu
+/// do) makes base backups without postgresql.conf and pg_hba.conf: pg_pitr writes local-only
+/// defaults, and the recovered cluster starts and answers a password login on localhost.
+#[tokio::test(flavor = "multi_thread")]
+async fn pitr_starts_from_a_backup_without_config_files() {
+    let mut su = setup_with(|src| {
+        src.psql("postgres", "ALTER ROLE postgres PASSWORD 'pitr-pw'")
+            .unwrap();
+        // The running server has read them; its base backup will not hold them.
+        for f in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] {
+            std::fs::remove_file(src.data_dir().join(f)).unwrap();
+        }
+    })
+    .await;
+    let dir = owned_temp_dir("drbot-pitr-");
+    let data = dir.path().join("data");
+    let _stop = StopOnDrop(data.clone());
+    let port = free_port();
+    let mut target = target_def(&data, port);
+    target.url = Secret::new(format!(
+        "postgres://postgres:pitr-pw@127.0.0.1:{port}/postgres"
+    ));
+    su.res.postgres.insert("pitr".into(), target);
+    let archive = su.src.archive_dir().to_path_buf();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let out = run_step_with_progress(&su.res, "pg_pitr", pitr_params(&su.t, &archive, "pitr"), tx)
+        .await
+        .unwrap();
+    assert_eq!(out.data["row_counts"]["items"], 100, "{:#}", out.data);
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.try_recv() {
+        lines.push(l);
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("no postgresql.conf, pg_hba.conf, pg_ident.conf")),
+        "{lines:?}"
+    );
+    let hba = std::fs::read_to_string(data.join("pg_hba.conf")).unwrap();
+    assert!(hba.contains("127.0.0.1/32 scram-sha-256"), "{hba}");
 }
 
 /// An archive whose `archive_command` gzips (`gzip < %p > <dir>/%f.gz`): `wal_archive_check`

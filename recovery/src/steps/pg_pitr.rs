@@ -99,6 +99,55 @@ struct Marker {
     finished: bool,
 }
 
+/// The configuration files a base backup may lack, each with what pg_pitr writes instead.
+const MISSING_CONFIG: &[(&str, &str)] = &[
+    (
+        "postgresql.conf",
+        "# Written by drbot pg_pitr: the base backup had no postgresql.conf (the cluster kept\n\
+         # its configuration outside its data directory). Recovery settings are in\n\
+         # postgresql.auto.conf.\nlisten_addresses = 'localhost'\n",
+    ),
+    (
+        "pg_hba.conf",
+        "# Written by drbot pg_pitr: the base backup had no pg_hba.conf. Local connections only.\n\
+         local all all peer\n\
+         host all all 127.0.0.1/32 scram-sha-256\n\
+         host all all ::1/128 scram-sha-256\n",
+    ),
+    (
+        "pg_ident.conf",
+        "# Written by drbot pg_pitr: the base backup had no pg_ident.conf.\n",
+    ),
+];
+
+/// The settings a server replaying a primary's WAL with `hot_standby` needs at least the
+/// primary's values of, as `pg_controldata` names them, each with its setting's name.
+const PRIMARY_SETTINGS: &[(&str, &str)] = &[
+    ("max_connections setting", "max_connections"),
+    ("max_worker_processes setting", "max_worker_processes"),
+    ("max_wal_senders setting", "max_wal_senders"),
+    ("max_prepared_xacts setting", "max_prepared_transactions"),
+    ("max_locks_per_xact setting", "max_locks_per_transaction"),
+];
+
+/// The [`PRIMARY_SETTINGS`] found in `pg_controldata`'s output (numbers only).
+fn primary_settings(controldata: &str) -> Vec<(&'static str, u64)> {
+    PRIMARY_SETTINGS
+        .iter()
+        .filter_map(|(label, setting)| {
+            controldata.lines().find_map(|l| {
+                let v = l
+                    .strip_prefix(label)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some((*setting, v))
+            })
+        })
+        .collect()
+}
+
 /// Parses `YYYY-MM-DD HH:MM[:SS[.f]]` (UTC, optional `UTC`/`Z` suffix, `T` or space) or RFC 3339.
 pub fn parse_target_time(s: &str) -> Result<DateTime<Utc>, String> {
     let t = s.trim();
@@ -233,7 +282,7 @@ impl StepKind for PitrKind {
         "pg_pitr"
     }
     fn tools(&self) -> &'static [&'static str] {
-        &["pg_ctl"]
+        &["pg_ctl", "pg_controldata"]
     }
     fn traits(&self) -> StepTraits {
         // Starts a new cluster; a re-run wipes only its own unfinished attempt.
@@ -356,6 +405,7 @@ impl Step for Pitr {
                     .line(format!("restoring {file} into {}", dest.display()));
                 job.extract(&store, &manifest, file, &dest).await?;
             }
+            job.write_missing_config().await?;
             job.configure(&archive, target, p.inclusive, p.keep_archiving)?;
             job.start().await?;
         }
@@ -646,6 +696,46 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// A cluster whose configuration lives outside its data directory (Debian and Ubuntu keep
+    /// it in /etc/postgresql) leaves it out of its base backups, and PostgreSQL does not start
+    /// without it: writes local-only defaults (Debian's own pg_hba rules), with the settings a
+    /// server replaying that WAL needs at least the primary's values of (read with
+    /// `pg_controldata`).
+    async fn write_missing_config(&self) -> Result<(), StepError> {
+        let missing: Vec<&(&str, &str)> = MISSING_CONFIG
+            .iter()
+            .filter(|(file, _)| !self.data.join(file).exists())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let out = pg::tool(self.def, "pg_controldata")
+            .env("LC_ALL", "C")
+            .arg("-D")
+            .arg(&self.data)
+            .run_ok(self.ctx)
+            .await?;
+        let primary = primary_settings(&out.stdout);
+        for (file, text) in &missing {
+            let path = self.data.join(file);
+            let mut text = text.to_string();
+            if *file == "postgresql.conf" {
+                for (k, v) in &primary {
+                    text.push_str(&format!("{k} = {v}\n"));
+                }
+            }
+            pg::write_owned(&self.data, &path, &text)
+                .map_err(|e| StepError::fatal(format!("cannot write {}: {e}", path.display())))?;
+        }
+        let names: Vec<&str> = missing.iter().map(|(f, _)| *f).collect();
+        self.ctx.progress.line(format!(
+            "the base backup has no {} (configuration kept outside the data directory): \
+             wrote local-only defaults",
+            names.join(", ")
+        ));
+        Ok(())
+    }
+
     /// Recovery settings in `postgresql.auto.conf`, plus `recovery.signal`.
     fn configure(
         &self,
@@ -668,6 +758,9 @@ impl Job<'_> {
         ] {
             let _ = std::fs::remove_file(self.data.join(stale));
         }
+        let io = |e: std::io::Error, what: &Path| {
+            StepError::fatal(format!("cannot write {}: {e}", what.display()))
+        };
         let auto = self.data.join("postgresql.auto.conf");
         let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
         if !text.is_empty() && !text.ends_with('\n') {
@@ -693,9 +786,6 @@ impl Job<'_> {
         for (k, v) in settings {
             text.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
         }
-        let io = |e: std::io::Error, what: &Path| {
-            StepError::fatal(format!("cannot write {}: {e}", what.display()))
-        };
         pg::write_owned(&self.data, &auto, &text).map_err(|e| io(e, &auto))?;
         let signal = self.data.join("recovery.signal");
         pg::write_owned(&self.data, &signal, "").map_err(|e| io(e, &signal))?;
@@ -915,6 +1005,27 @@ fn wipe(dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn primary_settings_from_controldata() {
+        let out = "Database cluster state:               in archive recovery\n\
+                   max_connections setting:              200\n\
+                   max_worker_processes setting:         8\n\
+                   max_wal_senders setting:              10\n\
+                   max_prepared_xacts setting:           0\n\
+                   max_locks_per_xact setting:           64\n";
+        assert_eq!(
+            primary_settings(out),
+            [
+                ("max_connections", 200),
+                ("max_worker_processes", 8),
+                ("max_wal_senders", 10),
+                ("max_prepared_transactions", 0),
+                ("max_locks_per_transaction", 64)
+            ]
+        );
+        assert!(primary_settings("max_connections setting: lots\ngarbage").is_empty());
+    }
 
     #[test]
     fn target_times() {

@@ -49,6 +49,29 @@ pub async fn run_step(
     kind: &str,
     params: serde_json::Value,
 ) -> Result<StepOutput, StepError> {
+    run_in(resources, kind, params, ctx()).await
+}
+
+/// [`run_step`], its progress lines sent to `progress`.
+pub async fn run_step_with_progress(
+    resources: &Resources,
+    kind: &str,
+    params: serde_json::Value,
+    progress: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<StepOutput, StepError> {
+    let ctx = StepContext {
+        progress: ProgressSink::new(progress),
+        ..ctx()
+    };
+    run_in(resources, kind, params, ctx).await
+}
+
+async fn run_in(
+    resources: &Resources,
+    kind: &str,
+    params: serde_json::Value,
+    ctx: StepContext,
+) -> Result<StepOutput, StepError> {
     let registry = Registry::with_resources(Arc::new(resources.clone()));
     let k = registry
         .get(kind)
@@ -56,7 +79,7 @@ pub async fn run_step(
     k.validate(&params)
         .unwrap_or_else(|e| panic!("{kind} rejected {params}: {e}"));
     let step = k.build(&params).unwrap_or_else(|e| panic!("{kind}: {e}"));
-    step.run(&ctx()).await
+    step.run(&ctx).await
 }
 
 /// Resources with one cluster called `name`.
