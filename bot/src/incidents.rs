@@ -20,7 +20,7 @@ use crate::{
     actor::Actor,
     app::App,
     approvals::{Fail, Outcome},
-    grammar::IncidentCommand,
+    grammar::{IncidentCommand, IncidentStatus},
     reply::{IncidentChange, IncidentView, UserError},
     store::{
         Tx, audit,
@@ -53,6 +53,11 @@ pub struct Change {
     pub run_id: Option<i64>,
     /// The affected region (default: the primary region).
     pub region: Option<String>,
+    /// An open's first timeline entry as a runbook step words it (default: "We are
+    /// investigating: <title>.").
+    pub open_message: Option<String>,
+    /// The status an open starts in (default: investigating).
+    pub open_status: Option<IncidentStatus>,
 }
 
 impl Change {
@@ -64,6 +69,8 @@ impl Change {
             source: None,
             run_id: None,
             region: None,
+            open_message: None,
+            open_status: None,
         }
     }
 }
@@ -134,13 +141,13 @@ pub async fn apply(
                 },
             )
             .await?;
-            let body = format!("We are investigating: {title}.");
-            (
-                IncidentChange::Opened,
-                id,
-                IncidentState::Investigating,
-                body,
-            )
+            let body = change
+                .open_message
+                .unwrap_or_else(|| format!("We are investigating: {title}."));
+            let status = change
+                .open_status
+                .map_or(IncidentState::Investigating, IncidentState::from);
+            (IncidentChange::Opened, id, status, body)
         }
         IncidentCommand::Update { status, message } => {
             let o = open.ok_or(UserError::NoOpenIncident)?;

@@ -354,30 +354,37 @@ pub fn recorded(steps: &[(String, Option<serde_json::Value>)], key: &str) -> Opt
         .reduce(f64::max)
 }
 
+/// [`recorded`] as a duration: a number too large for one (a step may record anything)
+/// counts as none. The drill's targets are the ones its measurement was made against, when a
+/// step recorded them (`rto_target_seconds`, `rpo_target_seconds`; a runbook may set its own,
+/// e.g. the seed's 1 h for a failover test). Reports use it too, so they judge a drill as the
+/// page does.
+pub fn recorded_duration(
+    steps: &[(String, Option<serde_json::Value>)],
+    key: &str,
+) -> Option<Duration> {
+    recorded(steps, key).and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
+/// Whether a step could only bound the RPO from below (`pg_drill_measure`'s `rpo_at_least`: no
+/// marker reached DR): such an RPO is never met, however small. Reports use it too.
+pub fn rpo_lower_bound_only(steps: &[(String, Option<serde_json::Value>)]) -> bool {
+    steps
+        .iter()
+        .any(|(_, d)| d.as_ref().is_some_and(|d| d["rpo_at_least"] == true))
+}
+
 /// RTO is the measured `rto_seconds` a step recorded (`pg_drill_measure`: approval to health
 /// green), else the drill's duration; RPO the largest `rpo_seconds` a step recorded, none if no
 /// step recorded one (the measuring step was skipped): then the targets are not called met.
-/// The targets are the ones the measurement was made against (a runbook may set its own,
-/// e.g. the seed's 1 h for a failover test), else `[targets]`.
+/// The targets are the ones the measurement was made against ([`recorded_duration`]), else
+/// `[targets]`.
 fn drill(r: &FinishedRun, targets: (Duration, Duration)) -> Drill {
-    let recorded = |key: &str| recorded(&r.steps, key);
-    let target = |key: &str, default: Duration| {
-        recorded(key)
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .unwrap_or(default)
-    };
-    let rto_target = target("rto_target_seconds", targets.0);
-    let rpo_target = target("rpo_target_seconds", targets.1);
-    // A number too large for a duration (a step may record anything) counts as none.
-    let rto = recorded("rto_seconds")
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .unwrap_or_else(|| run_duration(r));
-    let rpo = recorded("rpo_seconds").and_then(|s| Duration::try_from_secs_f64(s).ok());
-    // `pg_drill_measure` could only bound the RPO from below (no marker reached DR).
-    let rpo_bound_only = r
-        .steps
-        .iter()
-        .any(|(_, d)| d.as_ref().is_some_and(|d| d["rpo_at_least"] == true));
+    let rto_target = recorded_duration(&r.steps, "rto_target_seconds").unwrap_or(targets.0);
+    let rpo_target = recorded_duration(&r.steps, "rpo_target_seconds").unwrap_or(targets.1);
+    let rto = recorded_duration(&r.steps, "rto_seconds").unwrap_or_else(|| run_duration(r));
+    let rpo = recorded_duration(&r.steps, "rpo_seconds");
+    let rpo_bound_only = rpo_lower_bound_only(&r.steps);
     Drill {
         at: time(r.finished_at),
         rto,

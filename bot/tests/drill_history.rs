@@ -374,4 +374,94 @@ fn parse_html_text(dom: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-both_backends!(drill_history);
+/// A drill aborted (after needing attention) or cancelled once it started is the last drill
+/// on `/status` and in the history, not met and without figures, instead of leaving an older
+/// drill there as "met"; a run cancelled before it started tested nothing and is not listed.
+async fn an_aborted_drill_is_the_last_drill(b: Backend) {
+    let env = env(b).await;
+    let day = 86_400_000;
+    let t0 = now_ms() - 10 * day;
+    let met = finished_run(
+        &env,
+        "drill",
+        "succeeded",
+        0,
+        t0,
+        400,
+        &[measure(6.0, 0.0, 0)],
+    )
+    .await;
+    let page = drbot::status_page::model(&env.app).await.unwrap();
+    assert!(page.evidence.last_drill.unwrap().met, "the baseline is met");
+    let aborted = finished_run(
+        &env,
+        "drill",
+        "aborted",
+        0,
+        t0 + day,
+        300,
+        &[("pg_drill_disaster", json!({ "disaster_at_ms": t0 }))],
+    )
+    .await;
+    let never_started = finished_run(&env, "drill", "cancelled", 0, t0 + 3 * day, 0, &[]).await;
+    sqlx::query("UPDATE runs SET started_at = NULL WHERE id = $1")
+        .bind(never_started)
+        .execute(env.app.store.pool())
+        .await
+        .unwrap();
+    let verified = finished_run(
+        &env,
+        "verify-backup",
+        "succeeded",
+        0,
+        t0,
+        90,
+        &[verify(42.0, 3)],
+    )
+    .await;
+    let cancelled =
+        finished_run(&env, "verify-backup", "cancelled", 0, t0 + 2 * day, 60, &[]).await;
+
+    let page = drbot::status_page::model(&env.app).await.unwrap();
+    let drill = page.evidence.last_drill.unwrap();
+    assert_eq!(
+        drill.at.timestamp_millis(),
+        t0 + day,
+        "the aborted drill, not the older one nor the never-started one"
+    );
+    assert!(!drill.met);
+    assert_eq!(drill.rpo, None, "nothing measured");
+    let v = page.evidence.last_backup_verification.unwrap();
+    assert_eq!(v.at.timestamp_millis(), t0 + 2 * day);
+    assert!(!v.passed);
+
+    let history = drbot::drill_history::model(&env.app).await.unwrap();
+    let drills: Vec<_> = history
+        .drills
+        .iter()
+        .map(|d| (d.id.clone(), d.passed, d.rto, d.rpo))
+        .collect();
+    assert_eq!(
+        drills,
+        [
+            (
+                met.to_string(),
+                true,
+                Some(std::time::Duration::from_secs(6)),
+                Some(std::time::Duration::ZERO)
+            ),
+            (aborted.to_string(), false, None, None),
+        ]
+    );
+    let verifications: Vec<_> = history
+        .verifications
+        .iter()
+        .map(|v| (v.id.clone(), v.passed))
+        .collect();
+    assert_eq!(
+        verifications,
+        [(verified.to_string(), true), (cancelled.to_string(), false)]
+    );
+}
+
+both_backends!(drill_history, an_aborted_drill_is_the_last_drill);

@@ -12,6 +12,7 @@ use common::*;
 use drbot::{
     approvals, dispatch,
     reply::Reply,
+    steps::incident::STARTED_TEXT,
     store::{incidents::IncidentState, runs::RunState},
 };
 use notifier::page::ComponentStatus;
@@ -220,11 +221,7 @@ async fn components_on_the_page_and_open_joins_a_declared_incident(b: Backend) {
     assert_eq!(out.data["incident"], v.incident.id);
     let updates = env.app.store.incident_updates(v.incident.id).await.unwrap();
     assert_eq!(updates.len(), 2);
-    assert!(
-        updates[1].body.contains("Disaster recovery started"),
-        "{}",
-        updates[1].body
-    );
+    assert_eq!(updates[1].body, STARTED_TEXT);
     let page = drbot::status_page::model(&env.app).await.unwrap();
     let st: Vec<_> = page.components.iter().map(|c| c.status).collect();
     assert_eq!(
@@ -281,9 +278,135 @@ async fn components_on_the_page_and_open_joins_a_declared_incident(b: Backend) {
     assert!(out.summary.contains("no open incident"), "{}", out.summary);
 }
 
+/// An open with a message (and a status) when no incident is open: the new incident's first
+/// timeline entry is the step's own text and status, on the page and in the Statuspage create.
+async fn open_posts_its_message_as_the_first_update(b: Backend) {
+    let env = comms_env(b).await;
+    let Reply::Requested(req) =
+        dispatch::handle(&env.app, &cli(&env.app, "bob"), "/dr drill").await
+    else {
+        panic!("drill refused")
+    };
+    let kind = env.app.settings.registry.get("incident").unwrap();
+    let step = kind
+        .build(&json!({ "action": "open", "title": "DR drill",
+                        "message": "Scheduled DR drill: traffic moves to DR.",
+                        "status": "identified" }))
+        .unwrap();
+    let ctx = StepContext {
+        run_id: req.run.id,
+        step_index: 0,
+        attempt: 1,
+        vars: Default::default(),
+        progress: ProgressSink::none(),
+        cancel: CancellationToken::new(),
+        ..Default::default()
+    };
+    let out = step.run(&ctx).await.unwrap();
+    let open = env.app.store.open_incident().await.unwrap().unwrap();
+    assert_eq!(out.data["incident"], open.id);
+    assert_eq!(open.name, "DR drill");
+    assert_eq!(open.status, IncidentState::Identified);
+    let updates = env.app.store.incident_updates(open.id).await.unwrap();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].body, "Scheduled DR drill: traffic moves to DR.");
+    assert_eq!(updates[0].status, IncidentState::Identified);
+    let page = drbot::status_page::model(&env.app).await.unwrap();
+    let current = page.current.unwrap();
+    assert_eq!(
+        current.updates[0].body,
+        "Scheduled DR drill: traffic moves to DR."
+    );
+    let rows = statuspage_rows(&env).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["op"], "create");
+    assert_eq!(rows[0]["status"], "identified");
+    assert!(
+        rows[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("Scheduled DR drill: traffic moves to DR."),
+        "{}",
+        rows[0]
+    );
+
+    // Without a message, an opened incident says it is being investigated.
+    let r = dispatch::handle(&env.app, &cli(&env.app, "bob"), "/dr incident resolve").await;
+    assert!(matches!(r, Reply::Incident(_)), "{r:?}");
+    let step = kind.build(&json!({ "action": "open" })).unwrap();
+    step.run(&StepContext {
+        step_index: 1,
+        ..ctx
+    })
+    .await
+    .unwrap();
+    let open = env.app.store.open_incident().await.unwrap().unwrap();
+    let updates = env.app.store.incident_updates(open.id).await.unwrap();
+    assert_eq!(
+        updates[0].body,
+        "We are investigating: Service Degradation - DR Activated."
+    );
+    assert_eq!(updates[0].status, IncidentState::Investigating);
+}
+
+/// The default texts of an open joining a person's incident and of a resolve that leaves it
+/// open are public: they name no run.
+async fn default_texts_name_no_run(b: Backend) {
+    let env = comms_env(b).await;
+    let r = dispatch::handle(
+        &env.app,
+        &cli(&env.app, "bob"),
+        "/dr incident open Region down",
+    )
+    .await;
+    let Reply::Incident(v) = r else {
+        panic!("{r:?}")
+    };
+    let Reply::Requested(req) =
+        dispatch::handle(&env.app, &cli(&env.app, "bob"), "/dr drill").await
+    else {
+        panic!("drill refused")
+    };
+    let kind = env.app.settings.registry.get("incident").unwrap();
+    let ctx = StepContext {
+        run_id: req.run.id,
+        step_index: 0,
+        attempt: 1,
+        vars: Default::default(),
+        progress: ProgressSink::none(),
+        cancel: CancellationToken::new(),
+        ..Default::default()
+    };
+    for (i, action) in ["open", "resolve"].into_iter().enumerate() {
+        let step = kind.build(&json!({ "action": action })).unwrap();
+        step.run(&StepContext {
+            step_index: i,
+            ..ctx.clone()
+        })
+        .await
+        .unwrap();
+    }
+    let updates = env.app.store.incident_updates(v.incident.id).await.unwrap();
+    let bodies: Vec<_> = updates.iter().skip(1).map(|u| u.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "Disaster recovery has started.",
+            "Recovery steps are complete; we are monitoring."
+        ]
+    );
+    let run = req.run.id.to_string();
+    assert!(
+        bodies.iter().all(|b| !b.contains(&run)),
+        "{bodies:?} name run {run}"
+    );
+}
+
 both_backends!(
     drill_opens_updates_and_resolves,
-    components_on_the_page_and_open_joins_a_declared_incident
+    components_on_the_page_and_open_joins_a_declared_incident,
+    open_posts_its_message_as_the_first_update,
+    default_texts_name_no_run
 );
 
 #[test]

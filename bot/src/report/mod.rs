@@ -100,16 +100,19 @@ pub struct Figure {
     pub label: String,
     /// Seconds, if measured.
     pub seconds: Option<f64>,
-    /// The `[targets]` value, seconds.
+    /// `seconds` is only a lower bound (more may be lost): never met, however small.
+    pub at_least: bool,
+    /// The target, seconds: the one the measurement was made against, else `[targets]`.
     pub target_seconds: f64,
-    /// The `[targets]` value as configured (`4h`).
+    /// The target as configured (`4h`).
     pub target: String,
 }
 
 impl Figure {
     /// Met, missed, or not measured.
     pub fn met(&self) -> Option<bool> {
-        self.seconds.map(|s| s <= self.target_seconds)
+        self.seconds
+            .map(|s| !self.at_least && s <= self.target_seconds)
     }
 }
 

@@ -65,6 +65,14 @@ pub struct IncidentParams {
 /// Default title of an incident a runbook opens (the seed's status page incident).
 pub const DEFAULT_TITLE: &str = "Service Degradation - DR Activated";
 
+/// Default text of an open that joins an incident already open. Public (status page, feed,
+/// Statuspage, customer email): no run ids or other internals.
+pub const STARTED_TEXT: &str = "Disaster recovery has started.";
+
+/// Default text of a resolve that leaves open an incident the run did not open. Public, as
+/// [`STARTED_TEXT`].
+pub const MONITORING_TEXT: &str = "Recovery steps are complete; we are monitoring.";
+
 /// The `incident` step type.
 pub struct IncidentKind {
     /// The process's app, once there is one.
@@ -205,51 +213,61 @@ impl Step for IncidentStep {
             .await
             .map_err(|e| StepError::retryable(format!("reading the open incident: {e:#}")))?;
         let runbook = ctx.vars.get("runbook").cloned().unwrap_or_default();
-        let command =
-            match (self.p.action, &open) {
-                (Action::Open, None) => IncidentCommand::Open {
-                    title: self.p.title.clone(),
-                    impact: self.p.impact,
-                },
-                (Action::Open, Some(_)) => IncidentCommand::Update {
-                    status: self.p.status,
-                    message: self.p.message.clone().unwrap_or_else(|| {
-                        format!("Disaster recovery started (run {}).", ctx.run_id)
-                    }),
-                },
-                (Action::Update, Some(_)) => IncidentCommand::Update {
-                    status: self.p.status,
-                    message: self.p.message.clone().unwrap_or_default(),
-                },
-                // Only the incident this run opened: one that was open before it (a person's,
-                // which the run adopted) is resolved by people, never by a runbook's last step
-                // (a drill run during a real incident must not close it).
-                (Action::Resolve, Some(open)) if open.run_id == Some(ctx.run_id) => {
-                    IncidentCommand::Resolve {
-                        message: self.p.message.clone(),
-                    }
+        // An open's message and status make the new incident's first timeline entry.
+        let (open_message, open_status) = match (self.p.action, &open) {
+            (Action::Open, None) => (self.p.message.clone(), self.p.status),
+            _ => (None, None),
+        };
+        let command = match (self.p.action, &open) {
+            (Action::Open, None) => IncidentCommand::Open {
+                title: self.p.title.clone(),
+                impact: self.p.impact,
+            },
+            (Action::Open, Some(_)) => IncidentCommand::Update {
+                status: self.p.status,
+                message: self
+                    .p
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| STARTED_TEXT.to_string()),
+            },
+            (Action::Update, Some(_)) => IncidentCommand::Update {
+                status: self.p.status,
+                message: self.p.message.clone().unwrap_or_default(),
+            },
+            // Only the incident this run opened: one that was open before it (a person's,
+            // which the run adopted) is resolved by people, never by a runbook's last step
+            // (a drill run during a real incident must not close it).
+            (Action::Resolve, Some(open)) if open.run_id == Some(ctx.run_id) => {
+                IncidentCommand::Resolve {
+                    message: self.p.message.clone(),
                 }
-                // The run's part is done: as close to resolved as the run may take it.
-                (Action::Resolve, Some(_)) => IncidentCommand::Update {
-                    status: Some(IncidentStatus::Monitoring),
-                    message: self.p.message.clone().unwrap_or_else(|| {
-                        format!("Run {} is done; the incident stays open.", ctx.run_id)
-                    }),
-                },
-                (Action::Update | Action::Resolve, None) => {
-                    return Ok(StepOutput {
-                        summary: "no open incident: nothing to post".into(),
-                        log: String::new(),
-                        data: serde_json::json!({ "incident": null }),
-                    });
-                }
-            };
+            }
+            // The run's part is done: as close to resolved as the run may take it.
+            (Action::Resolve, Some(_)) => IncidentCommand::Update {
+                status: Some(IncidentStatus::Monitoring),
+                message: self
+                    .p
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| MONITORING_TEXT.to_string()),
+            },
+            (Action::Update | Action::Resolve, None) => {
+                return Ok(StepOutput {
+                    summary: "no open incident: nothing to post".into(),
+                    log: String::new(),
+                    data: serde_json::json!({ "incident": null }),
+                });
+            }
+        };
         let change = Change {
             command,
             components: self.p.components.clone(),
             source: Some(source),
             run_id: Some(ctx.run_id),
             region: ctx.vars.get("region").cloned(),
+            open_message,
+            open_status,
         };
         let author = if runbook.is_empty() {
             format!("run {}", ctx.run_id)

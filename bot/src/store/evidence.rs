@@ -1,5 +1,6 @@
 //! Disaster-recovery evidence for the public status page and the drill history: the finished
-//! (not dry) runs of a runbook, with the data their steps recorded.
+//! (not dry) runs of a runbook, with the data their steps recorded. A run that started and
+//! was then aborted or cancelled finished too (it is evidence of a failed test, never "met").
 
 use sqlx::Row;
 
@@ -10,7 +11,7 @@ use super::Store;
 pub struct FinishedRun {
     /// Run id.
     pub id: i64,
-    /// `succeeded` or `failed`.
+    /// `succeeded`, `failed`, or `aborted` / `cancelled` (after it started).
     pub state: String,
     /// Started, Unix ms (`None` if no step ever started).
     pub started_at: Option<i64>,
@@ -21,15 +22,17 @@ pub struct FinishedRun {
 }
 
 /// The columns [`Store::last_finished_run`] and [`Store::finished_runs`] select: finished
-/// (succeeded or failed), not dry runs of one runbook.
+/// (succeeded or failed; aborted or cancelled once started), not dry runs of one runbook. A
+/// request denied, expired or cancelled before it started tested nothing.
 const FINISHED: &str = "SELECT id, state, started_at, finished_at FROM runs WHERE runbook = $1 \
-     AND dry_run = 0 AND state IN ('succeeded', 'failed') AND finished_at IS NOT NULL \
-     ORDER BY finished_at DESC, id DESC LIMIT $2";
+     AND dry_run = 0 AND (state IN ('succeeded', 'failed') \
+     OR (state IN ('aborted', 'cancelled') AND started_at IS NOT NULL)) \
+     AND finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT $2";
 
 impl Store {
-    /// The last run of runbook `runbook` that finished (succeeded or failed), dry runs
-    /// excluded. (By runbook, not by the stored command text, which is as typed: `/dr drill`
-    /// from the CLI, `drill` from Slack.)
+    /// The last run of runbook `runbook` that finished (succeeded or failed; aborted or
+    /// cancelled after it started), dry runs excluded. (By runbook, not by the stored command
+    /// text, which is as typed: `/dr drill` from the CLI, `drill` from Slack.)
     pub async fn last_finished_run(&self, runbook: &str) -> anyhow::Result<Option<FinishedRun>> {
         Ok(self.finished_runs(runbook, 1).await?.pop())
     }
