@@ -20,7 +20,7 @@ use crate::{
     actor::Actor,
     app::App,
     approvals::{Fail, Outcome},
-    grammar::{IncidentCommand, IncidentStatus},
+    grammar::{Impact, IncidentCommand, IncidentStatus},
     reply::{IncidentChange, IncidentView, UserError},
     store::{
         Tx, audit,
@@ -58,6 +58,9 @@ pub struct Change {
     pub open_message: Option<String>,
     /// The status an open starts in (default: investigating).
     pub open_status: Option<IncidentStatus>,
+    /// An update raises the incident's impact to at least this (a failover that joins a
+    /// drill's "no impact" incident); never lowers it.
+    pub raise_impact: Option<Impact>,
 }
 
 impl Change {
@@ -71,6 +74,7 @@ impl Change {
             region: None,
             open_message: None,
             open_status: None,
+            raise_impact: None,
         }
     }
 }
@@ -153,6 +157,10 @@ pub async fn apply(
             let o = open.ok_or(UserError::NoOpenIncident)?;
             let to = status.map(IncidentState::from).unwrap_or(o.status);
             transition(&o, to)?;
+            let current = Impact::from_name(&o.impact).unwrap_or_default();
+            if let Some(raised) = change.raise_impact.filter(|i| rank(*i) > rank(current)) {
+                incidents::set_impact(&mut tx, o.id, raised.as_str()).await?;
+            }
             (IncidentChange::Updated, o.id, to, message)
         }
         IncidentCommand::Resolve { message } => {
@@ -211,6 +219,11 @@ pub async fn apply(
         updates,
         notified,
     })
+}
+
+/// `impact`'s place from least to most severe.
+fn rank(impact: Impact) -> usize {
+    Impact::ALL.iter().position(|i| *i == impact).unwrap_or(0)
 }
 
 async fn commit(tx: Tx) -> anyhow::Result<()> {

@@ -402,11 +402,84 @@ async fn default_texts_name_no_run(b: Backend) {
     );
 }
 
+/// A drill that failed before its resolve step leaves its "no impact" incident open; a real
+/// failover's open then joins it and raises its impact, so the page and Statuspage stop
+/// showing every component operational. An open never lowers an impact.
+async fn a_failover_joining_a_drills_incident_raises_its_impact(b: Backend) {
+    let env = comms_env(b).await;
+    let kind = env.app.settings.registry.get("incident").unwrap();
+    let ctx = |run_id: i64, step_index: usize| StepContext {
+        run_id,
+        step_index,
+        attempt: 1,
+        vars: Default::default(),
+        progress: ProgressSink::none(),
+        cancel: CancellationToken::new(),
+        ..Default::default()
+    };
+    // One run stands for both (whose run an open joins does not matter to the impact).
+    let Reply::Requested(req) =
+        dispatch::handle(&env.app, &cli(&env.app, "bob"), "/dr drill").await
+    else {
+        panic!("drill refused")
+    };
+    let run = req.run.id;
+    let drill = kind
+        .build(&json!({ "action": "open", "title": "DR drill", "impact": "none" }))
+        .unwrap();
+    let out = drill.run(&ctx(run, 0)).await.unwrap();
+    let id = out.data["incident"].as_i64().unwrap();
+    let page = drbot::status_page::model(&env.app).await.unwrap();
+    assert!(
+        page.components
+            .iter()
+            .all(|c| c.status == ComponentStatus::Operational)
+    );
+    // The drill's run ended without resolving it; the real failover comes.
+    let failover = kind
+        .build(&json!({ "action": "open", "impact": "major" }))
+        .unwrap();
+    let out = failover.run(&ctx(run, 1)).await.unwrap();
+    assert_eq!(out.data["incident"], id, "joined");
+    let row = env.app.store.incident(id).await.unwrap().unwrap();
+    assert_eq!(row.impact, "major");
+    let page = drbot::status_page::model(&env.app).await.unwrap();
+    assert!(
+        page.components
+            .iter()
+            .all(|c| c.status != ComponentStatus::Operational),
+        "{:?}",
+        page.components
+    );
+    let rows = statuspage_rows(&env).await;
+    let last = rows.last().unwrap();
+    assert_eq!(
+        (last["op"].as_str(), last["impact"].as_str()),
+        (Some("update"), Some("major"))
+    );
+    assert!(
+        last["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c[1] != "operational"),
+        "{last}"
+    );
+    // A lesser open joining it leaves the impact as it is.
+    let minor = kind
+        .build(&json!({ "action": "open", "impact": "minor" }))
+        .unwrap();
+    minor.run(&ctx(run, 2)).await.unwrap();
+    let row = env.app.store.incident(id).await.unwrap().unwrap();
+    assert_eq!(row.impact, "major");
+}
+
 both_backends!(
     drill_opens_updates_and_resolves,
     components_on_the_page_and_open_joins_a_declared_incident,
     open_posts_its_message_as_the_first_update,
-    default_texts_name_no_run
+    default_texts_name_no_run,
+    a_failover_joining_a_drills_incident_raises_its_impact
 );
 
 #[test]

@@ -95,6 +95,7 @@ async fn an_update_keeps_its_keys_in_the_incident_metadata() {
         status: IncidentStatus::Identified,
         body: "Traffic is moving to the DR region.".into(),
         components: vec![],
+        impact: None,
         deliver_notifications: true,
         keys: Some(UpdateKeys {
             incident: "drbot-inc-1".into(),
@@ -139,6 +140,7 @@ async fn incident_lifecycle_and_component_calls_send_the_documented_shapes() {
         status: IncidentStatus::Identified,
         body: "Traffic is moving to the DR region.".into(),
         components: vec![("cmpdb".into(), ComponentStatus::DegradedPerformance)],
+        impact: None,
         deliver_notifications: false,
         keys: None,
     };
@@ -398,6 +400,7 @@ async fn refused_requests_are_permanent_with_statuspages_message() {
         status: IncidentStatus::Monitoring,
         body: "x".into(),
         components: vec![],
+        impact: None,
         deliver_notifications: false,
         keys: None,
     };

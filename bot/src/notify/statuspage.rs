@@ -123,10 +123,13 @@ impl StatuspageDeliverer {
                 Err(e) => return Ok(outcome(e)),
             }
         }
+        // The incident's impact as it stands (a failover joining a drill's incident raises it).
+        let impact: Impact = p.impact.parse().map_err(anyhow::Error::msg)?;
         let update = IncidentUpdate {
             status,
             body: p.body,
             components,
+            impact: Some(impact),
             deliver_notifications: true,
             keys: Some(UpdateKeys {
                 incident: p.key,

@@ -53,7 +53,8 @@ pub struct IncidentParams {
     /// `investigating`, `identified` or `monitoring` (updates; default: unchanged).
     #[serde(default)]
     pub status: Option<String>,
-    /// Impact of an opened incident: `none`, `minor`, `major` (default) or `critical`.
+    /// Impact of an opened incident: `none`, `minor`, `major` (default) or `critical`. An open
+    /// that joins an open incident raises its impact to this (never lowers it).
     #[serde(default)]
     pub impact: Option<String>,
     /// Component statuses to set, by `[[status_page.components]]` name: `operational`,
@@ -213,10 +214,16 @@ impl Step for IncidentStep {
             .await
             .map_err(|e| StepError::retryable(format!("reading the open incident: {e:#}")))?;
         let runbook = ctx.vars.get("runbook").cloned().unwrap_or_default();
-        // An open's message and status make the new incident's first timeline entry.
+        // An open's message and status make the new incident's first timeline entry. An open
+        // that joins an incident raises its impact to its own: a failover joining a failed
+        // drill's "no impact" incident must not leave every component shown operational.
         let (open_message, open_status) = match (self.p.action, &open) {
             (Action::Open, None) => (self.p.message.clone(), self.p.status),
             _ => (None, None),
+        };
+        let raise_impact = match (self.p.action, &open) {
+            (Action::Open, Some(_)) => Some(self.p.impact),
+            _ => None,
         };
         let command = match (self.p.action, &open) {
             (Action::Open, None) => IncidentCommand::Open {
@@ -268,6 +275,7 @@ impl Step for IncidentStep {
             region: ctx.vars.get("region").cloned(),
             open_message,
             open_status,
+            raise_impact,
         };
         let author = if runbook.is_empty() {
             format!("run {}", ctx.run_id)

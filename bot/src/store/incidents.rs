@@ -221,6 +221,16 @@ pub async fn insert_incident(tx: &mut Tx, new: &NewIncident<'_>) -> anyhow::Resu
 }
 
 /// Moves an incident to `status` (resolving it clears its open slot).
+/// Sets incident `id`'s impact (Statuspage's value).
+pub async fn set_impact(tx: &mut Tx, id: i64, impact: &str) -> anyhow::Result<()> {
+    sqlx::query("UPDATE incidents SET impact = $1 WHERE id = $2")
+        .bind(impact.to_string())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 pub async fn set_status(
     tx: &mut Tx,
     id: i64,

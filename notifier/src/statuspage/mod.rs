@@ -107,6 +107,7 @@ impl StatuspageClient {
             status: IncidentStatus::Resolved,
             body: body.to_string(),
             components,
+            impact: None,
             deliver_notifications,
             keys: None,
         };

@@ -123,6 +123,8 @@ pub struct IncidentUpdate {
     pub body: String,
     /// Components whose status changes with this update.
     pub components: Vec<(String, ComponentStatus)>,
+    /// The impact shown from now on (`None`: unchanged).
+    pub impact: Option<Impact>,
     /// Whether Statuspage notifies its own subscribers.
     pub deliver_notifications: bool,
     /// drbot's idempotency keys, written to the incident's metadata with the update, so that
@@ -256,7 +258,7 @@ impl IncidentUpdate {
             incident: WireIncident {
                 name: None,
                 status: self.status,
-                impact_override: None,
+                impact_override: self.impact,
                 body: &self.body,
                 component_ids,
                 components,
