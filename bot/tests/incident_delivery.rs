@@ -101,7 +101,7 @@ async fn delivered_in_order(b: Backend) {
     let incidents = fake.incidents();
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     let inc = &incidents[0];
-    assert_eq!(inc["name"], "Service Degradation - DR Activated");
+    assert_eq!(inc["name"], "API degraded");
     assert_eq!(inc["status"], "resolved");
     assert_eq!(inc["impact_override"], "major");
     assert_eq!(inc["metadata"]["drbot"]["key"], "drbot:incident:1");

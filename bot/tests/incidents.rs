@@ -78,7 +78,7 @@ async fn lifecycle(b: Backend) {
         Some(format!("statuspage:incident:{id}").as_str())
     );
     assert_eq!(sp.3["op"], "create");
-    assert_eq!(sp.3["name"], "Service Degradation - DR Activated");
+    assert_eq!(sp.3["name"], "API degraded", "the incident's own title");
     let body = sp.3["body"].as_str().unwrap();
     assert!(body.contains("primary region (us-east-1)"), "{body}");
     assert!(

@@ -68,6 +68,26 @@ fn defaults_render_the_seed_texts() {
     assert!(email.html.starts_with("<!DOCTYPE html>"));
 }
 
+/// The Statuspage title is the incident's own (the DR runbooks' default is the seed's
+/// "Service Degradation - DR Activated"), and an incident without impact (a drill) does not
+/// announce that the DR site is activated.
+#[test]
+fn a_drill_is_not_announced_as_a_dr_activation() {
+    let t = Templates::load(None).unwrap();
+    let mut ctx = Templates::sample_context(STATUSPAGE_BODY);
+    ctx.incident.name = "DR drill: failover to us-west-2".into();
+    ctx.incident.impact = "none".into();
+    let text = t.incident_text(&ctx).unwrap();
+    assert_eq!(text.title, "DR drill: failover to us-west-2");
+    assert!(!text.body.contains("DR site activated"), "{}", text.body);
+    assert!(!text.body.contains("experiencing issues"), "{}", text.body);
+    assert!(
+        text.body.starts_with("Recovery is under way") || text.body.starts_with("Latest update"),
+        "{}",
+        text.body
+    );
+}
+
 #[test]
 fn absent_optional_values_render_as_nothing() {
     let t = Templates::load(None).unwrap();

@@ -214,7 +214,8 @@ with = {{ command = "true" }}
         statuspage.incidents().len() == 1
     });
     let inc = &statuspage.incidents()[0];
-    assert_eq!(inc["name"], "Service Degradation - DR Activated");
+    // The incident's own title, as on drbot's page.
+    assert_eq!(inc["name"], "API degraded");
     let first = &timeline(inc)[0];
     assert_eq!(first.0, "investigating");
     assert!(

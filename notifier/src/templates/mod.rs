@@ -152,7 +152,8 @@ impl Templates {
     pub fn incident_text(&self, ctx: &Context) -> Result<IncidentText, TemplateError> {
         Ok(IncidentText {
             title: self.render(STATUSPAGE_TITLE, ctx)?,
-            body: self.render(STATUSPAGE_BODY, ctx)?,
+            // Sections left out (a drill has no "DR activated" line) leave no blank lines.
+            body: self.render(STATUSPAGE_BODY, ctx)?.trim().to_string(),
         })
     }
 
