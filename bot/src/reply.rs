@@ -176,6 +176,15 @@ pub struct RunView {
     pub approvals: Vec<ApprovalRow>,
 }
 
+impl RunView {
+    /// The run succeeded, but a drill it measured missed its RTO or RPO target: every step
+    /// worked, the test did not pass.
+    pub fn missed_target(&self) -> bool {
+        self.run.state == crate::store::runs::RunState::Succeeded
+            && self.steps.iter().any(|s| s.missed_target)
+    }
+}
+
 /// A region line of `/dr status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RegionStatus {

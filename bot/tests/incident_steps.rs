@@ -474,12 +474,75 @@ async fn a_failover_joining_a_drills_incident_raises_its_impact(b: Backend) {
     assert_eq!(row.impact, "major");
 }
 
+/// A drill whose steps all worked but whose measurement missed a target says so wherever the
+/// run's end is shown: the Slack card's headline, the Discord card and outcome, `drbot show`.
+async fn a_drill_that_missed_its_targets_says_so(b: Backend) {
+    let env = comms_env(b).await;
+    let Reply::Requested(v) = dispatch::handle(&env.app, &cli(&env.app, "bob"), "/dr drill").await
+    else {
+        panic!("drill request refused");
+    };
+    let id = v.run.id;
+    let stop = CancellationToken::new();
+    let driver = tokio::spawn(drbot::driver::run(
+        env.app.clone(),
+        "test".into(),
+        stop.clone(),
+    ));
+    approvals::approve(&env.app, &cli(&env.app, "alice"), id, None)
+        .await
+        .unwrap();
+    wait_state(&env.app, id, &[RunState::Succeeded], 30).await;
+    stop.cancel();
+    driver.await.unwrap();
+    let shown = |v: &drbot::reply::RunView| {
+        (
+            drbot::slack::text::card_text(v),
+            drbot::discord::text::card(v)["embeds"][0]["title"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            drbot::discord::text::outcome(v, None),
+            drbot::cli::text::run_view(v),
+        )
+    };
+    let view = approvals::view(&env.app.store, id).await.unwrap().unwrap();
+    assert!(!view.missed_target());
+    let (slack, discord, outcome, cli_text) = shown(&view);
+    assert!(slack.starts_with("Done: drill"), "{slack}");
+    assert!(!format!("{discord}{outcome}{cli_text}").contains("MISSED"));
+    // What pg_drill_measure records for a drill over its RTO.
+    sqlx::query("UPDATE run_steps SET data = $1 WHERE run_id = $2 AND idx = 2")
+        .bind(json!({ "measured": true, "met": false, "rto_met": false }).to_string())
+        .bind(id)
+        .execute(env.app.store.pool())
+        .await
+        .unwrap();
+    let view = approvals::view(&env.app.store, id).await.unwrap().unwrap();
+    assert!(view.missed_target());
+    let (slack, discord, outcome, cli_text) = shown(&view);
+    assert!(
+        slack.starts_with("Done, drill targets MISSED: drill"),
+        "{slack}"
+    );
+    assert!(discord.contains("targets MISSED"), "{discord}");
+    assert!(
+        outcome.contains("MISSED its RTO or RPO target"),
+        "{outcome}"
+    );
+    assert!(
+        cli_text.contains("succeeded (drill targets MISSED)"),
+        "{cli_text}"
+    );
+}
+
 both_backends!(
     drill_opens_updates_and_resolves,
     components_on_the_page_and_open_joins_a_declared_incident,
     open_posts_its_message_as_the_first_update,
     default_texts_name_no_run,
-    a_failover_joining_a_drills_incident_raises_its_impact
+    a_failover_joining_a_drills_incident_raises_its_impact,
+    a_drill_that_missed_its_targets_says_so
 );
 
 #[test]

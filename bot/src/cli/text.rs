@@ -190,10 +190,15 @@ pub fn run_list(runs: &[RunRow]) -> String {
 pub fn run_view(v: &RunView) -> String {
     let r = &v.run;
     let mut out = format!(
-        "Run {}: {} — {}\n  command:     {}\n  requested:   {} ({} via {}) at {}\n  target:      {}\n  fingerprint: {}\n",
+        "Run {}: {} — {}{}\n  command:     {}\n  requested:   {} ({} via {}) at {}\n  target:      {}\n  fingerprint: {}\n",
         r.id,
         r.runbook,
         r.state.as_str(),
+        if v.missed_target() {
+            " (drill targets MISSED)"
+        } else {
+            ""
+        },
         r.command,
         r.requested_by,
         r.requested_account,

@@ -155,6 +155,7 @@ pub fn card(v: &crate::reply::RunView) -> serde_json::Value {
         RunState::NeedsAttention => ("Needs attention", 0xD9480F),
         RunState::Queued => ("Approved, starting", 0x1C7ED6),
         RunState::Running => ("Running", 0x1C7ED6),
+        RunState::Succeeded if v.missed_target() => ("Done, drill targets MISSED", 0xD9480F),
         RunState::Succeeded => ("Done", 0x2F9E44),
         RunState::Failed => ("Failed", 0xC92A2A),
         RunState::Cancelled => ("Cancelled", 0x868E96),
@@ -286,6 +287,9 @@ pub fn outcome(v: &crate::reply::RunView, mention: Option<&str>) -> String {
     use crate::store::runs::RunState;
     let r = &v.run;
     let what = match r.state {
+        RunState::Succeeded if v.missed_target() => {
+            "succeeded, but the drill MISSED its RTO or RPO target (see the measurement step)"
+        }
         RunState::Succeeded => "succeeded",
         RunState::Failed => "failed",
         RunState::NeedsAttention if r.held_step.is_some() => {

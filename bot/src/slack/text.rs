@@ -103,6 +103,7 @@ fn run_headline(v: &RunView) -> String {
         RunState::NeedsAttention => "Needs attention",
         RunState::Queued => "Approved, starting",
         RunState::Running => "Running",
+        RunState::Succeeded if v.missed_target() => "Done, drill targets MISSED",
         RunState::Succeeded => "Done",
         RunState::Failed => "Failed",
         RunState::Cancelled => "Cancelled",

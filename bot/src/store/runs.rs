@@ -205,6 +205,8 @@ pub struct StepRow {
     pub log: Option<String>,
     /// Error.
     pub error: Option<String>,
+    /// It measured a drill (`pg_drill_measure`) and a target was missed.
+    pub missed_target: bool,
 }
 
 /// An approval request as stored.
@@ -304,6 +306,10 @@ pub(crate) fn step_from(r: &AnyRow) -> anyhow::Result<StepRow> {
         summary: r.try_get("summary")?,
         log: r.try_get("log")?,
         error: r.try_get("error")?,
+        missed_target: r
+            .try_get::<Option<String>, _>("data")?
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+            .is_some_and(|d| d["measured"] == true && d["met"] == false),
     })
 }
 
