@@ -182,6 +182,28 @@ fn each_mistake_has_its_own_message() {
             "incident_channel = \"C123\"\napi_base_url = \"slack.com\"",
             "slack.api_base_url: `slack.com` is not an http(s) URL",
         ),
+        (
+            "[store]",
+            "[server]\npublic_url = \"https://status example.com\"\n[store]",
+            "server.public_url: `https://status example.com` is not a valid URL",
+        ),
+        (
+            "[store]",
+            "[server]\npublic_url = \"https://status.example.com/?a=b\"\n[store]",
+            "server.public_url: `https://status.example.com/?a=b` must have no `?query`",
+        ),
+        (
+            "[store]",
+            "[server]\npublic_url = \"https://s.example.com\"\n[email]\nsmtp_url = \"smtp://127.0.0.1:25\"\n\
+             from = \"status@s.example.com\"\nrate_limit = 1e-20\n[store]",
+            "email.rate_limit: 0.00000000000000000001 is out of range",
+        ),
+        (
+            "[store]",
+            "[server]\npublic_url = \"https://s.example.com\"\n[email]\nsmtp_url = \"smtp://127.0.0.1:25\"\n\
+             from = \"status@bücher.example\"\n[store]",
+            "email.from: the domain `bücher.example` must be a plain ASCII domain name",
+        ),
     ];
     for (from, to, needle) in cases {
         assert!(GOOD.contains(from), "bad test case: {from}");

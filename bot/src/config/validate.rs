@@ -74,7 +74,7 @@ pub fn problems(cfg: &Config, registry: &Registry) -> Vec<String> {
         ));
     }
     if let Some(u) = &cfg.server.public_url {
-        check_url("server.public_url", u, &mut out);
+        check_public_url(u, &mut out);
     }
     if !matches!(cfg.server.log_format.as_str(), "text" | "json") {
         out.push(format!(
@@ -228,11 +228,27 @@ fn check_email(e: &super::EmailConfig, out: &mut Vec<String>) {
     } else if let Err(p) = e.mailer_config() {
         out.push(p);
     }
-    if let Err(err) = e.from.parse::<lettre::message::Mailbox>() {
-        out.push(format!(
+    match e.from.parse::<lettre::message::Mailbox>() {
+        Err(err) => out.push(format!(
             "email.from: `{}` is not an email address ({err})",
             e.from
-        ));
+        )),
+        // Its domain is also every Message-ID's right-hand side, which must be plain text.
+        Ok(mb)
+            if !mb
+                .email
+                .domain()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') =>
+        {
+            out.push(format!(
+                "email.from: the domain `{}` must be a plain ASCII domain name (no IP literal, \
+                 no non-ASCII letters: write those as punycode, xn--…); it is also every \
+                 Message-ID's domain",
+                mb.email.domain()
+            ))
+        }
+        Ok(_) => {}
     }
     if !(1..=1000).contains(&e.max_connections) {
         out.push(format!(
@@ -247,10 +263,10 @@ fn check_email(e: &super::EmailConfig, out: &mut Vec<String>) {
         ));
     }
     if let Some(r) = e.rate_limit
-        && (!r.is_finite() || r <= 0.0)
+        && !(0.001..=1_000_000.0).contains(&r)
     {
         out.push(format!(
-            "email.rate_limit: {r} is not a positive number of messages per second"
+            "email.rate_limit: {r} is out of range (0.001 to 1000000 messages per second)"
         ));
     }
     if humantime::parse_duration(&e.timeout).is_ok_and(|d| d.is_zero()) {
@@ -281,6 +297,28 @@ fn check_url(key: &str, u: &str, out: &mut Vec<String>) {
             .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
     if !ok {
         out.push(format!("{key}: `{u}` is not an http(s) URL"));
+        return;
+    }
+    if let Err(e) = reqwest::Url::parse(u) {
+        out.push(format!("{key}: `{u}` is not a valid URL ({e})"));
+    }
+}
+
+/// `server.public_url` is the base of every unsubscribe link and status page link: a query or
+/// a fragment would break them.
+fn check_public_url(u: &str, out: &mut Vec<String>) {
+    let before = out.len();
+    check_url("server.public_url", u, out);
+    if out.len() > before {
+        return;
+    }
+    if let Ok(url) = reqwest::Url::parse(u)
+        && (url.query().is_some() || url.fragment().is_some())
+    {
+        out.push(format!(
+            "server.public_url: `{u}` must have no `?query` or `#fragment` (links are built \
+             by appending paths to it)"
+        ));
     }
 }
 

@@ -13,6 +13,9 @@ pub struct RateLimiter {
     next: Mutex<Option<Instant>>,
 }
 
+/// The longest wait between two events, however small the rate.
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
 impl RateLimiter {
     /// A limiter for `per_second` events per second; `None` when the rate is not a positive
     /// finite number.
@@ -20,8 +23,12 @@ impl RateLimiter {
         if !per_second.is_finite() || per_second <= 0.0 {
             return None;
         }
+        // An absurdly small rate (1e-20) would overflow a Duration: it waits an hour.
+        let interval = Duration::try_from_secs_f64(1.0 / per_second)
+            .unwrap_or(MAX_INTERVAL)
+            .min(MAX_INTERVAL);
         Some(Self {
-            interval: Duration::from_secs_f64(1.0 / per_second),
+            interval,
             next: Mutex::new(None),
         })
     }
@@ -49,6 +56,12 @@ mod tests {
         assert!(RateLimiter::new(-1.0).is_none());
         assert!(RateLimiter::new(f64::NAN).is_none());
         assert!(RateLimiter::new(f64::INFINITY).is_none());
+        let tiny = RateLimiter::new(1e-20).expect("a rate, however small");
+        assert_eq!(tiny.interval, MAX_INTERVAL);
+        assert_eq!(
+            RateLimiter::new(f64::MIN_POSITIVE).unwrap().interval,
+            MAX_INTERVAL
+        );
     }
 
     #[tokio::test]
