@@ -662,12 +662,21 @@ pub async fn decide(
             return Err(UserError::Expired { run: run_id }.into());
         }
     }
+    // The step the run paused at: the interrupted one, the held one, else (paused with no
+    // step started, as after drbot failed between steps) the first one still to run, where
+    // the run resumes. Never none: a decision always names its step.
     let steps = Store::steps_tx(&mut tx, run_id).await?;
     let step = steps
         .iter()
         .find(|s| s.state == recovery::engine::StepState::Running)
         .map(|s| s.idx)
-        .or(run.held_step);
+        .or(run.held_step)
+        .or_else(|| {
+            steps
+                .iter()
+                .find(|s| s.state == recovery::engine::StepState::Pending)
+                .map(|s| s.idx)
+        });
     let expires = now_ms() + app.settings.expires_after.as_millis() as i64;
     let req = runs::insert_request(
         &mut tx,

@@ -622,7 +622,34 @@ async fn a_typed_decision_approval_names_the_decision(b: Backend) {
     );
 }
 
+/// A run paused between steps (drbot failed after step 1 finished and before step 2 started:
+/// no step is running or held) is skipped at the step it would resume at, never at its first.
+async fn a_skip_between_steps_skips_the_next_step(b: Backend) {
+    let env = env(b).await;
+    let id = paused_failover(&env).await;
+    sqlx::query("UPDATE run_steps SET state = 'succeeded' WHERE run_id = $1 AND idx = 0")
+        .bind(id)
+        .execute(env.app.store.pool())
+        .await
+        .unwrap();
+    for who in ["alice", "carol"] {
+        let r = dispatch::handle(&env.app, &cli(&env.app, who), &format!("/dr skip {id}")).await;
+        assert!(
+            matches!(r, Reply::DecisionRequested(_) | Reply::Approved { .. }),
+            "{r:?}"
+        );
+    }
+    let steps = env.app.store.steps(id).await.unwrap();
+    let states: Vec<_> = steps.iter().map(|s| s.state.as_str()).take(2).collect();
+    assert_eq!(states, ["succeeded", "skipped"]);
+    assert_eq!(
+        env.app.store.run(id).await.unwrap().unwrap().state,
+        RunState::Queued
+    );
+}
+
 both_backends!(
+    a_skip_between_steps_skips_the_next_step,
     a_typed_decision_approval_names_the_decision,
     a_run_whose_runbook_left_the_config_can_still_be_aborted,
     future_recovery_targets_are_refused,
