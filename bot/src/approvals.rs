@@ -263,7 +263,13 @@ async fn open_request(
     };
     if now_ms() >= req.expires_at {
         expire_in(tx, &run, &req).await?;
-        return Ok(Err(UserError::Expired { run: run_id }));
+        if matches!(req.action, RequestAction::Run | RequestAction::Gate) {
+            return Ok(Err(UserError::Expired { run: run_id }));
+        }
+        return Ok(Err(UserError::DecisionExpired {
+            run: run_id,
+            action: req.action.as_str().into(),
+        }));
     }
     Ok(Ok((run, req)))
 }
@@ -369,9 +375,9 @@ pub async fn approve(
         }
     };
     if request_id.is_some_and(|id| id != req.id) {
-        return Err(UserError::NothingToApprove {
+        return Err(UserError::StaleRequest {
             run: run_id,
-            state: "a newer request replaced this one".into(),
+            action: req.action.as_str().into(),
         }
         .into());
     }
@@ -523,9 +529,9 @@ pub async fn deny(
         }
     };
     if request_id.is_some_and(|id| id != req.id) {
-        return Err(UserError::NothingToApprove {
+        return Err(UserError::StaleRequest {
             run: run_id,
-            state: "a newer request replaced this one".into(),
+            action: req.action.as_str().into(),
         }
         .into());
     }
@@ -630,6 +636,13 @@ pub async fn decide(
         .into());
     }
     let (request_roles, approve_roles) = run_roles(app, &run, action == RequestAction::Abort);
+    if request_roles.is_empty() && approve_roles.is_empty() {
+        return Err(UserError::RunbookRemoved {
+            run: run_id,
+            runbook: run.plan.runbook.clone(),
+        }
+        .into());
+    }
     let allowed = roles_of(app, person)
         .iter()
         .any(|r| request_roles.contains(r) || approve_roles.contains(r));

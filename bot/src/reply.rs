@@ -39,6 +39,12 @@ pub enum UserError {
     NothingToApprove { run: i64, state: String },
     /// The request expired before enough approvals.
     Expired { run: i64 },
+    /// A retry/skip/abort request expired; the run still needs attention.
+    DecisionExpired { run: i64, action: String },
+    /// A button of an earlier request of the run, which another request replaced.
+    StaleRequest { run: i64, action: String },
+    /// Retry or skip of a run whose runbook left the config: only abort is possible.
+    RunbookRemoved { run: i64, runbook: String },
     /// The plan changed since the request; approvals were voided.
     PlanChanged { run: i64 },
     /// The run cannot be cancelled in its state.
@@ -108,6 +114,18 @@ impl std::fmt::Display for UserError {
         }
         Self::Expired { run } => format!(
             "The approval request of run {run} has expired; request the runbook again."
+        ),
+        Self::DecisionExpired { run, action } => format!(
+            "The {action} request of run {run} has expired. The run is still paused and holds \
+             its target: ask again with `/dr retry {run}`, `/dr skip {run}` or `/dr abort {run}`."
+        ),
+        Self::StaleRequest { run, action } => format!(
+            "This is an earlier request of run {run}; it was replaced by a {action} request. Use \
+             its newest card, or `/dr run {run}`."
+        ),
+        Self::RunbookRemoved { run, runbook } => format!(
+            "The runbook `{runbook}` of run {run} is no longer in the config: the run can only be \
+             aborted (`/dr abort {run}`, approved by a second person)."
         ),
         Self::PlanChanged { run } => format!(
             "The plan of run {run} changed since it was requested (config or runbook edited), so \

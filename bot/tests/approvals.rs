@@ -546,9 +546,15 @@ async fn a_run_whose_runbook_left_the_config_can_still_be_aborted(b: Backend) {
     assert!(text.contains("failover-v2"));
     let app = reconfigure(&env, &text);
     let r = dispatch::handle(&app, &cli(&app, "bob"), &format!("/dr retry {id}")).await;
+    let e = refused(r);
     assert!(
-        matches!(refused(r), UserError::NotAllowedToRequest { .. }),
-        "retry needs the runbook"
+        matches!(&e, UserError::RunbookRemoved { runbook, .. } if runbook == "failover"),
+        "retry needs the runbook: {e:?}"
+    );
+    assert!(
+        e.to_string().contains("can only be aborted"),
+        "{}",
+        e.to_string()
     );
     let abort = |who: &'static str| {
         let app = app.clone();
@@ -648,7 +654,61 @@ async fn a_skip_between_steps_skips_the_next_step(b: Backend) {
     );
 }
 
+/// An expired retry/skip/abort says the run is still paused and how to ask again (not
+/// "request the runbook again", which its held target refuses); a button of a request that a
+/// newer one replaced says so and names the newer one.
+async fn an_expired_or_replaced_decision_says_what_to_do(b: Backend) {
+    let env = env(b).await;
+    let id = paused_failover(&env).await;
+    let say = |who: &'static str, text: String| {
+        let app = env.app.clone();
+        async move { dispatch::handle(&app, &cli(&app, who), &text).await }
+    };
+    let Reply::DecisionRequested(first) = say("alice", format!("/dr skip {id}")).await else {
+        panic!("skip refused")
+    };
+    let old = first.request.unwrap().id;
+    sqlx::query("UPDATE approval_requests SET expires_at = 0 WHERE id = $1")
+        .bind(old)
+        .execute(env.app.store.pool())
+        .await
+        .unwrap();
+    let e = refused(say("carol", format!("/dr approve {id}")).await);
+    assert_eq!(
+        e,
+        UserError::DecisionExpired {
+            run: id,
+            action: "skip".into()
+        }
+    );
+    assert!(
+        e.to_string().contains("still paused")
+            && e.to_string().contains(&format!("/dr retry {id}"))
+    );
+    assert_eq!(
+        env.app.store.run(id).await.unwrap().unwrap().state,
+        RunState::NeedsAttention
+    );
+    // A new request; the old card's button is refused, naming what replaced it.
+    assert!(matches!(
+        say("alice", format!("/dr retry {id}")).await,
+        Reply::DecisionRequested(_)
+    ));
+    let r = approvals::approve(&env.app, &cli(&env.app, "carol"), id, Some(old)).await;
+    let Err(approvals::Fail::User(e)) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        e,
+        UserError::StaleRequest {
+            run: id,
+            action: "retry".into()
+        }
+    );
+}
+
 both_backends!(
+    an_expired_or_replaced_decision_says_what_to_do,
     a_skip_between_steps_skips_the_next_step,
     a_typed_decision_approval_names_the_decision,
     a_run_whose_runbook_left_the_config_can_still_be_aborted,
