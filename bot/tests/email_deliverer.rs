@@ -51,7 +51,7 @@ fn row(sub: i64, to: &str, attempt: u32) -> Delivery {
         text: "Dear Customer,\nhttps://status.example.com/unsubscribe?token=t\n".into(),
         html: "<p>Dear Customer,</p>".into(),
         unsubscribe_url: "https://status.example.com/unsubscribe?token=t".into(),
-        message_id: message_id(&key),
+        message_id: message_id(&key, 1_795_874_977_554),
     };
     Delivery {
         id: sub,
@@ -74,14 +74,14 @@ async fn a_row_is_sent_as_stored() {
     assert_eq!(
         out,
         Outcome::Delivered {
-            receipt: Some("email.run.7.step.1.sub.3".into())
+            receipt: Some("email.run.7.step.1.sub.3.1795874977554".into())
         }
     );
     let raw = smtpd.messages();
     assert_eq!(raw.len(), 1);
     let m = parse_mail(&raw[0]).unwrap();
     let h = |n: &str| m.headers.get_first_value(n).unwrap_or_default();
-    assert_eq!(h("Message-ID"), "<email.run.7.step.1.sub.3@example.com>");
+    assert_eq!(h("Message-ID"), "<email.run.7.step.1.sub.3.1795874977554@example.com>");
     assert_eq!(h("To"), "Ann <ann@customer.example>");
     assert_eq!(h("Subject"), "Service Update - DR Activation");
     assert_eq!(
@@ -183,7 +183,7 @@ fn campaign_row(campaign: i64, sub: i64, name: &str) -> Delivery {
         campaign,
         subscriber: sub,
         to: email,
-        message_id: message_id(&key),
+        message_id: message_id(&key, 1_795_874_977_554),
         unsubscribe_token: format!("tok{sub}"),
         values,
     };
@@ -243,7 +243,7 @@ async fn campaign_rows_arrive_as_the_message_their_values_make() {
     assert_eq!(
         d.deliver(&alone).await,
         Outcome::Delivered {
-            receipt: Some("email.run.8.step.1.sub.7".into())
+            receipt: Some("email.run.8.step.1.sub.7.1795874977554".into())
         }
     );
 
@@ -267,7 +267,7 @@ async fn campaign_rows_arrive_as_the_message_their_values_make() {
         let url = format!("https://status.example.com/unsubscribe?token=tok{i}");
         assert_eq!(
             h("Message-ID"),
-            format!("<email.run.8.step.1.sub.{i}@example.com>")
+            format!("<email.run.8.step.1.sub.{i}.1795874977554@example.com>")
         );
         assert_eq!(h("Subject"), "Service Update - DR Activation");
         assert_eq!(h("List-Unsubscribe"), format!("<{url}>"));

@@ -294,9 +294,10 @@ async fn preview_then_send_once(b: Backend) {
         let p = &s.email;
         let sub = subs.iter().find(|x| x.id == s.subscriber).unwrap();
         assert_eq!(s.key, format!("email:run:{run}:step:1:sub:{}", sub.id));
+        let created = app.store.run(run).await.unwrap().unwrap().created_at;
         assert_eq!(
             p.message_id,
-            format!("email.run.{run}.step.1.sub.{}", sub.id)
+            format!("email.run.{run}.step.1.sub.{}.{created}", sub.id)
         );
         let url = format!("{PUBLIC}/unsubscribe?token={}", sub.token);
         assert_eq!(p.unsubscribe_url.as_deref(), Some(url.as_str()));

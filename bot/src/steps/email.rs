@@ -323,6 +323,12 @@ impl Send {
             return Ok(None);
         }
         let source = Source::load(app).await?;
+        let run_created = app
+            .store
+            .run(ctx.run_id)
+            .await
+            .map_err(store_error)?
+            .map_or(0, |r| r.created_at);
         let mut tx = app.store.write().await.map_err(store_error)?;
         if progress_tx(&mut tx, prefix)
             .await
@@ -351,7 +357,7 @@ impl Send {
             let unsubscribe_url = crate::unsubscribe::url(&source.public_url, &s.token);
             subject.get_or_insert_with(|| text.subject.clone());
             let to = recipient(&s.email, s.name.as_deref());
-            let msg_id = message_id(&key);
+            let msg_id = message_id(&key, run_created);
             let subscriber = Subscriber {
                 email: &s.email,
                 name: s.name.as_deref(),

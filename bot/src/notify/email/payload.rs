@@ -130,11 +130,15 @@ impl RowPayload {
     }
 }
 
-/// The Message-ID of the row with idempotency `key`: the key with every character outside
-/// letters, digits and `.-` turned into `.` (e.g. `email:run:7:step:1:sub:42` →
-/// `email.run.7.step.1.sub.42`), so it is the same for every attempt of that row.
-pub fn message_id(key: &str) -> String {
-    key.chars()
+/// The Message-ID of the row with idempotency `key` of a run created at `run_created_ms`: the
+/// key with every character outside letters, digits and `.-` turned into `.`, then the
+/// run's creation time (e.g. `email:run:7:step:1:sub:42` → `email.run.7.step.1.sub.42.
+/// 1795874977554`), so it is the same for every attempt of that row, and differs from the
+/// row of the same key in another store (a store recreated after its region was lost counts
+/// runs from 1 again, and receivers drop a Message-ID they have seen).
+pub fn message_id(key: &str, run_created_ms: i64) -> String {
+    let mut id: String = key
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
                 c
@@ -142,7 +146,9 @@ pub fn message_id(key: &str) -> String {
                 '.'
             }
         })
-        .collect()
+        .collect();
+    id.push_str(&format!(".{run_created_ms}"));
+    id
 }
 
 /// The `To` of a subscriber: `"Name" <addr>` when a name is known and valid, else the address.
@@ -161,8 +167,8 @@ mod tests {
     #[test]
     fn message_ids_follow_the_key() {
         assert_eq!(
-            message_id("email:run:7:step:1:sub:42"),
-            "email.run.7.step.1.sub.42"
+            message_id("email:run:7:step:1:sub:42", 1_795_874_977_554),
+            "email.run.7.step.1.sub.42.1795874977554"
         );
     }
 
