@@ -538,3 +538,58 @@ fn checklist_items_are_ticked_from_the_command_line() {
         .count();
     assert_eq!(ticks, 2, "one tick and one untick: {rows}");
 }
+
+/// An import that fails part-way (here a trigger refuses one address of the second batch) is
+/// audited with what its committed batches changed and the failure, and exits non-zero.
+#[test]
+fn an_import_that_fails_part_way_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path());
+    assert_eq!(drbot(&cfg, &["migrate"]).0, 0);
+    let db = dir.path().join("sub").join("state.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(async {
+        let store = drbot::store::Store::connect(&format!("sqlite://{}", db.display()), 1)
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TRIGGER poison BEFORE INSERT ON subscribers \
+             WHEN NEW.email = 'poison@example.org' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        store
+    });
+    let batch = drbot::store::subscribers::IMPORT_BATCH;
+    let mut csv = String::from("email\n");
+    for i in 0..batch + 10 {
+        csv.push_str(&format!("user{i}@example.org\n"));
+    }
+    csv.push_str("poison@example.org\n");
+    let file = dir.path().join("list.csv");
+    std::fs::write(&file, csv).unwrap();
+    let (code, _, err) = drbot(&cfg, &["subscribers", "import", file.to_str().unwrap()]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{batch} of {} addresses were imported",
+            batch + 11
+        )),
+        "{err}"
+    );
+    let detail: String = rt.block_on(async {
+        sqlx::query_scalar("SELECT detail FROM audit_log WHERE action = 'subscribers.import'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    });
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["added"], batch, "{detail}");
+    assert!(
+        detail["failed"]
+            .as_str()
+            .is_some_and(|f| f.contains("addresses were imported")),
+        "{detail}"
+    );
+}

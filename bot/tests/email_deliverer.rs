@@ -81,7 +81,10 @@ async fn a_row_is_sent_as_stored() {
     assert_eq!(raw.len(), 1);
     let m = parse_mail(&raw[0]).unwrap();
     let h = |n: &str| m.headers.get_first_value(n).unwrap_or_default();
-    assert_eq!(h("Message-ID"), "<email.run.7.step.1.sub.3.1795874977554@example.com>");
+    assert_eq!(
+        h("Message-ID"),
+        "<email.run.7.step.1.sub.3.1795874977554@example.com>"
+    );
     assert_eq!(h("To"), "Ann <ann@customer.example>");
     assert_eq!(h("Subject"), "Service Update - DR Activation");
     assert_eq!(

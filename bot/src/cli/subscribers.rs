@@ -268,7 +268,11 @@ async fn import(app: &App, file: &Path, resubscribe: bool, json: bool) -> anyhow
         }
     };
     let entries: Vec<NewSubscriber> = good.iter().map(|(_, s)| s.clone()).collect();
-    let outcomes = app.store.import_subscribers(&entries, resubscribe).await?;
+    // The batches committed before a failure are reported and audited like a whole import.
+    let (outcomes, failure) = app
+        .store
+        .import_subscribers_partly(&entries, resubscribe)
+        .await;
     let mut report = ImportReport {
         invalid,
         ..ImportReport::default()
@@ -303,9 +307,13 @@ async fn import(app: &App, file: &Path, resubscribe: bool, json: bool) -> anyhow
                 "unsubscribed": report.unsubscribed,
                 "skipped": report.skipped.len(),
                 "invalid": report.invalid.len(),
+                "failed": failure.as_ref().map(|e| format!("{e:#}")),
             }),
         })
         .await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

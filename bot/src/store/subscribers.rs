@@ -210,6 +210,19 @@ impl Store {
         entries: &[NewSubscriber],
         resubscribe: bool,
     ) -> anyhow::Result<Vec<AddOutcome>> {
+        match self.import_subscribers_partly(entries, resubscribe).await {
+            (out, None) => Ok(out),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// [`Store::import_subscribers`], with the outcomes of the batches committed before a
+    /// failure (so that they are reported and audited) beside the failure.
+    pub async fn import_subscribers_partly(
+        &self,
+        entries: &[NewSubscriber],
+        resubscribe: bool,
+    ) -> (Vec<AddOutcome>, Option<anyhow::Error>) {
         // In batches: one transaction for a whole file would hold the store's write lock (on
         // SQLite, every writer's) for as long as it takes, and break-glass commands wait.
         let mut out = Vec::with_capacity(entries.len());
@@ -231,10 +244,13 @@ impl Store {
                      file again adds the rest (those already here are reported as present)",
                     entries.len()
                 )
-            })?;
-            out.extend(batch);
+            });
+            match batch {
+                Ok(batch) => out.extend(batch),
+                Err(e) => return (out, Some(e)),
+            }
         }
-        Ok(out)
+        (out, None)
     }
 
     /// Every subscriber, active or not, by id.
