@@ -181,6 +181,69 @@ async fn say(app: &App, person: &str, text: &str) -> Reply {
     dispatch::handle(app, &cli(app, person), text).await
 }
 
+/// A send to a large list on SQLite (one writer at a time) queues its rows in batches, each
+/// its own transaction: the run's lease is renewed between them, so the driver never has to
+/// stop the step (one transaction for the whole list held the write lock past two thirds of
+/// the lease, the step was stopped and retried, forever). The run here has a 2 s lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_list_is_queued_without_starving_the_lease() {
+    let mut env = env(Backend::Sqlite).await;
+    let text = email_config(&config_text(&env.url, 1, "30m", 0, "m"))
+        .replace("lease = \"3s\"", "lease = \"2s\"");
+    assert!(text.contains("lease = \"2s\""));
+    env.app = reconfigure(&env, &text);
+    let app = &env.app;
+    const N: i64 = 40_000;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         INSERT INTO subscribers (email, name, token, created_at) \
+         SELECT 'c' || i || '@customer.example', CASE WHEN i % 3 = 0 THEN NULL ELSE 'C ' || i END, \
+         printf('%064x', i), 0 FROM n",
+    )
+    .bind(N)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    let r = say(
+        app,
+        "alice",
+        "/dr incident open --impact major Database outage",
+    )
+    .await;
+    assert!(matches!(r, Reply::Incident(_)), "{r:?}");
+    let run = match say(app, "bob", "/dr notify customers dr-activated").await {
+        Reply::Requested(v) => v.run.id,
+        other => panic!("expected a request, got {other:?}"),
+    };
+    let stop = CancellationToken::new();
+    let driver = tokio::spawn(drbot::driver::run(app.clone(), "t".into(), stop.clone()));
+    let r = say(app, "alice", &format!("/dr approve {run}")).await;
+    assert!(matches!(r, Reply::Approved { quorum: true, .. }), "{r:?}");
+    let prefix = format!("email:run:{run}:step:1:sub:");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !app.store.email_send_queued(&prefix).await.unwrap() {
+        let state = app.store.run(run).await.unwrap().unwrap().state;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rows were never all queued (run {})",
+            state.as_str()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = app.store.outbox_progress(&prefix).await.unwrap();
+    assert_eq!(p.total(), N);
+    let stopped: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE run_id = $1 AND action = 'email.enqueued'",
+    )
+    .bind(run)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(stopped, 1, "queued once");
+    stop.cancel();
+    driver.await.unwrap();
+}
+
 async fn builtin_runbook_validates_and_needs_email(b: Backend) {
     let env = email_env(b).await;
     let s = &env.app.settings;

@@ -38,9 +38,8 @@ use crate::{
     app::App,
     notify::email::{CHANNEL, EmailPayload, TEMPLATES, message_id, recipient},
     store::{
-        audit,
-        outbox::{ENQUEUE_MANY_CHUNK, OutboxProgress, enqueue_many, progress_tx},
-        subscribers,
+        Backend, audit,
+        outbox::{ENQUEUE_MANY_CHUNK, OutboxProgress, enqueue_many, mark_send_queued},
     },
 };
 
@@ -303,8 +302,12 @@ struct Send {
 }
 
 impl Send {
-    /// Enqueues one row per active subscriber unless this step's rows exist; returns the
-    /// subject when it enqueued.
+    /// Enqueues one row per active subscriber unless this step's rows are all queued (its
+    /// `email_sends` row); returns the subject when it enqueued. Rows go in batches of
+    /// [`ENQUEUE_TX_ROWS`], each its own transaction, so the store's write lock (on SQLite,
+    /// every writer's, the run's lease renewal included) is never held for a whole list; the
+    /// step stops between batches when told to. Run again, it adds only the rows still
+    /// missing (their keys are unique) and then marks the send queued.
     async fn enqueue(
         &self,
         app: &App,
@@ -314,11 +317,9 @@ impl Send {
         // Resuming needs neither the incident nor the templates any more.
         if app
             .store
-            .outbox_progress(prefix)
+            .email_send_queued(prefix)
             .await
             .map_err(store_error)?
-            .total()
-            > 0
         {
             return Ok(None);
         }
@@ -329,16 +330,7 @@ impl Send {
             .await
             .map_err(store_error)?
             .map_or(0, |r| r.created_at);
-        let mut tx = app.store.write().await.map_err(store_error)?;
-        if progress_tx(&mut tx, prefix)
-            .await
-            .map_err(store_error)?
-            .total()
-            > 0
-        {
-            return Ok(None);
-        }
-        let subs = subscribers::active_tx(&mut tx).await.map_err(store_error)?;
+        let subs = app.store.active_subscribers().await.map_err(store_error)?;
         let mut planner = Planner::new(
             |r| source.render_for(&self.template, r),
             crate::unsubscribe::url(&source.public_url, ""),
@@ -347,61 +339,82 @@ impl Send {
         let mut subject = None;
         let mut campaign_rows = 0usize;
         let backend = app.store.backend();
-        let mut rows = Vec::with_capacity(ENQUEUE_MANY_CHUNK);
         // Subscribers with a name first: each campaign's rows are then contiguous, so an outbox
         // round mostly sends from one campaign.
-        let named = subs.iter().filter(|s| s.name.is_some());
-        for s in named.chain(subs.iter().filter(|s| s.name.is_none())) {
-            let text = source.render(&self.template, &s.email, s.name.as_deref(), &s.token)?;
-            let key = format!("{prefix}{}", s.id);
-            let unsubscribe_url = crate::unsubscribe::url(&source.public_url, &s.token);
-            subject.get_or_insert_with(|| text.subject.clone());
-            let to = recipient(&s.email, s.name.as_deref());
-            let msg_id = message_id(&key, run_created);
-            let subscriber = Subscriber {
-                email: &s.email,
-                name: s.name.as_deref(),
-                token: &s.token,
-                id: s.id,
-                to: to.clone(),
-                message_id: msg_id.clone(),
-            };
-            let payload = match planner.row(subscriber, &text, &unsubscribe_url) {
-                Some(row) => {
-                    campaign_rows += 1;
-                    let row = planner
-                        .payload(&mut tx, campaign_key, row)
+        let ordered: Vec<_> = subs
+            .iter()
+            .filter(|s| s.name.is_some())
+            .chain(subs.iter().filter(|s| s.name.is_none()))
+            .collect();
+        for batch in ordered.chunks(ENQUEUE_TX_ROWS) {
+            if ctx.cancel.is_cancelled() {
+                return Err(StepError::retryable(
+                    "stopped while queueing the emails; the rows queued so far are kept, and \
+                     the step queues the rest when it runs again",
+                ));
+            }
+            let mut tx = app.store.write().await.map_err(store_error)?;
+            let mut rows = Vec::with_capacity(ENQUEUE_MANY_CHUNK);
+            for s in batch {
+                let text = source.render(&self.template, &s.email, s.name.as_deref(), &s.token)?;
+                let key = format!("{prefix}{}", s.id);
+                let unsubscribe_url = crate::unsubscribe::url(&source.public_url, &s.token);
+                subject.get_or_insert_with(|| text.subject.clone());
+                let to = recipient(&s.email, s.name.as_deref());
+                let msg_id = message_id(&key, run_created);
+                let subscriber = Subscriber {
+                    email: &s.email,
+                    name: s.name.as_deref(),
+                    token: &s.token,
+                    id: s.id,
+                    to: to.clone(),
+                    message_id: msg_id.clone(),
+                };
+                let payload = match planner.row(subscriber, &text, &unsubscribe_url) {
+                    Some(row) => {
+                        campaign_rows += 1;
+                        let row = planner
+                            .payload(&mut tx, campaign_key, row)
+                            .await
+                            .map_err(store_error)?;
+                        serde_json::to_value(&row)
+                    }
+                    None => serde_json::to_value(&EmailPayload {
+                        subscriber: s.id,
+                        to,
+                        unsubscribe_url,
+                        message_id: msg_id,
+                        subject: text.subject,
+                        text: text.text,
+                        html: text.html,
+                    }),
+                }
+                .map_err(|e| StepError::fatal(format!("email payload: {e}")))?;
+                rows.push(NewDelivery {
+                    key,
+                    channel: CHANNEL.into(),
+                    payload,
+                    ordering_key: None,
+                });
+                if rows.len() == ENQUEUE_MANY_CHUNK {
+                    enqueue_many(&mut tx, backend, &rows)
                         .await
                         .map_err(store_error)?;
-                    serde_json::to_value(&row)
+                    rows.clear();
                 }
-                None => serde_json::to_value(&EmailPayload {
-                    subscriber: s.id,
-                    to,
-                    unsubscribe_url,
-                    message_id: msg_id,
-                    subject: text.subject,
-                    text: text.text,
-                    html: text.html,
-                }),
             }
-            .map_err(|e| StepError::fatal(format!("email payload: {e}")))?;
-            rows.push(NewDelivery {
-                key,
-                channel: CHANNEL.into(),
-                payload,
-                ordering_key: None,
-            });
-            if rows.len() == ENQUEUE_MANY_CHUNK {
-                enqueue_many(&mut tx, backend, &rows)
-                    .await
-                    .map_err(store_error)?;
-                rows.clear();
+            enqueue_many(&mut tx, backend, &rows)
+                .await
+                .map_err(store_error)?;
+            // The campaign stored with the first batch is committed with it; the next batches
+            // name it.
+            tx.commit().await.map_err(|e| store_error(e.into()))?;
+            if backend == Backend::Sqlite {
+                // SQLite hands its lock to no one in turn: a writer that waits (the run's
+                // lease renewal) polls, and would lose every race against the next batch.
+                tokio::time::sleep(SQLITE_YIELD).await;
             }
         }
-        enqueue_many(&mut tx, backend, &rows)
-            .await
-            .map_err(store_error)?;
         if campaign_rows < subs.len() {
             tracing::info!(
                 run = ctx.run_id,
@@ -411,6 +424,10 @@ impl Send {
                  recipient value, or a value has a line break)"
             );
         }
+        let mut tx = app.store.write().await.map_err(store_error)?;
+        mark_send_queued(&mut tx, prefix, subs.len())
+            .await
+            .map_err(store_error)?;
         audit::append(
             &mut tx,
             &Actor::system(),
@@ -431,6 +448,12 @@ impl Send {
         Ok(Some(subject.unwrap_or_default()))
     }
 }
+
+/// Rows queued per write transaction by `email_customers`.
+const ENQUEUE_TX_ROWS: usize = 2_000;
+
+/// The pause between two batches on SQLite, in which other writers get the lock.
+const SQLITE_YIELD: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn progress_line(p: &OutboxProgress) -> String {
     let mut line = format!("sent {}/{}", thousands(p.delivered), thousands(p.total()));

@@ -161,8 +161,13 @@ impl Planner {
                     anyhow::bail!("email campaign `{}` has no content", v.name);
                 };
                 let json = serde_json::to_string(&StoredCampaign::from(content))?;
-                let id =
-                    campaigns::insert_tx(tx, &format!("{key_prefix}{}", v.name), &json).await?;
+                // Keyed by its content too: a step queueing its rows again finds the same
+                // campaign, unless what it renders changed meanwhile (a new incident update),
+                // which then is a campaign of its own.
+                use sha2::Digest as _;
+                let digest = hex::encode(&sha2::Sha256::digest(json.as_bytes())[..8]);
+                let key = format!("{key_prefix}{}:{digest}", v.name);
+                let id = campaigns::insert_tx(tx, &key, &json).await?;
                 v.id = Some(id);
                 id
             }

@@ -350,6 +350,32 @@ impl OutboxProgress {
     }
 }
 
+/// Marks the customer email step with key `prefix` as having queued all its rows (for
+/// `recipients` subscribers); a second mark is a no-op.
+pub async fn mark_send_queued(tx: &mut Tx, prefix: &str, recipients: usize) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO email_sends (prefix, recipients, enqueued_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (prefix) DO NOTHING",
+    )
+    .bind(prefix.to_string())
+    .bind(recipients as i64)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Whether the customer email step with key `prefix` queued all its rows.
+    pub async fn email_send_queued(&self, prefix: &str) -> anyhow::Result<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM email_sends WHERE prefix = $1")
+            .bind(prefix.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+}
+
 /// `key LIKE` pattern for `prefix`, which must hold no `%` or `_` (they would be wildcards).
 fn prefix_pattern(prefix: &str) -> anyhow::Result<String> {
     anyhow::ensure!(
@@ -373,15 +399,6 @@ fn progress_of(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<OutboxProgress> {
         }
     }
     Ok(p)
-}
-
-/// [`Store::outbox_progress`] in the caller's transaction (without the failure example).
-pub async fn progress_tx(tx: &mut Tx, prefix: &str) -> anyhow::Result<OutboxProgress> {
-    let rows = sqlx::query(PROGRESS)
-        .bind(prefix_pattern(prefix)?)
-        .fetch_all(&mut **tx)
-        .await?;
-    progress_of(&rows)
 }
 
 impl Store {

@@ -184,22 +184,22 @@ pub async fn add(
     })
 }
 
-/// Every active subscriber, by id, in the caller's transaction (what a mass send enqueues).
-pub async fn active_tx(tx: &mut Tx) -> anyhow::Result<Vec<SubscriberRow>> {
-    use futures::TryStreamExt;
-    // Read as a stream: only the subscribers are held, not every driver row at once as well
-    // (for 100,000 subscribers that was most of a mass send's peak memory).
-    let mut rows = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM subscribers WHERE unsubscribed_at IS NULL ORDER BY id"
-    ))
-    .fetch(&mut **tx);
-    let mut out = Vec::new();
-    while let Some(r) = rows.try_next().await? {
-        out.push(row(&r)?);
+impl Store {
+    /// Every active subscriber, by id (what a mass send enqueues).
+    pub async fn active_subscribers(&self) -> anyhow::Result<Vec<SubscriberRow>> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM subscribers WHERE unsubscribed_at IS NULL ORDER BY id"
+        ))
+        .fetch(self.pool());
+        let mut out = Vec::new();
+        while let Some(r) = rows.try_next().await? {
+            out.push(row(&r)?);
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 impl Store {
