@@ -29,9 +29,13 @@ pub struct Origin {
     pub user: String,
 }
 
+/// What a requester was told of: the run's state and how many of its steps had ended, so that
+/// a second pause in the same state (a second gate, another interrupted step) is news too.
+type Told = (RunState, usize);
+
 /// Runs started from Discord, by run id, with the last state their requester was told of.
 #[derive(Default)]
-pub struct Origins(Mutex<HashMap<i64, (Origin, Option<RunState>)>>);
+pub struct Origins(Mutex<HashMap<i64, (Origin, Option<Told>)>>);
 
 impl Origins {
     /// Remembers that `run` was started by the interaction `origin`.
@@ -45,7 +49,7 @@ impl Origins {
 
     /// The origin of `run` if its requester has not yet been told about `state`, with what
     /// they were told before (for [`Origins::release`]).
-    fn claim(&self, run: i64, state: RunState) -> Option<(Origin, Option<RunState>)> {
+    fn claim(&self, run: i64, state: Told) -> Option<(Origin, Option<Told>)> {
         let mut m = self.0.lock().ok()?;
         let (origin, told) = m.get_mut(&run)?;
         if *told == Some(state) {
@@ -53,7 +57,7 @@ impl Origins {
         }
         let before = told.replace(state);
         let origin = origin.clone();
-        if !state.is_active() {
+        if !state.0.is_active() {
             m.remove(&run);
         }
         Some((origin, before))
@@ -61,7 +65,7 @@ impl Origins {
 
     /// Undoes a claim whose message could not be delivered, so the next sync tries again
     /// (unless a newer state was claimed meanwhile).
-    fn release(&self, run: i64, origin: Origin, state: RunState, before: Option<RunState>) {
+    fn release(&self, run: i64, origin: Origin, state: Told, before: Option<Told>) {
         if let Ok(mut m) = self.0.lock() {
             match m.get_mut(&run) {
                 Some((_, told)) if *told == Some(state) => *told = before,
@@ -146,7 +150,13 @@ pub async fn notify_requester(app: &App, view: &RunView) -> Result<(), DiscordEr
     if !tell || view.run.platform != "discord" {
         return Ok(());
     }
-    let Some((origin, before)) = discord.origins.claim(view.run.id, state) else {
+    let ended = view
+        .steps
+        .iter()
+        .filter(|s| s.finished_at.is_some())
+        .count();
+    let told = (state, ended);
+    let Some((origin, before)) = discord.origins.claim(view.run.id, told) else {
         return Ok(());
     };
     let body = json!({
@@ -155,15 +165,45 @@ pub async fn notify_requester(app: &App, view: &RunView) -> Result<(), DiscordEr
         "allowed_mentions": { "parse": [] },
     });
     let fallback = text::outcome(view, Some(&origin.user));
-    let key = format!("outcome:{}:{}", view.run.id, state.as_str());
+    let key = format!("outcome:{}:{}:{ended}", view.run.id, state.as_str());
     if let Err(e) = deliver(&discord, &origin, false, body, fallback, &key).await {
         tracing::warn!(
             run = view.run.id,
             error = format!("{e:#}"),
             "telling the requester on Discord failed"
         );
-        discord.origins.release(view.run.id, origin, state, before);
+        discord.origins.release(view.run.id, origin, told, before);
         return Err(e);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Origin {
+        Origin {
+            token: Secret::new("t"),
+            at: Instant::now(),
+            channel: "c".into(),
+            user: "u".into(),
+        }
+    }
+
+    /// A second gate (or a second interrupted step) is told too: the same state after more
+    /// steps ended is news; the same state again is not.
+    #[test]
+    fn a_second_pause_in_the_same_state_is_news() {
+        let o = Origins::default();
+        o.insert(7, origin());
+        assert!(o.claim(7, (RunState::AwaitingGate, 2)).is_some());
+        assert!(o.claim(7, (RunState::AwaitingGate, 2)).is_none());
+        assert!(o.claim(7, (RunState::AwaitingGate, 5)).is_some());
+        assert!(o.claim(7, (RunState::Succeeded, 9)).is_some());
+        assert!(
+            o.claim(7, (RunState::Succeeded, 9)).is_none(),
+            "forgotten once ended"
+        );
+    }
 }
