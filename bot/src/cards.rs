@@ -99,7 +99,7 @@ pub async fn follow<S, Fut>(
     // synced again after a growing pause, so a card never freezes on an old state.
     let mut retry: BTreeMap<i64, Retry> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(300));
-    let mut since = now_ms() - 60_000;
+    let mut poll = Poll::new(now_ms() - 60_000);
     let mut last_poll = std::time::Instant::now();
     loop {
         tokio::select! {
@@ -110,14 +110,14 @@ pub async fn follow<S, Fut>(
                     on_event(&app, &e);
                     if let Some(id) = run_of(&e) { dirty.insert(id); }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => { since = now_ms() - 60_000; }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => { poll = Poll::new(now_ms() - 60_000); }
                 Err(_) => return,
             },
             _ = tick.tick() => {
                 if last_poll.elapsed() >= Duration::from_secs(2) {
                     last_poll = std::time::Instant::now();
-                    match changed_since(&app, since).await {
-                        Ok((ids, newest)) => { dirty.extend(ids); since = newest.max(since); }
+                    match changed_since(&app, poll.from()).await {
+                        Ok(rows) => dirty.extend(poll.take(rows)),
                         Err(e) => tracing::warn!(platform, error = format!("{e:#}"), "polling runs for cards failed"),
                     }
                 }
@@ -173,17 +173,74 @@ pub fn run_of(e: &Event) -> Option<i64> {
     }
 }
 
-/// Runs changed since `since` (ms) and the newest change seen.
-pub async fn changed_since(app: &App, since: i64) -> anyhow::Result<(Vec<i64>, i64)> {
-    let rows = sqlx::query("SELECT id, updated_at FROM runs WHERE updated_at > $1 ORDER BY id")
+/// How far back each poll looks again before the newest change it has seen (ms).
+const POLL_OVERLAP_MS: i64 = 5_000;
+
+/// The poll of changed runs: a change stamped in the same millisecond as the newest one seen,
+/// or a little earlier (another host's clock, a `drbot cmd` on a bastion), is still picked up,
+/// and a change is taken once.
+struct Poll {
+    since: i64,
+    /// Runs seen in the overlap, with their change.
+    seen: std::collections::HashMap<i64, i64>,
+}
+
+impl Poll {
+    fn new(since: i64) -> Self {
+        Poll {
+            since,
+            seen: Default::default(),
+        }
+    }
+
+    /// Where the next query starts.
+    fn from(&self) -> i64 {
+        self.since - POLL_OVERLAP_MS
+    }
+
+    /// The runs of `rows` (id, change) whose change is new.
+    fn take(&mut self, rows: Vec<(i64, i64)>) -> Vec<i64> {
+        let mut new = Vec::new();
+        for (id, at) in rows {
+            if self.seen.insert(id, at) != Some(at) {
+                new.push(id);
+            }
+            self.since = self.since.max(at);
+        }
+        let from = self.from();
+        self.seen.retain(|_, at| *at >= from);
+        new
+    }
+}
+
+/// Runs changed at or after `since` (ms), each with when it last changed.
+pub async fn changed_since(app: &App, since: i64) -> anyhow::Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query("SELECT id, updated_at FROM runs WHERE updated_at >= $1 ORDER BY id")
         .bind(since)
         .fetch_all(app.store.pool())
         .await?;
-    let mut newest = since;
-    let mut ids = Vec::new();
-    for r in rows {
-        ids.push(r.try_get("id")?);
-        newest = newest.max(r.try_get::<i64, _>("updated_at")?);
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("updated_at")?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change in the same millisecond as the newest seen, or a little earlier, is taken;
+    /// one already taken is not taken again.
+    #[test]
+    fn the_poll_misses_no_tie_and_takes_a_change_once() {
+        let mut p = Poll::new(1_000_000);
+        assert_eq!(p.take(vec![(1, 1_000_100)]), [1]);
+        assert!(p.from() <= 1_000_100);
+        // Run 2 changed in the same millisecond; run 3 a little earlier (another clock).
+        assert_eq!(
+            p.take(vec![(1, 1_000_100), (2, 1_000_100), (3, 1_000_090)]),
+            [2, 3]
+        );
+        assert!(p.take(vec![(1, 1_000_100), (2, 1_000_100)]).is_empty());
+        assert_eq!(p.take(vec![(1, 1_000_200)]), [1], "a new change of run 1");
     }
-    Ok((ids, newest))
 }
