@@ -67,6 +67,16 @@ pub async fn handle(app: &App, actor: &Actor, text: &str) -> Reply {
         ),
     );
     if let Err(e) = audit_command(app, actor, text, &reply).await {
+        if reply.changed() {
+            // The change took effect, with its own audit row in its transaction: the person is
+            // told what happened, not that it failed.
+            tracing::error!(
+                error = format!("{e:#}"),
+                outcome = reply.outcome(),
+                "the command took effect, but auditing its text failed"
+            );
+            return reply;
+        }
         return internal(e, "auditing a command");
     }
     reply

@@ -318,6 +318,22 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// Whether the command changed something (committed with its own audit row) rather than
+    /// only read or was refused.
+    pub fn changed(&self) -> bool {
+        matches!(
+            self,
+            Reply::Requested(_)
+                | Reply::Approved { .. }
+                | Reply::Denied(_)
+                | Reply::Cancelled { .. }
+                | Reply::DecisionRequested(_)
+                | Reply::Incident(_)
+                | Reply::Checklist(_)
+                | Reply::Ticked { .. }
+        )
+    }
+
     /// Short outcome label for metrics and the audit log.
     pub fn outcome(&self) -> &'static str {
         match self {

@@ -723,3 +723,34 @@ both_backends!(
     approved_run_executes_with_gate_and_preflight,
     hundred_concurrent_approvals_execute_once,
 );
+
+/// An approval that took effect is reported as such even when the audit row of the typed
+/// command text cannot be written afterwards (the approval's own audit row is in its
+/// transaction).
+#[tokio::test]
+async fn a_change_that_took_effect_is_not_reported_as_failed() {
+    let env = env(Backend::Sqlite).await;
+    let id = request_failover(&env, "bob").await;
+    sqlx::query(
+        "CREATE TRIGGER no_command_rows BEFORE INSERT ON audit_log \
+         WHEN NEW.action = 'command' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(env.app.store.pool())
+    .await
+    .unwrap();
+    let r = dispatch::handle(
+        &env.app,
+        &cli(&env.app, "carol"),
+        &format!("/dr approve {id}"),
+    )
+    .await;
+    assert!(matches!(r, Reply::Approved { quorum: true, .. }), "{r:?}");
+    let approvals: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'approve' AND run_id = $1",
+    )
+    .bind(id)
+    .fetch_one(env.app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(approvals, 1, "the approval itself is audited");
+}
