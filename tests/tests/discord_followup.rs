@@ -2,8 +2,8 @@
 //! fake of the Discord API: slow commands get a deferred response whose answer is edited in
 //! through the interaction webhook, the requester gets a follow-up when the run ends, step
 //! details are posted as replies to the card, expired tokens (or ones past
-//! `discord.followup_window`) fall back to channel messages, and an exhausted rate-limit bucket
-//! is waited out.
+//! `discord.followup_window`) fall back to channel messages, an exhausted rate-limit bucket
+//! is waited out, and slow button clicks are deferred, then answered.
 
 use std::{
     path::{Path, PathBuf},
@@ -335,5 +335,92 @@ fn past_the_followup_window_answers_go_to_the_channel() {
         fake.webhooks().is_empty(),
         "no webhook call after the window: {:?}",
         fake.webhooks()
+    );
+}
+
+/// Sends a click on `message` as `user` with interaction `token`; returns the HTTP answer.
+fn click(port: u16, user: &str, token: &str, message: &str, custom_id: &str) -> Value {
+    let body = fill(
+        include_str!("../fixtures/discord/message_component.json"),
+        &[
+            ("channel_id", CHANNEL),
+            ("custom_id", custom_id),
+            ("interaction_id", token),
+            ("user_id", user),
+            ("message_id", message),
+        ],
+    )
+    .replace("aW50ZXJhY3Rpb246Y29tcG9uZW50", token);
+    let ts = unix_now();
+    let sig = key().sign(format!("{ts}{body}").as_bytes());
+    let headers = vec![
+        ("X-Signature-Ed25519", hex::encode(sig.to_bytes())),
+        ("X-Signature-Timestamp", ts.to_string()),
+    ];
+    let (status, resp) = http_post(port, "/discord/interactions", &body, &headers);
+    assert_eq!(status, 200, "{resp}");
+    serde_json::from_str(&resp).unwrap()
+}
+
+/// A click not handled within `defer_after` (here: every click) is acknowledged at once with
+/// DEFERRED_UPDATE_MESSAGE, as Discord drops answers after 3 s; a refusal then reaches the
+/// clicker alone as an ephemeral follow-up, and an approval edits the clicked card in place.
+#[test]
+fn slow_clicks_are_deferred_then_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start("discord-bot-token");
+    let port = free_port();
+    let cfg = setup(dir.path(), port, &fake.base_url(), "14m");
+    let _server = Server::start(&cfg, port, &dir.path().join("serve.log"));
+    deferred(&command(
+        port,
+        "2002",
+        "tok-request",
+        "1",
+        "failover",
+        json!([{ "type": 3, "name": "region", "value": "us-west-2" }]),
+    ));
+    let card = wait_for("the approval card", 30, || {
+        fake.messages(CHANNEL)
+            .into_iter()
+            .find(|m| !m.body["embeds"].is_null())
+    });
+    let approve = card.body["components"][0]["components"][0]["custom_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(approve.starts_with("approve:"), "{approve}");
+
+    // bob requested it: his click is refused, privately, after the deferral.
+    let v = click(port, "2002", "tok-click-bob", &card.id, &approve);
+    assert_eq!(v["type"], 6, "{v}");
+    let told = wait_for("the refusal", 20, || {
+        fake.webhooks()
+            .into_iter()
+            .find(|w| w.token == "tok-click-bob")
+    });
+    assert_eq!(told.method, "POST");
+    assert_eq!(told.body["flags"], 64, "{:?}", told.body);
+    assert!(
+        content(&told.body).contains("a second person must"),
+        "{:?}",
+        told.body
+    );
+
+    // alice approves: the clicked card is edited through the click's webhook.
+    let v = click(port, "2001", "tok-click-alice", &card.id, &approve);
+    assert_eq!(v["type"], 6, "{v}");
+    let edit = wait_for("the card edit", 20, || {
+        fake.webhooks()
+            .into_iter()
+            .find(|w| w.token == "tok-click-alice")
+    });
+    assert_eq!(edit.method, "PATCH");
+    assert!(
+        edit.body["embeds"][0]["title"]
+            .as_str()
+            .is_some_and(|t| !t.starts_with("Approval needed")),
+        "{:?}",
+        edit.body
     );
 }

@@ -315,8 +315,9 @@ pub struct DiscordConfig {
     pub api_base_url: String,
     /// Channel id where approval requests and status updates go.
     pub incident_channel: String,
-    /// Answer a command with a deferred response ("drbot is thinking…") when it takes longer
-    /// than this, then edit the answer in; Discord drops answers after 3 s (default `"2s"`).
+    /// Answer a command or a button click with a deferred response ("drbot is thinking…")
+    /// when it takes longer than this, then edit the answer in; Discord drops answers after
+    /// 3 s (default `"2s"`).
     #[serde(default = "default_defer_after")]
     pub defer_after: String,
     /// How long after a command drbot still uses its interaction token for follow-ups (Discord

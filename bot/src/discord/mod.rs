@@ -42,6 +42,8 @@ const UPDATE_MESSAGE: u64 = 7;
 const PONG: u64 = 1;
 const CHANNEL_MESSAGE_WITH_SOURCE: u64 = 4;
 const DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE: u64 = 5;
+/// Interaction response: acknowledge a click now, edit its message later.
+const DEFERRED_UPDATE_MESSAGE: u64 = 6;
 /// Message flag: only the invoking user sees it.
 pub const EPHEMERAL: u64 = 64;
 
@@ -110,7 +112,7 @@ async fn interactions(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     match ix.kind {
         Some(PING) => Json(json!({ "type": PONG })).into_response(),
         Some(APPLICATION_COMMAND) => command(&app, &discord, &ix).await,
-        Some(MESSAGE_COMPONENT) => component(&app, &ix).await,
+        Some(MESSAGE_COMPONENT) => component(&app, &discord, &ix).await,
         _ => ephemeral(text::MALFORMED.into()),
     }
 }
@@ -221,40 +223,129 @@ async fn command(app: &App, discord: &Arc<Discord>, ix: &Interaction<'_>) -> Res
         .into_response()
 }
 
+/// What a click is answered with.
+enum ClickAnswer {
+    /// The clicked message, re-rendered.
+    Update(serde_json::Value),
+    /// A message for the clicker alone (a refusal).
+    Ephemeral(String),
+}
+
+impl ClickAnswer {
+    fn response(self) -> Response {
+        match self {
+            ClickAnswer::Update(data) => {
+                Json(json!({ "type": UPDATE_MESSAGE, "data": data })).into_response()
+            }
+            ClickAnswer::Ephemeral(text) => ephemeral(text),
+        }
+    }
+}
+
 /// A button click: never trusted by its custom_id alone (the card it was clicked on must be
-/// the named run's card); refusals are answered ephemerally, successes update the card.
-async fn component(app: &App, ix: &Interaction<'_>) -> Response {
+/// the named run's card); refusals are answered ephemerally, successes update the card. Like a
+/// command, a click not handled within `discord.defer_after` (a store slow to answer during an
+/// outage) is acknowledged at once (DEFERRED_UPDATE_MESSAGE), and its answer follows through
+/// the interaction's webhook: Discord gives up on an answer after 3 s.
+async fn component(app: &App, discord: &Arc<Discord>, ix: &Interaction<'_>) -> Response {
     let (Some(user), Some(channel), Some(message)) =
         (ix.user_id(), ix.channel_id(), ix.message_id())
     else {
         return ephemeral(text::MALFORMED.into());
     };
-    let actor = Actor::chat(&app.settings, Platform::Discord, user, channel);
-    if let Some(region) = ix.custom_id().and_then(crate::monitor::parse_proposal) {
-        let reply = dispatch::propose_failover(app, &actor, region).await;
-        return ephemeral(text::command_reply(&reply));
-    }
-    if let Some(tick) = ix
-        .custom_id()
-        .and_then(crate::checklists::tick::TickClick::parse)
+    let custom_id = ix.custom_id().unwrap_or_default().to_string();
+    let (user, channel, message) = (user.to_string(), channel.to_string(), message.to_string());
+    let work = {
+        let (app, channel) = (app.clone(), channel.clone());
+        let user = user.clone();
+        async move { click_answer(&app, &user, &channel, &message, &custom_id).await }
+    };
+    // In its own task: a dropped connection never cuts a click short.
+    let mut work = tokio::spawn(work);
+    let answer = |r: Result<ClickAnswer, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a Discord click's handler failed");
+            ClickAnswer::Ephemeral(text::command_reply(&dispatch::internal(
+                anyhow::anyhow!("handler failed"),
+                "answering a Discord click",
+            )))
+        })
+    };
+    if !discord.defer_after.is_zero()
+        && let Ok(done) = tokio::time::timeout(discord.defer_after, &mut work).await
     {
+        return answer(done).response();
+    }
+    let Some(token) = ix.token() else {
+        return answer(work.await).response();
+    };
+    let origin = followup::Origin {
+        token: crate::config::Secret::new(token),
+        at: std::time::Instant::now(),
+        channel,
+        user,
+    };
+    let (discord, interaction) = (discord.clone(), ix.id().unwrap_or("").to_string());
+    tokio::spawn(async move {
+        let sent = match answer(work.await) {
+            // The card: edited in place (the card sync edits it too, so a failure here loses
+            // nothing).
+            ClickAnswer::Update(data) => {
+                discord
+                    .api
+                    .edit_original(&discord.application_id, &origin.token, &data)
+                    .await
+            }
+            ClickAnswer::Ephemeral(content) => {
+                let body = json!({
+                    "content": content,
+                    "flags": EPHEMERAL,
+                    "allowed_mentions": { "parse": [] },
+                });
+                let fallback = format!("<@{}> {content}", origin.user);
+                let key = format!("click:{interaction}");
+                followup::deliver(&discord, &origin, false, body, fallback, &key).await
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "answering a deferred Discord click failed"
+            );
+        }
+    });
+    Json(json!({ "type": DEFERRED_UPDATE_MESSAGE })).into_response()
+}
+
+/// Handles one click; what to answer it with.
+async fn click_answer(
+    app: &App,
+    user: &str,
+    channel: &str,
+    message: &str,
+    custom_id: &str,
+) -> ClickAnswer {
+    let actor = Actor::chat(&app.settings, Platform::Discord, user, channel);
+    if let Some(region) = crate::monitor::parse_proposal(custom_id) {
+        let reply = dispatch::propose_failover(app, &actor, region).await;
+        return ClickAnswer::Ephemeral(text::command_reply(&reply));
+    }
+    if let Some(tick) = crate::checklists::tick::TickClick::parse(custom_id) {
         return tick_click(app, &actor, channel, message, &tick).await;
     }
-    let Some(click) = ix.custom_id().and_then(dispatch::Click::parse) else {
-        return ephemeral(text::MALFORMED.into());
+    let Some(click) = dispatch::Click::parse(custom_id) else {
+        return ClickAnswer::Ephemeral(text::MALFORMED.into());
     };
     let reply = crate::cards::click_on_card(app, &actor, "discord", channel, message, &click).await;
     if matches!(
         reply,
         crate::reply::Reply::Refused(_) | crate::reply::Reply::Internal { .. }
     ) {
-        return ephemeral(text::command_reply(&reply));
+        return ClickAnswer::Ephemeral(text::command_reply(&reply));
     }
     match crate::approvals::view(&app.store, click.run).await {
-        Ok(Some(view)) => {
-            Json(json!({ "type": UPDATE_MESSAGE, "data": text::card(&view) })).into_response()
-        }
-        _ => ephemeral(text::command_reply(&reply)),
+        Ok(Some(view)) => ClickAnswer::Update(text::card(&view)),
+        _ => ClickAnswer::Ephemeral(text::command_reply(&reply)),
     }
 }
 
@@ -266,10 +357,10 @@ async fn tick_click(
     channel: &str,
     message: &str,
     tick: &crate::checklists::tick::TickClick,
-) -> Response {
+) -> ClickAnswer {
     let reply = crate::checklists::tick::click(app, actor, "discord", channel, message, tick).await;
     if !matches!(reply, crate::reply::Reply::Ticked { .. }) {
-        return ephemeral(text::command_reply(&reply));
+        return ClickAnswer::Ephemeral(text::command_reply(&reply));
     }
     let part = match app
         .store
@@ -282,8 +373,8 @@ async fn tick_click(
     let (app2, id, skip) = (app.clone(), tick.instance, message.to_string());
     tokio::spawn(async move { checklist::refresh_others(&app2, id, &skip).await });
     match checklist::part_body(app, tick.instance, part).await {
-        Ok(Some(body)) => Json(json!({ "type": UPDATE_MESSAGE, "data": body })).into_response(),
-        _ => ephemeral(text::command_reply(&reply)),
+        Ok(Some(body)) => ClickAnswer::Update(body),
+        _ => ClickAnswer::Ephemeral(text::command_reply(&reply)),
     }
 }
 
