@@ -120,6 +120,62 @@ async fn states(store: &Store) -> HashMap<String, usize> {
     m
 }
 
+/// A send's progress counts its rows by key prefix through an index, never by reading every
+/// row (outbox rows are kept): the plan of the query `outbox_progress` runs names an index.
+/// The count itself matches exactly the prefix, and case matters.
+async fn progress_by_prefix_uses_an_index(b: Backend) {
+    use sqlx::Row;
+    let env = env(b).await;
+    let s = &env.app.store;
+    let items: Vec<_> = (0..50)
+        .map(|i| new(&format!("email:run:7:step:1:sub:{i}"), None))
+        .chain((0..50).map(|i| new(&format!("email:run:70:step:1:sub:{i}"), None)))
+        .chain([new("EMAIL:run:7:step:1:sub:99", None)])
+        .collect();
+    add(s, &items).await;
+    let p = s.outbox_progress("email:run:7:step:1:sub:").await.unwrap();
+    assert_eq!(p.total(), 50);
+    let plan: Vec<String> = match b {
+        Backend::Sqlite => sqlx::query(
+            "EXPLAIN QUERY PLAN SELECT state, COUNT(*) AS n FROM outbox WHERE key GLOB $1 \
+             GROUP BY state",
+        )
+        .bind("email:run:7:step:1:sub:*")
+        .fetch_all(s.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect(),
+        Backend::Postgres => {
+            let mut c = s.pool().acquire().await.unwrap();
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut *c)
+                .await
+                .unwrap();
+            sqlx::query(
+                "EXPLAIN SELECT state, COUNT(*) AS n FROM outbox \
+                 WHERE key LIKE 'email:run:7:step:1:sub:%' GROUP BY state",
+            )
+            .fetch_all(&mut *c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect()
+        }
+    };
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("INDEX") || plan.contains("outbox_key_prefix"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("SCAN outbox\n") && !plan.ends_with("SCAN outbox"),
+        "{plan}"
+    );
+}
+
 async fn enqueue_is_idempotent_by_key(b: Backend) {
     let env = env(b).await;
     let s = &env.app.store;
@@ -688,6 +744,7 @@ async fn a_long_round_keeps_its_leases(b: Backend) {
 }
 
 both_backends!(
+    progress_by_prefix_uses_an_index,
     a_long_round_keeps_its_leases,
     a_slow_lane_does_not_hold_back_another,
     many_are_enqueued_in_order,

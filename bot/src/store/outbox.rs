@@ -376,16 +376,19 @@ impl Store {
     }
 }
 
-/// `key LIKE` pattern for `prefix`, which must hold no `%` or `_` (they would be wildcards).
-fn prefix_pattern(prefix: &str) -> anyhow::Result<String> {
+/// How a key prefix is matched, so that the key's unique index serves it: SQLite's `LIKE`
+/// ignores case and cannot use a BINARY index, its `GLOB` does not; PostgreSQL's `LIKE`
+/// uses the `text_pattern_ops` index of migration 0018.
+fn prefix_match(backend: Backend, prefix: &str) -> anyhow::Result<(&'static str, String)> {
     anyhow::ensure!(
-        !prefix.contains(['%', '_', '\\']),
-        "outbox key prefix `{prefix}` holds a LIKE wildcard"
+        !prefix.contains(['%', '_', '\\', '*', '?', '[', ']']),
+        "outbox key prefix `{prefix}` holds a wildcard"
     );
-    Ok(format!("{prefix}%"))
+    Ok(match backend {
+        Backend::Sqlite => ("key GLOB $1", format!("{prefix}*")),
+        Backend::Postgres => ("key LIKE $1", format!("{prefix}%")),
+    })
 }
-
-const PROGRESS: &str = "SELECT state, COUNT(*) AS n FROM outbox WHERE key LIKE $1 GROUP BY state";
 
 fn progress_of(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<OutboxProgress> {
     let mut p = OutboxProgress::default();
@@ -404,17 +407,19 @@ fn progress_of(rows: &[sqlx::any::AnyRow]) -> anyhow::Result<OutboxProgress> {
 impl Store {
     /// Counts by state of the rows whose key starts with `prefix` (no `%` or `_` in it).
     pub async fn outbox_progress(&self, prefix: &str) -> anyhow::Result<OutboxProgress> {
-        let pattern = prefix_pattern(prefix)?;
-        let rows = sqlx::query(PROGRESS)
-            .bind(pattern.clone())
-            .fetch_all(self.pool())
-            .await?;
+        let (matches, pattern) = prefix_match(self.backend(), prefix)?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT state, COUNT(*) AS n FROM outbox WHERE {matches} GROUP BY state"
+        )))
+        .bind(pattern.clone())
+        .fetch_all(self.pool())
+        .await?;
         let mut p = progress_of(&rows)?;
         if p.failed > 0 {
-            p.failed_example = sqlx::query(
-                "SELECT last_error FROM outbox WHERE key LIKE $1 AND state = 'failed' \
-                 ORDER BY id LIMIT 1",
-            )
+            p.failed_example = sqlx::query(AssertSqlSafe(format!(
+                "SELECT last_error FROM outbox WHERE {matches} AND state = 'failed' \
+                 ORDER BY id LIMIT 1"
+            )))
             .bind(pattern)
             .fetch_optional(self.pool())
             .await?
