@@ -258,8 +258,13 @@ async fn keep_lease(
         tokio::time::sleep(every).await;
         let sent = tokio::time::Instant::now();
         let until = now_ms() + lease.as_millis() as i64;
+        // A renewal waits at most until two thirds of the lease since the last one that got
+        // through: one stuck longer would tell the step to stop only at the lease's end.
+        let wait = (renewed + lease * 2 / 3)
+            .saturating_duration_since(sent)
+            .min(every);
         let res = tokio::time::timeout(
-            every,
+            wait,
             sqlx::query("UPDATE runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
                 .bind(until)
                 .bind(id)
@@ -278,7 +283,7 @@ async fn keep_lease(
             Ok(Err(e)) => tracing::warn!(run = id, error = %e, "renewing the lease failed"),
             Err(_) => tracing::warn!(
                 run = id,
-                waited_ms = every.as_millis() as u64,
+                waited_ms = wait.as_millis() as u64,
                 "renewing the lease got no answer"
             ),
         }

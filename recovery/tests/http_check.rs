@@ -497,5 +497,5 @@ fn validation_errors() {
     );
     assert!(err(json!({"url": url, "expect": 200})).contains("unknown field `expect`"));
     assert!(err(json!({"url": "ftp://x/y"})).contains("not an http or https URL"));
-    assert!(err(json!({"url": "not a url"})).contains("is not a valid URL"));
+    assert!(err(json!({"url": "not a url"})).contains("not a valid URL"));
 }

@@ -82,6 +82,30 @@ impl Origins {
 /// rather than "expired".
 const NOT_YET_KNOWN: Duration = Duration::from_secs(8);
 
+/// Edits the interaction's `@original` message to `body`, asking again for a few seconds while
+/// Discord does not know it yet (just after a deferred answer). No channel fallback: for a
+/// clicked card, the card sync edits it too.
+pub async fn edit_original(
+    discord: &Discord,
+    origin: &Origin,
+    body: &Value,
+) -> Result<(), DiscordError> {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match discord
+            .api
+            .edit_original(&discord.application_id, &origin.token, body)
+            .await
+        {
+            Err(DiscordError::Gone) if origin.at.elapsed() < NOT_YET_KNOWN => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Sends `body` through the interaction's webhook while the token is fresh (`edit` replaces
 /// the deferred answer, else a follow-up message is added); otherwise, or if the webhook
 /// fails for any reason (an expired token, an outage), posts `fallback` to the origin channel:

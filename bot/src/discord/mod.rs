@@ -288,14 +288,9 @@ async fn component(app: &App, discord: &Arc<Discord>, ix: &Interaction<'_>) -> R
     let (discord, interaction) = (discord.clone(), ix.id().unwrap_or("").to_string());
     tokio::spawn(async move {
         let sent = match answer(work.await) {
-            // The card: edited in place (the card sync edits it too, so a failure here loses
-            // nothing).
-            ClickAnswer::Update(data) => {
-                discord
-                    .api
-                    .edit_original(&discord.application_id, &origin.token, &data)
-                    .await
-            }
+            // The clicked message, edited in place (asked again while Discord does not know
+            // it yet).
+            ClickAnswer::Update(data) => followup::edit_original(&discord, &origin, &data).await,
             ClickAnswer::Ephemeral(content) => {
                 let body = json!({
                     "content": content,

@@ -4,12 +4,14 @@
 //! succeed and say that nothing is (or will be) sent, so runbooks that include customer email
 //! run where none is set up.
 //!
-//! `email_customers` enqueues, in one write transaction, one outbox row per active subscriber,
-//! keyed `email:run:<run>:step:<index>:sub:<id>`: their values in the send's campaign where
-//! that gives exactly their rendered message, else the message itself
-//! ([`super::email_campaign`]); then
-//! it follows the rows until each is delivered or failed. Re-running it (after a crash, or a
-//! retry) enqueues nothing new once its rows exist and only follows them: it is idempotent,
+//! `email_customers` enqueues one outbox row per active subscriber, 2,000 per write
+//! transaction, keyed `email:run:<run>:step:<index>:sub:<id>`: their values in the send's
+//! campaign where that gives exactly their rendered message, else the message itself
+//! ([`super::email_campaign`]); then it marks the send queued (`email_sends`) and follows the
+//! rows until each is delivered or failed. Re-running it (after a crash, or a retry) enqueues
+//! nothing new once the send is marked queued and only follows its rows (stopped part-way,
+//! it adds the rows still missing; with the incident resolved meanwhile, it follows the rows
+//! already queued): it is idempotent,
 //! and the outbox delivers each row at least once with a fixed Message-ID (see
 //! [`crate::notify::email`] for what a crash can duplicate). Rows already enqueued still go out
 //! when the run is cancelled while it follows them, and a subscriber who unsubscribes during a
@@ -323,7 +325,32 @@ impl Send {
         {
             return Ok(None);
         }
-        let source = Source::load(app).await?;
+        let source = match Source::load(app).await {
+            Ok(s) => s,
+            // Stopped part-way, and the incident resolved since: what is queued goes out.
+            Err(e) => {
+                let queued = app
+                    .store
+                    .outbox_progress(prefix)
+                    .await
+                    .map_err(store_error)?
+                    .total();
+                if queued == 0 {
+                    return Err(e);
+                }
+                let mut tx = app.store.write().await.map_err(store_error)?;
+                mark_send_queued(&mut tx, prefix, queued as usize)
+                    .await
+                    .map_err(store_error)?;
+                tx.commit().await.map_err(|e| store_error(e.into()))?;
+                ctx.progress.line(format!(
+                    "resuming: {queued} emails were queued before the step stopped; the rest \
+                     cannot be rendered any more ({}), so only those go out",
+                    e.message
+                ));
+                return Ok(None);
+            }
+        };
         let run_created = app
             .store
             .run(ctx.run_id)

@@ -220,7 +220,6 @@ pub async fn insert_incident(tx: &mut Tx, new: &NewIncident<'_>) -> anyhow::Resu
     Ok(row.try_get("id")?)
 }
 
-/// Moves an incident to `status` (resolving it clears its open slot).
 /// Sets incident `id`'s impact (Statuspage's value).
 pub async fn set_impact(tx: &mut Tx, id: i64, impact: &str) -> anyhow::Result<()> {
     sqlx::query("UPDATE incidents SET impact = $1 WHERE id = $2")
@@ -231,6 +230,7 @@ pub async fn set_impact(tx: &mut Tx, id: i64, impact: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// Moves an incident to `status` (resolving it clears its open slot).
 pub async fn set_status(
     tx: &mut Tx,
     id: i64,

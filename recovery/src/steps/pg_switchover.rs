@@ -14,7 +14,8 @@
 //! 4. With `rebuild_old = true` (default), rebuild the demoted primary as a streaming replica
 //!    of the new one (`pg_rebuild_replica` semantics). A failed rebuild does not fail the
 //!    step: the switchover stands, the summary says the rebuild FAILED and why, and the old
-//!    primary stays stopped for a person to rebuild (the cutover after it is not held up
+//!    primary stays stopped (or, with `fence = "read_only"`, read-only) for a person to
+//!    rebuild (the cutover after it is not held up
 //!    while nothing serves writes).
 //!
 //! If the replica does not catch up in time the step fails and the old primary **stays
