@@ -244,6 +244,51 @@ async fn a_large_list_is_queued_without_starving_the_lease() {
     driver.await.unwrap();
 }
 
+/// A send stopped after queueing rows but before marking itself queued, whose incident was
+/// resolved meanwhile, resumes with the rows it queued (it cannot render more without the
+/// incident) instead of failing.
+#[tokio::test]
+async fn a_send_stopped_part_way_resumes_after_the_incident_is_resolved() {
+    let env = email_env(Backend::Sqlite).await;
+    let app = &env.app;
+    app.store
+        .import_subscribers(
+            &[NewSubscriber {
+                email: "ann@customer.example".into(),
+                name: Some("Ann".into()),
+                unsubscribed_at: None,
+            }],
+            false,
+        )
+        .await
+        .unwrap();
+    let run = match say(app, "bob", "/dr notify customers dr-activated").await {
+        Reply::Requested(v) => v.run.id,
+        other => panic!("expected a request, got {other:?}"),
+    };
+    let r = say(
+        app,
+        "alice",
+        "/dr incident open --impact major Database outage",
+    )
+    .await;
+    assert!(matches!(r, Reply::Incident(_)), "{r:?}");
+    let (_rec, shutdown, worker) = start_worker(app);
+    assert_eq!(send(app, run).await.summary, "Sent 1 email");
+    // As if the step had stopped before marking the send queued.
+    sqlx::query("DELETE FROM email_sends")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let r = say(app, "alice", "/dr incident resolve").await;
+    assert!(matches!(r, Reply::Incident(_)), "{r:?}");
+    let out = send(app, run).await;
+    assert_eq!(out.summary, "Sent 1 email");
+    assert_eq!(out.data["resumed"], true);
+    shutdown.cancel();
+    worker.await.unwrap();
+}
+
 async fn builtin_runbook_validates_and_needs_email(b: Backend) {
     let env = email_env(b).await;
     let s = &env.app.settings;

@@ -561,7 +561,11 @@ impl Step for Send {
             .with_log(format!("{}{example}", progress_line(&p))));
         }
         let summary = if p.failed == 0 {
-            format!("Sent {} emails", thousands(p.delivered))
+            format!(
+                "Sent {} email{}",
+                thousands(p.delivered),
+                if p.delivered == 1 { "" } else { "s" }
+            )
         } else {
             format!(
                 "Sent {} of {} emails; {} failed (see `drbot outbox --state failed`)",
