@@ -35,6 +35,30 @@ pub use urls::{
     conninfo, db_conninfo, db_url_without_password, password, port, scrub, url_database,
 };
 
+/// `pg_controldata -D data_dir` of `def`'s binaries (in the C locale, so its labels are
+/// English), as the cluster's OS user.
+pub async fn controldata(
+    def: &crate::resources::PgClusterDef,
+    data_dir: &std::path::Path,
+    ctx: &crate::step::StepContext,
+) -> Result<ToolOutput, crate::step::StepError> {
+    tool(def, "pg_controldata")
+        .env("LC_ALL", "C")
+        .arg("-D")
+        .arg(data_dir)
+        .run_ok(ctx)
+        .await
+}
+
+/// The value of field `name` (`Database cluster state`, …) in `pg_controldata`'s output.
+pub fn controldata_field<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|v| v.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
 /// A cluster with only a URL, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_def(url: &str) -> crate::resources::PgClusterDef {

@@ -135,15 +135,8 @@ fn primary_settings(controldata: &str) -> Vec<(&'static str, u64)> {
     PRIMARY_SETTINGS
         .iter()
         .filter_map(|(label, setting)| {
-            controldata.lines().find_map(|l| {
-                let v = l
-                    .strip_prefix(label)?
-                    .strip_prefix(':')?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                Some((*setting, v))
-            })
+            let v = pg::controldata_field(controldata, label)?.parse().ok()?;
+            Some((*setting, v))
         })
         .collect()
 }
@@ -709,12 +702,7 @@ impl Job<'_> {
         if missing.is_empty() {
             return Ok(());
         }
-        let out = pg::tool(self.def, "pg_controldata")
-            .env("LC_ALL", "C")
-            .arg("-D")
-            .arg(&self.data)
-            .run_ok(self.ctx)
-            .await?;
+        let out = pg::controldata(self.def, &self.data, self.ctx).await?;
         let primary = primary_settings(&out.stdout);
         for (file, text) in &missing {
             let path = self.data.join(file);

@@ -406,12 +406,7 @@ async fn shutdown_checkpoint(
     replica: &str,
     ctx: &StepContext,
 ) -> Result<Lsn, StepError> {
-    let out = pg::tool(def, "pg_controldata")
-        .env("LC_ALL", "C")
-        .arg("-D")
-        .arg(pg_fence::data_dir(def)?)
-        .run_ok(ctx)
-        .await?;
+    let out = pg::controldata(def, pg_fence::data_dir(def)?, ctx).await?;
     let (state, checkpoint) = controldata(&out.stdout);
     if state.as_deref() != Some("shut down") {
         return Err(StepError::fatal(format!(
@@ -433,13 +428,7 @@ async fn shutdown_checkpoint(
 
 /// `Database cluster state` and `Latest checkpoint location` from `pg_controldata`'s output.
 fn controldata(stdout: &str) -> (Option<String>, Option<String>) {
-    let field = |name: &str| {
-        stdout.lines().find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|v| v.strip_prefix(':'))
-                .map(|v| v.trim().to_owned())
-        })
-    };
+    let field = |name| pg::controldata_field(stdout, name).map(str::to_owned);
     (
         field("Database cluster state"),
         field("Latest checkpoint location"),
